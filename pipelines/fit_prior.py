@@ -1,0 +1,171 @@
+"""Fit a gated PixelCNN prior over the code maps of a fitted VQ-VAE.
+
+    python -m pipelines.fit_prior --vqvae runs/mnist/vqvae.pt --out runs/mnist-prior
+
+The data set is the one the VQ-VAE was fitted on (recorded in its checkpoint; ``--data-root`` reads it from another
+folder). It is encoded once with the frozen VQ-VAE and the code maps are cached beside the VQ-VAE checkpoint
+(``codes-<digest>.pt``). The prior is class-conditional when the data set has labels, unless ``--unconditional``.
+Per epoch: train and held-out bits per code (``metrics.jsonl``), a grid of decoded samples (``samples.png``, one
+row per class), and ``prior.pt`` written atomically with its config, K, the label names and the digest of the
+VQ-VAE weights it was fitted on. ``--resume`` continues an interrupted fit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torchvision.utils import save_image
+from tqdm import tqdm
+
+from pipelines import common
+from vqvae_prior.checkpoint import atomic_save, load_checkpoint, load_vqvae, save_checkpoint, weights_digest
+from vqvae_prior.prior import GatedPixelCNN, PriorConfig
+from vqvae_prior.vqvae import VQVAE
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    defaults = PriorConfig(codebook_size=2)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--vqvae", required=True, help="checkpoint written by pipelines.fit_vqvae")
+    parser.add_argument("--data-root", help="read the VQ-VAE's data set from this folder instead")
+    parser.add_argument("--out", default="runs/prior", help="output folder")
+    common.add_common_args(parser)
+    parser.add_argument("--layers", type=int, default=defaults.num_layers, help="gated layers, the first of type A")
+    parser.add_argument("--channels", type=int, default=defaults.channels)
+    parser.add_argument("--head-channels", type=int, default=defaults.head_channels)
+    parser.add_argument("--unconditional", action="store_true", help="ignore the class labels")
+    parser.add_argument("--samples-per-class", type=int, default=8, help="samples per class in samples.png")
+    parser.set_defaults(epochs=5, lr=1e-3)
+    return parser
+
+
+@torch.no_grad()
+def encode_splits(
+    vqvae: VQVAE, vqvae_path: Path, data_spec: dict[str, Any], data_root: str | None, device: torch.device
+) -> dict[str, Any]:
+    """Code maps and labels of the train and held-out splits, cached beside the VQ-VAE checkpoint.
+
+    The cache key is the digest of the VQ-VAE weights and the data spec, so a refitted VQ-VAE or other data never
+    reuse stale codes.
+    """
+    spec = {**data_spec, **({"root": data_root} if data_root else {})}
+    digest = weights_digest(vqvae.state_dict())
+    key = hashlib.sha256(json.dumps([digest, spec], sort_keys=True, default=str).encode()).hexdigest()[:16]
+    cache = vqvae_path.parent / f"codes-{key}.pt"
+    if cache.is_file():
+        return torch.load(cache, weights_only=True)
+    load_spec = {k: v for k, v in spec.items() if k not in ("label_names", "sample_shape")}
+    splits = common.load_splits(load_spec)
+    codes: dict[str, Any] = {"vqvae_digest": digest, "label_names": list(splits.label_names)}
+    for name, split in (("train", splits.train), ("test", splits.test)):
+        x, y = common.as_tensors(split)
+        maps = [vqvae.encode(xb).cpu() for xb, _ in common.batches(x, y, 512, device)]
+        codes[name] = (torch.cat(maps), y.clone())  # (N, h, w) int64, (N,) int64
+    atomic_save(codes, cache)
+    return codes
+
+
+@torch.no_grad()
+def evaluate(model: GatedPixelCNN, codes: torch.Tensor, labels: torch.Tensor, batch_size: int, device) -> float:
+    """Mean bits per code of the code maps (N, h, w)."""
+    model.eval()
+    total = 0.0
+    for xb, yb in common.batches(codes, labels, batch_size, device):
+        total += float(model.bits_per_code(xb, yb if model.config.num_classes else None)) * len(xb)
+    return total / len(codes)
+
+
+@torch.no_grad()
+def save_samples(
+    model: GatedPixelCNN, vqvae: VQVAE, shape: tuple[int, int], per_class: int, path: Path, seed: int
+) -> None:
+    """A grid of decoded samples: one row per class for a conditional prior, else 8 rows."""
+    model.eval()
+    n_classes = model.config.num_classes
+    labels = torch.arange(n_classes).repeat_interleave(per_class) if n_classes else None
+    n = len(labels) if labels is not None else 8 * per_class
+    generator = torch.Generator(model.device).manual_seed(seed)
+    codes = model.sample(n, shape, labels, generator=generator)  # (n, h, w)
+    save_image(vqvae.decode_indices(codes).clamp(0, 1).cpu(), path, nrow=per_class, padding=2)
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    """Fit the prior; returns the last epoch's metrics."""
+    device = common.pick_device(args.device)
+    out = Path(args.out)
+    ckpt_path = out / "prior.pt"
+    common.check_resume(out, ckpt_path, args.resume)
+    torch.manual_seed(args.seed)
+    vqvae_path = Path(args.vqvae)
+    vqvae, vq_ckpt = load_vqvae(vqvae_path, device)
+    codes = encode_splits(vqvae, vqvae_path, vq_ckpt["data"], args.data_root, device)
+    train_codes, train_labels = codes["train"]
+    test_codes, test_labels = codes["test"]
+    shape = tuple(train_codes.shape[1:])
+    config = PriorConfig(
+        codebook_size=vqvae.config.codebook_size,
+        num_classes=0 if args.unconditional else len(codes["label_names"]),
+        channels=args.channels,
+        num_layers=args.layers,
+        head_channels=args.head_channels,
+    )
+    model = GatedPixelCNN(config).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    loader_generator = torch.Generator().manual_seed(args.seed)
+    start_epoch = 0
+    if args.resume:
+        state = load_checkpoint(ckpt_path, "prior")
+        if state["config"] != dataclasses.asdict(config) or state["vqvae_digest"] != codes["vqvae_digest"]:
+            raise ValueError(f"--resume: {ckpt_path} was fitted with another config or VQ-VAE than this call's")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        common.set_rng_state(state["rng"], loader_generator)
+        start_epoch = state["epoch"]
+    print(f"prior: {sum(p.numel() for p in model.parameters()):,} parameters, code maps {shape}, K={config.codebook_size}, "
+          f"{config.num_classes or 'no'} classes, {len(train_codes)} train / {len(test_codes)} held-out, device {device}")
+
+    metrics: dict[str, Any] = {}
+    for epoch in range(start_epoch, args.epochs):
+        model.train()
+        t0 = time.perf_counter()
+        steps = common.batches(train_codes, train_labels, args.batch_size, device, loader_generator)
+        total = math.ceil(len(train_codes) / args.batch_size)
+        bar = tqdm(steps, total=total, desc=f"epoch {epoch + 1}/{args.epochs}", disable=args.no_progress)
+        train_bits = torch.zeros((), device=device)
+        for xb, yb in bar:
+            loss = model.nll(xb, yb if config.num_classes else None)  # nats per code
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            train_bits += loss.detach() * len(xb) / math.log(2)
+            if not args.no_progress and bar.n % 20 == 0:  # reading a loss value waits for the device
+                bar.set_postfix(bits_per_code=f"{float(loss) / math.log(2):.3f}")
+        metrics = {
+            "epoch": epoch + 1,
+            "train_seconds": time.perf_counter() - t0,
+            "train_bits_per_code": float(train_bits) / len(train_codes),
+            "test_bits_per_code": evaluate(model, test_codes, test_labels, args.batch_size, device),
+        }
+        common.append_jsonl(out / "metrics.jsonl", metrics)
+        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+        save_samples(model, vqvae, shape, args.samples_per_class, out / "samples.png", args.seed)
+        save_checkpoint(
+            ckpt_path, "prior", model,
+            codebook_size=config.codebook_size, label_names=codes["label_names"], code_shape=list(shape),
+            vqvae=str(vqvae_path), vqvae_digest=codes["vqvae_digest"],
+            optimizer=optimizer.state_dict(), epoch=epoch + 1, rng=common.rng_state(loader_generator),
+            args=vars(args), metrics=metrics,
+        )
+    return metrics
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

@@ -1,0 +1,158 @@
+"""Fit a VQ-VAE to a data set of images or spectrograms.
+
+    python -m pipelines.fit_vqvae --dataset mnist --data-root ../shared/data/mnist --out runs/mnist
+
+Per epoch, on the held-out split: reconstruction MSE and PSNR, commitment loss, perplexity and codes used (and the
+same code statistics over the training epoch); appended to ``OUT/metrics.jsonl``. Writes ``OUT/reconstructions.png``
+(held-out originals above their reconstructions) and ``OUT/vqvae.pt`` (atomically, every epoch). ``--resume``
+continues an interrupted fit from ``OUT/vqvae.pt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from einops import rearrange
+from torchvision.utils import save_image
+from tqdm import tqdm
+
+import data
+from pipelines import common
+from vqvae_prior.checkpoint import load_checkpoint, save_checkpoint
+from vqvae_prior.quantizer import CodeUsage
+from vqvae_prior.vqvae import VQVAE, VQVAEConfig
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    defaults = VQVAEConfig()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="mnist-sample", choices=data.DATASETS)
+    parser.add_argument("--data-root", help="folder (or file) of the data set; see data/__init__.py")
+    parser.add_argument("--image-size", type=int, nargs="+", help="resize an image folder to H [W]")
+    parser.add_argument("--channels-in", type=int, choices=(1, 3), help="image-folder: force grayscale or RGB")
+    parser.add_argument("--out", default="runs/vqvae", help="output folder")
+    common.add_common_args(parser)
+    parser.add_argument("--codebook-size", type=int, default=defaults.codebook_size, help="K")
+    parser.add_argument("--code-dim", type=int, default=defaults.code_dim, help="D")
+    parser.add_argument("--channels", type=int, default=defaults.channels, help="hidden channels")
+    parser.add_argument("--residual-channels", type=int, default=defaults.residual_channels)
+    parser.add_argument("--downsample", type=int, default=defaults.downsample, help="a power of 2")
+    parser.add_argument("--quantizer", choices=("ema", "loss"), default="ema", help="codebook learned by EMA or loss")
+    parser.add_argument("--beta", type=float, default=defaults.beta, help="commitment loss weight")
+    parser.set_defaults(epochs=5, lr=1e-3)
+    return parser
+
+
+@torch.no_grad()
+def evaluate(model: VQVAE, x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device) -> dict:
+    """Held-out reconstruction MSE (on [0, 1]), PSNR of that MSE, commitment loss, perplexity and codes used."""
+    model.eval()
+    usage = CodeUsage(model.config.codebook_size)
+    sq_err, commitment, n = 0.0, 0.0, 0
+    for xb, _ in common.batches(x, y, batch_size, device):
+        out = model(xb)
+        sq_err += float(((out.reconstruction.clamp(0, 1) - xb) ** 2).mean()) * len(xb)
+        commitment += float(out.commitment_loss) * len(xb)
+        usage.update(out.indices)
+        n += len(xb)
+    mse = sq_err / n
+    return {
+        "test_mse": mse,
+        "test_psnr": 10 * math.log10(1 / mse),
+        "test_commitment": commitment / n,
+        "test_perplexity": usage.perplexity,
+        "test_codes_used": usage.codes_used,
+    }
+
+
+@torch.no_grad()
+def save_reconstructions(model: VQVAE, x: torch.Tensor, path: Path, device: torch.device, n: int = 32) -> None:
+    """Held-out originals (top rows) above their reconstructions (bottom rows)."""
+    xb = x[:n]
+    xb = (xb.float() / 255 if xb.dtype == torch.uint8 else xb).to(device)  # (n, C, H, W)
+    recon = model(xb).reconstruction.clamp(0, 1)
+    nrow = 8
+    grid = rearrange([xb, recon], "two (r c) ch h w -> (r two c) ch h w", c=nrow)
+    save_image(grid.cpu(), path, nrow=nrow, padding=2)
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    """Fit the VQ-VAE; returns the last epoch's metrics."""
+    device = common.pick_device(args.device)
+    out = Path(args.out)
+    ckpt_path = out / "vqvae.pt"
+    common.check_resume(out, ckpt_path, args.resume)
+    torch.manual_seed(args.seed)
+    splits = data.load_dataset(args.dataset, args.data_root, **common.dataset_options(args))
+    x_train, y_train = common.as_tensors(splits.train)
+    x_test, y_test = common.as_tensors(splits.test)
+    C = splits.sample_shape[0]
+    config = VQVAEConfig(
+        in_channels=C,
+        channels=args.channels,
+        residual_channels=args.residual_channels,
+        downsample=args.downsample,
+        code_dim=args.code_dim,
+        codebook_size=args.codebook_size,
+        ema=args.quantizer == "ema",
+        beta=args.beta,
+    )
+    model = VQVAE(config).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    loader_generator = torch.Generator().manual_seed(args.seed)
+    start_epoch = 0
+    if args.resume:
+        state = load_checkpoint(ckpt_path, "vqvae")
+        if state["config"] != dataclasses.asdict(config):
+            raise ValueError(f"--resume: {ckpt_path} was fitted with {state['config']}, not {config}")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        common.set_rng_state(state["rng"], loader_generator)
+        start_epoch = state["epoch"]
+    print(f"VQ-VAE: {sum(p.numel() for p in model.parameters()):,} parameters, data {splits.sample_shape}, "
+          f"{len(x_train)} train / {len(x_test)} held-out, device {device}")
+
+    metrics: dict[str, Any] = {}
+    for epoch in range(start_epoch, args.epochs):
+        model.train()
+        usage = CodeUsage(config.codebook_size)
+        t0 = time.perf_counter()
+        steps = common.batches(x_train, y_train, args.batch_size, device, loader_generator)
+        total = math.ceil(len(x_train) / args.batch_size)
+        bar = tqdm(steps, total=total, desc=f"epoch {epoch + 1}/{args.epochs}", disable=args.no_progress)
+        for xb, _ in bar:
+            out_b = model(xb)
+            optimizer.zero_grad(set_to_none=True)
+            out_b.loss.backward()
+            optimizer.step()
+            usage.update(out_b.indices)
+            if not args.no_progress and bar.n % 20 == 0:  # reading a loss value waits for the device
+                bar.set_postfix(mse=f"{float(out_b.reconstruction_loss):.4f}", ppl=f"{float(out_b.perplexity):.0f}")
+        metrics = {
+            "epoch": epoch + 1,
+            "train_seconds": time.perf_counter() - t0,
+            "train_perplexity": usage.perplexity,
+            "train_codes_used": usage.codes_used,
+            **evaluate(model, x_test, y_test, args.batch_size, device),
+            "codebook_size": config.codebook_size,
+        }
+        common.append_jsonl(out / "metrics.jsonl", metrics)
+        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+        save_reconstructions(model, x_test, out / "reconstructions.png", device)
+        save_checkpoint(
+            ckpt_path, "vqvae", model,
+            data={**splits.spec, "label_names": list(splits.label_names), "sample_shape": list(splits.sample_shape)},
+            optimizer=optimizer.state_dict(), epoch=epoch + 1, rng=common.rng_state(loader_generator),
+            args=vars(args), metrics=metrics,
+        )
+    return metrics
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

@@ -1,0 +1,96 @@
+"""Masked and gated convolutions of PixelCNN (van den Oord et al. 2016a, 2016b).
+
+- :class:`MaskedConv2d`: the plain PixelCNN convolution, its kernel masked so a position sees only the positions
+  before it in raster order: type A hides the centre (first layer), type B shows it (later layers). A stack of
+  these has a blind spot (positions up and to the right that it never sees); it is kept here for comparison.
+- :class:`GatedLayer`: one layer of the gated PixelCNN. A vertical stack sees the rows above, a horizontal stack
+  the positions to the left in the current row. The vertical stack's pre-activation is shifted down one row, put
+  through a 1x1 convolution and added to the horizontal stack, which removes the blind spot. Both stacks use gated
+  units ``tanh(a) * sigmoid(b)``; a class label adds a learned bias inside every gate of every layer. The
+  horizontal stack has a residual connection (not in the first layer, whose centre is hidden) and emits a skip
+  output for the network's head.
+
+Both stacks are implemented with unmasked convolutions on padded inputs ("shifted convolutions"): the vertical
+kernel is ``(k//2 + 1, k)`` padded ``k//2`` rows above, so output row r sees input rows r-k//2..r; the horizontal
+kernel is ``(1, k//2 + 1)`` (type B) or ``(1, k//2)`` (type A, its output shifted right by one) padded on the left.
+The vertical stack's output at row r reaches the horizontal stack only at row r + 1.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["GatedLayer", "MaskedConv2d", "gate", "shift_down"]
+
+
+def gate(x: Tensor, dim: int = 1) -> Tensor:
+    """Gated activation ``tanh(a) * sigmoid(b)`` of x split in two halves (a, b) along ``dim``."""
+    a, b = x.chunk(2, dim=dim)
+    return torch.tanh(a) * torch.sigmoid(b)
+
+
+def shift_down(x: Tensor) -> Tensor:
+    """x (B, C, H, W) moved down one row, zeros in the top row."""
+    return F.pad(x, (0, 0, 1, 0))[:, :, : x.shape[2]]
+
+
+class MaskedConv2d(nn.Conv2d):
+    """A k x k convolution whose kernel sees only positions before the centre in raster order (type A), or before
+    and at it (type B)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, mask_type: str) -> None:
+        if mask_type not in ("A", "B"):
+            raise ValueError(f"mask_type must be 'A' or 'B', got {mask_type!r}")
+        super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
+        mask = torch.zeros(kernel_size, kernel_size)
+        mask[: kernel_size // 2] = 1  # the rows above
+        mask[kernel_size // 2, : kernel_size // 2 + (mask_type == "B")] = 1  # left of the centre (and the centre)
+        self.register_buffer("mask", mask)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(x, self.weight * self.mask, self.bias, padding=self.padding)
+
+
+class GatedLayer(nn.Module):
+    """One gated PixelCNN layer with a vertical and a horizontal stack.
+
+    Args:
+        channels: C, channels of both stacks.
+        kernel_size: k (odd); the vertical kernel is (k//2 + 1, k), the horizontal (1, k//2 + 1), or (1, k//2)
+            in the first layer.
+        first: the first layer (mask type A): its horizontal stack does not see the current position and it has no
+            residual connection.
+        num_classes: > 0 adds a learned per-class bias inside every gate (class conditioning).
+    """
+
+    def __init__(self, channels: int, kernel_size: int, first: bool, num_classes: int = 0) -> None:
+        super().__init__()
+        if kernel_size % 2 == 0 or kernel_size < 3:
+            raise ValueError(f"kernel_size must be odd and >= 3, got {kernel_size}")
+        self.channels, self.kernel_size, self.first = channels, kernel_size, first
+        self.pad = kernel_size // 2
+        self.v_conv = nn.Conv2d(channels, 2 * channels, (self.pad + 1, kernel_size))
+        self.h_conv = nn.Conv2d(channels, 2 * channels, (1, self.pad + (0 if first else 1)))
+        self.v_to_h = nn.Conv2d(2 * channels, 2 * channels, 1)
+        self.h_out = nn.Conv2d(channels, 2 * channels, 1)  # residual and skip outputs, in one 1x1 convolution
+        self.label_bias = nn.Embedding(num_classes, 4 * channels) if num_classes > 0 else None
+
+    def forward(self, v: Tensor, h: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """One layer on the vertical and horizontal inputs v, h (B, C, H, W).
+
+        Returns:
+            (v, h, skip), each (B, C, H, W): the vertical and horizontal stacks' outputs and the skip output.
+        """
+        H, W = h.shape[2:]
+        v_pre = self.v_conv(F.pad(v, (self.pad, self.pad, self.pad, 0)))  # (B, 2C, H, W) sees rows <= r
+        h_pre = self.h_conv(F.pad(h, (self.pad, 0, 0, 0)))[..., :W]  # (B, 2C, H, W) sees cols <= c (< c if first)
+        h_pre = h_pre + self.v_to_h(shift_down(v_pre))  # rows < r reach the horizontal stack
+        if self.label_bias is not None:
+            bias_v, bias_h = self.label_bias(labels)[:, :, None, None].chunk(2, dim=1)  # (B, 2C, 1, 1) each
+            v_pre, h_pre = v_pre + bias_v, h_pre + bias_h
+        residual, skip = self.h_out(gate(h_pre)).chunk(2, dim=1)  # (B, C, H, W) each
+        # no residual on the first layer: its input holds the current position, which it must not see
+        h_next = residual if self.first else h + residual
+        return gate(v_pre), h_next, skip
