@@ -1,0 +1,219 @@
+"""Tests of the image loaders in data/images.py: split sizes, shapes, spec round trips and error messages."""
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+from data import DataError, load_dataset
+from data.images import ImageTensorDataset, load_cifar10, load_image_folder, load_mnist, load_mnist_sample, read_idx
+
+SHARED_DATA = (Path(__file__).parents[1] / ".." / "shared" / "data").resolve()
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"real data not found at {path} (the shared data folder is absent)")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- mnist-sample
+
+
+@pytest.fixture(scope="module")
+def mnist_sample():
+    return load_mnist_sample()
+
+
+def test_mnist_sample_split_is_stratified(mnist_sample):
+    train, test = mnist_sample.train, mnist_sample.test
+    assert (len(train), len(test)) == (4500, 500)
+    assert torch.bincount(train.labels).tolist() == [450] * 10
+    assert torch.bincount(test.labels).tolist() == [50] * 10
+    assert mnist_sample.label_names == tuple("0123456789")
+
+
+def test_mnist_sample_items(mnist_sample):
+    assert mnist_sample.train.images.dtype == torch.uint8
+    assert mnist_sample.train.images.shape == (4500, 1, 28, 28)
+    x, label = mnist_sample.test[0]
+    assert x.shape == (1, 28, 28) and x.dtype == torch.float32 and isinstance(label, int)
+    assert 0 <= x.min() and x.max() <= 1 and x.max() > 0.9
+    assert mnist_sample.sample_shape == (1, 28, 28)
+
+
+def test_mnist_sample_spec_round_trip(mnist_sample):
+    assert mnist_sample.spec == {"name": "mnist-sample", "root": None}
+    again = load_dataset(**mnist_sample.spec)
+    assert torch.equal(again.train.images, mnist_sample.train.images)
+    assert torch.equal(again.test.labels, mnist_sample.test.labels)
+
+
+def test_mnist_sample_missing_file(tmp_path):
+    with pytest.raises(DataError, match="mnist_5k.csv.gz"):
+        load_mnist_sample(root=tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------- IDX / MNIST
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 8, array.ndim]) + np.asarray(array.shape, dtype=">i4").tobytes()
+    data = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_read_idx(tmp_path, suffix):
+    array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    _write_idx(tmp_path / f"images{suffix}", array)
+    np.testing.assert_array_equal(read_idx(tmp_path / f"images{suffix}"), array)
+
+
+def test_read_idx_corrupt_file_is_named(tmp_path):
+    bad = tmp_path / "train-images-idx3-ubyte"
+    bad.write_bytes(b"\x00\x00\x0d\x03garbage")
+    with pytest.raises(DataError, match="train-images-idx3-ubyte.*magic"):
+        read_idx(bad)
+    truncated = tmp_path / "short"
+    _write_idx(truncated, np.zeros((2, 3), dtype=np.uint8))
+    truncated.write_bytes(truncated.read_bytes()[:-1])
+    with pytest.raises(DataError, match="short.*need 6 bytes, found 5"):
+        read_idx(truncated)
+
+
+def test_load_mnist_from_tiny_torchvision_layout(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    _write_idx(raw / "train-images-idx3-ubyte.gz", np.full((5, 28, 28), 255))
+    _write_idx(raw / "train-labels-idx1-ubyte", np.arange(5))
+    _write_idx(raw / "t10k-images-idx3-ubyte", np.zeros((2, 28, 28)))
+    _write_idx(raw / "t10k-labels-idx1-ubyte.gz", np.arange(2))
+    splits = load_dataset("mnist", root=tmp_path)
+    assert (len(splits.train), len(splits.test)) == (5, 2)
+    assert splits.train[0][0].shape == (1, 28, 28) and splits.train[0][0].min() == 1
+    assert splits.spec == {"name": "mnist", "root": str(tmp_path)}
+
+
+def test_load_mnist_missing_files(tmp_path):
+    with pytest.raises(DataError, match="four IDX files"):
+        load_mnist(root=tmp_path)
+
+
+def test_real_mnist():
+    root = _require(SHARED_DATA / "mnist")
+    splits = load_mnist(root=root)
+    assert (len(splits.train), len(splits.test)) == (60000, 10000)
+    assert splits.train.images.shape[1:] == (1, 28, 28)
+    assert splits.train.labels.unique().tolist() == list(range(10))
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist", "cifar10"])
+def test_offline_download_error(monkeypatch, name):
+    def offline(*args, **kwargs):
+        raise RuntimeError("network unreachable")
+
+    for cls in ("MNIST", "FashionMNIST", "CIFAR10"):
+        monkeypatch.setattr(torchvision.datasets, cls, offline)
+    with pytest.raises(DataError, match=r"download .* failed .*network unreachable.*--data-root DIR"):
+        load_dataset(name)
+
+
+# ---------------------------------------------------------------------------------------------- CIFAR-10
+
+
+def test_cifar10_npz_tiny(tmp_path):
+    rng = np.random.default_rng(0)
+    x_train = rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    np.savez(tmp_path / "tiny.npz", x_train=x_train, y_train=np.arange(6), x_test=x_train[:2], y_test=[[1], [2]])
+    splits = load_cifar10(root=tmp_path)  # a folder holding exactly one .npz
+    assert splits.train.images.shape == (6, 3, 32, 32)
+    assert torch.equal(splits.train.images[1, 2], torch.from_numpy(x_train[1, :, :, 2]))  # NHWC -> NCHW
+    assert splits.test.labels.tolist() == [1, 2]
+    assert splits.label_names[0] == "airplane" and len(splits.label_names) == 10
+
+
+def test_cifar10_npz_missing_array(tmp_path):
+    np.savez(tmp_path / "bad.npz", x_train=np.zeros((1, 32, 32, 3), np.uint8))
+    with pytest.raises(DataError, match="bad.npz lacks arrays y_train, x_test, y_test"):
+        load_cifar10(root=tmp_path / "bad.npz")
+
+
+def test_cifar10_corrupt_batches_folder(tmp_path):
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    (tmp_path / "cifar-10-batches-py" / "data_batch_1").write_bytes(b"junk")
+    with pytest.raises(DataError, match="cifar-10-batches-py"):
+        load_cifar10(root=tmp_path)
+
+
+def test_real_cifar10_subset():
+    path = _require(SHARED_DATA / "cifar10" / "cifar10_subset.npz")
+    splits = load_cifar10(root=path)
+    assert (len(splits.train), len(splits.test)) == (4000, 1000)
+    assert splits.sample_shape == (3, 32, 32)
+    again = load_dataset(**splits.spec)
+    assert torch.equal(again.test.images, splits.test.images)
+
+
+# ---------------------------------------------------------------------------------------------- image folder
+
+
+def _png(path: Path, mode: str, size: tuple[int, int] = (6, 4), value: int = 128) -> None:
+    """Write a PNG of ``size`` = (W, H) in PIL ``mode``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, value if mode == "L" else (value, 0, 255 - value)).save(path)
+
+
+def test_image_folder_classes_and_split(tmp_path):
+    for i in range(10):
+        _png(tmp_path / "cats" / f"{i}.png", "RGB")
+    for i in range(3):
+        _png(tmp_path / "dogs" / "nested" / f"{i}.PNG", "RGB")
+    (tmp_path / "dogs" / "notes.txt").write_text("not an image")
+    splits = load_image_folder(tmp_path, test_fraction=0.2, seed=1)
+    assert splits.label_names == ("cats", "dogs")
+    assert splits.train.images.shape == (10, 3, 4, 6)
+    assert torch.bincount(splits.test.labels).tolist() == [2, 1]
+    assert torch.bincount(splits.train.labels).tolist() == [8, 2]
+    again = load_dataset(**splits.spec)
+    assert torch.equal(again.test.images, splits.test.images)
+    assert torch.equal(again.train.labels, splits.train.labels)
+    other_seed = load_image_folder(tmp_path, test_fraction=0.2, seed=2)
+    assert torch.bincount(other_seed.test.labels).tolist() == [2, 1]
+
+
+def test_image_folder_channels_and_resize(tmp_path):
+    _png(tmp_path / "a.png", "L", value=255)
+    _png(tmp_path / "b.png", "RGB")
+    gray = load_image_folder(tmp_path)  # channels inferred from the first image (a.png, grayscale)
+    assert gray.label_names == (tmp_path.name,)
+    assert gray.spec["channels"] == 1 and gray.sample_shape == (1, 4, 6)
+    rgb = load_image_folder(tmp_path, channels=3, image_size=8)
+    assert rgb.sample_shape == (3, 8, 8)
+    assert load_image_folder(tmp_path, image_size=(5, 7)).sample_shape == (1, 5, 7)
+    x, _ = ImageTensorDataset(gray.train.images, gray.train.labels)[0]
+    assert 0 <= x.min() and x.max() <= 1
+
+
+def test_image_folder_size_mismatch_names_file(tmp_path):
+    _png(tmp_path / "a.png", "RGB", size=(6, 4))
+    _png(tmp_path / "b.jpg", "RGB", size=(5, 5))
+    with pytest.raises(DataError, match=r"b\.jpg is 5x5 but .*a\.png is 4x6.*--image-size"):
+        load_image_folder(tmp_path)
+
+
+def test_image_folder_errors(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_image_folder(tmp_path / "missing")
+    with pytest.raises(DataError, match="image_size must be"):
+        load_image_folder(tmp_path, image_size=(32, 0))
+    (tmp_path / "empty_class").mkdir()
+    with pytest.raises(DataError, match="holds no images"):
+        load_image_folder(tmp_path)
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match="cannot decode image .*broken.png"):
+        load_image_folder(tmp_path)
