@@ -97,7 +97,10 @@ class GatedPixelCNN(nn.Module):
 
         Axes: B batch, h and w the code map's height and width (any, square or not), C channels, K codebook size.
         """
-        x = rearrange(self.embedding(indices), "b h w c -> b c h w")
+        return self.logits_from_embeddings(rearrange(self.embedding(indices), "b h w c -> b c h w"), labels)
+
+    def logits_from_embeddings(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Logits (B, K, h, w) of embedded code maps x (B, C, h, w): the differentiable part of :meth:`forward`."""
         v, h, skips = x, x, 0
         for layer in self.layers:
             v, h, skip = layer(v, h, labels)  # (B, C, h, w) each

@@ -1,0 +1,117 @@
+"""Gated PixelCNN prior: causality, no blind spot, shapes, conditioning, likelihood."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from tests.conftest import tiny_prior
+from vqvae_prior.layers import MaskedConv2d
+
+
+def dependency_map(logits_fn, channels: int, shape: tuple[int, int], position: tuple[int, int]) -> torch.Tensor:
+    """|d logits[position] / d input| summed over channels: (h, w), from a float64 input."""
+    x = torch.randn(1, channels, *shape, dtype=torch.float64, requires_grad=True)
+    logits_fn(x)[0, :, position[0], position[1]].sum().backward()
+    return x.grad[0].abs().sum(0)  # (h, w)
+
+
+def raster_masks(shape: tuple[int, int], position: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(before, at_or_after) boolean (h, w) masks of a position in raster order."""
+    order = torch.arange(shape[0] * shape[1]).reshape(shape)
+    p = position[0] * shape[1] + position[1]
+    return order < p, order >= p
+
+
+def sees_every_earlier_position(grad: torch.Tensor, position: tuple[int, int]) -> bool:
+    before, _ = raster_masks(tuple(grad.shape), position)
+    return bool((grad[before] > 0).all())
+
+
+class PlainPixelCNN(nn.Module):
+    """The original masked PixelCNN stack (type A, then type B 3x3 convolutions): it has a blind spot."""
+
+    def __init__(self, channels: int, num_layers: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            [MaskedConv2d(channels, channels, 7, "A")]
+            + [MaskedConv2d(channels, channels, 3, "B") for _ in range(num_layers - 1)]
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = torch.tanh(layer(x))
+        return x
+
+
+@pytest.mark.parametrize("shape", [(6, 6), (5, 9), (9, 4)])
+@pytest.mark.parametrize("num_classes", [0, 3])
+def test_causality_gradient_is_exactly_zero_at_and_after_each_position(shape, num_classes):
+    model = tiny_prior(num_classes, num_layers=3).double()
+    labels = torch.tensor([1]) if num_classes else None
+    for position in [(0, 0), (shape[0] // 2, shape[1] // 2), (shape[0] - 1, shape[1] - 1), (1, shape[1] - 1)]:
+        grad = dependency_map(lambda x: model.logits_from_embeddings(x, labels), 8, shape, position)
+        _, at_or_after = raster_masks(shape, position)
+        assert torch.all(grad[at_or_after] == 0), f"position {position} sees the future: {grad}"
+
+
+def test_no_blind_spot_in_gated_prior_and_blind_spot_in_plain_masked_stack():
+    # the plain stack's blind spot lies up and to the right of the position, beyond its 7x7 first layer's reach
+    shape, position = (8, 10), (5, 2)
+    gated = tiny_prior(num_layers=6).double()
+    grad = dependency_map(gated.logits_from_embeddings, 8, shape, position)
+    assert sees_every_earlier_position(grad, position), f"gated prior has a blind spot:\n{grad > 0}"
+
+    plain = PlainPixelCNN(8, num_layers=6).double()  # receptive field 3 + 5 = 8 rows: deep enough to see all
+    grad_plain = dependency_map(plain, 8, shape, position)
+    before, at_or_after = raster_masks(shape, position)
+    assert torch.all(grad_plain[at_or_after] == 0)  # the plain stack is causal too ...
+    assert not sees_every_earlier_position(grad_plain, position)  # ... but misses earlier positions
+    assert grad_plain[position[0] - 1, position[1] + 5] == 0  # up and to the right: the blind spot
+
+
+@pytest.mark.parametrize("shape", [(7, 7), (8, 5), (3, 12)])
+def test_logits_shape_and_bits_per_code(shape):
+    model = tiny_prior(num_classes=4)
+    indices = torch.randint(0, 16, (3, *shape))
+    labels = torch.tensor([0, 3, 1])
+    assert model(indices, labels).shape == (3, 16, *shape)
+    bits = model.bits_per_code(indices, labels).detach()
+    assert bits.shape == () and bits > 0
+    assert math.isclose(float(bits), float(model.nll(indices, labels).detach()) / math.log(2), rel_tol=1e-6)
+
+
+def test_uniform_prior_has_log2_k_bits_per_code():
+    model = tiny_prior()
+    for p in model.head[-1].parameters():
+        nn.init.zeros_(p)  # all logits zero: the uniform distribution over K = 16 codes
+    assert math.isclose(float(model.bits_per_code(torch.randint(0, 16, (2, 5, 5)))), 4.0, rel_tol=1e-6)
+
+
+def test_class_label_changes_the_logits():
+    model = tiny_prior(num_classes=3)
+    for layer in model.layers:
+        nn.init.normal_(layer.label_bias.weight)
+    indices = torch.randint(0, 16, (1, 4, 4))
+    assert not torch.allclose(model(indices, torch.tensor([0])), model(indices, torch.tensor([2])))
+
+
+def test_label_errors():
+    conditional, unconditional = tiny_prior(num_classes=3), tiny_prior()
+    with pytest.raises(ValueError, match="class-conditional"):
+        conditional.check_labels(None, 2)
+    with pytest.raises(ValueError, match=r"in \[0, 3\)"):
+        conditional.check_labels([0, 3], 2)
+    with pytest.raises(ValueError, match="expected 2 labels"):
+        conditional.check_labels([0], 2)
+    with pytest.raises(ValueError, match="unconditional"):
+        unconditional.check_labels([0, 1], 2)
+
+
+def test_masked_conv_masks():
+    a, b = MaskedConv2d(1, 1, 3, "A").mask, MaskedConv2d(1, 1, 3, "B").mask
+    assert a.tolist() == [[1, 1, 1], [1, 0, 0], [0, 0, 0]]
+    assert b.tolist() == [[1, 1, 1], [1, 1, 0], [0, 0, 0]]

@@ -1,0 +1,85 @@
+"""Samplers: the cached sampler equals the reference sampler; seeds, temperature, given entries, conditioning."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.conftest import tiny_prior
+from vqvae_prior import sampler
+
+
+def draw(model, shape, labels=None, seed=0, method="cached", n=4, **kw):
+    generator = torch.Generator().manual_seed(seed)
+    return model.sample(n, shape, labels, generator=generator, method=method, **kw)
+
+
+CASES = [((5, 5), 0), ((6, 3), 0), ((3, 8), 3), ((7, 7), 3), ((1, 4), 0), ((4, 1), 3)]
+
+
+@pytest.mark.parametrize("shape,num_classes", CASES)
+def test_cached_sampler_returns_the_reference_samples(shape, num_classes):
+    model = tiny_prior(num_classes)
+    labels = torch.tensor([0, 1, 2, 1]) if num_classes else None
+    for temperature in (1.0, 0.7):
+        reference = draw(model, shape, labels, method="reference", temperature=temperature)
+        cached = draw(model, shape, labels, method="cached", temperature=temperature)
+        assert torch.equal(reference, cached)
+
+
+@pytest.mark.parametrize("shape,num_classes", CASES)
+def test_cached_logits_equal_a_full_forward_pass_at_every_step(shape, num_classes, monkeypatch):
+    model = tiny_prior(num_classes)
+    labels = torch.tensor([2, 0, 1, 1]) if num_classes else None
+    steps = []
+    original = sampler.sample_from_logits
+    monkeypatch.setattr(sampler, "sample_from_logits", lambda l, u, t: steps.append(l.clone()) or original(l, u, t))
+    samples = draw(model, shape, labels, method="cached")
+    assert len(steps) == shape[0] * shape[1]
+    for step, logits in enumerate(steps):
+        r, c = divmod(step, shape[1])
+        partial = samples.clone().reshape(len(samples), -1)
+        partial[:, step:] = 0  # positions not yet sampled at this step
+        full = model(partial.reshape(samples.shape), labels)[:, :, r, c]  # (n, K)
+        torch.testing.assert_close(logits, full, rtol=1e-5, atol=1e-5)
+
+
+def test_same_seed_same_samples_other_seed_other_samples():
+    model = tiny_prior(num_classes=2)
+    labels = torch.tensor([0, 1, 0, 1])
+    assert torch.equal(draw(model, (6, 6), labels, seed=3), draw(model, (6, 6), labels, seed=3))
+    assert not torch.equal(draw(model, (6, 6), labels, seed=3), draw(model, (6, 6), labels, seed=4))
+
+
+@pytest.mark.parametrize("method", ["cached", "reference"])
+def test_given_entries_are_kept_and_conditioned_on(method):
+    model = tiny_prior(num_classes=2)
+    labels = torch.tensor([1, 0, 1, 0])
+    given = torch.full((4, 5, 6), -1)
+    given[:, :2] = torch.randint(0, 16, (4, 2, 6))  # the top two rows are given
+    given[:, 3, 4] = 7
+    samples = draw(model, (5, 6), labels, method=method, given=given)
+    kept = given >= 0
+    assert torch.equal(samples[kept], given[kept])
+    assert torch.equal(samples, draw(model, (5, 6), labels, method="reference", given=given))
+
+
+def test_samples_are_valid_indices_and_low_temperature_concentrates():
+    model = tiny_prior()
+    samples = draw(model, (4, 4), n=64)
+    assert samples.dtype == torch.int64 and samples.shape == (64, 4, 4)
+    assert samples.min() >= 0 and samples.max() < 16
+    cold = draw(model, (4, 4), n=64, temperature=0.05)
+    assert cold[:, 0, 0].unique().numel() < samples[:, 0, 0].unique().numel()
+
+
+def test_sampler_argument_errors():
+    model = tiny_prior(num_classes=2)
+    with pytest.raises(ValueError, match="temperature"):
+        draw(model, (3, 3), [0, 1, 0, 1], temperature=0.0)
+    with pytest.raises(ValueError, match="given must have shape"):
+        draw(model, (3, 3), [0, 1, 0, 1], given=torch.zeros(4, 2, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="method"):
+        draw(model, (3, 3), [0, 1, 0, 1], method="fast")
+    with pytest.raises(ValueError, match="class-conditional"):
+        draw(model, (3, 3))
