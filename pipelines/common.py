@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 import data
+from vqvae_prior.checkpoint import load_checkpoint
 
 
 def pick_device(name: str | None) -> torch.device:
@@ -29,10 +31,27 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, help="number of epochs (default: per entry point)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, help="Adam learning rate (default: per entry point)")
+    parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
+                        help="constant (measured better for the default few-epoch fits) or cosine decay to zero")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     parser.add_argument("--resume", action="store_true", help="continue the fit saved in --out")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+
+
+AUDIO_OPTIONS = ("sample_rate", "representation", "n_fft", "hop_length", "n_mels", "n_frames", "label_pattern")
+
+
+def add_audio_args(parser: argparse.ArgumentParser) -> None:
+    """Spectrogram options of ``--dataset audio-folder``; those not given take ``load_audio_folder``'s defaults."""
+    group = parser.add_argument_group("audio-folder", "spectrogram settings (defaults: data/audio.py)")
+    group.add_argument("--representation", choices=("stft", "mel"), help="log-magnitude STFT (default) or log-mel")
+    group.add_argument("--sample-rate", type=int, help="resample every clip to this rate (default 8000)")
+    group.add_argument("--n-fft", type=int, help="FFT size; stft images have n_fft // 2 + 1 rows (default 254)")
+    group.add_argument("--hop-length", type=int, help="samples between frames (default 64)")
+    group.add_argument("--n-mels", type=int, help="mel bands, the rows of mel images (default 64)")
+    group.add_argument("--n-frames", type=int, help="frames per clip (default: 95th percentile of train lengths)")
+    group.add_argument("--label-pattern", help="regex with a named group 'label' (default: FSDD file names)")
 
 
 def dataset_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -42,7 +61,13 @@ def dataset_options(args: argparse.Namespace) -> dict[str, Any]:
         options["image_size"] = tuple(args.image_size) if len(args.image_size) == 2 else args.image_size[0]
     if args.channels_in is not None:
         options["channels"] = args.channels_in
-    return options
+    audio = {name: getattr(args, name) for name in AUDIO_OPTIONS if getattr(args, name, None) is not None}
+    wrong = list(options) if args.dataset == "audio-folder" else list(audio)  # image options, or audio options
+    if wrong:
+        flags = {"image_size": "--image-size", "channels": "--channels-in"}
+        given = ", ".join(flags.get(name, "--" + name.replace("_", "-")) for name in wrong)
+        raise ValueError(f"{given} does not apply to --dataset {args.dataset}")
+    return {**options, **audio}
 
 
 def as_tensors(dataset: Dataset) -> tuple[Tensor, Tensor]:
@@ -64,6 +89,19 @@ def batches(
         yield xb.to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
 
 
+def lr_schedule(
+    optimizer: torch.optim.Optimizer, name: str, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning rate held ``constant``, or decayed to zero over ``total_steps`` steps on a half ``cosine``."""
+    if name == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    if name == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+        )
+    raise ValueError(f"--lr-schedule must be constant or cosine, got {name!r}")
+
+
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
@@ -82,6 +120,47 @@ def set_rng_state(state: dict[str, Any], loader_generator: torch.Generator) -> N
     loader_generator.set_state(state["loader"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def resume(
+    path: Path,
+    kind: str,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    loader_generator: torch.Generator,
+    **expected: Any,
+) -> int:
+    """Restore an interrupted fit from its checkpoint; returns the number of epochs it had done.
+
+    ``expected`` entries (the model config, ...) must equal the checkpoint's, else the fit is refused.
+    """
+    state = load_checkpoint(path, kind)
+    for key, value in expected.items():
+        if state.get(key) != value:
+            raise ValueError(f"--resume: {path} was fitted with {key}={state.get(key)!r}, this call asks for {value!r}")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["lr_scheduler"])
+    set_rng_state(state["rng"], loader_generator)
+    return state["epoch"]
+
+
+def training_state(
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    loader_generator: torch.Generator,
+    epoch: int,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """What a checkpoint needs, beside the model, for --resume."""
+    return {
+        "optimizer": optimizer.state_dict(),
+        "lr_scheduler": scheduler.state_dict(),
+        "rng": rng_state(loader_generator),
+        "epoch": epoch,
+        "args": vars(args),
+    }
 
 
 def check_resume(out: Path, checkpoint: Path, resume: bool) -> None:

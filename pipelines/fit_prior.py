@@ -26,7 +26,7 @@ from torchvision.utils import save_image
 from tqdm import tqdm
 
 from pipelines import common
-from vqvae_prior.checkpoint import atomic_save, load_checkpoint, load_vqvae, save_checkpoint, weights_digest
+from vqvae_prior.checkpoint import atomic_save, load_vqvae, save_checkpoint, weights_digest
 from vqvae_prior.prior import GatedPixelCNN, PriorConfig
 from vqvae_prior.vqvae import VQVAE
 
@@ -43,7 +43,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--head-channels", type=int, default=defaults.head_channels)
     parser.add_argument("--unconditional", action="store_true", help="ignore the class labels")
     parser.add_argument("--samples-per-class", type=int, default=8, help="samples per class in samples.png")
-    parser.set_defaults(epochs=5, lr=1e-3)
+    parser.set_defaults(epochs=4, lr=1e-3)
     return parser
 
 
@@ -120,15 +120,14 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     model = GatedPixelCNN(config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     loader_generator = torch.Generator().manual_seed(args.seed)
+    steps_per_epoch = math.ceil(len(train_codes) / args.batch_size)
+    scheduler = common.lr_schedule(optimizer, args.lr_schedule, args.epochs * steps_per_epoch)
     start_epoch = 0
     if args.resume:
-        state = load_checkpoint(ckpt_path, "prior")
-        if state["config"] != dataclasses.asdict(config) or state["vqvae_digest"] != codes["vqvae_digest"]:
-            raise ValueError(f"--resume: {ckpt_path} was fitted with another config or VQ-VAE than this call's")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        common.set_rng_state(state["rng"], loader_generator)
-        start_epoch = state["epoch"]
+        start_epoch = common.resume(
+            ckpt_path, "prior", model, optimizer, scheduler, loader_generator,
+            config=dataclasses.asdict(config), vqvae_digest=codes["vqvae_digest"],
+        )
     print(f"prior: {sum(p.numel() for p in model.parameters()):,} parameters, code maps {shape}, K={config.codebook_size}, "
           f"{config.num_classes or 'no'} classes, {len(train_codes)} train / {len(test_codes)} held-out, device {device}")
 
@@ -137,14 +136,14 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         model.train()
         t0 = time.perf_counter()
         steps = common.batches(train_codes, train_labels, args.batch_size, device, loader_generator)
-        total = math.ceil(len(train_codes) / args.batch_size)
-        bar = tqdm(steps, total=total, desc=f"epoch {epoch + 1}/{args.epochs}", disable=args.no_progress)
+        bar = tqdm(steps, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{args.epochs}", disable=args.no_progress)
         train_bits = torch.zeros((), device=device)
         for xb, yb in bar:
             loss = model.nll(xb, yb if config.num_classes else None)  # nats per code
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            scheduler.step()
             train_bits += loss.detach() * len(xb) / math.log(2)
             if not args.no_progress and bar.n % 20 == 0:  # reading a loss value waits for the device
                 bar.set_postfix(bits_per_code=f"{float(loss) / math.log(2):.3f}")
@@ -161,8 +160,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             ckpt_path, "prior", model,
             codebook_size=config.codebook_size, label_names=codes["label_names"], code_shape=list(shape),
             vqvae=str(vqvae_path), vqvae_digest=codes["vqvae_digest"],
-            optimizer=optimizer.state_dict(), epoch=epoch + 1, rng=common.rng_state(loader_generator),
-            args=vars(args), metrics=metrics,
+            metrics=metrics, **common.training_state(optimizer, scheduler, loader_generator, epoch + 1, args),
         )
     return metrics
 

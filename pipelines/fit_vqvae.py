@@ -1,11 +1,16 @@
 """Fit a VQ-VAE to a data set of images or spectrograms.
 
     python -m pipelines.fit_vqvae --dataset mnist --data-root ../shared/data/mnist --out runs/mnist
+    python -m pipelines.fit_vqvae --dataset audio-folder --data-root ../shared/data/fsdd/recordings --out runs/fsdd
 
 Per epoch, on the held-out split: reconstruction MSE and PSNR, commitment loss, perplexity and codes used (and the
-same code statistics over the training epoch); appended to ``OUT/metrics.jsonl``. Writes ``OUT/reconstructions.png``
-(held-out originals above their reconstructions) and ``OUT/vqvae.pt`` (atomically, every epoch). ``--resume``
-continues an interrupted fit from ``OUT/vqvae.pt``.
+same code statistics over the training epoch); appended to ``OUT/metrics.jsonl``. For audio also the log-spectral
+distance in dB between held-out clips and the Griffin-Lim waveforms of their reconstructed spectrograms
+(``test_lsd_db``), beside the same distance for the original spectrograms (``ceiling_lsd_db``, what Griffin-Lim
+alone costs, computed once per run); both on a fixed subset of ``--lsd-clips`` clips (``lsd_clips``) spread evenly
+over the held-out split, as Griffin-Lim is slow. Writes ``OUT/reconstructions.png`` (held-out originals above their
+reconstructions) and ``OUT/vqvae.pt`` (atomically, every epoch). ``--resume`` continues an interrupted fit from
+``OUT/vqvae.pt``.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import dataclasses
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from einops import rearrange
@@ -24,9 +29,12 @@ from tqdm import tqdm
 
 import data
 from pipelines import common
-from vqvae_prior.checkpoint import load_checkpoint, save_checkpoint
+from vqvae_prior.checkpoint import save_checkpoint
 from vqvae_prior.quantizer import CodeUsage
 from vqvae_prior.vqvae import VQVAE, VQVAEConfig
+
+if TYPE_CHECKING:  # imported where used: image runs do not load librosa
+    from vqvae_prior.audio import SpectrogramConfig
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -36,6 +44,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-root", help="folder (or file) of the data set; see data/__init__.py")
     parser.add_argument("--image-size", type=int, nargs="+", help="resize an image folder to H [W]")
     parser.add_argument("--channels-in", type=int, choices=(1, 3), help="image-folder: force grayscale or RGB")
+    common.add_audio_args(parser)
+    parser.add_argument("--lsd-clips", type=int, default=64, help="audio: held-out clips for the LSD; 0: all")
     parser.add_argument("--out", default="runs/vqvae", help="output folder")
     common.add_common_args(parser)
     parser.add_argument("--codebook-size", type=int, default=defaults.codebook_size, help="K")
@@ -45,7 +55,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--downsample", type=int, default=defaults.downsample, help="a power of 2")
     parser.add_argument("--quantizer", choices=("ema", "loss"), default="ema", help="codebook learned by EMA or loss")
     parser.add_argument("--beta", type=float, default=defaults.beta, help="commitment loss weight")
-    parser.set_defaults(epochs=5, lr=1e-3)
+    parser.set_defaults(epochs=4, lr=1e-3)
     return parser
 
 
@@ -71,13 +81,48 @@ def evaluate(model: VQVAE, x: torch.Tensor, y: torch.Tensor, batch_size: int, de
     }
 
 
+def lsd_subset(
+    splits: data.DatasetSplits, x_test: torch.Tensor, n: int
+) -> tuple[torch.Tensor, list, SpectrogramConfig]:
+    """``n`` held-out spectrograms (n, 1, F, T) spread evenly over the split (all when ``n`` < 1), their clips
+    (T_samples,) padded / trimmed as for the spectrograms, and the data set's ``SpectrogramConfig``."""
+    from data.audio import read_clip
+    from vqvae_prior.audio import SpectrogramConfig
+
+    cfg = SpectrogramConfig(**splits.spec["spectrogram"])
+    n = len(x_test) if n < 1 else min(n, len(x_test))
+    idx = torch.linspace(0, len(x_test) - 1, n).round().long()  # (n,) distinct
+    return x_test[idx], [read_clip(splits.test.paths[i], cfg) for i in idx], cfg
+
+
+@torch.no_grad()
+def griffin_lim_lsd(
+    model: VQVAE | None, x: torch.Tensor, clips: list, cfg: SpectrogramConfig, batch_size: int, device: torch.device
+) -> float:
+    """Mean log-spectral distance (dB) between ``clips`` and the Griffin-Lim waveforms of their spectrograms.
+
+    Args:
+        model: reconstructs the spectrograms first; None: inverts ``x`` itself (the ceiling).
+        x: (N, 1, F, T) normalized spectrograms of the clips.
+        clips: N waveforms (T_samples,), the originals padded / trimmed as for the spectrograms.
+        cfg: the data set's :class:`vqvae_prior.audio.SpectrogramConfig`.
+    """
+    from vqvae_prior.audio import invert, log_spectral_distance
+
+    if model is not None:
+        model.eval()
+        x = torch.cat([model(xb.to(device)).reconstruction.cpu() for xb in x.split(batch_size)])  # (N, 1, F, T)
+    specs = x.clamp(0, 1)[:, 0].numpy()  # (N, F, T)
+    return sum(log_spectral_distance(c, invert(s, cfg), cfg) for s, c in zip(specs, clips)) / len(clips)
+
+
 @torch.no_grad()
 def save_reconstructions(model: VQVAE, x: torch.Tensor, path: Path, device: torch.device, n: int = 32) -> None:
     """Held-out originals (top rows) above their reconstructions (bottom rows)."""
-    xb = x[:n]
+    nrow = min(8, len(x))
+    xb = x[: min(n, len(x)) // nrow * nrow]  # whole rows: a small held-out split has fewer than n
     xb = (xb.float() / 255 if xb.dtype == torch.uint8 else xb).to(device)  # (n, C, H, W)
     recon = model(xb).reconstruction.clamp(0, 1)
-    nrow = 8
     grid = rearrange([xb, recon], "two (r c) ch h w -> (r two c) ch h w", c=nrow)
     save_image(grid.cpu(), path, nrow=nrow, padding=2)
 
@@ -93,6 +138,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     x_train, y_train = common.as_tensors(splits.train)
     x_test, y_test = common.as_tensors(splits.test)
     C = splits.sample_shape[0]
+    audio, ceiling = None, None
+    if "spectrogram" in splits.spec:  # Griffin-Lim LSD on a fixed subset of held-out clips
+        audio = lsd_subset(splits, x_test, args.lsd_clips)  # (x, clips, cfg)
+        ceiling = griffin_lim_lsd(None, *audio, args.batch_size, device)
     config = VQVAEConfig(
         in_channels=C,
         channels=args.channels,
@@ -106,15 +155,14 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     model = VQVAE(config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     loader_generator = torch.Generator().manual_seed(args.seed)
+    steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
+    scheduler = common.lr_schedule(optimizer, args.lr_schedule, args.epochs * steps_per_epoch)
     start_epoch = 0
     if args.resume:
-        state = load_checkpoint(ckpt_path, "vqvae")
-        if state["config"] != dataclasses.asdict(config):
-            raise ValueError(f"--resume: {ckpt_path} was fitted with {state['config']}, not {config}")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        common.set_rng_state(state["rng"], loader_generator)
-        start_epoch = state["epoch"]
+        start_epoch = common.resume(
+            ckpt_path, "vqvae", model, optimizer, scheduler, loader_generator,
+            config=dataclasses.asdict(config),
+        )
     print(f"VQ-VAE: {sum(p.numel() for p in model.parameters()):,} parameters, data {splits.sample_shape}, "
           f"{len(x_train)} train / {len(x_test)} held-out, device {device}")
 
@@ -124,13 +172,13 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         usage = CodeUsage(config.codebook_size)
         t0 = time.perf_counter()
         steps = common.batches(x_train, y_train, args.batch_size, device, loader_generator)
-        total = math.ceil(len(x_train) / args.batch_size)
-        bar = tqdm(steps, total=total, desc=f"epoch {epoch + 1}/{args.epochs}", disable=args.no_progress)
+        bar = tqdm(steps, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{args.epochs}", disable=args.no_progress)
         for xb, _ in bar:
             out_b = model(xb)
             optimizer.zero_grad(set_to_none=True)
             out_b.loss.backward()
             optimizer.step()
+            scheduler.step()
             usage.update(out_b.indices)
             if not args.no_progress and bar.n % 20 == 0:  # reading a loss value waits for the device
                 bar.set_postfix(mse=f"{float(out_b.reconstruction_loss):.4f}", ppl=f"{float(out_b.perplexity):.0f}")
@@ -140,6 +188,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             "train_perplexity": usage.perplexity,
             "train_codes_used": usage.codes_used,
             **evaluate(model, x_test, y_test, args.batch_size, device),
+            **({"test_lsd_db": griffin_lim_lsd(model, *audio, args.batch_size, device), "ceiling_lsd_db": ceiling,
+                "lsd_clips": len(audio[1])} if audio else {}),
             "codebook_size": config.codebook_size,
         }
         common.append_jsonl(out / "metrics.jsonl", metrics)
@@ -148,8 +198,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         save_checkpoint(
             ckpt_path, "vqvae", model,
             data={**splits.spec, "label_names": list(splits.label_names), "sample_shape": list(splits.sample_shape)},
-            optimizer=optimizer.state_dict(), epoch=epoch + 1, rng=common.rng_state(loader_generator),
-            args=vars(args), metrics=metrics,
+            metrics=metrics, **common.training_state(optimizer, scheduler, loader_generator, epoch + 1, args),
         )
     return metrics
 

@@ -1,0 +1,175 @@
+"""Every image entry point end to end on tiny models and the embedded data, in a temporary folder."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import pytest
+import torch
+
+from pipelines import fit_prior, fit_vqvae, generate, quickstart
+from vqvae_prior.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+TINY_VQVAE = ["--channels", "16", "--residual-channels", "8", "--codebook-size", "32", "--code-dim", "8"]
+TINY_PRIOR = ["--layers", "3", "--channels", "16", "--head-channels", "32", "--samples-per-class", "2"]
+
+
+def run_vqvae(tmp_path, *extra):
+    args = ["--out", str(tmp_path / "vq"), "--epochs", "1", "--no-progress", "--device", "cpu", *TINY_VQVAE, *extra]
+    return fit_vqvae.main(fit_vqvae.get_args_parser().parse_args(args))
+
+
+def run_prior(tmp_path, *extra):
+    args = ["--vqvae", str(tmp_path / "vq" / "vqvae.pt"), "--out", str(tmp_path / "prior"), "--epochs", "1",
+            "--no-progress", "--device", "cpu", *TINY_PRIOR, *extra]
+    return fit_prior.main(fit_prior.get_args_parser().parse_args(args))
+
+
+@contextlib.contextmanager
+def interrupted_after_first_epoch(module):
+    """Within it, ``module.main`` is interrupted (KeyboardInterrupt) right after its first checkpoint is written."""
+    original = module.save_checkpoint
+
+    def save_then_interrupt(*args, **kwargs):
+        original(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    module.save_checkpoint = save_then_interrupt
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            yield
+    finally:
+        module.save_checkpoint = original
+
+
+@pytest.fixture(scope="module")
+def digit_folder(tmp_path_factory):
+    """A folder of 60 real MNIST digits as PNG files, three classes: fits on it take a second."""
+    from PIL import Image
+
+    from data.images import load_mnist_sample
+
+    root = tmp_path_factory.mktemp("digits")
+    train = load_mnist_sample().train
+    for digit in (1, 4, 7):
+        (root / str(digit)).mkdir()
+        for i in torch.nonzero(train.labels == digit).flatten()[:20].tolist():
+            Image.fromarray(train.images[i, 0].numpy()).save(root / str(digit) / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """A tiny VQ-VAE and conditional prior fitted for one epoch on the embedded MNIST sample."""
+    tmp_path = tmp_path_factory.mktemp("fit")
+    vq_metrics = run_vqvae(tmp_path)
+    prior_metrics = run_prior(tmp_path)
+    return tmp_path, vq_metrics, prior_metrics
+
+
+def test_fit_vqvae_reports_held_out_metrics_and_writes_its_files(fitted):
+    tmp_path, metrics, _ = fitted
+    for key in ("test_mse", "test_psnr", "test_commitment", "test_perplexity", "test_codes_used", "train_codes_used"):
+        assert key in metrics
+    assert 0 < metrics["test_codes_used"] <= 32 and metrics["test_psnr"] > 5
+    lines = (tmp_path / "vq" / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["epoch"] == 1
+    assert (tmp_path / "vq" / "reconstructions.png").stat().st_size > 0
+    ckpt = load_checkpoint(tmp_path / "vq" / "vqvae.pt", "vqvae")
+    assert ckpt["data"]["name"] == "mnist-sample" and ckpt["config"]["codebook_size"] == 32
+
+
+def test_fit_prior_reports_bits_per_code_and_caches_codes(fitted):
+    tmp_path, _, metrics = fitted
+    assert 0 < metrics["test_bits_per_code"] < 10
+    assert len(list((tmp_path / "vq").glob("codes-*.pt"))) == 1
+    ckpt = load_checkpoint(tmp_path / "prior" / "prior.pt", "prior")
+    assert ckpt["codebook_size"] == 32 and ckpt["label_names"] == [str(d) for d in range(10)]
+    assert ckpt["config"]["num_classes"] == 10 and ckpt["code_shape"] == [7, 7]
+    assert (tmp_path / "prior" / "samples.png").stat().st_size > 0
+
+
+def test_generate_returns_images_and_is_reproducible(fitted):
+    tmp_path, _, _ = fitted
+    vq, prior = tmp_path / "vq" / "vqvae.pt", tmp_path / "prior" / "prior.pt"
+    out = generate.generate(vq, prior, 3, labels=[7, 7, 3], seed=0, device="cpu")
+    assert out.images.shape == (3, 1, 28, 28) and out.codes.shape == (3, 7, 7)
+    assert out.images.min() >= 0 and out.images.max() <= 1 and out.waveforms is None
+    again = generate.generate(vq, prior, 3, labels=[7, 7, 3], seed=0, device="cpu", method="reference")
+    assert torch.equal(out.codes, again.codes)
+    png = tmp_path / "grid.png"
+    generate.main(generate.get_args_parser().parse_args(
+        ["--vqvae", str(vq), "--prior", str(prior), "--labels", "all", "--seed", "1", "--out", str(png)]))
+    assert png.stat().st_size > 0
+
+
+def test_generate_refuses_bad_requests(fitted, tmp_path):
+    fit_dir, _, _ = fitted
+    vq, prior = fit_dir / "vq" / "vqvae.pt", fit_dir / "prior" / "prior.pt"
+    with pytest.raises(ValueError, match="class-conditional"):
+        generate.generate(vq, prior, 2, device="cpu")
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 10\)"):
+        generate.generate(vq, prior, 2, labels=[3, 10], device="cpu")
+    # a prior whose K differs from the VQ-VAE's codebook
+    payload = load_checkpoint(prior)
+    other = tmp_path / "other_prior.pt"
+    from vqvae_prior.checkpoint import load_prior
+    model, _ = load_prior(prior)
+    import dataclasses
+    from vqvae_prior.prior import GatedPixelCNN
+    wrong = GatedPixelCNN(dataclasses.replace(model.config, codebook_size=64))
+    save_checkpoint(other, "prior", wrong, **{k: payload[k] for k in ("label_names", "code_shape", "vqvae", "vqvae_digest")})
+    with pytest.raises(CheckpointError, match="K=64 codes but .* K=32"):
+        generate.generate(vq, other, 2, labels=[1, 2], device="cpu")
+    # a prior fitted on another VQ-VAE's codes
+    save_checkpoint(other, "prior", model, **{**{k: payload[k] for k in ("label_names", "code_shape", "vqvae")},
+                                               "vqvae_digest": "0" * 16})
+    with pytest.raises(CheckpointError, match="other VQ-VAE weights"):
+        generate.generate(vq, other, 2, labels=[1, 2], device="cpu")
+
+
+def test_refuses_to_overwrite_a_fit_and_resume_continues_it_exactly(tmp_path, digit_folder):
+    folder = ["--dataset", "image-folder", "--data-root", str(digit_folder), "--batch-size", "16"]
+    run_vqvae(tmp_path, "--epochs", "2", *folder)
+    straight = load_checkpoint(tmp_path / "vq" / "vqvae.pt")
+    with pytest.raises(FileExistsError, match="pass --resume"):
+        run_vqvae(tmp_path, *folder)
+    resumed_dir = tmp_path / "resumed"
+    with interrupted_after_first_epoch(fit_vqvae):
+        run_vqvae(resumed_dir, "--epochs", "2", *folder)
+    assert load_checkpoint(resumed_dir / "vq" / "vqvae.pt")["epoch"] == 1
+    run_vqvae(resumed_dir, "--epochs", "2", "--resume", *folder)
+    resumed = load_checkpoint(resumed_dir / "vq" / "vqvae.pt")
+    assert resumed["epoch"] == 2
+    for name, tensor in straight["model"].items():
+        torch.testing.assert_close(resumed["model"][name], tensor, msg=f"{name} differs after --resume")
+
+
+def test_prior_resume_continues_exactly(tmp_path, digit_folder):
+    run_vqvae(tmp_path, "--dataset", "image-folder", "--data-root", str(digit_folder))
+    args = ["--vqvae", str(tmp_path / "vq" / "vqvae.pt"), "--no-progress", "--device", "cpu", "--batch-size", "16",
+            *TINY_PRIOR]
+    parse = fit_prior.get_args_parser().parse_args
+    fit_prior.main(parse(args + ["--out", str(tmp_path / "a"), "--epochs", "2"]))
+    with interrupted_after_first_epoch(fit_prior):
+        fit_prior.main(parse(args + ["--out", str(tmp_path / "b"), "--epochs", "2"]))
+    fit_prior.main(parse(args + ["--out", str(tmp_path / "b"), "--epochs", "2", "--resume"]))
+    a, b = load_checkpoint(tmp_path / "a" / "prior.pt"), load_checkpoint(tmp_path / "b" / "prior.pt")
+    for name, tensor in a["model"].items():
+        torch.testing.assert_close(b["model"][name], tensor, msg=f"{name} differs after --resume")
+    with pytest.raises(FileNotFoundError, match="no checkpoint to resume"):
+        fit_prior.main(parse(args + ["--out", str(tmp_path / "c"), "--resume"]))
+
+
+def test_quickstart_writes_samples_png(tmp_path, digit_folder):
+    # later arguments win in argparse: the quickstart runs on the small digit folder instead of mnist-sample
+    vqvae_args = TINY_VQVAE + ["--dataset", "image-folder", "--data-root", str(digit_folder)]
+    args = quickstart.get_args_parser().parse_args([
+        "--out", str(tmp_path / "qs"), "--samples", str(tmp_path / "samples.png"), "--vqvae-epochs", "1",
+        "--prior-epochs", "1", "--no-progress", "--device", "cpu",
+        "--vqvae-args", " ".join(vqvae_args), "--prior-args", " ".join(TINY_PRIOR)])
+    out = quickstart.main(args)
+    assert out.images.shape == (30, 1, 28, 28)  # 3 classes x 10
+    assert (tmp_path / "samples.png").stat().st_size > 0
+    quickstart.main(args)  # a second run reuses the finished fits
