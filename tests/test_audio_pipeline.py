@@ -1,0 +1,157 @@
+"""Every entry point end to end on a few synthesized clips: fit_vqvae -> fit_prior -> generate -> audio_check.
+
+Clips are tones and chirps whose pitch depends on the digit label, named like the Free Spoken Digit Dataset
+(``{digit}_{speaker}_{index}.wav``: index 0-4 held out). Small spectrogram settings (32 frequency bins x 24 frames
+-> 8 x 6 codes: non-square) and tiny models keep the whole module to seconds on a CPU.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from pipelines import audio_check, fit_prior, fit_vqvae, generate
+from pipelines.common import dataset_options
+from vqvae_prior.checkpoint import load_vqvae, save_checkpoint
+from vqvae_prior.vqvae import VQVAE, VQVAEConfig
+
+SR = 8000
+DIGITS = (0, 1, 2)
+AUDIO_ARGS = ["--n-fft", "62", "--hop-length", "16", "--n-frames", "24"]  # (32, 24) spectrograms, 368 samples
+VQVAE_ARGS = ["--channels", "16", "--residual-channels", "8", "--codebook-size", "16", "--code-dim", "8"]
+PRIOR_ARGS = ["--layers", "2", "--channels", "8", "--head-channels", "16"]
+COMMON_ARGS = ["--epochs", "1", "--batch-size", "8", "--device", "cpu", "--no-progress"]
+
+
+def _clip(digit: int, index: int) -> np.ndarray:
+    """A chirp from 500 (1 + digit) Hz up a fifth, with a second harmonic, under a Hann envelope; length varies."""
+    n = 300 + 10 * index
+    f0 = 500.0 * (1 + digit) * (1 + 0.5 * np.arange(n) / n)  # (n,) instantaneous frequency
+    phase = 2 * np.pi * np.cumsum(f0) / SR
+    return (0.4 * (np.sin(phase) + 0.3 * np.sin(2 * phase)) * np.hanning(n)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def recordings(tmp_path_factory) -> Path:
+    """21 clips: digits 0-2 x indices 0, 1 (held out) and 5-9 (train), two speakers."""
+    root = tmp_path_factory.mktemp("recordings")
+    for digit in DIGITS:
+        for index in (0, 1, 5, 6, 7, 8, 9):
+            sf.write(root / f"{digit}_{'ab'[index % 2]}_{index}.wav", _clip(digit, index), SR)
+    return root
+
+
+@pytest.fixture(scope="module")
+def fitted(recordings: Path, tmp_path_factory) -> dict:
+    """An audio VQ-VAE and a class-conditional prior over its codes, each fitted for one epoch."""
+    runs = tmp_path_factory.mktemp("runs")
+    vq_args = ["--dataset", "audio-folder", "--data-root", str(recordings), "--out", str(runs / "vq"), "--lsd-clips",
+               "4", *AUDIO_ARGS, *VQVAE_ARGS, *COMMON_ARGS]
+    vq_metrics = fit_vqvae.main(fit_vqvae.get_args_parser().parse_args(vq_args))
+    prior_args = ["--vqvae", str(runs / "vq" / "vqvae.pt"), "--out", str(runs / "prior"), "--samples-per-class", "2",
+                  *PRIOR_ARGS, *COMMON_ARGS]
+    prior_metrics = fit_prior.main(fit_prior.get_args_parser().parse_args(prior_args))
+    return {"runs": runs, "vqvae": runs / "vq" / "vqvae.pt", "prior": runs / "prior" / "prior.pt",
+            "vq_metrics": vq_metrics, "prior_metrics": prior_metrics}
+
+
+def test_fit_vqvae_audio(fitted):
+    metrics = fitted["vq_metrics"]
+    for key in ("test_mse", "test_lsd_db", "ceiling_lsd_db", "test_perplexity"):
+        assert np.isfinite(metrics[key]), key
+    assert metrics["lsd_clips"] == 4 and metrics["test_lsd_db"] > 0 and metrics["ceiling_lsd_db"] > 0
+    logged = [json.loads(line) for line in (fitted["runs"] / "vq" / "metrics.jsonl").read_text().splitlines()]
+    assert len(logged) == 1 and logged[0]["test_lsd_db"] == metrics["test_lsd_db"]
+    assert (fitted["runs"] / "vq" / "reconstructions.png").is_file()
+    _, ckpt = load_vqvae(fitted["vqvae"])
+    spec = ckpt["data"]
+    assert spec["name"] == "audio-folder" and spec["label_names"] == ["0", "1", "2"]
+    assert spec["sample_shape"] == [1, 32, 24]  # non-square
+    assert (spec["n_fft"], spec["hop_length"], spec["n_frames"]) == (62, 16, 24)
+    assert spec["spectrogram"]["n_fft"] == 62 and spec["spectrogram"]["representation"] == "stft"
+
+
+def test_fit_vqvae_mel(recordings, tmp_path):
+    args = ["--dataset", "audio-folder", "--data-root", str(recordings), "--out", str(tmp_path), "--lsd-clips", "2",
+            "--representation", "mel", "--n-fft", "126", "--n-mels", "16", "--hop-length", "16", "--n-frames", "24",
+            *VQVAE_ARGS, *COMMON_ARGS]
+    metrics = fit_vqvae.main(fit_vqvae.get_args_parser().parse_args(args))
+    assert np.isfinite(metrics["test_lsd_db"]) and np.isfinite(metrics["ceiling_lsd_db"]) and metrics["lsd_clips"] == 2
+    spec = load_vqvae(tmp_path / "vqvae.pt")[1]["data"]
+    assert spec["sample_shape"] == [1, 16, 24] and spec["spectrogram"]["representation"] == "mel"
+
+
+def test_fit_prior_audio(fitted):
+    assert np.isfinite(fitted["prior_metrics"]["test_bits_per_code"])
+    prior = torch.load(fitted["prior"], weights_only=True)
+    assert prior["code_shape"] == [8, 6] and prior["config"]["num_classes"] == 3
+    assert (fitted["runs"] / "prior" / "samples.png").is_file()
+
+
+def test_generate_waveforms(fitted):
+    out = generate.generate(fitted["vqvae"], fitted["prior"], 4, [2, 2, 0, 1], seed=0, device="cpu")
+    assert out.images.shape == (4, 1, 32, 24) and out.codes.shape == (4, 8, 6)
+    assert out.waveforms.shape == (4, 23 * 16) and out.waveforms.dtype == torch.float32
+    assert out.sample_rate == SR and torch.isfinite(out.waveforms).all()
+    again = generate.generate(fitted["vqvae"], fitted["prior"], 4, [2, 2, 0, 1], seed=0, device="cpu")
+    assert torch.equal(again.waveforms, out.waveforms)  # seeded sampling, deterministic Griffin-Lim
+
+
+def test_generate_main_writes_wavs_and_png(fitted, tmp_path):
+    args = ["--vqvae", str(fitted["vqvae"]), "--prior", str(fitted["prior"]), "--labels", "all", "--repeat", "2",
+            "--seed", "0", "--device", "cpu", "--out", str(tmp_path / "samples.png")]
+    result = generate.main(generate.get_args_parser().parse_args(args))
+    assert (tmp_path / "samples.png").is_file()
+    wavs = sorted(tmp_path.glob("samples_*.wav"))
+    assert [w.name for w in wavs] == [f"samples_{i:03d}_{d}.wav" for i, d in enumerate("001122")]
+    wave, rate = sf.read(wavs[0], dtype="float32")
+    assert rate == SR and wave.shape == (23 * 16,)
+    np.testing.assert_allclose(wave, result.waveforms[0].numpy(), atol=1e-4)  # 16-bit PCM
+
+
+def test_audio_check(fitted, tmp_path):
+    args = ["--vqvae", str(fitted["vqvae"]), "--prior", str(fitted["prior"]), "--repeat", "3", "--epochs", "2",
+            "--batch-size", "8", "--channels", "4", "--device", "cpu", "--out", str(tmp_path / "check.json")]
+    report = audio_check.main(audio_check.get_args_parser().parse_args(args))
+    assert json.loads((tmp_path / "check.json").read_text()) == report
+    for name, n in (("real", 6), ("real_griffin_lim", 6), ("reconstructed_griffin_lim", 6), ("generated", 9)):
+        assert report[name]["n"] == n and 0 <= report[name]["accuracy"] <= 1
+        assert sorted(report[name]["per_class"]) == ["0", "1", "2"]
+    confusion = np.array(report["generated_confusion"])
+    assert confusion.shape == (3, 3) and confusion.sum(axis=1).tolist() == [3, 3, 3]
+    again = audio_check.main(audio_check.get_args_parser().parse_args(args))
+    assert _without_timings(again) == _without_timings(report)  # seeded
+
+
+def _without_timings(report: dict) -> dict:
+    return {**report, "classifier": {**report["classifier"], "train_seconds": None}, "generate_seconds": None}
+
+
+def test_audio_options_only_for_audio():
+    parser = fit_vqvae.get_args_parser()
+    options = dataset_options(parser.parse_args(["--dataset", "audio-folder", "--representation", "mel"]))
+    assert options == {"representation": "mel"}
+    assert dataset_options(parser.parse_args(["--dataset", "audio-folder"])) == {}  # the loader's defaults
+    with pytest.raises(ValueError, match="--n-fft does not apply to --dataset mnist"):
+        dataset_options(parser.parse_args(["--dataset", "mnist", "--n-fft", "126"]))
+    with pytest.raises(ValueError, match="--image-size does not apply to --dataset audio-folder"):
+        dataset_options(parser.parse_args(["--dataset", "audio-folder", "--image-size", "32"]))
+
+
+def test_audio_check_refusals(fitted, tmp_path):
+    image_vqvae = tmp_path / "image.pt"
+    config = VQVAEConfig(channels=8, residual_channels=4, code_dim=4, codebook_size=16)
+    save_checkpoint(image_vqvae, "vqvae", VQVAE(config), data={"name": "mnist-sample"})
+    parser = audio_check.get_args_parser()
+    with pytest.raises(ValueError, match="not on audio"):
+        audio_check.main(parser.parse_args(["--vqvae", str(image_vqvae), "--prior", str(fitted["prior"])]))
+    prior_args = ["--vqvae", str(fitted["vqvae"]), "--out", str(tmp_path / "unconditional"), "--unconditional",
+                  *PRIOR_ARGS, *COMMON_ARGS]
+    fit_prior.main(fit_prior.get_args_parser().parse_args(prior_args))
+    with pytest.raises(ValueError, match="unconditional"):
+        audio_check.main(parser.parse_args(
+            ["--vqvae", str(fitted["vqvae"]), "--prior", str(tmp_path / "unconditional" / "prior.pt")]
+        ))
