@@ -110,8 +110,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     if args.repeat < 1 or args.epochs < 1:
         raise ValueError(f"--repeat and --epochs must be >= 1, got {args.repeat} and {args.epochs}")
     cfg = SpectrogramConfig(**vq_spec["spectrogram"])
-    splits = common.load_splits({k: v for k, v in vq_spec.items() if k not in ("label_names", "sample_shape")},
-                                args.data_root)
+    splits = common.load_splits(vq_spec, args.data_root)
     label_names = list(splits.label_names)
     x_train, y_train = common.as_tensors(splits.train)  # (N, 1, F, T), (N,)
     x_test, y_test = common.as_tensors(splits.test)

@@ -62,8 +62,7 @@ def encode_splits(
     cache = vqvae_path.parent / f"codes-{key}.pt"
     if cache.is_file():
         return torch.load(cache, weights_only=True)
-    load_spec = {k: v for k, v in spec.items() if k not in ("label_names", "sample_shape")}
-    splits = common.load_splits(load_spec)
+    splits = common.load_splits(spec)
     codes: dict[str, Any] = {"vqvae_digest": digest, "label_names": list(splits.label_names)}
     for name, split in (("train", splits.train), ("test", splits.test)):
         x, y = common.as_tensors(split)

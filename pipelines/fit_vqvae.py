@@ -197,7 +197,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         save_reconstructions(model, x_test, out / "reconstructions.png", device)
         save_checkpoint(
             ckpt_path, "vqvae", model,
-            data={**splits.spec, "label_names": list(splits.label_names), "sample_shape": list(splits.sample_shape)},
+            data=splits.spec, label_names=list(splits.label_names), sample_shape=list(splits.sample_shape),
             metrics=metrics, **common.training_state(optimizer, scheduler, loader_generator, epoch + 1, args),
         )
     return metrics

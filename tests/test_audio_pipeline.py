@@ -68,8 +68,8 @@ def test_fit_vqvae_audio(fitted):
     assert (fitted["runs"] / "vq" / "reconstructions.png").is_file()
     _, ckpt = load_vqvae(fitted["vqvae"])
     spec = ckpt["data"]
-    assert spec["name"] == "audio-folder" and spec["label_names"] == ["0", "1", "2"]
-    assert spec["sample_shape"] == [1, 32, 24]  # non-square
+    assert spec["name"] == "audio-folder" and ckpt["label_names"] == ["0", "1", "2"]
+    assert ckpt["sample_shape"] == [1, 32, 24]  # non-square
     assert (spec["n_fft"], spec["hop_length"], spec["n_frames"]) == (62, 16, 24)
     assert spec["spectrogram"]["n_fft"] == 62 and spec["spectrogram"]["representation"] == "stft"
 
@@ -80,8 +80,8 @@ def test_fit_vqvae_mel(recordings, tmp_path):
             *VQVAE_ARGS, *COMMON_ARGS]
     metrics = fit_vqvae.main(fit_vqvae.get_args_parser().parse_args(args))
     assert np.isfinite(metrics["test_lsd_db"]) and np.isfinite(metrics["ceiling_lsd_db"]) and metrics["lsd_clips"] == 2
-    spec = load_vqvae(tmp_path / "vqvae.pt")[1]["data"]
-    assert spec["sample_shape"] == [1, 16, 24] and spec["spectrogram"]["representation"] == "mel"
+    ckpt = load_vqvae(tmp_path / "vqvae.pt")[1]
+    assert ckpt["sample_shape"] == [1, 16, 24] and ckpt["data"]["spectrogram"]["representation"] == "mel"
 
 
 def test_fit_prior_audio(fitted):
