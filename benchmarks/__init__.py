@@ -1,0 +1,5 @@
+"""Benchmarks (run from the repository root; results and the commands behind them are in BENCHMARKS.md).
+
+- ``python -m benchmarks.sampling``: reference vs cached sampler of the gated PixelCNN prior, and ``generate()``.
+- ``python -m benchmarks.training``: training throughput of the VQ-VAE and of the prior.
+"""

@@ -1,0 +1,214 @@
+"""Sampling benchmark: the reference and the cached sampler of the default gated PixelCNN prior, side by side.
+
+    python -m benchmarks.sampling --threads 2 --reference-positions 4 --out benchmarks/results/sampling-cpu.json
+
+For every grid and batch size: seconds per sample of each sampler (same ``torch.Generator`` seed, class labels
+0, 1, ..., 9, 0, ...) and the speedup, as a markdown table and a JSON file. The prior is ``PriorConfig(K=256, 10
+classes)`` with every other field at its default, randomly initialized (the cost does not depend on the weights).
+
+The reference sampler runs the whole network h*w times, each time on the same-size grid, so its cost per position
+is constant: it is timed on its first P positions (``--reference-positions``) and extrapolated linearly to h*w
+(cells marked ``*``). The script checks that claim first: one full reference run on ``--check-grid``, compared
+with the extrapolation from its own first P positions. The cached sampler is always timed in full; its time is
+also given in full passes, units of one forward pass of the network over the batch (the reference's cost per
+position; the cached sampler's arithmetic is about one). Each cell is warmed up once; a sampler is re-run until its
+runs add up to ``--min-time`` seconds and the median is reported.
+
+With ``--vqvae`` and ``--prior`` checkpoints it also times ``pipelines.generate.generate(n=64, labels)`` end to end
+(checkpoint loading included), and its sample + decode chain on models already loaded: median of ``--runs``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import time
+
+import torch
+from torch import nn
+
+from benchmarks.common import (
+    jsonable, machine, markdown_table, median, parse_shape, repeat_timing, shape_str, sync, write_json,
+)
+from pipelines.common import pick_device
+from pipelines.generate import generate
+from vqvae_prior.checkpoint import load_prior, load_vqvae
+from vqvae_prior.prior import GatedPixelCNN, PriorConfig
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--grids", nargs="+", type=parse_shape, help="code-map grids h x w",
+                        default=[(7, 7), (16, 16), (28, 28), (32, 32), (32, 20)])
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 16, 64, 256])
+    parser.add_argument("--reference-positions", type=int, default=16, help="P, positions the reference is timed "
+                        "on before extrapolating to h*w; 0: all (no extrapolation)")
+    parser.add_argument("--check-grid", type=parse_shape, default="7x7", help="grid of the extrapolation check")
+    parser.add_argument("--check-batch", type=int, default=16, help="0: no check")
+    parser.add_argument("--min-time", type=float, default=1.0, help="re-run a sampler until this many seconds")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--vqvae", help="VQ-VAE checkpoint: also time generate() (needs --prior)")
+    parser.add_argument("--prior", help="prior checkpoint fitted on that VQ-VAE's codes")
+    parser.add_argument("--n", type=int, default=64, help="samples per generate() call")
+    parser.add_argument("--runs", type=int, default=5, help="timed generate() calls")
+    parser.add_argument("--out", default="benchmarks/results/sampling.json", help="JSON results")
+    return parser
+
+
+class _Stop(Exception):
+    """Raised inside a sampler by a forward pre-hook to end it early."""
+
+
+def time_sampler(model: GatedPixelCNN, method: str, n: int, shape: tuple[int, int], seed: int,
+                 clock: nn.Module | None = None, stop_after: int | None = None) -> tuple[float, list[float]]:
+    """Seconds of one ``model.sample(n, shape, labels, method=method)`` call with a generator seeded by ``seed``.
+
+    With ``clock``: also the times (from the start) at which ``clock`` was called; with ``stop_after`` the sampler is
+    stopped when ``clock`` is about to be called for the (stop_after + 1)-th time, and the time up to then returned.
+    """
+    device, marks = model.device, []
+
+    def hook(module: nn.Module, inputs: tuple) -> None:
+        sync(device)
+        marks.append(time.perf_counter() - t0)
+        if stop_after is not None and len(marks) > stop_after:
+            raise _Stop
+
+    handle = clock.register_forward_pre_hook(hook) if clock is not None else None
+    labels = torch.arange(n, device=device) % model.config.num_classes  # (n,)
+    generator = torch.Generator(device).manual_seed(seed)
+    try:
+        sync(device)
+        t0 = time.perf_counter()
+        model.sample(n, shape, labels, generator=generator, method=method)
+        sync(device)
+        seconds = time.perf_counter() - t0
+    except _Stop:
+        seconds = marks[-1]
+    finally:
+        if handle is not None:
+            handle.remove()
+    return seconds, marks
+
+
+def reference_seconds(model: GatedPixelCNN, n: int, shape: tuple[int, int], P: int, seed: int) -> float:
+    """Seconds of the reference sampler on (n, h, w), timed on its first P positions and extrapolated to h * w."""
+    positions = shape[0] * shape[1]
+    seconds, marks = time_sampler(model, "reference", n, shape, seed, clock=model, stop_after=P)
+    if P >= positions:
+        return seconds
+    return marks[0] + (marks[P] - marks[0]) * positions / P  # set-up before position 0, then P equal positions
+
+
+def check_extrapolation(model: GatedPixelCNN, shape: tuple[int, int], n: int, P: int, seed: int) -> dict:
+    """One full reference run; its time against the extrapolation from its own first P positions."""
+    time_sampler(model, "reference", n, shape, seed, clock=model, stop_after=1)  # warm-up
+    full, marks = time_sampler(model, "reference", n, shape, seed, clock=model)  # marks[i]: start of position i
+    P = min(P, len(marks) - 1)
+    extrapolated = marks[0] + (marks[P] - marks[0]) * len(marks) / P
+    return {"grid": list(shape), "batch": n, "positions": len(marks), "P": P, "full_seconds": full,
+            "extrapolated_seconds": extrapolated, "ratio": extrapolated / full}
+
+
+def benchmark_cell(model: GatedPixelCNN, shape: tuple[int, int], n: int, P: int, min_time: float, seed: int) -> dict:
+    """Seconds per sample of both samplers on one grid and batch size."""
+    positions = shape[0] * shape[1]
+    P = min(P or positions, positions)
+    time_sampler(model, "reference", n, shape, seed, clock=model, stop_after=1)  # warm-up: one position
+    time_sampler(model, "cached", n, shape, seed, clock=model.head, stop_after=shape[1] + 1)  # warm-up: one row
+    ref = repeat_timing(lambda: reference_seconds(model, n, shape, P, seed), min_time)  # whole batch, h*w positions
+    cached = repeat_timing(lambda: time_sampler(model, "cached", n, shape, seed)[0], min_time)
+    return {"grid": list(shape), "batch": n, "reference_positions": P, "extrapolated": P < positions,
+            "reference_runs": ref, "cached_runs": cached,
+            "reference_s_per_sample": median(ref) / n, "cached_s_per_sample": median(cached) / n,
+            "speedup": median(ref) / median(cached),
+            "cached_in_full_passes": positions * median(cached) / median(ref),
+            "load_average": os.getloadavg()[0]}  # > threads: other processes competed for the cores
+
+
+def time_generate(args: argparse.Namespace, device: torch.device) -> dict:
+    """generate() end to end, and its sample -> decode chain on loaded models (seconds, median of args.runs)."""
+    vqvae, _ = load_vqvae(args.vqvae, device)
+    prior, ckpt = load_prior(args.prior, device)
+    shape, classes = tuple(ckpt["code_shape"]), prior.config.num_classes
+    labels = [i % classes for i in range(args.n)] if classes else None
+
+    def end_to_end() -> float:
+        t0 = time.perf_counter()
+        generate(args.vqvae, args.prior, args.n, labels, seed=args.seed, device=device)
+        return time.perf_counter() - t0
+
+    def sample_decode() -> tuple[float, float]:
+        t0 = time.perf_counter()
+        generator = torch.Generator(device).manual_seed(args.seed)
+        codes = prior.sample(args.n, shape, prior.check_labels(labels, args.n), generator=generator)  # (n, h, w)
+        sync(device)
+        t1 = time.perf_counter()
+        vqvae.decode_indices(codes).clamp(0, 1).cpu()  # (n, C, H, W), as generate() returns it
+        return t1 - t0, time.perf_counter() - t1
+
+    end_to_end(), sample_decode()  # warm-up
+    e2e = [end_to_end() for _ in range(args.runs)]
+    chain = [sample_decode() for _ in range(args.runs)]
+    return {"n": args.n, "code_shape": list(shape), "vqvae": args.vqvae, "prior": args.prior, "runs": args.runs,
+            "end_to_end_seconds": median(e2e), "sample_decode_seconds": median([s + d for s, d in chain]),
+            "sample_seconds": median([s for s, _ in chain]), "decode_seconds": median([d for _, d in chain]),
+            "end_to_end_runs": e2e, "sample_decode_runs": chain}
+
+
+def main(args: argparse.Namespace) -> dict:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if (args.vqvae is None) != (args.prior is None):
+        raise ValueError("pass both --vqvae and --prior to time generate(), or neither")
+    device = pick_device(args.device)
+    torch.manual_seed(args.seed)
+    config = PriorConfig(codebook_size=256, num_classes=10)
+    model = GatedPixelCNN(config).to(device).eval()
+    P = args.reference_positions
+    result = {"machine": machine(device), "prior": dataclasses.asdict(config), "reference_positions": P,
+              "args": jsonable(vars(args))}
+    print(result["machine"])
+
+    check = check_extrapolation(model, args.check_grid, args.check_batch, P, args.seed) if P and args.check_batch else None
+    result["check"] = check
+    if check:
+        print(f"check, reference on {shape_str(args.check_grid)} x batch {check['batch']}: all {check['positions']} "
+              f"positions {check['full_seconds']:.3f} s; extrapolated from the first {check['P']}: "
+              f"{check['extrapolated_seconds']:.3f} s (ratio {check['ratio']:.3f})")
+
+    cells, rows = [], []
+    for shape in args.grids:
+        for n in args.batches:
+            cell = benchmark_cell(model, shape, n, P, args.min_time, args.seed)
+            cells.append(cell)
+            star = " *" if cell["extrapolated"] else ""
+            rows.append([shape_str(shape), str(n), f"{cell['reference_s_per_sample']:.4g}{star}",
+                         f"{cell['cached_s_per_sample']:.4g}", f"{cell['speedup']:.1f}x{star}",
+                         f"{cell['cached_in_full_passes']:.2f}{star}"])
+            print(" | ".join(rows[-1]), flush=True)
+    result["cells"] = cells
+    table = markdown_table(["grid", "batch", "reference s/sample", "cached s/sample", "speedup",
+                            "cached, in full passes"], rows)
+    if any(cell["extrapolated"] for cell in cells):
+        table += f"\n\n\\* reference timed on its first P = {P} positions and extrapolated linearly to h*w"
+        table += (f" (check on {shape_str(args.check_grid)}, batch {check['batch']}: extrapolated / full = "
+                  f"{check['ratio']:.3f})." if check else ".")
+    result["table"] = table
+    print("\n" + table)
+
+    if args.vqvae is not None:
+        gen = time_generate(args, device)
+        result["generate"] = gen
+        print(f"\ngenerate(n={gen['n']}, {shape_str(tuple(gen['code_shape']))} codes), median of {gen['runs']}: "
+              f"end to end {gen['end_to_end_seconds']:.3f} s; sample + decode {gen['sample_decode_seconds']:.3f} s "
+              f"(sample {gen['sample_seconds']:.3f} s, decode {gen['decode_seconds']:.3f} s)")
+    write_json(args.out, result)
+    return result
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

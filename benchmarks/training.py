@@ -1,0 +1,121 @@
+"""Training-throughput benchmark: the VQ-VAE (images/s) and the gated PixelCNN prior (code maps/s).
+
+    python -m benchmarks.training --threads 2 --out benchmarks/results/training-cpu.json
+
+One training step is what ``pipelines.fit_vqvae`` / ``pipelines.fit_prior`` do per batch: forward, loss, backward
+and an Adam step. The VQ-VAE is ``VQVAEConfig(in_channels=C)`` (every other field at its default, EMA codebook) on
+random inputs in [0, 1] of each ``--vqvae-shapes`` (28x28 images, a 128x80 spectrogram); the prior is
+``PriorConfig(K=256, 10 classes)`` on random code maps and labels of each ``--prior-grids``. Each is warmed up for
+``--warmup`` steps, then ``--steps`` steps are timed one by one; the median step gives the throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import torch
+
+from benchmarks.common import jsonable, machine, markdown_table, median, parse_shape, shape_str, sync, write_json
+from pipelines.common import pick_device
+from vqvae_prior.prior import GatedPixelCNN, PriorConfig
+from vqvae_prior.vqvae import VQVAE, VQVAEConfig
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--vqvae-shapes", nargs="+", type=parse_shape, default=[(1, 28, 28), (1, 128, 80)],
+                        help="VQ-VAE inputs C x H x W")
+    parser.add_argument("--prior-grids", nargs="+", type=parse_shape, default=[(7, 7), (32, 20)],
+                        help="prior code maps h x w")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps; the median is reported")
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (as the fit entry points)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--out", default="benchmarks/results/training.json", help="JSON results")
+    return parser
+
+
+def vqvae_step(shape: tuple[int, int, int], batch: int, lr: float, device: torch.device) -> Callable[[], None]:
+    """One VQ-VAE training step on a fixed random batch (B, C, H, W), as in ``pipelines.fit_vqvae``."""
+    model = VQVAE(VQVAEConfig(in_channels=shape[0])).to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    x = torch.rand(batch, *shape, device=device)  # (B, C, H, W) in [0, 1]
+
+    def step() -> None:
+        out = model(x)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def prior_step(grid: tuple[int, int], batch: int, lr: float, device: torch.device) -> Callable[[], None]:
+    """One prior training step on fixed random code maps (B, h, w) and labels (B,), as in ``pipelines.fit_prior``."""
+    config = PriorConfig(codebook_size=256, num_classes=10)
+    model = GatedPixelCNN(config).to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    codes = torch.randint(config.codebook_size, (batch, *grid), device=device)  # (B, h, w)
+    labels = torch.randint(config.num_classes, (batch,), device=device)  # (B,)
+
+    def step() -> None:
+        loss = model.nll(codes, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def time_steps(step: Callable[[], None], warmup: int, steps: int, device: torch.device) -> list[float]:
+    """Seconds of each of ``steps`` timed steps, after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        sync(device)
+        t0 = time.perf_counter()
+        step()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def main(args: argparse.Namespace) -> dict:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.steps < 1 or args.warmup < 0 or args.batch_size < 1:
+        raise ValueError("need --steps >= 1, --warmup >= 0 and --batch-size >= 1")
+    device = pick_device(args.device)
+    torch.manual_seed(args.seed)
+    result = {"machine": machine(device), "batch_size": args.batch_size,
+              "args": jsonable(vars(args))}
+    print(result["machine"])
+    jobs = [("VQ-VAE", "images/s", shape, vqvae_step(shape, args.batch_size, args.lr, device))
+            for shape in args.vqvae_shapes]
+    jobs += [("prior", "code maps/s", grid, prior_step(grid, args.batch_size, args.lr, device))
+             for grid in args.prior_grids]
+
+    rows, runs = [], []
+    for model, unit, shape, step in jobs:
+        times = time_steps(step, args.warmup, args.steps, device)
+        seconds = median(times)
+        runs.append({"model": model, "input": list(shape), "unit": unit, "batch": args.batch_size,
+                     "step_seconds": seconds, "per_second": args.batch_size / seconds, "step_runs": times})
+        rows.append([model, shape_str(shape), str(args.batch_size), f"{seconds:.4g}",
+                     f"{args.batch_size / seconds:,.1f} {unit}"])
+        print(" | ".join(rows[-1]), flush=True)
+    result["runs"] = runs
+    result["table"] = markdown_table(["model", "input", "batch", "s/step (median)", "throughput"], rows)
+    print("\n" + result["table"])
+    write_json(args.out, result)
+    return result
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

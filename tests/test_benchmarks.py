@@ -1,0 +1,91 @@
+"""Smoke tests of the benchmark scripts on their smallest settings: they run and write the JSON they promise.
+
+No timing is asserted (only that every duration is positive): the numbers belong in BENCHMARKS.md, not in tests.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vqvae_prior.checkpoint import save_checkpoint, weights_digest
+from vqvae_prior.prior import GatedPixelCNN, PriorConfig
+from vqvae_prior.vqvae import VQVAE, VQVAEConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def benchmarks(monkeypatch):
+    """The ``benchmarks`` package, importable from the repository root (it is not installed)."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    import benchmarks.sampling
+    import benchmarks.training
+
+    return benchmarks
+
+
+@pytest.fixture
+def tiny_checkpoints(tmp_path):
+    """A tiny VQ-VAE (28x28 -> 7x7 codes, K=8) and a conditional prior fitted (here: built) on its codes."""
+    vqvae = VQVAE(VQVAEConfig(channels=8, residual_channels=4, code_dim=4, codebook_size=8))
+    prior = GatedPixelCNN(PriorConfig(codebook_size=8, num_classes=2, channels=4, num_layers=2, head_channels=8))
+    save_checkpoint(tmp_path / "vqvae.pt", "vqvae", vqvae, data={"name": "tiny", "sample_shape": [1, 28, 28]})
+    save_checkpoint(tmp_path / "prior.pt", "prior", prior, codebook_size=8, label_names=["a", "b"], code_shape=[7, 7],
+                    vqvae=str(tmp_path / "vqvae.pt"), vqvae_digest=weights_digest(vqvae.state_dict()))
+    return tmp_path / "vqvae.pt", tmp_path / "prior.pt"
+
+
+def test_sampling_main_writes_its_table(benchmarks, tiny_checkpoints, tmp_path):
+    vqvae, prior = tiny_checkpoints
+    out = tmp_path / "sampling.json"
+    args = benchmarks.sampling.get_args_parser().parse_args([
+        "--grids", "7x7", "--batches", "1", "--reference-positions", "1", "--check-grid", "2x2", "--check-batch",
+        "1", "--min-time", "0", "--device", "cpu", "--vqvae", str(vqvae), "--prior", str(prior), "--n", "4",
+        "--runs", "1", "--out", str(out),
+    ])
+    result = benchmarks.sampling.main(args)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert result["prior"]["codebook_size"] == 256 and result["prior"]["num_classes"] == 10
+    assert result["check"]["positions"] == 4 and result["check"]["P"] == 1
+    (cell,) = result["cells"]
+    assert cell["grid"] == [7, 7] and cell["batch"] == 1
+    assert cell["reference_positions"] == 1 and cell["extrapolated"]
+    assert cell["reference_s_per_sample"] > 0 and cell["cached_s_per_sample"] > 0
+    assert cell["speedup"] == pytest.approx(cell["reference_s_per_sample"] / cell["cached_s_per_sample"])
+    assert "| 7x7 | 1 |" in result["table"] and "*" in result["table"]
+    gen = result["generate"]
+    assert gen["n"] == 4 and gen["code_shape"] == [7, 7]
+    assert gen["end_to_end_seconds"] > 0 and gen["sample_seconds"] > 0 and gen["decode_seconds"] > 0
+
+
+def test_sampling_main_without_check(benchmarks, tmp_path):
+    args = benchmarks.sampling.get_args_parser().parse_args([
+        "--grids", "7x7", "--batches", "1", "--reference-positions", "1", "--check-batch", "0", "--min-time", "0",
+        "--device", "cpu", "--out", str(tmp_path / "sampling.json"),
+    ])
+    result = benchmarks.sampling.main(args)
+    assert result["check"] is None and "generate" not in result
+    assert result["table"].endswith("extrapolated linearly to h*w.")
+
+
+def test_sampling_main_needs_both_checkpoints(benchmarks, tmp_path):
+    args = benchmarks.sampling.get_args_parser().parse_args(["--vqvae", "x.pt", "--out", str(tmp_path / "s.json")])
+    with pytest.raises(ValueError, match="both --vqvae and --prior"):
+        benchmarks.sampling.main(args)
+
+
+def test_training_main_writes_its_table(benchmarks, tmp_path):
+    out = tmp_path / "training.json"
+    args = benchmarks.training.get_args_parser().parse_args([
+        "--vqvae-shapes", "1x28x28", "--prior-grids", "7x7", "--batch-size", "1", "--warmup", "0", "--steps", "1",
+        "--device", "cpu", "--out", str(out),
+    ])
+    result = benchmarks.training.main(args)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert [(r["model"], r["input"], r["unit"]) for r in result["runs"]] == [
+        ("VQ-VAE", [1, 28, 28], "images/s"), ("prior", [7, 7], "code maps/s")]
+    for run in result["runs"]:
+        assert run["batch"] == 1 and len(run["step_runs"]) == 1
+        assert run["per_second"] == pytest.approx(1 / run["step_seconds"])
+    assert result["table"].count("\n") == 3  # header, rule, two rows
