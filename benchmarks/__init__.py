@@ -2,4 +2,5 @@
 
 - ``python -m benchmarks.sampling``: reference vs cached sampler of the gated PixelCNN prior, and ``generate()``.
 - ``python -m benchmarks.training``: training throughput of the VQ-VAE and of the prior.
+- ``python -m benchmarks.profile_sampler``: where the cached sampler's time goes.
 """

@@ -1,6 +1,6 @@
 """Sampling benchmark: the reference and the cached sampler of the default gated PixelCNN prior, side by side.
 
-    python -m benchmarks.sampling --threads 2 --reference-positions 4 --out benchmarks/results/sampling-cpu.json
+    python -m benchmarks.sampling --threads 2 --reference-positions 16 --check-grid 16x16 --check-batch 4
 
 For every grid and batch size: seconds per sample of each sampler (same ``torch.Generator`` seed, class labels
 0, 1, ..., 9, 0, ...) and the speedup, as a markdown table and a JSON file. The prior is ``PriorConfig(K=256, 10
@@ -173,7 +173,9 @@ def main(args: argparse.Namespace) -> dict:
               "args": jsonable(vars(args))}
     print(result["machine"])
 
-    check = check_extrapolation(model, args.check_grid, args.check_batch, P, args.seed) if P and args.check_batch else None
+    check = None
+    if P and args.check_batch:
+        check = check_extrapolation(model, args.check_grid, args.check_batch, P, args.seed)
     result["check"] = check
     if check:
         print(f"check, reference on {shape_str(args.check_grid)} x batch {check['batch']}: all {check['positions']} "

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def benchmarks(monkeypatch):
     """The ``benchmarks`` package, importable from the repository root (it is not installed)."""
     monkeypatch.syspath_prepend(str(ROOT))
+    import benchmarks.profile_sampler
     import benchmarks.sampling
     import benchmarks.training
 
@@ -89,3 +90,12 @@ def test_training_main_writes_its_table(benchmarks, tmp_path):
         assert run["batch"] == 1 and len(run["step_runs"]) == 1
         assert run["per_second"] == pytest.approx(1 / run["step_seconds"])
     assert result["table"].count("\n") == 3  # header, rule, two rows
+
+
+def test_profile_sampler_main_reports_each_batch(benchmarks, capsys):
+    parser = benchmarks.profile_sampler.get_args_parser()
+    args = parser.parse_args(["--grid", "2x2", "--batches", "1", "2", "--rows", "3"])
+    benchmarks.profile_sampler.main(args)
+    out = capsys.readouterr().out
+    assert "=== 2x2, batch 1:" in out and "=== 2x2, batch 2:" in out
+    assert out.count("ATen operator calls per position") == 2 and out.count("arithmetic floor") == 2
