@@ -118,7 +118,7 @@ def benchmark_cell(model: GatedPixelCNN, shape: tuple[int, int], n: int, P: int,
     positions = shape[0] * shape[1]
     P = min(P or positions, positions)
     time_sampler(model, "reference", n, shape, seed, clock=model, stop_after=1)  # warm-up: one position
-    time_sampler(model, "cached", n, shape, seed, clock=model.head, stop_after=shape[1] + 1)  # warm-up: one row
+    time_sampler(model, "cached", n, shape, seed, clock=model.embedding, stop_after=shape[1] + 1)  # warm-up: ~a row
     ref = repeat_timing(lambda: reference_seconds(model, n, shape, P, seed), min_time)  # whole batch, h*w positions
     cached = repeat_timing(lambda: time_sampler(model, "cached", n, shape, seed)[0], min_time)
     return {"grid": list(shape), "batch": n, "reference_positions": P, "extrapolated": P < positions,

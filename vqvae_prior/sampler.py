@@ -112,6 +112,9 @@ def sample_cached(
             bias_v.append(bv[:, :, None, None])
             bias_h.append(bh[:, :, None])
     pads = [layer.pad for layer in layers]
+    widths = [layer.h_conv.weight.shape[-1] for layer in layers]  # horizontal kernel widths
+    _, head_in, _, head_out = model.head  # ReLU, 1x1, ReLU, 1x1: as matrices for one position
+    head_weights = [rearrange(conv.weight, "o i 1 1 -> o i") for conv in (head_in, head_out)]
     x0 = torch.zeros(n, C, 1, W, device=model.device)
     # v_rows[l]: the last p+1 rows of layer l's vertical input, padded by p columns on each side
     v_rows = [F.pad(x0, (p, p, p, 0)) for p in pads]  # (n, C, p+1, W+2p), rows < 0 are zero
@@ -142,7 +145,7 @@ def sample_cached(
             skips = 0
             for i, layer in enumerate(layers):
                 p = pads[i]
-                kw = layer.h_conv.weight.shape[-1]
+                kw = widths[i]
                 window = h_rows[i][:, :, c : c + kw]  # (n, C, kw): input columns c-p .. c (.. c-1 if first)
                 h_pre = F.linear(rearrange(window, "n c k -> n (c k)"), h_weights[i], layer.h_conv.bias)  # (n, 2C)
                 h_pre = h_pre + vh[i][:, :, c]
@@ -151,7 +154,8 @@ def sample_cached(
                 if i + 1 < len(layers):
                     h_next = residual if layer.first else h_rows[i][:, :, c + p] + residual  # (n, C)
                     h_rows[i + 1][:, :, c + pads[i + 1]] = h_next
-            logits = model.head(skips[:, :, None, None])[:, :, 0, 0]  # (n, K)
+            hidden = F.relu(F.linear(F.relu(skips), head_weights[0], head_in.bias))  # (n, head_channels)
+            logits = F.linear(hidden, head_weights[1], head_out.bias)  # (n, K)
             drawn = sample_from_logits(logits, u[:, r, c], temperature)  # (n,)
             indices[:, r, c] = torch.where(keep[:, r, c], indices[:, r, c], drawn)
             h_rows[0][:, :, c + pads[0]] = model.embedding(indices[:, r, c])  # (n, C) input of position c+1
