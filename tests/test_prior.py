@@ -10,6 +10,7 @@ from torch import nn
 
 from tests.conftest import tiny_prior
 from vqvae_prior.layers import MaskedConv2d
+from vqvae_prior.prior import GatedPixelCNN, PriorConfig
 
 
 def dependency_map(logits_fn, channels: int, shape: tuple[int, int], position: tuple[int, int]) -> torch.Tensor:
@@ -48,9 +49,12 @@ class PlainPixelCNN(nn.Module):
 
 
 @pytest.mark.parametrize("shape", [(6, 6), (5, 9), (9, 4)])
-@pytest.mark.parametrize("num_classes", [0, 3])
-def test_causality_gradient_is_exactly_zero_at_and_after_each_position(shape, num_classes):
-    model = tiny_prior(num_classes, num_layers=3).double()
+@pytest.mark.parametrize("num_classes,dropout", [(0, 0.0), (3, 0.0), (3, 0.5)])
+def test_causality_gradient_is_exactly_zero_at_and_after_each_position(shape, num_classes, dropout):
+    """Also in training mode with dropout (elementwise: it cannot move information between positions)."""
+    torch.manual_seed(0)
+    config = PriorConfig(16, num_classes, channels=8, num_layers=3, head_channels=16, dropout=dropout)
+    model = GatedPixelCNN(config).double().train(dropout > 0)
     labels = torch.tensor([1]) if num_classes else None
     for position in [(0, 0), (shape[0] // 2, shape[1] // 2), (shape[0] - 1, shape[1] - 1), (1, shape[1] - 1)]:
         grad = dependency_map(lambda x: model.logits_from_embeddings(x, labels), 8, shape, position)

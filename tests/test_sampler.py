@@ -7,6 +7,7 @@ import torch
 
 from tests.conftest import tiny_prior
 from vqvae_prior import sampler
+from vqvae_prior.prior import GatedPixelCNN, PriorConfig
 
 
 def draw(model, shape, labels=None, seed=0, method="cached", n=4, **kw):
@@ -42,6 +43,22 @@ def test_cached_logits_equal_a_full_forward_pass_at_every_step(shape, num_classe
         partial[:, step:] = 0  # positions not yet sampled at this step
         full = model(partial.reshape(samples.shape), labels)[:, :, r, c]  # (n, K)
         torch.testing.assert_close(logits, full, rtol=1e-5, atol=1e-5)
+
+
+def test_dropout_model_samples_in_eval_mode_and_keeps_its_mode():
+    """A prior with dropout, left in training mode: both samplers sample without dropout (and agree); the model's
+    mode is restored; training-mode forward passes do drop units."""
+    torch.manual_seed(0)
+    model = GatedPixelCNN(PriorConfig(16, 3, 8, 4, head_channels=16, dropout=0.5)).train()
+    labels = torch.tensor([0, 1, 2, 1])
+    reference = draw(model, (5, 4), labels, method="reference")
+    assert model.training and torch.equal(reference, draw(model, (5, 4), labels, method="cached"))
+    x = torch.randint(0, 16, (4, 5, 4))
+    assert not torch.equal(model(x, labels), model(x, labels))  # dropout active in training
+    model.eval()
+    assert torch.equal(model(x, labels), model(x, labels)) and torch.equal(reference, draw(model, (5, 4), labels))
+    with pytest.raises(ValueError, match="dropout"):
+        PriorConfig(16, dropout=1.0)
 
 
 def test_same_seed_same_samples_other_seed_other_samples():

@@ -63,9 +63,13 @@ class GatedLayer(nn.Module):
         first: the first layer (mask type A): its horizontal stack does not see the current position and it has no
             residual connection.
         num_classes: > 0 adds a learned per-class bias inside every gate (class conditioning).
+        dropout: probability of zeroing a gated horizontal unit before the residual / skip convolution, in training
+            only (PixelCNN++'s regularizer, there inside each gated ResNet block); elementwise, so causality holds.
     """
 
-    def __init__(self, channels: int, kernel_size: int, first: bool, num_classes: int = 0) -> None:
+    def __init__(
+        self, channels: int, kernel_size: int, first: bool, num_classes: int = 0, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         if kernel_size % 2 == 0 or kernel_size < 3:
             raise ValueError(f"kernel_size must be odd and >= 3, got {kernel_size}")
@@ -76,6 +80,7 @@ class GatedLayer(nn.Module):
         self.v_to_h = nn.Conv2d(2 * channels, 2 * channels, 1)
         self.h_out = nn.Conv2d(channels, 2 * channels, 1)  # residual and skip outputs, in one 1x1 convolution
         self.label_bias = nn.Embedding(num_classes, 4 * channels) if num_classes > 0 else None
+        self.dropout = nn.Dropout(dropout)
 
     def forward(self, v: Tensor, h: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """One layer on the vertical and horizontal inputs v, h (B, C, H, W).
@@ -90,7 +95,7 @@ class GatedLayer(nn.Module):
         if self.label_bias is not None:
             bias_v, bias_h = self.label_bias(labels)[:, :, None, None].chunk(2, dim=1)  # (B, 2C, 1, 1) each
             v_pre, h_pre = v_pre + bias_v, h_pre + bias_h
-        residual, skip = self.h_out(gate(h_pre)).chunk(2, dim=1)  # (B, C, H, W) each
+        residual, skip = self.h_out(self.dropout(gate(h_pre))).chunk(2, dim=1)  # (B, C, H, W) each
         # no residual on the first layer: its input holds the current position, which it must not see
         h_next = residual if self.first else h + residual
         return gate(v_pre), h_next, skip

@@ -45,12 +45,15 @@ class PriorConfig:
     first_kernel_size: int = 7
     kernel_size: int = 3
     head_channels: int = 256
+    dropout: float = 0.0  # in every gated layer, training only (GatedLayer)
 
     def __post_init__(self) -> None:
         if self.codebook_size < 2:
             raise ValueError(f"codebook_size must be >= 2, got {self.codebook_size}")
         if self.num_classes < 0 or self.num_layers < 1 or self.channels < 1:
             raise ValueError(f"invalid prior config {self}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
 class GatedPixelCNN(nn.Module):
@@ -62,7 +65,10 @@ class GatedPixelCNN(nn.Module):
         C = config.channels
         self.embedding = nn.Embedding(config.codebook_size, C)
         self.layers = nn.ModuleList(
-            GatedLayer(C, config.first_kernel_size if i == 0 else config.kernel_size, i == 0, config.num_classes)
+            GatedLayer(
+                C, config.first_kernel_size if i == 0 else config.kernel_size, i == 0, config.num_classes,
+                config.dropout,
+            )
             for i in range(config.num_layers)
         )
         self.head = nn.Sequential(
@@ -140,6 +146,8 @@ class GatedPixelCNN(nn.Module):
 
         Returns:
             (n, h, w) int64 indices.
+
+        Samples in eval mode (no dropout), whatever the model's mode; the mode is restored afterwards.
         """
         from vqvae_prior import sampler
 
@@ -147,4 +155,9 @@ class GatedPixelCNN(nn.Module):
             raise ValueError(f"method must be 'cached' or 'reference', got {method!r}")
         labels = self.check_labels(labels, n)
         fn = sampler.sample_cached if method == "cached" else sampler.sample_reference
-        return fn(self, n, tuple(shape), labels, temperature, generator, given)
+        was_training = self.training
+        self.eval()
+        try:
+            return fn(self, n, tuple(shape), labels, temperature, generator, given)
+        finally:
+            self.train(was_training)
