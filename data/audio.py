@@ -1,4 +1,4 @@
-"""A folder of recordings -> normalized spectrograms ``(1, F, T)`` in ``[0, 1]``, held in memory.
+"""A folder of recordings -> normalized spectrograms ``(1, T, F)`` (time down the rows) in ``[0, 1]``, held in memory.
 
 Files: ``.wav``, ``.flac`` and ``.ogg`` (any case), found recursively and sorted by path, read with soundfile,
 mixed down to mono (mean over channels) and resampled with librosa when their rate is not ``sample_rate``.
@@ -28,6 +28,7 @@ import librosa
 import numpy as np
 import soundfile as sf
 import torch
+from einops import rearrange
 from torch.utils.data import Dataset
 
 from data import DataError, DatasetSplits
@@ -46,7 +47,7 @@ class SpectrogramDataset(Dataset):
     """Spectrograms held in memory; items are ``(images[i], int(labels[i]))``.
 
     Args:
-        images: float32 ``(N, 1, F, T)`` in ``[0, 1]``.
+        images: float32 ``(N, 1, T, F)`` in ``[0, 1]``.
         labels: int64 ``(N,)``.
         paths: the file of each spectrogram (``read_clip(paths[i], cfg)`` gives its waveform back), or None.
     """
@@ -54,7 +55,7 @@ class SpectrogramDataset(Dataset):
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, paths: list[Path] | None = None) -> None:
         if images.ndim != 4 or images.shape[1] != 1 or labels.shape != (images.shape[0],):
             shapes = f"{tuple(images.shape)} and {tuple(labels.shape)}"
-            raise ValueError(f"expected images (N, 1, F, T) and labels (N,), got {shapes}")
+            raise ValueError(f"expected images (N, 1, T, F) and labels (N,), got {shapes}")
         if paths is not None and len(paths) != images.shape[0]:
             raise ValueError(f"expected {images.shape[0]} paths, got {len(paths)}")
         self.images, self.labels, self.paths = images, labels, paths
@@ -126,7 +127,7 @@ def load_audio_folder(
         spectrogram: ``dataclasses.asdict`` of the :class:`SpectrogramConfig` found in a spec; checked against the
             resolved settings (its ``griffin_lim_iters`` is kept).
     Returns:
-        DatasetSplits of :class:`SpectrogramDataset`, items ``(1, F, n_frames)`` float32 in ``[0, 1]``; ``spec``
+        DatasetSplits of :class:`SpectrogramDataset`, items ``(1, n_frames, F)`` float32 in ``[0, 1]``; ``spec``
         holds every option resolved plus ``spectrogram`` (the config as a dict).
     """
     if root is None or not Path(root).is_dir():
@@ -186,7 +187,7 @@ def load_audio_folder(
     except ValueError as e:
         raise DataError(f"audio-folder: {e}") from e
 
-    images = torch.from_numpy(normalize_db(db, cfg)).unsqueeze(1)  # (N, 1, F, n_frames)
+    images = rearrange(torch.from_numpy(normalize_db(db, cfg)), "n f t -> n 1 t f")  # time down the rows
     labels_t = torch.from_numpy(labels)
     mask_test = torch.from_numpy(test)
     spec = dict(

@@ -39,7 +39,7 @@ from vqvae_prior.checkpoint import load_checkpoint, load_vqvae
 
 
 class SpectrogramClassifier(nn.Module):
-    """A small CNN: normalized spectrograms (B, 1, F, T) -> class logits (B, num_classes); any F, T >= 16."""
+    """A small CNN: normalized spectrograms (B, 1, T, F) -> class logits (B, num_classes); any F, T >= 16."""
 
     def __init__(self, num_classes: int, channels: int = 16) -> None:
         super().__init__()
@@ -79,7 +79,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 @torch.no_grad()
 def predict(model: nn.Module, x: Tensor, batch_size: int, device: torch.device) -> Tensor:
-    """Predicted classes (N,) of spectrograms x (N, 1, F, T)."""
+    """Predicted classes (N,) of spectrograms x (N, 1, T, F)."""
     model.eval()
     return torch.cat([model(xb.to(device)).argmax(1).cpu() for xb in x.split(batch_size)])
 
@@ -93,7 +93,7 @@ def accuracy(pred: Tensor, target: Tensor, label_names: list[str]) -> dict[str, 
 
 
 def reanalyse(specs: np.ndarray, cfg: SpectrogramConfig) -> Tensor:
-    """Spectrograms (N, F, T) in [0, 1] -> Griffin-Lim waveforms -> their spectrograms (N, 1, F, T)."""
+    """Spectrograms (N, T, F) in [0, 1] -> Griffin-Lim waveforms -> their spectrograms (N, 1, T, F)."""
     waves = np.stack([invert(s, cfg) for s in specs])  # (N, T_samples)
     return torch.from_numpy(spectrogram(waves, cfg)).unsqueeze(1)
 
@@ -112,7 +112,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     cfg = SpectrogramConfig(**vq_spec["spectrogram"])
     splits = common.load_splits(vq_spec, args.data_root)
     label_names = list(splits.label_names)
-    x_train, y_train = common.as_tensors(splits.train)  # (N, 1, F, T), (N,)
+    x_train, y_train = common.as_tensors(splits.train)  # (N, 1, T, F), (N,)
     x_test, y_test = common.as_tensors(splits.test)
 
     # 1. the classifier, trained on real spectrograms only
@@ -150,7 +150,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     asked = torch.arange(len(label_names)).repeat_interleave(args.repeat)  # (n,)
     result = generate(args.vqvae, args.prior, len(asked), asked, args.temperature, args.seed, device)
-    generated = torch.from_numpy(spectrogram(result.waveforms.numpy(), cfg)).unsqueeze(1)  # (n, 1, F, T)
+    generated = torch.from_numpy(spectrogram(result.waveforms.numpy(), cfg)).unsqueeze(1)  # (n, 1, T, F)
     pred = predict(model, generated, 256, device)
     report_acc["generated"] = accuracy(pred, asked, label_names)
     confusion = torch.zeros(len(label_names), len(label_names), dtype=torch.long)

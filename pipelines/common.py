@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
+from torchvision.utils import save_image
 
 import data
 from vqvae_prior.checkpoint import load_checkpoint
@@ -28,8 +29,8 @@ def pick_device(name: str | None) -> torch.device:
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--epochs", type=int, help="number of epochs (default: per entry point)")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--epochs", type=int, help="number of epochs (default: per entry point and kind of data)")
+    parser.add_argument("--batch-size", type=int, help="(default: per entry point and kind of data)")
     parser.add_argument("--lr", type=float, help="Adam learning rate (default: per entry point)")
     parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
                         help="constant (measured better for the default few-epoch fits) or cosine decay to zero")
@@ -39,13 +40,30 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
 
 
+def fill_defaults(args: argparse.Namespace, defaults: dict[str, dict[str, Any]], kind: str) -> None:
+    """Set the options left unset (None) on the command line to ``defaults[kind]`` ("image" or "audio")."""
+    for name, value in defaults[kind].items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
+
+
+def save_grid(images: Tensor, path: Path, nrow: int, spectrograms: bool = False) -> None:
+    """A PNG grid of images (N, C, H, W) in [0, 1]; spectrogram images (time down the rows) are drawn as usual,
+    time to the right and low frequencies at the bottom."""
+    if spectrograms:
+        from vqvae_prior.audio import picture
+
+        images = picture(images)  # (N, C, F, T)
+    save_image(images.cpu(), path, nrow=nrow, padding=2)
+
+
 AUDIO_OPTIONS = ("sample_rate", "representation", "n_fft", "hop_length", "n_mels", "n_frames", "label_pattern")
 
 
 def add_audio_args(parser: argparse.ArgumentParser) -> None:
     """Spectrogram options of ``--dataset audio-folder``; those not given take ``load_audio_folder``'s defaults."""
     group = parser.add_argument_group("audio-folder", "spectrogram settings (defaults: data/audio.py)")
-    group.add_argument("--representation", choices=("stft", "mel"), help="log-magnitude STFT (default) or log-mel")
+    group.add_argument("--representation", choices=("stft", "mel"), help="log-mel (default) or log-magnitude STFT")
     group.add_argument("--sample-rate", type=int, help="resample every clip to this rate (default 8000)")
     group.add_argument("--n-fft", type=int, help="FFT size; stft images have n_fft // 2 + 1 rows (default 254)")
     group.add_argument("--hop-length", type=int, help="samples between frames (default 64)")

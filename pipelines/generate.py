@@ -16,7 +16,6 @@ import numpy as np
 import soundfile
 import torch
 from torch import Tensor
-from torchvision.utils import save_image
 
 from pipelines import common
 from vqvae_prior.checkpoint import CheckpointError, load_prior, load_vqvae, weights_digest
@@ -27,7 +26,8 @@ class GenerateOutput:
     """What :func:`generate` returns.
 
     Attributes:
-        images: (N, C, H, W) in [0, 1]: the decoded images, or the decoded spectrograms of an audio model.
+        images: (N, C, H, W) in [0, 1]: the decoded images, or the decoded spectrograms of an audio model,
+            (N, 1, n_frames, F) with time down the rows (``vqvae_prior.audio.picture`` draws them the usual way).
         codes: (N, h, w) the sampled code maps.
         labels: (N,) the class labels sampled with, or None.
         label_names: the data set's class names.
@@ -95,7 +95,7 @@ def generate(
         from vqvae_prior.audio import SpectrogramConfig, invert
 
         cfg = SpectrogramConfig(**data_spec["spectrogram"])
-        waves = [invert(spec[0].numpy(), cfg) for spec in images]  # each (T,)
+        waves = [invert(spec[0].numpy(), cfg) for spec in images]  # each (T_samples,) from (n_frames, F)
         output.waveforms = torch.from_numpy(np.stack(waves)).float()  # (n, T)
         output.sample_rate = cfg.sample_rate
     return output
@@ -143,8 +143,8 @@ def main(args: argparse.Namespace) -> GenerateOutput:
     result = generate(args.vqvae, args.prior, n, labels, args.temperature, args.seed, args.device, args.method)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_image(result.images, out, nrow=args.nrow or (args.repeat if labels is not None and args.repeat > 1 else 8),
-               padding=2)
+    nrow = args.nrow or (args.repeat if labels is not None and args.repeat > 1 else 8)
+    common.save_grid(result.images, out, nrow, spectrograms=result.waveforms is not None)
     print(f"wrote {n} samples to {out}")
     if result.waveforms is not None:
         for i, wave in enumerate(result.waveforms):

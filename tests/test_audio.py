@@ -17,6 +17,7 @@ from vqvae_prior.audio import (
     log_spectral_distance,
     magnitude,
     magnitude_db,
+    picture,
     spectral_convergence,
     spectrogram,
 )
@@ -42,22 +43,39 @@ def _chirp_harmonics(n: int) -> np.ndarray:
 
 
 def test_default_shapes_divisible_by_4():
-    stft, mel = SpectrogramConfig(), SpectrogramConfig(representation="mel")
-    assert stft.shape == (128, 80) and mel.shape == (64, 80) and stft.num_samples == 5056
+    mel, stft = SpectrogramConfig(), SpectrogramConfig(representation="stft")
+    assert mel.representation == "mel" and mel.shape == (80, 64) and stft.shape == (80, 128)  # (n_frames, F)
+    assert mel.num_samples == 5056
     for cfg in (stft, mel):
         x = spectrogram(_tone(0.5), cfg)
         assert x.shape == cfg.shape and x.dtype == np.float32
         assert x.shape[0] % 4 == 0 and x.shape[1] % 4 == 0
 
 
+@pytest.mark.parametrize("representation", ["stft", "mel"])
+def test_time_runs_down_the_rows(representation):
+    """A low tone in the first half of the clip, then silence: early rows are loud, late rows silent, and within a
+    row the loudest column is a low frequency; picture() draws it with time to the right, low frequencies at the
+    bottom."""
+    cfg = SpectrogramConfig(representation=representation)
+    x = spectrogram(_tone(cfg.num_samples / 2 / SR, freq=300.0), cfg)  # (n_frames, F)
+    frames = cfg.n_frames
+    assert (x[frames // 8 : frames // 3].max(axis=1) > 0.5).all() and x[-frames // 4 :].max() == 0.0
+    assert x[frames // 4].argmax() < cfg.n_bins // 4  # 300 Hz of 4 kHz
+    drawn = picture(torch.from_numpy(x)[None, None])  # (1, 1, F, n_frames)
+    assert drawn.shape == (1, 1, cfg.n_bins, frames)
+    assert torch.equal(drawn[0, 0, -1], torch.from_numpy(x[:, 0]))  # bottom row: the lowest bin over time
+    assert torch.equal(drawn[0, 0, :, 3], torch.from_numpy(x[3, ::-1].copy()))  # column: one frame, low at bottom
+
+
 def test_normalization_maps_into_unit_interval():
-    cfg = SpectrogramConfig(db_min=-20.0, db_max=10.0)  # narrow: loud noise and padding both get clipped
+    cfg = SpectrogramConfig(representation="stft", db_min=-20.0, db_max=10.0)  # narrow: noise and padding clip
     noise = np.random.default_rng(0).normal(0, 1, 3000).astype(np.float32)
     x = spectrogram(noise, cfg)
     assert x.min() == 0.0 and x.max() == 1.0  # padding (silence) -> 0, loud bins -> 1
     db = magnitude_db(noise, cfg)
     inside = (db > cfg.db_min) & (db < cfg.db_max)
-    np.testing.assert_allclose(x[inside], (db[inside] + 20) / 30, atol=1e-6)
+    np.testing.assert_allclose(x.T[inside], (db[inside] + 20) / 30, atol=1e-6)  # db: (F, n_frames), librosa's
 
 
 def test_pad_and_trim_at_the_end():
@@ -115,8 +133,8 @@ def test_config_and_input_errors():
     with pytest.raises(ValueError, match="mel filters empty"):
         SpectrogramConfig(representation="mel", n_mels=256)
     cfg = SpectrogramConfig()
-    with pytest.raises(ValueError, match=r"\(128, 80\)"):
-        invert(np.zeros((128, 79), np.float32), cfg)
+    with pytest.raises(ValueError, match=r"\(80, 64\)"):
+        invert(np.zeros((64, 80), np.float32), cfg)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         invert(np.full(cfg.shape, 1.5, np.float32), cfg)
 
@@ -145,12 +163,12 @@ def test_fsdd_like_folder(fsdd_like):
     splits = load_audio_folder(fsdd_like)
     n_frames = splits.spec["n_frames"]
     assert n_frames % 4 == 0 and (n_frames - 1) * 64 >= 0.95 * 0.55 * SR  # covers the long train clips
-    assert splits.sample_shape == (1, 128, n_frames) and splits.label_names == ("0", "2")
+    assert splits.sample_shape == (1, n_frames, 64) and splits.label_names == ("0", "2")
     assert (len(splits.train), len(splits.test)) == (7, 4)  # index 0-4 held out
     assert splits.train.images.dtype == torch.float32 and splits.train.labels.dtype == torch.int64
     assert splits.test.labels.tolist() == [0, 0, 1, 1]
     x, label = splits.train[0]
-    assert x.shape == (1, 128, n_frames) and isinstance(label, int)
+    assert x.shape == (1, n_frames, 64) and isinstance(label, int)
     assert 0 <= splits.train.images.min() and splits.train.images.max() == 1.0  # db_max = train maximum
     assert splits.spec["db_min"] == splits.spec["db_max"] - 80
     # train order follows sorted paths: 2_s_8.WAV (root), then sub/0_s_5..7, sub/2_s_5..7
@@ -158,13 +176,13 @@ def test_fsdd_like_folder(fsdd_like):
     stereo, resampled = splits.train.images[5, 0].numpy(), splits.train.images[0, 0].numpy()
     np.testing.assert_allclose(stereo, spectrogram(_tone(0.5, 900.0), cfg), atol=1e-5)  # mean of channels
     reference = spectrogram(_tone(0.55, 900.0), cfg)
-    assert resampled.mean(axis=1).argmax() == reference.mean(axis=1).argmax()  # 900 Hz stays at 900 Hz
+    assert resampled.mean(axis=0).argmax() == reference.mean(axis=0).argmax()  # 900 Hz stays at 900 Hz
     assert np.abs(resampled - reference)[reference > 0.5].mean() < 0.02
 
 
 def test_spec_round_trip(fsdd_like):
-    splits = load_audio_folder(fsdd_like, representation="mel")
-    assert splits.sample_shape[1] == 64 and splits.spec["name"] == "audio-folder"
+    splits = load_audio_folder(fsdd_like, representation="stft")
+    assert splits.sample_shape[2] == 128 and splits.spec["name"] == "audio-folder"
     again = load_dataset(**splits.spec)
     assert torch.equal(again.train.images, splits.train.images) and torch.equal(again.test.images, splits.test.images)
     assert again.spec == splits.spec
@@ -212,5 +230,5 @@ def test_real_fsdd():
     splits = load_dataset("audio-folder", root=FSDD)
     assert len(splits.train) + len(splits.test) == 2500
     assert (len(splits.train), len(splits.test)) == (2250, 250)
-    assert splits.sample_shape == (1, 128, 80) and splits.label_names == tuple("0123456789")
+    assert splits.sample_shape == (1, 80, 64) and splits.label_names == tuple("0123456789")
     assert torch.bincount(splits.test.labels).tolist() == [25] * 10

@@ -1,8 +1,8 @@
 """Every entry point end to end on a few synthesized clips: fit_vqvae -> fit_prior -> generate -> audio_check.
 
 Clips are tones and chirps whose pitch depends on the digit label, named like the Free Spoken Digit Dataset
-(``{digit}_{speaker}_{index}.wav``: index 0-4 held out). Small spectrogram settings (32 frequency bins x 24 frames
--> 8 x 6 codes: non-square) and tiny models keep the whole module to seconds on a CPU.
+(``{digit}_{speaker}_{index}.wav``: index 0-4 held out). Small spectrogram settings (24 frames x 32 frequency bins
+-> 6 x 8 codes: non-square) and tiny models keep the whole module to seconds on a CPU.
 """
 
 import json
@@ -14,13 +14,14 @@ import soundfile as sf
 import torch
 
 from pipelines import audio_check, fit_prior, fit_vqvae, generate
-from pipelines.common import dataset_options
+from pipelines.common import dataset_options, fill_defaults
 from vqvae_prior.checkpoint import load_vqvae, save_checkpoint
 from vqvae_prior.vqvae import VQVAE, VQVAEConfig
 
 SR = 8000
 DIGITS = (0, 1, 2)
-AUDIO_ARGS = ["--n-fft", "62", "--hop-length", "16", "--n-frames", "24"]  # (32, 24) spectrograms, 368 samples
+# (24, 32) spectrograms (frames x bins), 368 samples
+AUDIO_ARGS = ["--representation", "stft", "--n-fft", "62", "--hop-length", "16", "--n-frames", "24"]
 VQVAE_ARGS = ["--channels", "16", "--residual-channels", "8", "--codebook-size", "16", "--code-dim", "8"]
 PRIOR_ARGS = ["--layers", "2", "--channels", "8", "--head-channels", "16"]
 COMMON_ARGS = ["--epochs", "1", "--batch-size", "8", "--device", "cpu", "--no-progress"]
@@ -69,31 +70,46 @@ def test_fit_vqvae_audio(fitted):
     _, ckpt = load_vqvae(fitted["vqvae"])
     spec = ckpt["data"]
     assert spec["name"] == "audio-folder" and ckpt["label_names"] == ["0", "1", "2"]
-    assert ckpt["sample_shape"] == [1, 32, 24]  # non-square
+    assert ckpt["sample_shape"] == [1, 24, 32]  # non-square, time down the rows
     assert (spec["n_fft"], spec["hop_length"], spec["n_frames"]) == (62, 16, 24)
     assert spec["spectrogram"]["n_fft"] == 62 and spec["spectrogram"]["representation"] == "stft"
 
 
 def test_fit_vqvae_mel(recordings, tmp_path):
+    """The default representation (mel); the LSD only every --lsd-every epochs and after the last."""
     args = ["--dataset", "audio-folder", "--data-root", str(recordings), "--out", str(tmp_path), "--lsd-clips", "2",
-            "--representation", "mel", "--n-fft", "126", "--n-mels", "16", "--hop-length", "16", "--n-frames", "24",
-            *VQVAE_ARGS, *COMMON_ARGS]
+            "--n-fft", "126", "--n-mels", "16", "--hop-length", "16", "--n-frames", "24", "--lsd-every", "2",
+            *VQVAE_ARGS, *COMMON_ARGS, "--epochs", "3"]
     metrics = fit_vqvae.main(fit_vqvae.get_args_parser().parse_args(args))
     assert np.isfinite(metrics["test_lsd_db"]) and np.isfinite(metrics["ceiling_lsd_db"]) and metrics["lsd_clips"] == 2
+    logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert ["test_lsd_db" in m for m in logged] == [False, True, True]
     ckpt = load_vqvae(tmp_path / "vqvae.pt")[1]
-    assert ckpt["sample_shape"] == [1, 16, 24] and ckpt["data"]["spectrogram"]["representation"] == "mel"
+    assert ckpt["sample_shape"] == [1, 24, 16] and ckpt["data"]["spectrogram"]["representation"] == "mel"
+
+
+@pytest.mark.parametrize("module", [fit_vqvae, fit_prior])
+def test_defaults_by_kind_of_data(module):
+    """--epochs and --batch-size not given take the defaults of the kind of data; given ones are kept."""
+    required = ["--vqvae", "x.pt"] if module is fit_prior else []
+    args = module.get_args_parser().parse_args(required)
+    fill_defaults(args, module.DEFAULTS, "audio")
+    assert (args.epochs, args.batch_size) == (module.DEFAULTS["audio"]["epochs"], 32)
+    args = module.get_args_parser().parse_args([*required, "--epochs", "3"])
+    fill_defaults(args, module.DEFAULTS, "image")
+    assert (args.epochs, args.batch_size) == (3, 128)
 
 
 def test_fit_prior_audio(fitted):
     assert np.isfinite(fitted["prior_metrics"]["test_bits_per_code"])
     prior = torch.load(fitted["prior"], weights_only=True)
-    assert prior["code_shape"] == [8, 6] and prior["config"]["num_classes"] == 3
+    assert prior["code_shape"] == [6, 8] and prior["config"]["num_classes"] == 3
     assert (fitted["runs"] / "prior" / "samples.png").is_file()
 
 
 def test_generate_waveforms(fitted):
     out = generate.generate(fitted["vqvae"], fitted["prior"], 4, [2, 2, 0, 1], seed=0, device="cpu")
-    assert out.images.shape == (4, 1, 32, 24) and out.codes.shape == (4, 8, 6)
+    assert out.images.shape == (4, 1, 24, 32) and out.codes.shape == (4, 6, 8)
     assert out.waveforms.shape == (4, 23 * 16) and out.waveforms.dtype == torch.float32
     assert out.sample_rate == SR and torch.isfinite(out.waveforms).all()
     again = generate.generate(fitted["vqvae"], fitted["prior"], 4, [2, 2, 0, 1], seed=0, device="cpu")
