@@ -103,7 +103,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     """Run the check; returns the report (also written to ``args.out``)."""
     device = common.pick_device(args.device)
     torch.manual_seed(args.seed)
-    vq_spec = load_checkpoint(args.vqvae, "vqvae")["data"]
+    vqvae, vq_ckpt = load_vqvae(args.vqvae, device)  # refuses an out-of-date audio checkpoint before any work
+    vq_spec = vq_ckpt["data"]
     if "spectrogram" not in vq_spec:
         raise ValueError(f"{args.vqvae} was fitted on {vq_spec.get('name')!r}, not on audio (--dataset audio-folder)")
     if not load_checkpoint(args.prior, "prior")["config"]["num_classes"]:
@@ -136,7 +137,6 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
           f"{len(x_train)} real clips in {train_seconds:.0f} s")
 
     # 2. real held-out clips: as they are, after Griffin-Lim, after the VQ-VAE and Griffin-Lim
-    vqvae, _ = load_vqvae(args.vqvae, device)
     with torch.no_grad():
         recon = torch.cat([vqvae(xb.to(device)).reconstruction.clamp(0, 1).cpu() for xb in x_test.split(256)])
     report_acc = {

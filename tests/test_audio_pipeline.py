@@ -15,7 +15,7 @@ import torch
 
 from pipelines import audio_check, fit_prior, fit_vqvae, generate
 from pipelines.common import dataset_options, fill_defaults
-from vqvae_prior.checkpoint import load_vqvae, save_checkpoint
+from vqvae_prior.checkpoint import CheckpointError, load_vqvae, save_checkpoint
 from vqvae_prior.vqvae import VQVAE, VQVAEConfig
 
 SR = 8000
@@ -98,6 +98,14 @@ def test_defaults_by_kind_of_data(module):
     args = module.get_args_parser().parse_args([*required, "--epochs", "3"])
     fill_defaults(args, module.DEFAULTS, "image")
     assert (args.epochs, args.batch_size) == (3, 128)
+
+
+def test_frequency_major_audio_checkpoint_is_refused(fitted, tmp_path):
+    """A VQ-VAE fitted before spectrograms ran time down the rows ((1, F, n_frames) images) does not load."""
+    ckpt = torch.load(fitted["vqvae"], weights_only=True)
+    torch.save({**ckpt, "sample_shape": [1, 32, 24]}, tmp_path / "old.pt")
+    with pytest.raises(CheckpointError, match=r"old\.pt.*\[1, 32, 24\].*\[1, 24, 32\].*refit"):
+        load_vqvae(tmp_path / "old.pt")
 
 
 def test_fit_prior_audio(fitted):

@@ -120,8 +120,22 @@ def _build(payload: dict[str, Any], path: str | Path, device: torch.device | str
 
 
 def load_vqvae(path: str | Path, device: torch.device | str | None = None) -> tuple[VQVAE, dict[str, Any]]:
-    """The VQ-VAE saved at ``path``, rebuilt from its config, in eval mode; and the checkpoint dict."""
+    """The VQ-VAE saved at ``path``, rebuilt from its config, in eval mode; and the checkpoint dict.
+
+    An audio VQ-VAE must have been fitted on spectrograms laid out as they are now, ``(1, n_frames, F)``; one
+    fitted on frequency-major ``(1, F, n_frames)`` images (before time ran down the rows) is refused.
+    """
     payload = load_checkpoint(path, "vqvae")
+    spectrogram = payload.get("data", {}).get("spectrogram")
+    if spectrogram is not None and "sample_shape" in payload:
+        from vqvae_prior.audio import SpectrogramConfig
+
+        expected = [1, *SpectrogramConfig(**spectrogram).shape]
+        if list(payload["sample_shape"]) != expected:
+            raise CheckpointError(
+                f"{path}: an audio VQ-VAE fitted on {list(payload['sample_shape'])} spectrograms, but its settings "
+                f"now give {expected} (1, n_frames, F: time down the rows); refit it with pipelines.fit_vqvae"
+            )
     return _build(payload, path, device), payload  # type: ignore[return-value]
 
 
