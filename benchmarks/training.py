@@ -3,9 +3,10 @@
     python -m benchmarks.training --threads 2 --out benchmarks/results/training-cpu.json
 
 One training step is what ``pipelines.fit_vqvae`` / ``pipelines.fit_prior`` do per batch: forward, loss, backward
-and an Adam step. The VQ-VAE is ``VQVAEConfig(in_channels=C)`` (every other field at its default, EMA codebook) on
-random inputs in [0, 1] of each ``--vqvae-shapes`` (28x28 images, a 128x80 spectrogram); the prior is
-``PriorConfig(K=256, 10 classes)`` on random code maps and labels of each ``--prior-grids``. Each is warmed up for
+and an Adam step. The VQ-VAE is ``VQVAEConfig(in_channels=C, downsample=--downsample)`` (every other field at its
+default, EMA codebook) on random inputs in [0, 1] of each ``--vqvae-shapes`` (28x28 images, a 128x80 spectrogram);
+the prior is ``PriorConfig(K=256, 10 classes, dropout=--dropout)`` on random code maps and labels of each
+``--prior-grids``. The audio defaults of the fit entry points are ``--downsample 8 --dropout 0.5`` (BENCHMARKS.md). Each is warmed up for
 ``--warmup`` steps, then ``--steps`` steps are timed one by one; the median step gives the throughput.
 """
 
@@ -30,6 +31,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prior-grids", nargs="+", type=parse_shape, default=[(7, 7), (32, 20)],
                         help="prior code maps h x w")
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--downsample", type=int, default=VQVAEConfig().downsample, help="of the VQ-VAE")
+    parser.add_argument("--dropout", type=float, default=0.0, help="of the prior's gated layers")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--steps", type=int, default=5, help="timed steps; the median is reported")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (as the fit entry points)")
@@ -40,9 +43,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def vqvae_step(shape: tuple[int, int, int], batch: int, lr: float, device: torch.device) -> Callable[[], None]:
+def vqvae_step(
+    shape: tuple[int, int, int], batch: int, lr: float, device: torch.device, downsample: int = 4
+) -> Callable[[], None]:
     """One VQ-VAE training step on a fixed random batch (B, C, H, W), as in ``pipelines.fit_vqvae``."""
-    model = VQVAE(VQVAEConfig(in_channels=shape[0])).to(device).train()
+    model = VQVAE(VQVAEConfig(in_channels=shape[0], downsample=downsample)).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     x = torch.rand(batch, *shape, device=device)  # (B, C, H, W) in [0, 1]
 
@@ -55,9 +60,11 @@ def vqvae_step(shape: tuple[int, int, int], batch: int, lr: float, device: torch
     return step
 
 
-def prior_step(grid: tuple[int, int], batch: int, lr: float, device: torch.device) -> Callable[[], None]:
+def prior_step(
+    grid: tuple[int, int], batch: int, lr: float, device: torch.device, dropout: float = 0.0
+) -> Callable[[], None]:
     """One prior training step on fixed random code maps (B, h, w) and labels (B,), as in ``pipelines.fit_prior``."""
-    config = PriorConfig(codebook_size=256, num_classes=10)
+    config = PriorConfig(codebook_size=256, num_classes=10, dropout=dropout)
     model = GatedPixelCNN(config).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     codes = torch.randint(config.codebook_size, (batch, *grid), device=device)  # (B, h, w)
@@ -96,9 +103,9 @@ def main(args: argparse.Namespace) -> dict:
     result = {"machine": machine(device), "batch_size": args.batch_size,
               "args": jsonable(vars(args))}
     print(result["machine"])
-    jobs = [("VQ-VAE", "images/s", shape, vqvae_step(shape, args.batch_size, args.lr, device))
+    jobs = [("VQ-VAE", "images/s", shape, vqvae_step(shape, args.batch_size, args.lr, device, args.downsample))
             for shape in args.vqvae_shapes]
-    jobs += [("prior", "code maps/s", grid, prior_step(grid, args.batch_size, args.lr, device))
+    jobs += [("prior", "code maps/s", grid, prior_step(grid, args.batch_size, args.lr, device, args.dropout))
              for grid in args.prior_grids]
 
     rows, runs = [], []

@@ -79,13 +79,13 @@ def test_sampling_main_needs_both_checkpoints(benchmarks, tmp_path):
 def test_training_main_writes_its_table(benchmarks, tmp_path):
     out = tmp_path / "training.json"
     args = benchmarks.training.get_args_parser().parse_args([
-        "--vqvae-shapes", "1x28x28", "--prior-grids", "7x7", "--batch-size", "1", "--warmup", "0", "--steps", "1",
-        "--device", "cpu", "--out", str(out),
+        "--vqvae-shapes", "1x32x32", "--prior-grids", "7x7", "--batch-size", "1", "--warmup", "0", "--steps", "1",
+        "--downsample", "8", "--dropout", "0.5", "--device", "cpu", "--out", str(out),
     ])
     result = benchmarks.training.main(args)
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     assert [(r["model"], r["input"], r["unit"]) for r in result["runs"]] == [
-        ("VQ-VAE", [1, 28, 28], "images/s"), ("prior", [7, 7], "code maps/s")]
+        ("VQ-VAE", [1, 32, 32], "images/s"), ("prior", [7, 7], "code maps/s")]
     for run in result["runs"]:
         assert run["batch"] == 1 and len(run["step_runs"]) == 1
         assert run["per_second"] == pytest.approx(1 / run["step_seconds"])
