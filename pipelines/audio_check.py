@@ -13,6 +13,9 @@
 3. Calls :func:`pipelines.generate.generate` with every class repeated ``--repeat`` times (a class-conditional prior
    is required), re-analyses the waveforms with :func:`vqvae_prior.audio.spectrogram` and classifies them
    (``generated``), with the confusion matrix (rows: class asked for, columns: class recognized).
+4. Checks that the prior does not merely replay its training data (``copying``): the distance from each generated
+   code map to the nearest train code map (the fraction of positions whose codes differ, see :func:`nearest`),
+   beside the same distance from each real held-out code map; and how many generated maps are exact copies.
 
 Each accuracy is reported overall and per class. The JSON report goes to ``--out``. Seeded: the same arguments give
 the same report on the same machine. FSDD with the defaults: a few minutes on 2 CPU cores.
@@ -93,6 +96,28 @@ def accuracy(pred: Tensor, target: Tensor, label_names: list[str]) -> dict[str, 
     return {"accuracy": float((pred == target).float().mean()), "per_class": per_class, "n": len(target)}
 
 
+@torch.no_grad()
+def nearest(queries: Tensor, references: Tensor, chunk: int = 64) -> Tensor:
+    """For each code map in queries (n, h, w), the fraction of positions at which it differs from the most similar
+    code map in references (N, h, w): (n,) float in [0, 1]; 0 is an exact copy."""
+    flat = references.flatten(1)  # (N, h*w)
+    return torch.cat([
+        (q.flatten(1)[:, None] != flat[None]).float().mean(2).amin(1)  # (chunk, N) -> (chunk,)
+        for q in queries.split(chunk)
+    ])
+
+
+def copying(generated: Tensor, held_out: Tensor, train: Tensor) -> dict[str, Any]:
+    """Nearest-train-map distances (:func:`nearest`) of generated and of real held-out code maps (n, h, w)."""
+    d_generated, d_held_out = nearest(generated, train), nearest(held_out, train)
+    return {
+        "generated_mean_distance": float(d_generated.mean()),
+        "held_out_mean_distance": float(d_held_out.mean()),
+        "generated_exact_copies": int((d_generated == 0).sum()),
+        "generated_n": len(generated),
+    }
+
+
 def reanalyse(specs: np.ndarray, cfg: SpectrogramConfig) -> Tensor:
     """Spectrograms (N, T, F) in [0, 1] -> Griffin-Lim waveforms -> their spectrograms (N, 1, T, F)."""
     waves = np.stack([invert(s, cfg) for s in specs])  # (N, T_samples)
@@ -158,6 +183,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     confusion.index_put_((asked, pred), torch.ones_like(pred), accumulate=True)  # (asked, recognized)
     generate_seconds = time.perf_counter() - t0
 
+    # 4. copying: generated code maps beside the train and held-out ones
+    train_maps = torch.cat([vqvae.encode(xb.to(device)).cpu() for xb in x_train.split(256)])  # (N, h, w)
+    held_out_maps = torch.cat([vqvae.encode(xb.to(device)).cpu() for xb in x_test.split(256)])
+
     report = {
         "vqvae": str(args.vqvae),
         "prior": str(args.prior),
@@ -169,6 +198,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         },
         **report_acc,
         "generated_confusion": confusion.tolist(),
+        "copying": copying(result.codes, held_out_maps, train_maps),
         "generate_seconds": generate_seconds,
     }
     out = Path(args.out)
@@ -177,6 +207,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     for name in ("real", "real_griffin_lim", "reconstructed_griffin_lim", "generated"):
         per_class = " ".join(f"{k}:{v:.2f}" for k, v in report[name]["per_class"].items())
         print(f"{name:>26}: accuracy {report[name]['accuracy']:.3f} (n={report[name]['n']})  {per_class}")
+    c = report["copying"]
+    print(f"nearest train code map, fraction of codes that differ: generated {c['generated_mean_distance']:.3f}, "
+          f"real held-out {c['held_out_mean_distance']:.3f}; exact copies {c['generated_exact_copies']} of "
+          f"{c['generated_n']}")
     print(f"wrote {out}")
     return report
 

@@ -146,8 +146,21 @@ def test_audio_check(fitted, tmp_path):
         assert sorted(report[name]["per_class"]) == ["0", "1", "2"]
     confusion = np.array(report["generated_confusion"])
     assert confusion.shape == (3, 3) and confusion.sum(axis=1).tolist() == [3, 3, 3]
+    copying = report["copying"]
+    assert copying["generated_n"] == 9 and 0 <= copying["generated_exact_copies"] <= 9
+    assert 0 <= copying["generated_mean_distance"] <= 1 and 0 <= copying["held_out_mean_distance"] <= 1
     again = audio_check.main(audio_check.get_args_parser().parse_args(args))
     assert _without_timings(again) == _without_timings(report)  # seeded
+
+
+def test_nearest_code_map_distance():
+    """0 for a copy of a reference, 1 / (h w) for one code changed, the closest reference counts."""
+    references = torch.randint(0, 16, (50, 3, 4), generator=torch.Generator().manual_seed(0))
+    queries = references[[7, 21]].clone()
+    queries[1, 2, 3] = (queries[1, 2, 3] + 1) % 16
+    np.testing.assert_allclose(audio_check.nearest(queries, references, chunk=1).numpy(), [0.0, 1 / 12])
+    report = audio_check.copying(queries, references[:3], references)
+    assert report["generated_exact_copies"] == 1 and report["held_out_mean_distance"] == 0.0
 
 
 def _without_timings(report: dict) -> dict:
