@@ -6,7 +6,8 @@ Spectrograms are made by :mod:`vqvae_prior.audio`; the settings that are not giv
 split and written, resolved, into ``spec`` so that ``load_dataset(**splits.spec)`` rebuilds the same tensors:
 
 * ``n_frames``: enough frames for the 95th percentile of train clip lengths (longer clips are trimmed at the end,
-  shorter padded with silence), rounded up to a multiple of 4 for the VQ-VAE. FSDD: 80 frames = 0.632 s.
+  shorter padded with silence), rounded up to a multiple of 8 for the audio VQ-VAE (its default ``downsample``).
+  FSDD: 80 frames = 0.632 s.
 * ``db_max``: the loudest bin over the train spectrograms, so no train value is clipped at the top and inversion
   is faithful there; ``db_min = db_max - 80``: the usual 80 dB dynamic range (librosa's ``top_db``). A percentile
   was not used for ``db_min``: its value would depend on how much of each clip is padding (silence, -100 dB).
@@ -118,7 +119,7 @@ def load_audio_folder(
     Args:
         root: folder searched recursively for .wav/.flac/.ogg files.
         sample_rate, representation, n_fft, hop_length, n_mels: the :class:`SpectrogramConfig` fields.
-        n_frames: frames per clip; None -> covers the 95th percentile of train lengths, a multiple of 4.
+        n_frames: frames per clip; None -> covers the 95th percentile of train lengths, a multiple of 8.
         db_min, db_max: normalization range in dB; None -> ``db_max`` = train maximum, ``db_min = db_max - 80``.
         label_pattern: regex matched against each file stem, with a named group ``label`` (and optionally
             ``index``: then index 0-4 is held out).
@@ -164,7 +165,7 @@ def load_audio_folder(
             )
     if n_frames is None:
         p95 = np.percentile([len(w) for w, t in zip(waves, test) if not t], 95)
-        n_frames = 4 * math.ceil((math.ceil(p95 / hop_length) + 1) / 4)
+        n_frames = 8 * math.ceil((math.ceil(p95 / hop_length) + 1) / 8)
     try:
         cfg = SpectrogramConfig(sample_rate, representation, n_fft, hop_length, n_mels, int(n_frames))
         batch = np.stack([librosa.util.fix_length(w, size=cfg.num_samples) for w in waves])  # (N, num_samples)

@@ -23,6 +23,7 @@ DIGITS = (0, 1, 2)
 # (24, 32) spectrograms (frames x bins), 368 samples
 AUDIO_ARGS = ["--representation", "stft", "--n-fft", "62", "--hop-length", "16", "--n-frames", "24"]
 VQVAE_ARGS = ["--channels", "16", "--residual-channels", "8", "--codebook-size", "16", "--code-dim", "8"]
+FIXTURE_VQVAE_ARGS = [*VQVAE_ARGS, "--downsample", "4"]  # 6 x 8 codes; the audio default, 8, is tested on mel
 PRIOR_ARGS = ["--layers", "2", "--channels", "8", "--head-channels", "16"]
 COMMON_ARGS = ["--epochs", "1", "--batch-size", "8", "--device", "cpu", "--no-progress"]
 
@@ -50,7 +51,7 @@ def fitted(recordings: Path, tmp_path_factory) -> dict:
     """An audio VQ-VAE and a class-conditional prior over its codes, each fitted for one epoch."""
     runs = tmp_path_factory.mktemp("runs")
     vq_args = ["--dataset", "audio-folder", "--data-root", str(recordings), "--out", str(runs / "vq"), "--lsd-clips",
-               "4", *AUDIO_ARGS, *VQVAE_ARGS, *COMMON_ARGS]
+               "4", *AUDIO_ARGS, *FIXTURE_VQVAE_ARGS, *COMMON_ARGS]
     vq_metrics = fit_vqvae.main(fit_vqvae.get_args_parser().parse_args(vq_args))
     prior_args = ["--vqvae", str(runs / "vq" / "vqvae.pt"), "--out", str(runs / "prior"), "--samples-per-class", "2",
                   *PRIOR_ARGS, *COMMON_ARGS]
@@ -76,7 +77,8 @@ def test_fit_vqvae_audio(fitted):
 
 
 def test_fit_vqvae_mel(recordings, tmp_path):
-    """The default representation (mel); the LSD only every --lsd-every epochs and after the last."""
+    """The default representation (mel) and downsampling (8); the LSD only every --lsd-every epochs and after the
+    last."""
     args = ["--dataset", "audio-folder", "--data-root", str(recordings), "--out", str(tmp_path), "--lsd-clips", "2",
             "--n-fft", "126", "--n-mels", "16", "--hop-length", "16", "--n-frames", "24", "--lsd-every", "2",
             *VQVAE_ARGS, *COMMON_ARGS, "--epochs", "3"]
@@ -86,6 +88,7 @@ def test_fit_vqvae_mel(recordings, tmp_path):
     assert ["test_lsd_db" in m for m in logged] == [False, True, True]
     ckpt = load_vqvae(tmp_path / "vqvae.pt")[1]
     assert ckpt["sample_shape"] == [1, 24, 16] and ckpt["data"]["spectrogram"]["representation"] == "mel"
+    assert ckpt["config"]["downsample"] == 8  # 3 x 2 codes
 
 
 @pytest.mark.parametrize("module", [fit_vqvae, fit_prior])

@@ -8,7 +8,7 @@ Representation: a clip is first padded with zeros at the end (or trimmed from th
 
 Magnitudes go to decibels as ``20 log10(max(|S|, 1e-5))`` (floor -100 dB), are clipped to ``[db_min, db_max]``
 and mapped linearly to ``[0, 1]``. The result is an image ``(n_frames, F)`` for the VQ-VAE, whose encoder
-downsamples both axes by 4, so the defaults give F and ``n_frames`` divisible by 4.
+downsamples both axes by 8 by default for audio, so the defaults give F and ``n_frames`` divisible by 8.
 
 Layout: time runs down the rows and frequency along them (the transpose of librosa's ``(F, n_frames)``), so that
 the prior's raster scan, row by row, moves forward in time: each code is predicted from every earlier moment of
@@ -17,13 +17,13 @@ the scan would instead lay down the lowest band for the whole clip before any hi
 see the formants of its own moment. :func:`picture` turns images back into the usual drawing for PNGs.
 
 Defaults (Free Spoken Digit Dataset, 8 kHz): ``representation="mel"`` with ``n_mels=64``: half the rows of the
-STFT, so the VQ-VAE trains about twice as fast on 2 CPU cores and the prior has 320 codes per clip instead of 640,
+STFT, so the VQ-VAE trains about twice as fast on 2 CPU cores and the prior has half the codes per clip,
 for a Griffin-Lim ceiling 1.3 dB higher (on the 64 held-out FSDD clips that ``pipelines.fit_vqvae`` reports on:
 4.66 dB mel, 3.39 dB stft). ``n_fft=254`` gives ``254 // 2 + 1 = 128`` frequency bins (31.5 Hz apart), under
 64 mel bands none of which is empty (checked in ``__post_init__``); ``hop_length=64`` (75 % overlap, which
 Griffin-Lim needs for a clean inversion); ``n_frames=80`` gives ``num_samples = (80 - 1) * 64 = 5056`` samples =
-0.632 s, which covers the 95th percentile of FSDD durations (0.62 s): FSDD gives 80 x 64 mel images (20 x 16
-codes), or 80 x 128 stft images (20 x 32 codes). ``db_min=-50, db_max=35``: the FSDD stft range (loudest bin
+0.632 s, which covers the 95th percentile of FSDD durations (0.62 s): FSDD gives 80 x 64 mel images (10 x 8
+codes), or 80 x 128 stft images (10 x 16 codes). ``db_min=-50, db_max=35``: the FSDD stft range (loudest bin
 32.6 dB) with 85 dB below it. These are only for direct use of an stft config; ``data.audio.load_audio_folder``
 computes them from the train split (and for mel, whose Slaney filters average rather than sum, the loudest FSDD
 bin is near 2 dB, so its range sits lower: -78.2 to 1.8 dB).
