@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from pipelines import audio_check, fit_prior, fit_vqvae, generate
+from pipelines import audio_check, common, fit_prior, fit_vqvae, generate
 from pipelines.common import dataset_options, fill_defaults
 from vqvae_prior.checkpoint import CheckpointError, load_vqvae, save_checkpoint
 from vqvae_prior.vqvae import VQVAE, VQVAEConfig
@@ -115,7 +115,43 @@ def test_fit_prior_audio(fitted):
     assert np.isfinite(fitted["prior_metrics"]["test_bits_per_code"])
     prior = torch.load(fitted["prior"], weights_only=True)
     assert prior["code_shape"] == [6, 8] and prior["config"]["num_classes"] == 3
+    assert prior["shifts"] == fit_prior.DEFAULTS["audio"]["shifts"] == 8
     assert (fitted["runs"] / "prior" / "samples.png").is_file()
+
+
+def test_prior_trains_on_shifted_encodings(fitted):
+    """--shifts S: the cache holds (S, N, h, w) train codes, shift s being the code map of the input delayed by s
+    frames (silence in front); held-out codes are those of the inputs as they are."""
+    vqvae, ckpt = load_vqvae(fitted["vqvae"])
+    splits = common.load_splits(ckpt["data"])
+    codes = fit_prior.encode_splits(vqvae, fitted["vqvae"], ckpt["data"], None, torch.device("cpu"), shifts=3)
+    train_codes, train_labels = codes["train"]
+    x_train, y_train = common.as_tensors(splits.train)  # (N, 1, 24, 32)
+    assert train_codes.shape == (3, len(x_train), 6, 8) and torch.equal(train_labels, y_train)
+    for s in range(3):
+        delayed = torch.cat([torch.zeros_like(x_train[:, :, :s]), x_train[:, :, : 24 - s]], dim=2)
+        assert torch.equal(train_codes[s], vqvae.encode(delayed))
+    assert torch.equal(codes["test"][0], vqvae.encode(common.as_tensors(splits.test)[0]))
+    assert not torch.equal(train_codes[0], train_codes[2])
+
+
+def test_draw_shifts():
+    """One of the S code maps of every input, each with its own draw; S = 1 draws no random numbers."""
+    codes = torch.arange(4).view(4, 1, 1, 1).expand(4, 500, 2, 3)  # (S, N, h, w): value = shift
+    generator = torch.Generator().manual_seed(0)
+    drawn = fit_prior.draw_shifts(codes, generator)  # (N, h, w)
+    assert drawn.shape == (500, 2, 3) and (drawn == drawn[:, :1, :1]).all()  # a whole map from one shift
+    assert sorted(drawn[:, 0, 0].unique().tolist()) == [0, 1, 2, 3]
+    state = generator.get_state()
+    assert torch.equal(fit_prior.draw_shifts(codes[:1], generator), codes[0])
+    assert torch.equal(generator.get_state(), state)
+
+
+def test_resume_refuses_other_shifts(fitted, tmp_path):
+    args = ["--vqvae", str(fitted["vqvae"]), "--out", str(tmp_path), *PRIOR_ARGS, *COMMON_ARGS]
+    fit_prior.main(fit_prior.get_args_parser().parse_args([*args, "--shifts", "2"]))
+    with pytest.raises(ValueError, match="shifts=2"):
+        fit_prior.main(fit_prior.get_args_parser().parse_args([*args, "--shifts", "3", "--epochs", "2", "--resume"]))
 
 
 def test_generate_waveforms(fitted):
