@@ -5,7 +5,7 @@
 
 1. Trains a small CNN (:class:`SpectrogramClassifier`) on the real train split of the VQ-VAE's data set: the same
    spectrograms it was fitted on, rebuilt from the data spec in its checkpoint (``--data-root`` reads them from
-   another folder).
+   another folder). Seeded by ``--seed`` alone, so checks of different models on one data set share a classifier.
 2. Classifies the real held-out clips three ways: their spectrograms as they are (``real``: the classifier's own
    accuracy); after a Griffin-Lim round trip, spectrogram -> ``invert`` -> ``spectrogram`` (``real_griffin_lim``:
    what the inversion alone costs); and after the VQ-VAE, spectrogram -> reconstruction -> ``invert`` ->
@@ -81,6 +81,29 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def train_classifier(
+    x: Tensor, y: Tensor, num_classes: int, args: argparse.Namespace, device: torch.device
+) -> tuple[SpectrogramClassifier, float]:
+    """A :class:`SpectrogramClassifier` trained on spectrograms x (N, 1, T, F) and labels y (N,), and the seconds it
+    took. Seeded by ``args.seed`` alone: the same classifier whichever VQ-VAE and prior are being checked."""
+    torch.manual_seed(args.seed)
+    t0 = time.perf_counter()
+    model = SpectrogramClassifier(num_classes, args.channels).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    steps_per_epoch = math.ceil(len(x) / args.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=args.epochs * steps_per_epoch)
+    loader_generator = torch.Generator().manual_seed(args.seed)
+    for _ in range(args.epochs):
+        model.train()
+        for xb, yb in common.batches(x, y, args.batch_size, device, loader_generator):
+            loss = F.cross_entropy(model(xb), yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    return model, time.perf_counter() - t0
+
+
 @torch.no_grad()
 def predict(model: nn.Module, x: Tensor, batch_size: int, device: torch.device) -> Tensor:
     """Predicted classes (N,) of spectrograms x (N, 1, T, F)."""
@@ -127,7 +150,6 @@ def reanalyse(specs: np.ndarray, cfg: SpectrogramConfig) -> Tensor:
 def main(args: argparse.Namespace) -> dict[str, Any]:
     """Run the check; returns the report (also written to ``args.out``)."""
     device = common.pick_device(args.device)
-    torch.manual_seed(args.seed)
     vqvae, vq_ckpt = load_vqvae(args.vqvae, device)  # refuses an out-of-date audio checkpoint before any work
     vq_spec = vq_ckpt["data"]
     if "spectrogram" not in vq_spec:
@@ -143,21 +165,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     x_test, y_test = common.as_tensors(splits.test)
 
     # 1. the classifier, trained on real spectrograms only
-    t0 = time.perf_counter()
-    model = SpectrogramClassifier(len(label_names), args.channels).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=args.epochs * steps_per_epoch)
-    loader_generator = torch.Generator().manual_seed(args.seed)
-    for _ in range(args.epochs):
-        model.train()
-        for xb, yb in common.batches(x_train, y_train, args.batch_size, device, loader_generator):
-            loss = F.cross_entropy(model(xb), yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-    train_seconds = time.perf_counter() - t0
+    model, train_seconds = train_classifier(x_train, y_train, len(label_names), args, device)
     print(f"classifier: {sum(p.numel() for p in model.parameters()):,} parameters, {args.epochs} epochs on "
           f"{len(x_train)} real clips in {train_seconds:.0f} s")
 

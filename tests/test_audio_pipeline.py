@@ -192,6 +192,18 @@ def test_audio_check(fitted, tmp_path):
     assert _without_timings(again) == _without_timings(report)  # seeded
 
 
+def test_classifier_does_not_depend_on_earlier_random_draws():
+    """The check's classifier is seeded by --seed alone: the same whichever VQ-VAE was built (and drew) before it."""
+    args = audio_check.get_args_parser().parse_args(
+        ["--vqvae", "v.pt", "--prior", "p.pt", "--epochs", "1", "--batch-size", "4", "--channels", "2"])
+    x, y = torch.rand(8, 1, 16, 16), torch.arange(8) % 3
+    first, _ = audio_check.train_classifier(x, y, 3, args, torch.device("cpu"))
+    torch.rand(1000)  # what building another VQ-VAE would draw
+    second, _ = audio_check.train_classifier(x, y, 3, args, torch.device("cpu"))
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
 def test_nearest_code_map_distance():
     """0 for a copy of a reference, 1 / (h w) for one code changed, the closest reference counts."""
     references = torch.randint(0, 16, (50, 3, 4), generator=torch.Generator().manual_seed(0))
