@@ -147,16 +147,19 @@ def resume(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     loader_generator: torch.Generator,
+    legacy: dict[str, Any] | None = None,
     **expected: Any,
 ) -> int:
     """Restore an interrupted fit from its checkpoint; returns the number of epochs it had done.
 
-    ``expected`` entries (the model config, ...) must equal the checkpoint's, else the fit is refused.
+    ``expected`` entries (the model config, ...) must equal the checkpoint's, else the fit is refused. ``legacy``:
+    what a key missing from a checkpoint written before it existed stands for.
     """
     state = load_checkpoint(path, kind)
     for key, value in expected.items():
-        if state.get(key) != value:
-            raise ValueError(f"--resume: {path} was fitted with {key}={state.get(key)!r}, this call asks for {value!r}")
+        found = state.get(key, (legacy or {}).get(key))
+        if found != value:
+            raise ValueError(f"--resume: {path} was fitted with {key}={found!r}, this call asks for {value!r}")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["lr_scheduler"])

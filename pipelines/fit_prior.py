@@ -169,6 +169,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         start_epoch = common.resume(
             ckpt_path, "prior", model, optimizer, scheduler, loader_generator,
             config=dataclasses.asdict(config), vqvae_digest=codes["vqvae_digest"], shifts=args.shifts,
+            legacy={"shifts": 1},  # fitted before --shifts existed
         )
     print(f"prior: {sum(p.numel() for p in model.parameters()):,} parameters, code maps {shape}, "
           f"K={config.codebook_size}, {config.num_classes or 'no'} classes, {len(train_labels)} train "

@@ -152,6 +152,14 @@ def test_resume_refuses_other_shifts(fitted, tmp_path):
     fit_prior.main(fit_prior.get_args_parser().parse_args([*args, "--shifts", "2"]))
     with pytest.raises(ValueError, match="shifts=2"):
         fit_prior.main(fit_prior.get_args_parser().parse_args([*args, "--shifts", "3", "--epochs", "2", "--resume"]))
+    # a checkpoint written before --shifts existed was fitted without shifts
+    ckpt = torch.load(tmp_path / "prior.pt", weights_only=True)
+    del ckpt["shifts"]
+    torch.save(ckpt, tmp_path / "prior.pt")
+    with pytest.raises(ValueError, match="shifts=1, this call asks for 2"):
+        fit_prior.main(fit_prior.get_args_parser().parse_args([*args, "--shifts", "2", "--epochs", "2", "--resume"]))
+    metrics = fit_prior.main(fit_prior.get_args_parser().parse_args([*args, "--shifts", "1", "--epochs", "2", "--resume"]))
+    assert metrics["epoch"] == 2
 
 
 def test_generate_waveforms(fitted):
