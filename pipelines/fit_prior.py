@@ -58,7 +58,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 # --epochs, --batch-size, --dropout and --shifts when not given, by the VQ-VAE's data. Audio data sets are small
 # (FSDD: 2,250 train clips): smaller batches give more steps, and dropout and 8 shifts (one code row of the audio
 # VQ-VAE) keep the prior from overfitting: FSDD without them overfits after 9 epochs (held-out 4.95 -> 5.78 bits
-# per code at 22); with them it still improves at 60 (4.16). FSDD with the audio ones: 60 epochs in about 25
+# per code at 22); with them it still improves at 60 (4.16). FSDD with the audio ones: 60 epochs in about 27
 # minutes on 2 CPU cores (README).
 DEFAULTS = {
     "image": {"epochs": 4, "batch_size": 128, "dropout": 0.0, "shifts": 1},
