@@ -6,8 +6,9 @@ One training step is what ``pipelines.fit_vqvae`` / ``pipelines.fit_prior`` do p
 and an Adam step. The VQ-VAE is ``VQVAEConfig(in_channels=C, downsample=--downsample)`` (every other field at its
 default, EMA codebook) on random inputs in [0, 1] of each ``--vqvae-shapes`` (28x28 images, a 128x80 spectrogram);
 the prior is ``PriorConfig(K=256, 10 classes, dropout=--dropout)`` on random code maps and labels of each
-``--prior-grids``. The audio defaults of the fit entry points are ``--downsample 8 --dropout 0.5`` (BENCHMARKS.md). Each is warmed up for
-``--warmup`` steps, then ``--steps`` steps are timed one by one; the median step gives the throughput.
+``--prior-grids``; the fit entry points' audio defaults are ``--downsample 8 --dropout 0.5`` (BENCHMARKS.md). Each
+is warmed up for ``--warmup`` steps, then ``--steps`` steps are timed one by one; the median step gives the
+throughput.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def vqvae_step(
-    shape: tuple[int, int, int], batch: int, lr: float, device: torch.device, downsample: int = 4
+    shape: tuple[int, int, int], batch: int, lr: float, device: torch.device, downsample: int
 ) -> Callable[[], None]:
     """One VQ-VAE training step on a fixed random batch (B, C, H, W), as in ``pipelines.fit_vqvae``."""
     model = VQVAE(VQVAEConfig(in_channels=shape[0], downsample=downsample)).to(device).train()
@@ -61,7 +62,7 @@ def vqvae_step(
 
 
 def prior_step(
-    grid: tuple[int, int], batch: int, lr: float, device: torch.device, dropout: float = 0.0
+    grid: tuple[int, int], batch: int, lr: float, device: torch.device, dropout: float
 ) -> Callable[[], None]:
     """One prior training step on fixed random code maps (B, h, w) and labels (B,), as in ``pipelines.fit_prior``."""
     config = PriorConfig(codebook_size=256, num_classes=10, dropout=dropout)

@@ -171,7 +171,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
     # 2. real held-out clips: as they are, after Griffin-Lim, after the VQ-VAE and Griffin-Lim
     with torch.no_grad():
-        recon = torch.cat([vqvae(xb.to(device)).reconstruction.clamp(0, 1).cpu() for xb in x_test.split(256)])
+        outputs = [vqvae(xb.to(device)) for xb in x_test.split(256)]
+    recon = torch.cat([out.reconstruction.clamp(0, 1).cpu() for out in outputs])  # (N, 1, T, F)
+    held_out_maps = torch.cat([out.indices.cpu() for out in outputs])  # (N, h, w), for step 4
     report_acc = {
         "real": accuracy(predict(model, x_test, 256, device), y_test, label_names),
         "real_griffin_lim": accuracy(predict(model, reanalyse(x_test[:, 0].numpy(), cfg), 256, device), y_test,
@@ -193,7 +195,6 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
     # 4. copying: generated code maps beside the train and held-out ones
     train_maps = torch.cat([vqvae.encode(xb.to(device)).cpu() for xb in x_train.split(256)])  # (N, h, w)
-    held_out_maps = torch.cat([vqvae.encode(xb.to(device)).cpu() for xb in x_test.split(256)])
 
     report = {
         "vqvae": str(args.vqvae),

@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
 from pipelines import common
 from vqvae_prior.checkpoint import atomic_save, load_vqvae, save_checkpoint, weights_digest
+from vqvae_prior.layers import shift_down
 from vqvae_prior.prior import GatedPixelCNN, PriorConfig
 from vqvae_prior.vqvae import VQVAE
 
@@ -66,11 +66,6 @@ DEFAULTS = {
 }
 
 
-def shift_rows(x: Tensor, rows: int) -> Tensor:
-    """x (B, C, H, W) moved down by ``rows``: zero rows in front, the last ``rows`` rows cut."""
-    return F.pad(x, (0, 0, rows, 0))[:, :, : x.shape[2]]
-
-
 @torch.no_grad()
 def encode_splits(
     vqvae: VQVAE, vqvae_path: Path, data_spec: dict[str, Any], data_root: str | None, device: torch.device,
@@ -78,9 +73,10 @@ def encode_splits(
 ) -> dict[str, Any]:
     """Code maps and labels of the train and held-out splits, cached beside the VQ-VAE checkpoint.
 
-    ``train`` holds (S, N, h, w) code maps, one per shift (see :func:`shift_rows`; S = ``shifts``, shift 0 first),
-    ``test`` (N, h, w) code maps of the inputs as they are. The cache key is the digest of the VQ-VAE weights, the
-    data spec and ``shifts``, so a refitted VQ-VAE or other data never reuse stale codes.
+    ``train`` holds (S, N, h, w) code maps, one per shift (the inputs moved down by 0 .. S-1 rows with
+    :func:`vqvae_prior.layers.shift_down`; S = ``shifts``), ``test`` (N, h, w) code maps of the inputs as they are.
+    The cache key is the digest of the VQ-VAE weights, the data spec and ``shifts``, so a refitted VQ-VAE or other
+    data never reuse stale codes.
     """
     if shifts < 1:
         raise ValueError(f"--shifts must be >= 1, got {shifts}")
@@ -92,13 +88,14 @@ def encode_splits(
         return torch.load(cache, weights_only=True)
     splits = common.load_splits(spec)
     codes: dict[str, Any] = {"vqvae_digest": digest, "label_names": list(splits.label_names)}
-    for name, split, n_shifts in (("train", splits.train, shifts), ("test", splits.test, 1)):
-        x, y = common.as_tensors(split)
-        maps = torch.stack([
-            torch.cat([vqvae.encode(shift_rows(xb, s)).cpu() for xb, _ in common.batches(x, y, 512, device)])
-            for s in range(n_shifts)
-        ])  # (S, N, h, w) int64
-        codes[name] = (maps if name == "train" else maps[0], y.clone())  # labels (N,) int64
+
+    def encode(x: Tensor, y: Tensor, rows: int) -> Tensor:  # (N, h, w) int64 of the inputs moved down by rows
+        return torch.cat([vqvae.encode(shift_down(xb, rows)).cpu() for xb, _ in common.batches(x, y, 512, device)])
+
+    x, y = common.as_tensors(splits.train)
+    codes["train"] = (torch.stack([encode(x, y, s) for s in range(shifts)]), y.clone())  # (S, N, h, w), (N,)
+    x, y = common.as_tensors(splits.test)
+    codes["test"] = (encode(x, y, 0), y.clone())  # (N, h, w), (N,)
     atomic_save(codes, cache)
     return codes
 

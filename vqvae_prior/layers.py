@@ -31,9 +31,9 @@ def gate(x: Tensor, dim: int = 1) -> Tensor:
     return torch.tanh(a) * torch.sigmoid(b)
 
 
-def shift_down(x: Tensor) -> Tensor:
-    """x (B, C, H, W) moved down one row, zeros in the top row."""
-    return F.pad(x, (0, 0, 1, 0))[:, :, : x.shape[2]]
+def shift_down(x: Tensor, rows: int = 1) -> Tensor:
+    """x (B, C, H, W) moved down by ``rows``: zeros in the top rows, the last ``rows`` rows cut."""
+    return F.pad(x, (0, 0, rows, 0))[:, :, : x.shape[2]]
 
 
 class MaskedConv2d(nn.Conv2d):
