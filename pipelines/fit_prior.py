@@ -6,7 +6,9 @@ The data set is the one the VQ-VAE was fitted on (recorded in its checkpoint; ``
 folder). It is encoded once with the frozen VQ-VAE and the code maps are cached beside the VQ-VAE checkpoint
 (``codes-<digest>.pt``). ``--shifts S`` (S > 1) augments the small audio data sets: each training input is also
 encoded moved down by 1 .. S-1 rows, zero rows in front (a spectrogram: delayed by that many frames, silence before
-it, its end cut), and every epoch draws one of its S code maps; held-out figures use the inputs as they are. The
+it, its end cut), and every epoch draws one of its S code maps; held-out figures use the inputs as they are.
+``--jitter P`` (P > 0) does the same for images with small translations: each training image is also encoded moved
+by every (dy, dx) with |dy|, |dx| <= P pixels (zeros fill the border it uncovers), (2P + 1)^2 code maps per image. The
 prior is class-conditional when the data set has labels, unless ``--unconditional``.
 Per epoch: train and held-out bits per code (``metrics.jsonl``), a grid of decoded samples (``samples.png``, one
 row per class), and ``prior.pt`` written atomically with its config, K, the label names and the digest of the
@@ -25,12 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
 from pipelines import common
 from vqvae_prior.checkpoint import atomic_save, load_vqvae, save_checkpoint, weights_digest
-from vqvae_prior.layers import shift_down
 from vqvae_prior.prior import GatedPixelCNN, PriorConfig
 from vqvae_prior.vqvae import VQVAE
 
@@ -49,6 +51,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shifts", type=int,
                         help="train on each input moved down by 0 .. S-1 rows, one draw per epoch; 1: as it is "
                              "(default: by kind of data)")
+    parser.add_argument("--jitter", type=int,
+                        help="train on each image moved by up to P pixels in each direction, one of the (2P+1)^2 "
+                             "translations drawn per epoch; 0: as it is (default: by kind of data)")
     parser.add_argument("--unconditional", action="store_true", help="ignore the class labels")
     parser.add_argument("--samples-per-class", type=int, default=8, help="samples per class in samples.png")
     parser.set_defaults(lr=1e-3)
@@ -61,8 +66,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 # per code at 22); with them it still improves at 60 (4.16). FSDD with the audio ones: 60 epochs in about 27
 # minutes on 2 CPU cores (README).
 DEFAULTS = {
-    "image": {"epochs": 4, "batch_size": 128, "dropout": 0.0, "shifts": 1},
-    "audio": {"epochs": 60, "batch_size": 32, "dropout": 0.5, "shifts": 8},
+    "image": {"epochs": 4, "batch_size": 128, "dropout": 0.0, "shifts": 1, "jitter": 0},
+    "audio": {"epochs": 60, "batch_size": 32, "dropout": 0.5, "shifts": 8, "jitter": 0},
 }
 
 
@@ -70,34 +75,60 @@ DEFAULTS = {
 def encode_splits(
     vqvae: VQVAE, vqvae_path: Path, data_spec: dict[str, Any], data_root: str | None, device: torch.device,
     shifts: int = 1,
+    jitter: int = 0,
 ) -> dict[str, Any]:
     """Code maps and labels of the train and held-out splits, cached beside the VQ-VAE checkpoint.
 
-    ``train`` holds (S, N, h, w) code maps, one per shift (the inputs moved down by 0 .. S-1 rows with
-    :func:`vqvae_prior.layers.shift_down`; S = ``shifts``), ``test`` (N, h, w) code maps of the inputs as they are.
-    The cache key is the digest of the VQ-VAE weights, the data spec and ``shifts``, so a refitted VQ-VAE or other
-    data never reuse stale codes.
+    ``train`` holds (S, N, h, w) code maps, one per offset of :func:`offsets` (the inputs as they are first),
+    ``test`` (N, h, w) code maps of the inputs as they are. The cache key is the digest of the VQ-VAE weights, the
+    data spec and the offsets, so a refitted VQ-VAE or other data never reuse stale codes.
     """
-    if shifts < 1:
-        raise ValueError(f"--shifts must be >= 1, got {shifts}")
+    moves = offsets(shifts, jitter)
     spec = {**data_spec, **({"root": data_root} if data_root else {})}
     digest = weights_digest(vqvae.state_dict())
-    key = hashlib.sha256(json.dumps([digest, spec, shifts], sort_keys=True, default=str).encode()).hexdigest()[:16]
+    # the key of a fit without jitter is as before --jitter existed, so its cached codes stay valid
+    key_parts = [digest, spec, shifts] + ([jitter] if jitter else [])
+    key = hashlib.sha256(json.dumps(key_parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
     cache = vqvae_path.parent / f"codes-{key}.pt"
     if cache.is_file():
         return torch.load(cache, weights_only=True)
     splits = common.load_splits(spec)
     codes: dict[str, Any] = {"vqvae_digest": digest, "label_names": list(splits.label_names)}
 
-    def encode(x: Tensor, y: Tensor, rows: int) -> Tensor:  # (N, h, w) int64 of the inputs moved down by rows
-        return torch.cat([vqvae.encode(shift_down(xb, rows)).cpu() for xb, _ in common.batches(x, y, 512, device)])
+    def encode(x: Tensor, y: Tensor, dy: int, dx: int) -> Tensor:  # (N, h, w) int64 of the inputs moved by dy, dx
+        return torch.cat([vqvae.encode(translate(xb, dy, dx)).cpu() for xb, _ in common.batches(x, y, 512, device)])
 
     x, y = common.as_tensors(splits.train)
-    codes["train"] = (torch.stack([encode(x, y, s) for s in range(shifts)]), y.clone())  # (S, N, h, w), (N,)
+    codes["train"] = (torch.stack([encode(x, y, dy, dx) for dy, dx in moves]), y.clone())  # (S, N, h, w), (N,)
     x, y = common.as_tensors(splits.test)
-    codes["test"] = (encode(x, y, 0), y.clone())  # (N, h, w), (N,)
+    codes["test"] = (encode(x, y, 0, 0), y.clone())  # (N, h, w), (N,)
     atomic_save(codes, cache)
     return codes
+
+
+def offsets(shifts: int = 1, jitter: int = 0) -> list[tuple[int, int]]:
+    """The (dy, dx) pixel offsets at which each training input is encoded, (0, 0) first: (s, 0) for s < ``shifts``
+    (delays of a spectrogram), or every (dy, dx) with |dy|, |dx| <= ``jitter`` (translations of an image)."""
+    if shifts < 1:
+        raise ValueError(f"--shifts must be >= 1, got {shifts}")
+    if jitter < 0:
+        raise ValueError(f"--jitter must be >= 0, got {jitter}")
+    if shifts > 1 and jitter > 0:
+        raise ValueError(f"--shifts {shifts} and --jitter {jitter}: pass one of them (shifts delay, jitter translates)")
+    if jitter == 0:
+        return [(s, 0) for s in range(shifts)]
+    moves = [(dy, dx) for dy in range(-jitter, jitter + 1) for dx in range(-jitter, jitter + 1)]
+    return sorted(moves, key=lambda m: m != (0, 0))  # stable: (0, 0) first, the rest in raster order
+
+
+def translate(x: Tensor, dy: int, dx: int) -> Tensor:
+    """x (B, C, H, W) moved down by dy and right by dx pixels (negative: up, left); zeros fill the uncovered border."""
+    if dy == 0 and dx == 0:
+        return x
+    H, W = x.shape[2:]
+    padded = F.pad(x, (max(dx, 0), max(-dx, 0), max(dy, 0), max(-dy, 0)))  # (B, C, H + |dy|, W + |dx|)
+    top, left = max(-dy, 0), max(-dx, 0)
+    return padded[:, :, top : top + H, left : left + W]
 
 
 def draw_shifts(codes: Tensor, generator: torch.Generator) -> Tensor:
@@ -144,7 +175,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     vqvae, vq_ckpt = load_vqvae(vqvae_path, device)
     audio = "spectrogram" in vq_ckpt["data"]
     common.fill_defaults(args, DEFAULTS, "audio" if audio else "image")
-    codes = encode_splits(vqvae, vqvae_path, vq_ckpt["data"], args.data_root, device, args.shifts)
+    codes = encode_splits(vqvae, vqvae_path, vq_ckpt["data"], args.data_root, device, args.shifts, args.jitter)
     train_codes, train_labels = codes["train"]  # (S, N, h, w), (N,)
     test_codes, test_labels = codes["test"]  # (N, h, w), (N,)
     shape = tuple(test_codes.shape[1:])
@@ -166,11 +197,11 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         start_epoch = common.resume(
             ckpt_path, "prior", model, optimizer, scheduler, loader_generator,
             config=dataclasses.asdict(config), vqvae_digest=codes["vqvae_digest"], shifts=args.shifts,
-            legacy={"shifts": 1},  # fitted before --shifts existed
+            jitter=args.jitter, legacy={"shifts": 1, "jitter": 0},  # fitted before --shifts / --jitter existed
         )
     print(f"prior: {sum(p.numel() for p in model.parameters()):,} parameters, code maps {shape}, "
           f"K={config.codebook_size}, {config.num_classes or 'no'} classes, {len(train_labels)} train "
-          f"({len(train_codes)} shifts) / {len(test_codes)} held-out, device {device}")
+          f"({len(train_codes)} encodings each) / {len(test_codes)} held-out, device {device}")
 
     metrics: dict[str, Any] = {}
     for epoch in range(start_epoch, args.epochs):
@@ -202,7 +233,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             ckpt_path, "prior", model,
             codebook_size=config.codebook_size, label_names=codes["label_names"], code_shape=list(shape),
             vqvae=str(vqvae_path), vqvae_digest=codes["vqvae_digest"], shifts=args.shifts,
-            metrics=metrics, **common.training_state(optimizer, scheduler, loader_generator, epoch + 1, args),
+            jitter=args.jitter, metrics=metrics, **common.training_state(optimizer, scheduler, loader_generator, epoch + 1, args),
         )
     return metrics
 

@@ -10,6 +10,7 @@ import torch
 
 from pipelines import fit_prior, fit_vqvae, generate, quickstart
 from vqvae_prior.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from vqvae_prior.layers import shift_down
 
 TINY_VQVAE = ["--channels", "16", "--residual-channels", "8", "--codebook-size", "32", "--code-dim", "8"]
 TINY_PRIOR = ["--layers", "3", "--channels", "16", "--head-channels", "32", "--samples-per-class", "2"]
@@ -173,3 +174,33 @@ def test_quickstart_writes_samples_png(tmp_path, digit_folder):
     assert out.images.shape == (30, 1, 28, 28)  # 3 classes x 10
     assert (tmp_path / "samples.png").stat().st_size > 0
     quickstart.main(args)  # a second run reuses the finished fits
+
+
+def test_jitter_offsets_and_translation():
+    """--jitter P: every (dy, dx) in [-P, P]^2, the image as it is first; translate moves pixels and fills zeros."""
+    moves = fit_prior.offsets(jitter=1)
+    assert moves[0] == (0, 0) and len(set(moves)) == 9 and all(max(map(abs, m)) <= 1 for m in moves)
+    assert fit_prior.offsets(shifts=3) == [(0, 0), (1, 0), (2, 0)]
+    for bad, match in (({"shifts": 2, "jitter": 1}, "pass one of them"), ({"jitter": -1}, "--jitter must be >= 0")):
+        with pytest.raises(ValueError, match=match):
+            fit_prior.offsets(**bad)
+    x = torch.arange(1, 13, dtype=torch.float32).view(1, 1, 3, 4)  # (B, C, H, W)
+    for dy, dx in [(1, 0), (-1, 2), (2, -3), (0, -1)]:
+        moved = fit_prior.translate(x, dy, dx)
+        assert moved.shape == x.shape
+        for r in range(3):
+            for c in range(4):
+                src = (r - dy, c - dx)
+                inside = 0 <= src[0] < 3 and 0 <= src[1] < 4
+                assert moved[0, 0, r, c] == (x[0, 0, src[0], src[1]] if inside else 0)
+    assert torch.equal(fit_prior.translate(x, 2, 0), shift_down(x, 2))  # what --shifts did before --jitter
+
+
+def test_prior_fits_on_jittered_encodings(tmp_path):
+    """A fit with --jitter 1 trains on 9 encodings per image; its checkpoint records the jitter, resume checks it."""
+    run_vqvae(tmp_path)
+    run_prior(tmp_path, "--jitter", "1")
+    ckpt = load_checkpoint(tmp_path / "prior" / "prior.pt", "prior")
+    assert ckpt["jitter"] == 1 and ckpt["shifts"] == 1
+    with pytest.raises(ValueError, match="jitter=1, this call asks for 0"):
+        run_prior(tmp_path, "--jitter", "0", "--epochs", "2", "--resume")
