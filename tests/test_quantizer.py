@@ -93,3 +93,21 @@ def test_code_usage_counts_perplexity_and_codes_used():
     usage.update(torch.tensor([[0, 1], [2, 3]]))
     assert usage.codes_used == 4
     assert abs(usage.perplexity - 4.0) < 1e-6
+
+
+@pytest.mark.parametrize("ema", [True, False])
+def test_training_step_quantizes_to_the_codes_it_looked_up(ema):
+    """In a training step, each vector goes to the code vector nearest to it *before* this step's EMA update and
+    dead-code restarts (encodec's order): a code restarted in this step must not send its vectors to a random encoder
+    output, and the EMA must not move the vectors it returns."""
+    q = VectorQuantizer(4, 2, ema=ema, dead_code_threshold=1.0)
+    q.initialized.fill_(True)
+    q.codebook.data.copy_(torch.tensor([[0.0, 0.0], [10.0, 10.0], [-10.0, 10.0], [10.0, -10.0]]))
+    q.ema_sum.copy_(q.codebook.data)
+    q.usage.copy_(torch.tensor([5.0, 0.0, 5.0, 5.0]))  # code 1 is dead: it is restarted in this step
+    before = q.codebook.detach().clone()  # (K, D)
+    z = torch.tensor([[9.0, 9.5], [0.5, 0.2], [-9.0, 9.0], [8.0, -9.0]]).view(4, 2, 1, 1)  # (B, D, 1, 1)
+    out = q(z)
+    assert out.indices.flatten().tolist() == [1, 0, 2, 3]
+    torch.testing.assert_close(out.quantized, before[out.indices].permute(0, 3, 1, 2))  # (B, D, 1, 1)
+    assert not torch.equal(q.codebook, before)  # the step did update (and restart) the codebook

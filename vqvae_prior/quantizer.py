@@ -146,9 +146,11 @@ class VectorQuantizer(nn.Module):
                 self._initialize(z)
             indices = self.quantize(z)  # (N,)
             counts = torch.bincount(indices, minlength=self.codebook_size).float()  # (K,)
+            # look the codes up before this step updates the codebook (encodec's order): a code restarted below
+            # must not send the vectors assigned to it to a random encoder output
+            e = self.dequantize(indices).float()  # (N, D)
             if self.training:
                 self._update(z, indices, counts)
-            e = self.dequantize(indices).float()  # (N, D)
             commitment_loss = F.mse_loss(z, e.detach())
             codebook_loss = z.new_zeros(()) if self.ema else F.mse_loss(e, z.detach())
             z_q = z + (e - z).detach()  # (N, D) straight-through estimator
