@@ -6,10 +6,11 @@ A checkpoint is a dict saved with ``torch.save``::
      "config": dataclasses.asdict(config),   # rebuilds the model
      "model": state_dict,                    # of the unwrapped module (no DDP / torch.compile prefixes)
      "data": {...},                          # the data set's spec (and, for audio, the spectrogram settings)
-     ...}                                    # training state for --resume: optimizer, epoch, rng, args
+     ...}                                    # epoch, metrics, args; training state for --resume (pipelines.run_folder)
 
 It is written to a temporary file in the same folder and renamed over the target, so an interrupted write never
-destroys the previous checkpoint.
+destroys the previous checkpoint; a temporary left by a writer that was killed is removed at the next write of the
+same target. Weights that are not finite (a diverged fit) are refused when saving and when loading.
 """
 
 from __future__ import annotations
@@ -17,26 +18,30 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import tempfile
+import re
+import secrets
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from torch import nn
 
+from vqvae_prior.errors import VQPriorError
 from vqvae_prior.prior import GatedPixelCNN, PriorConfig
 from vqvae_prior.vqvae import VQVAE, VQVAEConfig
 
 __all__ = [
-    "CheckpointError", "atomic_save", "load_checkpoint", "load_prior", "load_vqvae", "save_checkpoint", "unwrap",
-    "weights_digest",
+    "CheckpointError", "atomic_save", "atomic_write", "load_checkpoint", "load_prior", "load_vqvae", "nonfinite",
+    "require", "save_checkpoint", "stale_temporaries", "unwrap", "weights_digest",
 ]
 
 FORMAT, VERSION = "vqvae_prior", 1
 _MODELS = {"vqvae": (VQVAE, VQVAEConfig), "prior": (GatedPixelCNN, PriorConfig)}
+_REQUIRED = ("format", "version", "kind", "config", "model")  # the keys every checkpoint has
 
 
-class CheckpointError(ValueError):
+class CheckpointError(VQPriorError, ValueError):
     """A checkpoint is missing, unreadable, of the wrong kind, or does not fit the model it is used with."""
 
 
@@ -52,16 +57,19 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def save_checkpoint(path: str | Path, kind: str, model: nn.Module, **extra: Any) -> None:
-    """Atomically write ``model`` (its config and weights) and ``extra`` entries to ``path``."""
+    """Atomically write ``model`` (its config and weights) and ``extra`` entries to ``path``; weights that are not
+    finite are refused."""
     if kind not in _MODELS:
         raise ValueError(f"kind must be one of {sorted(_MODELS)}, got {kind!r}")
     model = unwrap(model)
+    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    check_finite(weights, f"the {kind} weights to save to {path}")
     payload = {
         "format": FORMAT,
         "version": VERSION,
         "kind": kind,
         "config": dataclasses.asdict(model.config),
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model": weights,
         **extra,
     }
     atomic_save(payload, path)
@@ -69,18 +77,70 @@ def save_checkpoint(path: str | Path, kind: str, model: nn.Module, **extra: Any)
 
 def atomic_save(obj: Any, path: str | Path) -> None:
     """``torch.save(obj)`` to a temporary file beside ``path``, then rename it over ``path``."""
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
+    """Write ``path`` with ``write(file)`` into a temporary file beside it, then rename that over ``path``: readers
+    see the old content or the new, never a part of it.
+
+    The temporary, ``.NAME.PID.RANDOM.tmp``, names the writing process; the temporaries of the same target whose
+    process is gone (killed mid-write) are removed first. The file gets the permissions of any new file (0666 less
+    the umask).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    for stale in stale_temporaries(path):
+        stale.unlink(missing_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def stale_temporaries(path: str | Path) -> list[Path]:
+    """The temporaries that :func:`atomic_write` left beside ``path`` in processes that are no longer running, and
+    those of the earlier naming (``.NAME.XXXXXXXX.tmp``, which named no process)."""
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(?:(\d+)\.[0-9a-f]{{16}}|[a-z0-9_]{{8}})\.tmp")
+    if not path.parent.is_dir():
+        return []
+    found = (pattern.fullmatch(p.name) for p in path.parent.iterdir() if p.name.startswith(f".{path.name}."))
+    return [path.with_name(m[0]) for m in found if m and not (m[1] and _running(int(m[1])))]
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists; True where that cannot be known (not POSIX), so nothing live is removed."""
+    if pid == os.getpid() or os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0 only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by another user
+        return True
+    return True
+
+
+def nonfinite(weights: dict[str, torch.Tensor]) -> list[str]:
+    """The names of the floating-point tensors of ``weights`` that hold NaN or infinite values."""
+    return [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def check_finite(weights: dict[str, torch.Tensor], what: str) -> None:
+    """Refuse NaN or infinite values in the floating-point tensors of ``weights``, naming the first few."""
+    bad = nonfinite(weights)
+    if bad:
+        more = ", ..." if len(bad) > 3 else ""
+        raise CheckpointError(f"{what}: {len(bad)} tensors hold NaN or infinite values ({', '.join(bad[:3])}{more}); "
+                              "the fit that made them diverged")
 
 
 def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
@@ -93,7 +153,7 @@ def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
 
 
 def load_checkpoint(path: str | Path, kind: str | None = None) -> dict[str, Any]:
-    """Read a checkpoint (on the CPU) and check its format and, when given, its kind."""
+    """Read a checkpoint (on the CPU) and check its format, its keys and, when given, its kind."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -103,20 +163,52 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> dict[str, Any]
         raise CheckpointError(f"{path} is not a readable vqvae_prior checkpoint: {e}") from e
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a vqvae_prior checkpoint")
+    require(payload, path, *_REQUIRED)
+    if not isinstance(payload["version"], int) or payload["version"] > VERSION:
+        raise CheckpointError(f"{path} has format version {payload['version']!r}; this code reads up to {VERSION}")
+    if payload["kind"] not in _MODELS:
+        raise CheckpointError(f"{path} holds a model of unknown kind {payload['kind']!r}; expected one of "
+                              f"{', '.join(_MODELS)}")
     if kind is not None and payload["kind"] != kind:
         raise CheckpointError(f"{path} holds a {payload['kind']} model, expected a {kind} model")
     return payload
 
 
+def require(payload: dict[str, Any], path: str | Path, *keys: str) -> None:
+    """Refuse a checkpoint that lacks any of ``keys``, naming them."""
+    missing = [k for k in keys if k not in payload]
+    if missing:
+        kind = payload.get("kind", "vqvae_prior")
+        raise CheckpointError(f"{path} lacks {', '.join(map(repr, missing))}, which every {kind} checkpoint written "
+                              "by this package holds (made by hand, or by another program?)")
+
+
 def _build(payload: dict[str, Any], path: str | Path, device: torch.device | str | None) -> nn.Module:
+    """The model of a checked checkpoint; weights that do not fit its config, or are not finite, are refused."""
     model_cls, config_cls = _MODELS[payload["kind"]]
     try:
         config = config_cls(**payload["config"])
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: its config does not match this version of {config_cls.__name__}: {e}") from e
     model = model_cls(config)
-    model.load_state_dict(payload["model"])
+    weights, expected = payload["model"], model.state_dict()
+    if not isinstance(weights, dict):
+        raise CheckpointError(f"{path}: 'model' is a {type(weights).__name__}, expected a state dict of tensors")
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    shapes = {k: tuple(getattr(w, "shape", ())) for k, w in weights.items()}
+    wrong = [f"{k} {shapes[k]} instead of {tuple(v.shape)}" for k, v in expected.items()
+             if k in shapes and shapes[k] != tuple(v.shape)]  # fmt: skip
+    if missing or unexpected or wrong:
+        problems = [f"{what} {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}"
+                    for what, names in (("missing", missing), ("unexpected", unexpected), ("shape of", wrong))
+                    if names]  # fmt: skip
+        raise CheckpointError(f"{path}: its weights do not fit the {payload['kind']} its config describes "
+                              f"({'; '.join(problems)})")
+    check_finite(weights, str(path))
+    model.load_state_dict(weights)
     return model.to(device or "cpu").eval()
+
 
 
 def load_vqvae(path: str | Path, device: torch.device | str | None = None) -> tuple[VQVAE, dict[str, Any]]:

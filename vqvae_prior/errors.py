@@ -1,0 +1,19 @@
+"""The package's own error types: bad input, explained in one line.
+
+Every error about what a user gave (an argument, a data set, a checkpoint, an output folder) derives from
+:class:`VQPriorError`; its message names the argument or file and says what was expected. The command-line entry
+points print such an error as one line and exit with status 2 (``pipelines.cli.run``); any other exception is a bug
+and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = ["UsageError", "VQPriorError"]
+
+
+class VQPriorError(Exception):
+    """Base of the errors about the user's input; the message is the whole explanation."""
+
+
+class UsageError(VQPriorError, ValueError):
+    """An argument is out of range, or contradicts another argument or the files it names."""
