@@ -23,10 +23,12 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from vqvae_prior.errors import VQPriorError
+
 __all__ = ["DATASETS", "DataError", "DatasetSplits", "load_dataset"]
 
 
-class DataError(ValueError):
+class DataError(VQPriorError, ValueError):
     """A data set could not be found or read; the message names the path or argument and what was expected."""
 
 
@@ -79,8 +81,15 @@ def load_dataset(name: str, root: str | Path | None = None, **options: Any) -> D
     """Load data set ``name`` (one of :data:`DATASETS`) from ``root`` with loader-specific ``options``.
 
     ``load_dataset(**splits.spec)`` rebuilds the same data set: the spec holds ``name``, ``root`` and every option.
+    Neither split is empty: fits report held-out figures every epoch.
     """
     if name not in DATASETS:
         raise DataError(f"unknown data set {name!r}; expected one of {', '.join(DATASETS)}")
     loaders = _audio_loaders() if name == "audio-folder" else _image_loaders()
-    return loaders[name](root=root, **options)
+    splits = loaders[name](root=root, **options)
+    for split, items in (("train", splits.train), ("held-out", splits.test)):
+        if len(items) == 0:
+            where = f"the {name} data set" + (f" at {root}" if root is not None else "")
+            raise DataError(f"{where}: its {split} split is empty "
+                            f"({len(splits.train)} train, {len(splits.test)} held-out items)")
+    return splits

@@ -179,6 +179,9 @@ def _load_idx_dataset(
     for x, y, (px, py) in ((train_x, train_y, IDX_FILES[:2]), (test_x, test_y, IDX_FILES[2:])):
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
             raise DataError(f"{folder}: {px} {x.shape} and {py} {y.shape} are not N images (N, H, W) + N labels")
+        if len(y) and y.max() >= len(label_names):
+            raise DataError(f"{folder}: {py} holds label {int(y.max())}; {name} labels must lie in "
+                            f"0-{len(label_names) - 1}")
     return _splits(
         _to_tensors(rearrange(train_x, "n h w -> n 1 h w"), train_y),
         _to_tensors(rearrange(test_x, "n h w -> n 1 h w"), test_y),
@@ -365,6 +368,9 @@ def load_image_folder(
 
     x, y = torch.stack(images), torch.tensor([label for _, label in samples])  # (N, C, H, W), (N,)
     train, test = _stratified_split(y, test_fraction, seed)
+    if len(test) == 0:
+        raise DataError(f"{folder}: no image can be held out, as every class has a single image "
+                        f"({len(classes)} classes, {len(samples)} images); a class needs 2 or more")
     json_size = list(image_size) if isinstance(image_size, (tuple, list)) else image_size
     spec = {"name": "image-folder", "root": str(root), "image_size": json_size,
             "channels": channels, "test_fraction": test_fraction, "seed": seed}  # fmt: skip
