@@ -19,6 +19,7 @@ same indices, and the inner loops have no host synchronization.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -35,17 +36,26 @@ __all__ = ["sample_cached", "sample_from_logits", "sample_reference"]
 
 
 def sample_from_logits(logits: Tensor, u: Tensor, temperature: float) -> Tensor:
-    """Indices (B,) drawn from softmax(logits / temperature) (B, K) by inverse CDF with uniforms u (B,)."""
-    cdf = torch.softmax(logits.float() / temperature, dim=-1).cumsum(dim=-1)  # (B, K)
-    return torch.searchsorted(cdf, u.reshape(-1, 1).contiguous()).squeeze(1).clamp_(max=logits.shape[-1] - 1)
+    """Indices (B,) drawn from softmax(logits / temperature) (B, K) by inverse CDF with uniforms u (B,).
+
+    The logits are shifted so that their maximum is 0 before the division: a tiny temperature then sends the others
+    to -inf (probability 0) instead of overflowing, and the most likely code is drawn (argmax).
+    """
+    logits = logits.float()
+    logits = logits - logits.amax(dim=-1, keepdim=True)  # (B, K), max 0
+    temperature = max(temperature, torch.finfo(torch.float32).tiny)  # not 0 in float32: 0 / 0 would be NaN
+    cdf = torch.softmax(logits / temperature, dim=-1).cumsum(dim=-1)  # (B, K)
+    u = u.reshape(-1, 1).contiguous()  # (B, 1)
+    # the first code whose cumulative probability exceeds u: a code of probability 0 is never drawn, even for u = 0
+    return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=logits.shape[-1] - 1)
 
 
 def _start(
     model: GatedPixelCNN, n: int, shape: tuple[int, int], temperature: float, generator, given: Tensor | None
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Checked arguments -> (uniforms (n, h, w), indices (n, h, w) with given entries, keep mask (n, h, w))."""
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
     if len(shape) != 2 or min(shape) < 1:
         raise ValueError(f"shape must be (h, w) with h, w >= 1, got {shape}")
     device = model.device
