@@ -1,21 +1,24 @@
-"""Pieces shared by the entry points: device choice, batching, metrics log, random state for --resume."""
+"""Pieces shared by the entry points: device choice, options, batching, image grids. The output folder of a fit
+(checkpoints, metrics, --resume) is in ``run_folder.py``."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.utils import save_image
 
 import data
-from vqvae_prior.checkpoint import load_checkpoint
+from pipelines import cli
+from vqvae_prior.checkpoint import atomic_write
+from vqvae_prior.errors import UsageError
 
 
 def pick_device(name: str | None) -> torch.device:
@@ -24,7 +27,7 @@ def pick_device(name: str | None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine; pass --device cpu")
+        raise UsageError(f"--device {name}: CUDA is not available on this machine; pass --device cpu")
     return device
 
 
@@ -36,8 +39,19 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
                         help="constant (measured better for the default few-epoch fits) or cosine decay to zero")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
-    parser.add_argument("--resume", action="store_true", help="continue the fit saved in --out")
+    parser.add_argument("--patience", type=int,
+                        help="stop when the held-out metric has not improved for N epochs (default: never)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the fit saved in --out from its last epoch (the same options; --epochs, "
+                             "--patience and --device may change)")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+
+
+def check_common_args(args: argparse.Namespace) -> None:
+    """Refuse, before any work, values of the options of :func:`add_common_args` that no fit can use."""
+    cli.at_least(args, 1, "epochs", "batch_size", "patience")
+    cli.positive(args, "lr")
+    pick_device(args.device)
 
 
 def fill_defaults(args: argparse.Namespace, defaults: dict[str, dict[str, Any]], kind: str) -> None:
@@ -54,7 +68,8 @@ def save_grid(images: Tensor, path: Path, nrow: int, spectrograms: bool = False)
         from vqvae_prior.audio import picture
 
         images = picture(images)  # (N, C, F, T)
-    save_image(images.cpu(), path, nrow=nrow, padding=2)
+    fmt = Image.registered_extensions().get(Path(path).suffix.lower())  # "PNG", "JPEG", ...
+    atomic_write(path, lambda f: save_image(images.cpu(), f, nrow=nrow, padding=2, format=fmt))
 
 
 AUDIO_OPTIONS = ("sample_rate", "representation", "n_fft", "hop_length", "n_mels", "n_frames", "label_pattern")
@@ -76,6 +91,9 @@ def dataset_options(args: argparse.Namespace) -> dict[str, Any]:
     """The data set arguments of the command line as ``load_dataset`` keyword options."""
     options: dict[str, Any] = {}
     if args.image_size is not None:
+        if len(args.image_size) > 2 or min(args.image_size) < 1:
+            given = " ".join(map(str, args.image_size))
+            raise UsageError(f"--image-size takes S (S x S) or H W, each >= 1; got {given}")
         options["image_size"] = tuple(args.image_size) if len(args.image_size) == 2 else args.image_size[0]
     if args.channels_in is not None:
         options["channels"] = args.channels_in
@@ -84,7 +102,7 @@ def dataset_options(args: argparse.Namespace) -> dict[str, Any]:
     if wrong:
         flags = {"image_size": "--image-size", "channels": "--channels-in"}
         given = ", ".join(flags.get(name, "--" + name.replace("_", "-")) for name in wrong)
-        raise ValueError(f"{given} does not apply to --dataset {args.dataset}")
+        raise UsageError(f"{given} does not apply to --dataset {args.dataset}")
     return {**options, **audio}
 
 
@@ -117,82 +135,7 @@ def lr_schedule(
         return torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
         )
-    raise ValueError(f"--lr-schedule must be constant or cosine, got {name!r}")
-
-
-def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def rng_state(loader_generator: torch.Generator) -> dict[str, Any]:
-    """Every random state a fit uses, to save in its checkpoint."""
-    state = {"torch": torch.get_rng_state(), "loader": loader_generator.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any], loader_generator: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    loader_generator.set_state(state["loader"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def resume(
-    path: Path,
-    kind: str,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    loader_generator: torch.Generator,
-    legacy: dict[str, Any] | None = None,
-    **expected: Any,
-) -> int:
-    """Restore an interrupted fit from its checkpoint; returns the number of epochs it had done.
-
-    ``expected`` entries (the model config, ...) must equal the checkpoint's, else the fit is refused. ``legacy``:
-    what a key missing from a checkpoint written before it existed stands for.
-    """
-    state = load_checkpoint(path, kind)
-    for key, value in expected.items():
-        found = state.get(key, (legacy or {}).get(key))
-        if found != value:
-            raise ValueError(f"--resume: {path} was fitted with {key}={found!r}, this call asks for {value!r}")
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["lr_scheduler"])
-    set_rng_state(state["rng"], loader_generator)
-    return state["epoch"]
-
-
-def training_state(
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    loader_generator: torch.Generator,
-    epoch: int,
-    args: argparse.Namespace,
-) -> dict[str, Any]:
-    """What a checkpoint needs, beside the model, for --resume."""
-    return {
-        "optimizer": optimizer.state_dict(),
-        "lr_scheduler": scheduler.state_dict(),
-        "rng": rng_state(loader_generator),
-        "epoch": epoch,
-        "args": vars(args),
-    }
-
-
-def check_resume(out: Path, checkpoint: Path, resume: bool) -> None:
-    """Refuse to overwrite an earlier fit's checkpoint unless --resume asks to continue it."""
-    if resume and not checkpoint.is_file():
-        raise FileNotFoundError(f"--resume: there is no checkpoint to resume at {checkpoint}")
-    if not resume and checkpoint.exists():
-        raise FileExistsError(
-            f"{checkpoint} already exists: pass --resume to continue that fit, or another --out folder"
-        )
-    out.mkdir(parents=True, exist_ok=True)
+    raise UsageError(f"--lr-schedule must be constant or cosine, got {name!r}")
 
 
 def load_splits(spec: dict[str, Any], data_root: str | None = None) -> data.DatasetSplits:

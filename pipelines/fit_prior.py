@@ -3,16 +3,20 @@
     python -m pipelines.fit_prior --vqvae runs/mnist/vqvae.pt --out runs/mnist-prior
 
 The data set is the one the VQ-VAE was fitted on (recorded in its checkpoint; ``--data-root`` reads it from another
-folder). It is encoded once with the frozen VQ-VAE and the code maps are cached beside the VQ-VAE checkpoint
-(``codes-<digest>.pt``). ``--shifts S`` (S > 1) augments the small audio data sets: each training input is also
-encoded moved down by 1 .. S-1 rows, zero rows in front (a spectrogram: delayed by that many frames, silence before
-it, its end cut), and every epoch draws one of its S code maps; held-out figures use the inputs as they are.
+folder). It is encoded once with the frozen VQ-VAE and the code maps are cached in the fit's folder, or in
+``--cache-dir`` to share them between fits (``codes-<digest>.pt``; an unreadable one is rebuilt). ``--shifts S``
+(S > 1) augments the small audio data sets: each training input is also encoded moved down by 1 .. S-1 rows, zero
+rows in front (a spectrogram: delayed by that many frames, silence before it, its end cut), and every epoch draws
+one of its S code maps; held-out figures use the inputs as they are.
 ``--jitter P`` (P > 0) does the same for images with small translations: each training image is also encoded moved
 by every (dy, dx) with |dy|, |dx| <= P pixels (zeros fill the border it uncovers), (2P + 1)^2 code maps per image. The
 prior is class-conditional when the data set has labels, unless ``--unconditional``.
 Per epoch: train and held-out bits per code (``metrics.jsonl``), a grid of decoded samples (``samples.png``, one
-row per class), and ``prior.pt`` written atomically with its config, K, the label names and the digest of the
-VQ-VAE weights it was fitted on. ``--resume`` continues an interrupted fit.
+row per class), ``prior.pt``, the epoch with the lowest held-out bits per code so far (what ``generate`` reads), and
+``prior-last.pt``, the last epoch with the training state that ``--resume`` continues; both hold the config, K, the
+label names and the digest of the VQ-VAE weights the prior was fitted on. ``--patience N`` stops the fit once the
+held-out bits per code have not improved for N epochs. See ``pipelines/run_folder.py`` for what is guaranteed of the
+output folder.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -31,8 +36,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from pipelines import common
-from vqvae_prior.checkpoint import atomic_save, load_vqvae, save_checkpoint, weights_digest
+from pipelines import cli, common, run_folder
+from pipelines.run_folder import RunFolder
+from pipelines.training import FiniteLoss
+from vqvae_prior.checkpoint import atomic_save, load_checkpoint, load_vqvae, require, weights_digest
+from vqvae_prior.errors import UsageError
 from vqvae_prior.prior import GatedPixelCNN, PriorConfig
 from vqvae_prior.vqvae import VQVAE
 
@@ -43,6 +51,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--vqvae", required=True, help="checkpoint written by pipelines.fit_vqvae")
     parser.add_argument("--data-root", help="read the VQ-VAE's data set from this folder instead")
     parser.add_argument("--out", default="runs/prior", help="output folder")
+    parser.add_argument("--cache-dir", help="folder of the cached code maps, to share them between fits "
+                                            "(default: --out)")
     common.add_common_args(parser)
     parser.add_argument("--layers", type=int, default=defaults.num_layers, help="gated layers, the first of type A")
     parser.add_argument("--channels", type=int, default=defaults.channels)
@@ -60,6 +70,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# options a resumed fit may change: they do not change what is computed
+FREE_ON_RESUME = run_folder.FREE_ON_RESUME | {"vqvae", "cache_dir", "samples_per_class"}
+LEGACY = {"shifts": 1, "jitter": 0}  # what a checkpoint written before --shifts / --jitter existed was fitted with
+
 # --epochs, --batch-size, --dropout and --shifts when not given, by the VQ-VAE's data. Audio data sets are small
 # (FSDD: 2,250 train clips): smaller batches give more steps, and dropout and 8 shifts (one code row of the audio
 # VQ-VAE) keep the prior from overfitting: FSDD without them overfits after 9 epochs (held-out 4.95 -> 5.78 bits
@@ -73,15 +87,16 @@ DEFAULTS = {
 
 @torch.no_grad()
 def encode_splits(
-    vqvae: VQVAE, vqvae_path: Path, data_spec: dict[str, Any], data_root: str | None, device: torch.device,
+    vqvae: VQVAE, cache_dir: Path, data_spec: dict[str, Any], data_root: str | None, device: torch.device,
     shifts: int = 1,
     jitter: int = 0,
 ) -> dict[str, Any]:
-    """Code maps and labels of the train and held-out splits, cached beside the VQ-VAE checkpoint.
+    """Code maps and labels of the train and held-out splits, cached in ``cache_dir`` (the fit's folder).
 
     ``train`` holds (S, N, h, w) code maps, one per offset of :func:`offsets` (the inputs as they are first),
     ``test`` (N, h, w) code maps of the inputs as they are. The cache key is the digest of the VQ-VAE weights, the
-    data spec and the offsets, so a refitted VQ-VAE or other data never reuse stale codes.
+    data spec and the offsets, so a refitted VQ-VAE or other data never reuse stale codes; an unreadable cache is
+    rebuilt, with a warning.
     """
     moves = offsets(shifts, jitter)
     spec = {**data_spec, **({"root": data_root} if data_root else {})}
@@ -89,9 +104,16 @@ def encode_splits(
     # the key of a fit without jitter is as before --jitter existed, so its cached codes stay valid
     key_parts = [digest, spec, shifts] + ([jitter] if jitter else [])
     key = hashlib.sha256(json.dumps(key_parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    cache = vqvae_path.parent / f"codes-{key}.pt"
+    cache = Path(cache_dir) / f"codes-{key}.pt"
     if cache.is_file():
-        return torch.load(cache, weights_only=True)
+        try:
+            codes = torch.load(cache, weights_only=True)
+            if codes["vqvae_digest"] == digest and len(codes["train"][0]) == len(moves):
+                return codes
+            problem = "it holds the codes of other weights or offsets"
+        except Exception as e:  # torch raises several types for a corrupt file; a foreign one lacks keys
+            problem = f"{type(e).__name__}: {' '.join(str(e).split())}"
+        print(f"warning: the code cache {cache} is unreadable ({problem}); rebuilding it", file=sys.stderr)
     splits = common.load_splits(spec)
     codes: dict[str, Any] = {"vqvae_digest": digest, "label_names": list(splits.label_names)}
 
@@ -110,11 +132,11 @@ def offsets(shifts: int = 1, jitter: int = 0) -> list[tuple[int, int]]:
     """The (dy, dx) pixel offsets at which each training input is encoded, (0, 0) first: (s, 0) for s < ``shifts``
     (delays of a spectrogram), or every (dy, dx) with |dy|, |dx| <= ``jitter`` (translations of an image)."""
     if shifts < 1:
-        raise ValueError(f"--shifts must be >= 1, got {shifts}")
+        raise UsageError(f"--shifts must be >= 1, got {shifts}")
     if jitter < 0:
-        raise ValueError(f"--jitter must be >= 0, got {jitter}")
+        raise UsageError(f"--jitter must be >= 0, got {jitter}")
     if shifts > 1 and jitter > 0:
-        raise ValueError(f"--shifts {shifts} and --jitter {jitter}: pass one of them (shifts delay, jitter translates)")
+        raise UsageError(f"--shifts {shifts} and --jitter {jitter}: pass one of them (shifts delay, jitter translates)")
     if jitter == 0:
         return [(s, 0) for s in range(shifts)]
     moves = [(dy, dx) for dy in range(-jitter, jitter + 1) for dx in range(-jitter, jitter + 1)]
@@ -165,59 +187,82 @@ def save_samples(
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
-    """Fit the prior; returns the last epoch's metrics."""
-    device = common.pick_device(args.device)
-    out = Path(args.out)
-    ckpt_path = out / "prior.pt"
-    common.check_resume(out, ckpt_path, args.resume)
-    torch.manual_seed(args.seed)
-    vqvae_path = Path(args.vqvae)
-    vqvae, vq_ckpt = load_vqvae(vqvae_path, device)
-    audio = "spectrogram" in vq_ckpt["data"]
-    common.fill_defaults(args, DEFAULTS, "audio" if audio else "image")
-    codes = encode_splits(vqvae, vqvae_path, vq_ckpt["data"], args.data_root, device, args.shifts, args.jitter)
-    train_codes, train_labels = codes["train"]  # (S, N, h, w), (N,)
-    test_codes, test_labels = codes["test"]  # (N, h, w), (N,)
-    shape = tuple(test_codes.shape[1:])
-    config = PriorConfig(
-        codebook_size=vqvae.config.codebook_size,
-        num_classes=0 if args.unconditional else len(codes["label_names"]),
+    """Fit the prior; returns the last epoch's metrics (with ``kept`` and ``best_epoch``, as logged)."""
+    vq_ckpt = load_checkpoint(args.vqvae, "vqvae")
+    require(vq_ckpt, args.vqvae, "data")
+    common.fill_defaults(args, DEFAULTS, "audio" if "spectrogram" in vq_ckpt["data"] else "image")
+    common.check_common_args(args)
+    cli.at_least(args, 1, "layers", "channels", "head_channels", "samples_per_class")
+    offsets(args.shifts, args.jitter)
+    model_config(args, vq_ckpt, num_classes=0)
+    with RunFolder(args.out, "prior", metric="test_bits_per_code") as run:
+        return fit(args, run)
+
+
+def model_config(args: argparse.Namespace, vq_ckpt: dict[str, Any], num_classes: int) -> PriorConfig:
+    return cli.build_config(
+        PriorConfig,
+        codebook_size=vq_ckpt["config"]["codebook_size"],
+        num_classes=0 if args.unconditional else num_classes,
         channels=args.channels,
         num_layers=args.layers,
         head_channels=args.head_channels,
         dropout=args.dropout,
     )
+
+
+def fit(args: argparse.Namespace, run: RunFolder) -> dict[str, Any]:
+    """The fit, in an output folder this process owns."""
+    device = common.pick_device(args.device)
+    state = run.start(args.resume)
+    if state is not None:
+        run.check_resumed_args(state, args, FREE_ON_RESUME, legacy=LEGACY)
+    torch.manual_seed(args.seed)
+    vqvae_path = Path(args.vqvae)
+    vqvae, vq_ckpt = load_vqvae(vqvae_path, device)
+    audio = "spectrogram" in vq_ckpt["data"]
+    cache_dir = Path(args.cache_dir) if args.cache_dir is not None else run.out
+    codes = encode_splits(vqvae, cache_dir, vq_ckpt["data"], args.data_root, device, args.shifts, args.jitter)
+    train_codes, train_labels = codes["train"]  # (S, N, h, w), (N,)
+    test_codes, test_labels = codes["test"]  # (N, h, w), (N,)
+    shape = tuple(test_codes.shape[1:])
+    config = model_config(args, vq_ckpt, num_classes=len(codes["label_names"]))
     model = GatedPixelCNN(config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     loader_generator = torch.Generator().manual_seed(args.seed)
     steps_per_epoch = math.ceil(len(train_labels) / args.batch_size)
     scheduler = common.lr_schedule(optimizer, args.lr_schedule, args.epochs * steps_per_epoch)
-    start_epoch = 0
-    if args.resume:
-        start_epoch = common.resume(
-            ckpt_path, "prior", model, optimizer, scheduler, loader_generator,
+    if state is not None:
+        run_folder.restore(
+            state, model, optimizer, scheduler, loader_generator,
             config=dataclasses.asdict(config), vqvae_digest=codes["vqvae_digest"], shifts=args.shifts,
-            jitter=args.jitter, legacy={"shifts": 1, "jitter": 0},  # fitted before --shifts / --jitter existed
+            jitter=args.jitter, legacy=LEGACY,
         )
     print(f"prior: {sum(p.numel() for p in model.parameters()):,} parameters, code maps {shape}, "
           f"K={config.codebook_size}, {config.num_classes or 'no'} classes, {len(train_labels)} train "
           f"({len(train_codes)} encodings each) / {len(test_codes)} held-out, device {device}")
+    info = {"codebook_size": config.codebook_size, "label_names": codes["label_names"], "code_shape": list(shape),
+            "vqvae": str(vqvae_path), "vqvae_digest": codes["vqvae_digest"], "shifts": args.shifts,
+            "jitter": args.jitter, "args": dict(vars(args))}
 
-    metrics: dict[str, Any] = {}
-    for epoch in range(start_epoch, args.epochs):
+    for epoch in range(run.epochs_done, args.epochs):
+        if run.patience_spent(args.patience):
+            break
         model.train()
         t0 = time.perf_counter()
         epoch_codes = draw_shifts(train_codes, loader_generator)  # (N, h, w)
         steps = common.batches(epoch_codes, train_labels, args.batch_size, device, loader_generator)
         bar = tqdm(steps, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{args.epochs}", disable=args.no_progress)
+        finite = FiniteLoss(epoch + 1, steps_per_epoch, device, run.last_good)
         train_bits = torch.zeros((), device=device)
-        for xb, yb in bar:
+        for step, (xb, yb) in enumerate(bar, 1):
             loss = model.nll(xb, yb if config.num_classes else None)  # nats per code
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
             train_bits += loss.detach() * len(xb) / math.log(2)
+            finite.update(loss, step)
             if not args.no_progress and bar.n % 20 == 0:  # reading a loss value waits for the device
                 bar.set_postfix(bits_per_code=f"{float(loss) / math.log(2):.3f}")
         metrics = {
@@ -226,17 +271,13 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             "train_bits_per_code": float(train_bits) / len(train_labels),
             "test_bits_per_code": evaluate(model, test_codes, test_labels, args.batch_size, device),
         }
-        common.append_jsonl(out / "metrics.jsonl", metrics)
+        finite.check_epoch(model, "test_bits_per_code", metrics["test_bits_per_code"])
+        save_samples(model, vqvae, shape, args.samples_per_class, run.out / "samples.png", args.seed, audio)
+        training = run_folder.training_state(optimizer, scheduler, loader_generator)
+        metrics = run.save_epoch(model, metrics, info, training)
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
-        save_samples(model, vqvae, shape, args.samples_per_class, out / "samples.png", args.seed, audio)
-        save_checkpoint(
-            ckpt_path, "prior", model,
-            codebook_size=config.codebook_size, label_names=codes["label_names"], code_shape=list(shape),
-            vqvae=str(vqvae_path), vqvae_digest=codes["vqvae_digest"], shifts=args.shifts,
-            jitter=args.jitter, metrics=metrics, **common.training_state(optimizer, scheduler, loader_generator, epoch + 1, args),
-        )
-    return metrics
+    return run.history[-1]
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    cli.run(main, get_args_parser())

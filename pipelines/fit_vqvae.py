@@ -4,13 +4,15 @@
     python -m pipelines.fit_vqvae --dataset audio-folder --data-root ../shared/data/fsdd/recordings --out runs/fsdd
 
 Per epoch, on the held-out split: reconstruction MSE and PSNR, commitment loss, perplexity and codes used (and the
-same code statistics over the training epoch); appended to ``OUT/metrics.jsonl``. For audio also the log-spectral
-distance in dB between held-out clips and the Griffin-Lim waveforms of their reconstructed spectrograms
+same code statistics over the training epoch); one line per epoch in ``OUT/metrics.jsonl``. For audio also the
+log-spectral distance in dB between held-out clips and the Griffin-Lim waveforms of their reconstructed spectrograms
 (``test_lsd_db``), beside the same distance for the original spectrograms (``ceiling_lsd_db``, what Griffin-Lim
 alone costs, computed once per run); both on a fixed subset of ``--lsd-clips`` clips (``lsd_clips``) spread evenly
 over the held-out split, as Griffin-Lim is slow. Writes ``OUT/reconstructions.png`` (held-out originals above their
-reconstructions) and ``OUT/vqvae.pt`` (atomically, every epoch). ``--resume`` continues an interrupted fit from
-``OUT/vqvae.pt``.
+reconstructions), ``OUT/vqvae.pt``, the epoch with the lowest held-out MSE so far (what ``fit_prior`` reads), and
+``OUT/vqvae-last.pt``, the last epoch with the training state that ``--resume`` continues; ``--patience N`` stops
+the fit once the held-out MSE has not improved for N epochs. A non-finite loss stops the fit with an error, its
+checkpoints untouched. See ``pipelines/run_folder.py`` for what is guaranteed of the output folder.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ from einops import rearrange
 from tqdm import tqdm
 
 import data
-from pipelines import common
-from vqvae_prior.checkpoint import save_checkpoint
+from pipelines import cli, common, run_folder
+from pipelines.run_folder import RunFolder
+from pipelines.training import FiniteLoss
 from vqvae_prior.quantizer import CodeUsage
 from vqvae_prior.vqvae import VQVAE, VQVAEConfig
 
@@ -145,23 +148,26 @@ def lsd_epoch(epoch: int, args: argparse.Namespace) -> bool:
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
-    """Fit the VQ-VAE; returns the last epoch's metrics."""
-    device = common.pick_device(args.device)
+    """Fit the VQ-VAE; returns the last epoch's metrics (with ``kept`` and ``best_epoch``, as logged)."""
     common.fill_defaults(args, DEFAULTS, "audio" if args.dataset == "audio-folder" else "image")
-    out = Path(args.out)
-    ckpt_path = out / "vqvae.pt"
-    common.check_resume(out, ckpt_path, args.resume)
-    torch.manual_seed(args.seed)
-    splits = data.load_dataset(args.dataset, args.data_root, **common.dataset_options(args))
-    x_train, y_train = common.as_tensors(splits.train)
-    x_test, y_test = common.as_tensors(splits.test)
-    C = splits.sample_shape[0]
-    audio, ceiling = None, None
-    if "spectrogram" in splits.spec:  # Griffin-Lim LSD on a fixed subset of held-out clips
-        audio = lsd_subset(splits, x_test, args.lsd_clips)  # (x, clips, cfg)
-        ceiling = griffin_lim_lsd(None, *audio, args.batch_size, device)
-    config = VQVAEConfig(
-        in_channels=C,
+    check_args(args)
+    with RunFolder(args.out, "vqvae", metric="test_mse") as run:
+        return fit(args, run)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse, before any work, options that cannot make a VQ-VAE for a prior."""
+    common.check_common_args(args)
+    cli.at_least(args, 2, "codebook_size")  # a prior over the codes needs two or more
+    cli.positive(args, "beta", zero=True)
+    common.dataset_options(args)
+    model_config(args, in_channels=args.channels_in or 1)
+
+
+def model_config(args: argparse.Namespace, in_channels: int) -> VQVAEConfig:
+    return cli.build_config(
+        VQVAEConfig,
+        in_channels=in_channels,
         channels=args.channels,
         residual_channels=args.residual_channels,
         downsample=args.downsample,
@@ -170,34 +176,53 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         ema=args.quantizer == "ema",
         beta=args.beta,
     )
+
+
+def fit(args: argparse.Namespace, run: RunFolder) -> dict[str, Any]:
+    """The fit, in an output folder this process owns."""
+    device = common.pick_device(args.device)
+    state = run.start(args.resume)
+    if state is not None:
+        run.check_resumed_args(state, args)
+    torch.manual_seed(args.seed)
+    splits = data.load_dataset(args.dataset, args.data_root, **common.dataset_options(args))
+    x_train, y_train = common.as_tensors(splits.train)
+    x_test, y_test = common.as_tensors(splits.test)
+    audio, ceiling = None, None
+    if "spectrogram" in splits.spec:  # Griffin-Lim LSD on a fixed subset of held-out clips
+        audio = lsd_subset(splits, x_test, args.lsd_clips)  # (x, clips, cfg)
+        ceiling = griffin_lim_lsd(None, *audio, args.batch_size, device)
+    config = model_config(args, in_channels=splits.sample_shape[0])
     model = VQVAE(config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     loader_generator = torch.Generator().manual_seed(args.seed)
     steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
     scheduler = common.lr_schedule(optimizer, args.lr_schedule, args.epochs * steps_per_epoch)
-    start_epoch = 0
-    if args.resume:
-        start_epoch = common.resume(
-            ckpt_path, "vqvae", model, optimizer, scheduler, loader_generator,
-            config=dataclasses.asdict(config),
-        )
+    if state is not None:
+        run_folder.restore(state, model, optimizer, scheduler, loader_generator,
+                           config=dataclasses.asdict(config), data=splits.spec)
     print(f"VQ-VAE: {sum(p.numel() for p in model.parameters()):,} parameters, data {splits.sample_shape}, "
           f"{len(x_train)} train / {len(x_test)} held-out, device {device}")
+    info = {"data": splits.spec, "label_names": list(splits.label_names), "sample_shape": list(splits.sample_shape),
+            "args": dict(vars(args))}
 
-    metrics: dict[str, Any] = {}
-    for epoch in range(start_epoch, args.epochs):
+    for epoch in range(run.epochs_done, args.epochs):
+        if run.patience_spent(args.patience):
+            break
         model.train()
         usage = CodeUsage(config.codebook_size)
         t0 = time.perf_counter()
         steps = common.batches(x_train, y_train, args.batch_size, device, loader_generator)
         bar = tqdm(steps, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{args.epochs}", disable=args.no_progress)
-        for xb, _ in bar:
+        finite = FiniteLoss(epoch + 1, steps_per_epoch, device, run.last_good)
+        for step, (xb, _) in enumerate(bar, 1):
             out_b = model(xb)
             optimizer.zero_grad(set_to_none=True)
             out_b.loss.backward()
             optimizer.step()
             scheduler.step()
             usage.update(out_b.indices)
+            finite.update(out_b.loss, step)
             if not args.no_progress and bar.n % 20 == 0:  # reading a loss value waits for the device
                 bar.set_postfix(mse=f"{float(out_b.reconstruction_loss):.4f}", ppl=f"{float(out_b.perplexity):.0f}")
         metrics = {
@@ -210,16 +235,13 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 "lsd_clips": len(audio[1])} if audio and lsd_epoch(epoch + 1, args) else {}),
             "codebook_size": config.codebook_size,
         }
-        common.append_jsonl(out / "metrics.jsonl", metrics)
+        finite.check_epoch(model, "test_mse", metrics["test_mse"])
+        save_reconstructions(model, x_test, run.out / "reconstructions.png", device, spectrograms=audio is not None)
+        training = run_folder.training_state(optimizer, scheduler, loader_generator)
+        metrics = run.save_epoch(model, metrics, info, training)
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
-        save_reconstructions(model, x_test, out / "reconstructions.png", device, spectrograms=audio is not None)
-        save_checkpoint(
-            ckpt_path, "vqvae", model,
-            data=splits.spec, label_names=list(splits.label_names), sample_shape=list(splits.sample_shape),
-            metrics=metrics, **common.training_state(optimizer, scheduler, loader_generator, epoch + 1, args),
-        )
-    return metrics
+    return run.history[-1]
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    cli.run(main, get_args_parser())

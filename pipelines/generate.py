@@ -9,6 +9,7 @@ Writes a PNG grid of the images (or spectrograms); for an audio VQ-VAE also one 
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +18,9 @@ import soundfile
 import torch
 from torch import Tensor
 
-from pipelines import common
-from vqvae_prior.checkpoint import CheckpointError, load_prior, load_vqvae, weights_digest
+from pipelines import cli, common, run_folder
+from vqvae_prior.checkpoint import CheckpointError, load_prior, load_vqvae, require, weights_digest
+from vqvae_prior.errors import UsageError
 
 
 @dataclass
@@ -61,7 +63,7 @@ def generate(
         prior_checkpoint: written by ``pipelines.fit_prior`` over that VQ-VAE's codes.
         n: number of samples.
         labels: (n,) class labels, required by a class-conditional prior and refused by an unconditional one.
-        temperature: softmax temperature of the prior (> 0).
+        temperature: softmax temperature of the prior (finite, > 0; near 0: the most likely code everywhere).
         seed: seeds a ``torch.Generator`` for reproducible samples; None draws from torch's global generator.
         device: "cpu", "cuda", ...; None picks CUDA when available.
         method: "cached" sampler (default) or "reference" (one full forward pass per position).
@@ -69,9 +71,15 @@ def generate(
     Returns:
         a :class:`GenerateOutput`; ``.images`` is (n, C, H, W) in [0, 1].
     """
+    if n < 1:
+        raise UsageError(f"n must be >= 1, got {n}")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise UsageError(f"temperature must be a finite number > 0, got {temperature}")
     device = common.pick_device(None if device is None else str(device))
     vqvae, vq_ckpt = load_vqvae(vqvae_checkpoint, device)
     prior, prior_ckpt = load_prior(prior_checkpoint, device)
+    require(vq_ckpt, vqvae_checkpoint, "data")
+    require(prior_ckpt, prior_checkpoint, "code_shape", "label_names", "vqvae", "vqvae_digest")
     if prior.config.codebook_size != vqvae.config.codebook_size:
         raise CheckpointError(
             f"{prior_checkpoint} models K={prior.config.codebook_size} codes but {vqvae_checkpoint} has a codebook "
@@ -82,8 +90,6 @@ def generate(
             f"{prior_checkpoint} was fitted on the codes of other VQ-VAE weights than those in {vqvae_checkpoint} "
             f"(it names {prior_ckpt['vqvae']}); its samples would decode to noise"
         )
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
     label_tensor = prior.check_labels(labels, n)
     generator = torch.Generator(device).manual_seed(seed) if seed is not None else None
     codes = prior.sample(n, tuple(prior_ckpt["code_shape"]), label_tensor, temperature, generator, method=method)
@@ -106,9 +112,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--vqvae", required=True, help="checkpoint written by pipelines.fit_vqvae")
     parser.add_argument("--prior", required=True, help="checkpoint written by pipelines.fit_prior")
     parser.add_argument("--n", type=int, default=64, help="number of samples (without --labels)")
-    parser.add_argument("--labels", nargs="+", help="class labels (numbers or names), or 'all' for every class")
-    parser.add_argument("--repeat", type=int, default=1, help="samples per label given")
-    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--labels", nargs="+",
+                        help="class names, or class indices 0 .. K-1, or 'all' for every class; where class names "
+                             "are numbers, numbers are names only (unless the names are 0 .. K-1 in order)")
+    parser.add_argument("--repeat", type=int, default=1, help="samples per label given (with --labels)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="> 0; near 0: the most likely code")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--method", choices=("cached", "reference"), default="cached")
@@ -118,31 +126,52 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def parse_labels(words: list[str] | None, label_names: list[str]) -> list[int] | None:
-    """Command-line labels -> class indices: 'all', indices, or class names."""
+    """Command-line labels -> class indices: 'all', class names, or class indices.
+
+    The rule is unambiguous: a word that is a class name means that class. A number that is not a class name is an
+    index, unless some class names are numbers (classes '3' and '7': '1' would be '7' as an index), where it is
+    refused; when the names are exactly '0' .. 'K-1' both readings agree.
+    """
     if words is None:
         return None
     if words == ["all"]:
         return list(range(len(label_names)))
+    numeric_names = any(name.lstrip("-").isdigit() for name in label_names)
+    indices_are_names = label_names == [str(i) for i in range(len(label_names))]
     labels = []
     for word in words:
         if word in label_names:
             labels.append(label_names.index(word))
+        elif word.lstrip("-").isdigit() and numeric_names and not indices_are_names:
+            raise UsageError(f"--labels {word}: this data set's class names are numbers ({label_names}), so --labels "
+                             f"takes those names, not indices; {word!r} is not one of them")
         elif word.lstrip("-").isdigit():
+            if not 0 <= int(word) < len(label_names):
+                raise UsageError(f"--labels {word}: class indices run from 0 to {len(label_names) - 1} "
+                                 f"({label_names})")
             labels.append(int(word))
         else:
-            raise ValueError(f"--labels: {word!r} is neither a class index nor one of {label_names}")
+            raise UsageError(f"--labels: {word!r} is neither a class index nor one of {label_names}")
     return labels
 
 
 def main(args: argparse.Namespace) -> GenerateOutput:
+    cli.at_least(args, 1, "n", "repeat", "nrow")
+    cli.positive(args, "temperature")
+    if args.repeat != 1 and args.labels is None:
+        raise UsageError("--repeat gives the samples per label of --labels; without --labels, ask for --n samples")
+    out = run_folder.check_image_path(args.out)
     _, prior_ckpt = load_prior(args.prior)
+    require(prior_ckpt, args.prior, "label_names")
+    conditional = bool(prior_ckpt["config"].get("num_classes"))
+    if conditional != (args.labels is not None):
+        raise UsageError(f"{args.prior} is class-conditional: pass --labels (class names, indices or all)"
+                         if conditional else f"{args.prior} is unconditional: leave out --labels")
     labels = parse_labels(args.labels, list(prior_ckpt["label_names"]))
     if labels is not None:
         labels = [label for label in labels for _ in range(args.repeat)]
     n = len(labels) if labels is not None else args.n
     result = generate(args.vqvae, args.prior, n, labels, args.temperature, args.seed, args.device, args.method)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     nrow = args.nrow or (args.repeat if labels is not None and args.repeat > 1 else 8)
     common.save_grid(result.images, out, nrow, spectrograms=result.waveforms is not None)
     print(f"wrote {n} samples to {out}")
@@ -155,4 +184,4 @@ def main(args: argparse.Namespace) -> GenerateOutput:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    cli.run(main, get_args_parser())

@@ -12,7 +12,7 @@ import argparse
 import shlex
 from pathlib import Path
 
-from pipelines import fit_prior, fit_vqvae, generate
+from pipelines import cli, fit_prior, fit_vqvae, generate, run_folder
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -34,10 +34,10 @@ def main(args: argparse.Namespace) -> generate.GenerateOutput:
     vq_out, prior_out = out / "vqvae", out / "prior"
     common = ["--device", args.device, "--seed", str(args.seed)] + (["--no-progress"] if args.no_progress else [])
     vq_args = ["--dataset", "mnist-sample", "--out", str(vq_out), "--epochs", str(args.vqvae_epochs)]
-    vq_args += ["--resume"] if (vq_out / "vqvae.pt").exists() else []
+    vq_args += ["--resume"] if run_folder.has_fit(vq_out, "vqvae") else []
     fit_vqvae.main(fit_vqvae.get_args_parser().parse_args(vq_args + common + shlex.split(args.vqvae_args)))
     prior_args = ["--vqvae", str(vq_out / "vqvae.pt"), "--out", str(prior_out), "--epochs", str(args.prior_epochs)]
-    prior_args += ["--resume"] if (prior_out / "prior.pt").exists() else []
+    prior_args += ["--resume"] if run_folder.has_fit(prior_out, "prior") else []
     fit_prior.main(fit_prior.get_args_parser().parse_args(prior_args + common + shlex.split(args.prior_args)))
     gen_args = ["--vqvae", str(vq_out / "vqvae.pt"), "--prior", str(prior_out / "prior.pt"), "--labels", "all",
                 "--repeat", "10", "--seed", str(args.seed), "--device", args.device, "--out", args.samples]
@@ -45,4 +45,4 @@ def main(args: argparse.Namespace) -> generate.GenerateOutput:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    cli.run(main, get_args_parser())

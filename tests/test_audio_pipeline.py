@@ -119,12 +119,12 @@ def test_fit_prior_audio(fitted):
     assert (fitted["runs"] / "prior" / "samples.png").is_file()
 
 
-def test_prior_trains_on_shifted_encodings(fitted):
+def test_prior_trains_on_shifted_encodings(fitted, tmp_path):
     """--shifts S: the cache holds (S, N, h, w) train codes, shift s being the code map of the input delayed by s
     frames (silence in front); held-out codes are those of the inputs as they are."""
     vqvae, ckpt = load_vqvae(fitted["vqvae"])
     splits = common.load_splits(ckpt["data"])
-    codes = fit_prior.encode_splits(vqvae, fitted["vqvae"], ckpt["data"], None, torch.device("cpu"), shifts=3)
+    codes = fit_prior.encode_splits(vqvae, tmp_path, ckpt["data"], None, torch.device("cpu"), shifts=3)
     train_codes, train_labels = codes["train"]
     x_train, y_train = common.as_tensors(splits.train)  # (N, 1, 24, 32)
     assert train_codes.shape == (3, len(x_train), 6, 8) and torch.equal(train_labels, y_train)
@@ -150,13 +150,13 @@ def test_draw_shifts():
 def test_resume_refuses_other_shifts(fitted, tmp_path):
     args = ["--vqvae", str(fitted["vqvae"]), "--out", str(tmp_path), *PRIOR_ARGS, *COMMON_ARGS]
     fit_prior.main(fit_prior.get_args_parser().parse_args([*args, "--shifts", "2"]))
-    with pytest.raises(ValueError, match="shifts=2"):
+    with pytest.raises(ValueError, match="with --shifts 2; this call asks for --shifts 3"):
         fit_prior.main(fit_prior.get_args_parser().parse_args([*args, "--shifts", "3", "--epochs", "2", "--resume"]))
     # a checkpoint written before --shifts existed was fitted without shifts
-    ckpt = torch.load(tmp_path / "prior.pt", weights_only=True)
-    del ckpt["shifts"]
-    torch.save(ckpt, tmp_path / "prior.pt")
-    with pytest.raises(ValueError, match="shifts=1, this call asks for 2"):
+    ckpt = torch.load(tmp_path / "prior-last.pt", weights_only=True)
+    del ckpt["shifts"], ckpt["args"]["shifts"]
+    torch.save(ckpt, tmp_path / "prior-last.pt")
+    with pytest.raises(ValueError, match="with --shifts 1; this call asks for --shifts 2"):
         fit_prior.main(fit_prior.get_args_parser().parse_args([*args, "--shifts", "2", "--epochs", "2", "--resume"]))
     metrics = fit_prior.main(fit_prior.get_args_parser().parse_args([*args, "--shifts", "1", "--epochs", "2", "--resume"]))
     assert metrics["epoch"] == 2

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from pipelines import fit_prior, fit_vqvae, generate, quickstart
+from pipelines.run_folder import RunFolder, RunFolderError
 from vqvae_prior.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vqvae_prior.layers import shift_down
 
@@ -28,36 +29,20 @@ def run_prior(tmp_path, *extra):
 
 
 @contextlib.contextmanager
-def interrupted_after_first_epoch(module):
-    """Within it, ``module.main`` is interrupted (KeyboardInterrupt) right after its first checkpoint is written."""
-    original = module.save_checkpoint
+def interrupted_after_first_epoch():
+    """Within it, a fit is interrupted (KeyboardInterrupt) right after its first epoch is written."""
+    original = RunFolder.save_epoch
 
     def save_then_interrupt(*args, **kwargs):
         original(*args, **kwargs)
         raise KeyboardInterrupt
 
-    module.save_checkpoint = save_then_interrupt
+    RunFolder.save_epoch = save_then_interrupt
     try:
         with pytest.raises(KeyboardInterrupt):
             yield
     finally:
-        module.save_checkpoint = original
-
-
-@pytest.fixture(scope="module")
-def digit_folder(tmp_path_factory):
-    """A folder of 60 real MNIST digits as PNG files, three classes: fits on it take a second."""
-    from PIL import Image
-
-    from data.images import load_mnist_sample
-
-    root = tmp_path_factory.mktemp("digits")
-    train = load_mnist_sample().train
-    for digit in (1, 4, 7):
-        (root / str(digit)).mkdir()
-        for i in torch.nonzero(train.labels == digit).flatten()[:20].tolist():
-            Image.fromarray(train.images[i, 0].numpy()).save(root / str(digit) / f"{i}.png")
-    return root
+        RunFolder.save_epoch = original
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +69,8 @@ def test_fit_vqvae_reports_held_out_metrics_and_writes_its_files(fitted):
 def test_fit_prior_reports_bits_per_code_and_caches_codes(fitted):
     tmp_path, _, metrics = fitted
     assert 0 < metrics["test_bits_per_code"] < 10
-    assert len(list((tmp_path / "vq").glob("codes-*.pt"))) == 1
+    assert len(list((tmp_path / "prior").glob("codes-*.pt"))) == 1  # in the fit's folder, not the VQ-VAE's
+    assert not list((tmp_path / "vq").glob("codes-*.pt"))
     ckpt = load_checkpoint(tmp_path / "prior" / "prior.pt", "prior")
     assert ckpt["codebook_size"] == 32 and ckpt["label_names"] == [str(d) for d in range(10)]
     assert ckpt["config"]["num_classes"] == 10 and ckpt["code_shape"] == [7, 7]
@@ -130,21 +116,27 @@ def test_generate_refuses_bad_requests(fitted, tmp_path):
         generate.generate(vq, other, 2, labels=[1, 2], device="cpu")
 
 
+def assert_same_fits(a, b, kind):
+    """The best and the last checkpoints of two fits hold bit-identical weights, of the same epochs."""
+    for name in (f"{kind}.pt", f"{kind}-last.pt"):
+        first, second = load_checkpoint(a / name), load_checkpoint(b / name)
+        assert first["epoch"] == second["epoch"], name
+        for key, tensor in first["model"].items():
+            assert torch.equal(second["model"][key], tensor), f"{name}: {key} differs after --resume"
+
+
 def test_refuses_to_overwrite_a_fit_and_resume_continues_it_exactly(tmp_path, digit_folder):
     folder = ["--dataset", "image-folder", "--data-root", str(digit_folder), "--batch-size", "16"]
     run_vqvae(tmp_path, "--epochs", "2", *folder)
-    straight = load_checkpoint(tmp_path / "vq" / "vqvae.pt")
-    with pytest.raises(FileExistsError, match="pass --resume"):
+    with pytest.raises(RunFolderError, match="pass --resume"):
         run_vqvae(tmp_path, *folder)
     resumed_dir = tmp_path / "resumed"
-    with interrupted_after_first_epoch(fit_vqvae):
+    with interrupted_after_first_epoch():
         run_vqvae(resumed_dir, "--epochs", "2", *folder)
-    assert load_checkpoint(resumed_dir / "vq" / "vqvae.pt")["epoch"] == 1
+    assert load_checkpoint(resumed_dir / "vq" / "vqvae-last.pt")["epoch"] == 1
     run_vqvae(resumed_dir, "--epochs", "2", "--resume", *folder)
-    resumed = load_checkpoint(resumed_dir / "vq" / "vqvae.pt")
-    assert resumed["epoch"] == 2
-    for name, tensor in straight["model"].items():
-        torch.testing.assert_close(resumed["model"][name], tensor, msg=f"{name} differs after --resume")
+    assert load_checkpoint(resumed_dir / "vq" / "vqvae-last.pt")["epoch"] == 2
+    assert_same_fits(tmp_path / "vq", resumed_dir / "vq", "vqvae")
 
 
 def test_prior_resume_continues_exactly(tmp_path, digit_folder):
@@ -153,13 +145,11 @@ def test_prior_resume_continues_exactly(tmp_path, digit_folder):
             *TINY_PRIOR]
     parse = fit_prior.get_args_parser().parse_args
     fit_prior.main(parse(args + ["--out", str(tmp_path / "a"), "--epochs", "2"]))
-    with interrupted_after_first_epoch(fit_prior):
+    with interrupted_after_first_epoch():
         fit_prior.main(parse(args + ["--out", str(tmp_path / "b"), "--epochs", "2"]))
     fit_prior.main(parse(args + ["--out", str(tmp_path / "b"), "--epochs", "2", "--resume"]))
-    a, b = load_checkpoint(tmp_path / "a" / "prior.pt"), load_checkpoint(tmp_path / "b" / "prior.pt")
-    for name, tensor in a["model"].items():
-        torch.testing.assert_close(b["model"][name], tensor, msg=f"{name} differs after --resume")
-    with pytest.raises(FileNotFoundError, match="no checkpoint to resume"):
+    assert_same_fits(tmp_path / "a", tmp_path / "b", "prior")
+    with pytest.raises(RunFolderError, match="no fit to resume"):
         fit_prior.main(parse(args + ["--out", str(tmp_path / "c"), "--resume"]))
 
 
@@ -202,5 +192,5 @@ def test_prior_fits_on_jittered_encodings(tmp_path):
     run_prior(tmp_path, "--jitter", "1")
     ckpt = load_checkpoint(tmp_path / "prior" / "prior.pt", "prior")
     assert ckpt["jitter"] == 1 and ckpt["shifts"] == 1
-    with pytest.raises(ValueError, match="jitter=1, this call asks for 0"):
+    with pytest.raises(ValueError, match="with --jitter 1; this call asks for --jitter 0"):
         run_prior(tmp_path, "--jitter", "0", "--epochs", "2", "--resume")

@@ -1,0 +1,66 @@
+"""Pieces of the fit loops: stopping a fit whose loss is no longer finite.
+
+A diverged fit (too high a learning rate, a NaN in the data or a loss weight) must not write NaN weights over its
+last good checkpoint and exit 0. :class:`FiniteLoss` notes on the device the first step whose loss is not finite,
+without waiting for the device each step, and the loop reads it every ``CHECK_EVERY`` steps and at the end of the
+epoch; the weights and the held-out metric are checked before each checkpoint is written.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from vqvae_prior.checkpoint import nonfinite
+from vqvae_prior.errors import VQPriorError
+
+__all__ = ["CHECK_EVERY", "DivergedError", "FiniteLoss"]
+
+CHECK_EVERY = 20  # steps between reads of the device's note: one wait for the device per 20 steps
+
+
+class DivergedError(VQPriorError, RuntimeError):
+    """A fit's loss, weights or held-out metric stopped being finite; nothing was written after it happened."""
+
+
+class FiniteLoss:
+    """Watches one epoch's losses; :meth:`check` raises :class:`DivergedError` once one was not finite.
+
+    Args:
+        epoch: the epoch (from 1), for the message.
+        steps: the number of steps of the epoch.
+        device: where the losses are.
+        after: what the message says about the checkpoints (``RunFolder.last_good``).
+    """
+
+    def __init__(self, epoch: int, steps: int, device: torch.device, after: Callable[[], str]) -> None:
+        self.epoch, self.steps, self.after = epoch, steps, after
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)  # step (from 1) or -1
+
+    def update(self, loss: Tensor, step: int) -> None:
+        """Note ``step`` (from 1) if its loss is not finite and no earlier step's was; reads nothing back."""
+        bad = ~torch.isfinite(loss.detach())
+        self.first_bad = torch.where(bad & (self.first_bad < 0), step, self.first_bad)
+        if step % CHECK_EVERY == 0 or step == self.steps:
+            self.check()
+
+    def check(self) -> None:
+        step = int(self.first_bad)
+        if step >= 0:
+            self._fail(f"the training loss is not finite at epoch {self.epoch}, step {step} of {self.steps}")
+
+    def check_epoch(self, model: nn.Module, name: str, value: float) -> None:
+        """After the epoch: the weights and the held-out metric ``name`` = ``value`` must be finite."""
+        self.check()
+        bad = nonfinite(model.state_dict())
+        if bad:
+            self._fail(f"after epoch {self.epoch} the weights hold NaN or infinite values ({', '.join(bad[:3])})")
+        if not math.isfinite(value):
+            self._fail(f"after epoch {self.epoch} the held-out {name} is {value}")
+
+    def _fail(self, what: str) -> None:
+        raise DivergedError(f"the fit diverged: {what}; it stopped without writing it: {self.after()}. Lower --lr, "
+                            "or look for NaN or infinite values in the data")
