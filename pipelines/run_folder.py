@@ -52,6 +52,7 @@ except ImportError:  # Windows: the lock file is created exclusively instead, an
 __all__ = ["FREE_ON_RESUME", "LOCK_NAME", "RunFolder", "RunFolderError", "check_image_path", "has_fit", "restore",
            "training_state"]
 
+KINDS = ("vqvae", "prior")
 LOCK_NAME = "fit.lock"
 TRAINING_KEYS = ("optimizer", "lr_scheduler", "rng", "history")  # only in NAME-last.pt
 # options a resumed fit may change: they do not change what is computed (--epochs: under a constant schedule)
@@ -151,6 +152,11 @@ class RunFolder:
                 if path.exists():
                     raise RunFolderError(f"{path} already exists: pass --resume to continue that fit, or another "
                                          "--out folder")
+            for other in set(KINDS) - {self.kind}:
+                for path in (self.out / f"{other}.pt", self.out / f"{other}-last.pt"):
+                    if path.exists():
+                        raise RunFolderError(f"{self.out} holds a {other} fit ({path.name}): give this {self.kind} "
+                                             "fit its own --out, as their metrics.jsonl would mix")
             if self.metrics_path.exists():
                 print(f"removing {self.metrics_path}: it was left by a fit that wrote no checkpoint", file=sys.stderr)
                 self.metrics_path.unlink()
