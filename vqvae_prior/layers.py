@@ -14,15 +14,21 @@ Both stacks are implemented with unmasked convolutions on padded inputs ("shifte
 kernel is ``(k//2 + 1, k)`` padded ``k//2`` rows above, so output row r sees input rows r-k//2..r; the horizontal
 kernel is ``(1, k//2 + 1)`` (type B) or ``(1, k//2)`` (type A, its output shifted right by one) padded on the left.
 The vertical stack's output at row r reaches the horizontal stack only at row r + 1.
+
+Sampling: :meth:`GatedLayer.sampling_state` gives the layer's step-by-step form, :class:`GatedLayerState`, the
+same arithmetic as :meth:`GatedLayer.forward` computed one raster position at a time from cached rows (the cached
+sampler of Ramachandran et al. 2017, "Fast Generation for Convolutional Autoregressive Models"). It lives here,
+beside ``forward``, so that a change to the layer changes both.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor, nn
 
-__all__ = ["GatedLayer", "MaskedConv2d", "gate", "shift_down"]
+__all__ = ["GatedLayer", "GatedLayerState", "MaskedConv2d", "gate", "shift_down"]
 
 
 def gate(x: Tensor, dim: int = 1) -> Tensor:
@@ -99,3 +105,79 @@ class GatedLayer(nn.Module):
         # no residual on the first layer: its input holds the current position, which it must not see
         h_next = residual if self.first else h + residual
         return gate(v_pre), h_next, skip
+
+    def sampling_state(self, n: int, width: int, labels: Tensor | None = None) -> GatedLayerState:
+        """This layer's step-by-step computation for sampling n code maps of the given width (eval mode only)."""
+        if self.training:
+            raise RuntimeError("GatedLayer.sampling_state computes the eval-mode layer (no dropout): call .eval()")
+        return GatedLayerState(self, n, width, labels)
+
+
+class GatedLayerState:
+    """A :class:`GatedLayer` computed one position at a time in raster order, from caches of its inputs.
+
+    Per row r: :meth:`begin_row` takes the layer's vertical input at row r - 1 (complete by then), runs the vertical
+    convolution once over it and stores the 1x1 projection that the horizontal stack adds in row r. Per position
+    (r, c): :meth:`put` writes the horizontal input at column c, :meth:`step` runs the horizontal convolution on its
+    cached window (a matrix product) and returns the layer's outputs there. The results equal
+    :meth:`GatedLayer.forward` at each position (eval mode: no dropout).
+
+    Caches (n batch, C channels, W the code map's width, p = k // 2): the last p + 1 rows of the vertical input
+    (n, C, p + 1, W + 2p), rows above the grid zero, padded p columns on each side; the current row of the
+    horizontal input (W + p, n, C), padded p columns on the left, column-major so a column is one contiguous slice.
+    """
+
+    def __init__(self, layer: GatedLayer, n: int, width: int, labels: Tensor | None) -> None:
+        weight = layer.h_conv.weight  # (2C, C, 1, kw)
+        C, p, kw = layer.channels, layer.pad, weight.shape[-1]
+        self.first, self.p, self.kw, self.n = layer.first, p, kw, n
+        self.v_conv, self.v_to_h = layer.v_conv, layer.v_to_h
+        self.h_weight, self.h_bias = rearrange(weight, "o c 1 k -> o (c k)"), layer.h_conv.bias  # (2C, C*kw)
+        self.out_weight, self.out_bias = rearrange(layer.h_out.weight, "o i 1 1 -> o i"), layer.h_out.bias  # (2C, C)
+        self.bias_v = self.bias_h = None
+        if layer.label_bias is not None:
+            bias_v, bias_h = layer.label_bias(labels).chunk(2, dim=1)  # (n, 2C) each
+            self.bias_v, self.bias_h = bias_v[:, :, None, None], bias_h[:, :, None]  # (n, 2C, 1, 1), (n, 2C, 1)
+        self.v_rows = weight.new_zeros(n, C, p + 1, width + 2 * p)
+        self.h_row = weight.new_zeros(width + p, n, C)
+        self.vh_zero = weight.new_zeros(n, 2 * C, 1, width)  # the vertical pre-activation above row 0 (shift_down)
+        self.vh = weight.new_zeros(width, n, 2 * C)  # the vertical stack's contribution to the current row
+
+    def begin_row(self, v_in: Tensor | None) -> Tensor | None:
+        """Start a row, given this layer's vertical input of the row above, (n, C, 1, W), or None in the first row.
+
+        Returns:
+            the next layer's vertical input of the row above, (n, C, 1, W), or None in the first row.
+        """
+        if v_in is None:
+            v_pre = self.vh_zero  # (n, 2C, 1, W)
+        else:
+            p = self.p
+            self.v_rows = torch.cat([self.v_rows[:, :, 1:], F.pad(v_in, (p, p))], dim=2)  # (n, C, p+1, W+2p)
+            v_pre = F.conv2d(self.v_rows, self.v_conv.weight, self.v_conv.bias)  # (n, 2C, 1, W) sees rows <= r-1
+        vh = F.conv2d(v_pre, self.v_to_h.weight, self.v_to_h.bias)[:, :, 0]  # (n, 2C, W)
+        vh = vh if self.bias_h is None else vh + self.bias_h
+        self.vh = rearrange(vh, "n c w -> w n c").contiguous()  # (W, n, 2C): a column is one contiguous slice
+        self.h_row.zero_()
+        if v_in is None:
+            return None
+        return gate(v_pre if self.bias_v is None else v_pre + self.bias_v)  # (n, C, 1, W)
+
+    def put(self, c: int, x: Tensor) -> None:
+        """Write the horizontal input x (n, C) at column c of the current row."""
+        self.h_row[c + self.p] = x
+
+    def step(self, c: int) -> tuple[Tensor, Tensor]:
+        """The layer at column c of the current row, from the inputs put so far: columns <= c (< c if first).
+
+        Returns:
+            (h, skip), each (n, C): the horizontal stack's output (the next layer's input) and the skip output.
+        """
+        # the window, input columns c-p .. c (.. c-1 in the first layer), flattened as the weight: (n, C*kw);
+        # reshape rather than einops here: this runs once per layer and position, and its overhead counts
+        window = self.h_row[c : c + self.kw].permute(1, 2, 0).reshape(self.n, -1)
+        h_pre = F.linear(window, self.h_weight, self.h_bias)  # (n, 2C)
+        h_pre += self.vh[c]
+        residual, skip = F.linear(gate(h_pre), self.out_weight, self.out_bias).chunk(2, dim=1)  # (n, C) each
+        # no residual on the first layer: its input holds the current position, which it must not see
+        return (residual if self.first else self.h_row[c + self.p] + residual), skip

@@ -15,13 +15,16 @@ Deviations from the papers: the input is a learned embedding of discrete codes i
 conditioning is a learned per-class, per-layer bias (the paper's V^T h with h a one-hot label); skip connections
 from every layer feed the head, as in the authors' later PixelCNN code rather than the 2016b figure.
 
-Sampling: :meth:`GatedPixelCNN.sample` uses the cached sampler (``sampler.py``) by default; ``method="reference"``
-runs the full network once per position and is the specification the cached sampler is tested against.
+Sampling: :meth:`GatedPixelCNN.sample` runs the samplers of ``sampler.py``: the cached one (the default) drives
+:meth:`GatedPixelCNN.sampling_state`, this network computed one position at a time (each layer's own step-by-step
+form, :class:`vqvae_prior.layers.GatedLayerState`, and the head's); ``method="reference"`` runs the full network
+once per position and is the specification the cached sampler is tested against.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -29,9 +32,10 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from vqvae_prior.layers import GatedLayer
+from vqvae_prior import sampler
+from vqvae_prior.layers import GatedLayer, GatedLayerState
 
-__all__ = ["GatedPixelCNN", "PriorConfig"]
+__all__ = ["GatedPixelCNN", "GatedPixelCNNState", "Head", "PriorConfig"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,27 @@ class PriorConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
+class Head(nn.Sequential):
+    """ReLU, 1x1, ReLU, 1x1: the summed skip outputs (B, C, h, w) -> logits (B, K, h, w)."""
+
+    def __init__(self, channels: int, hidden: int, codebook_size: int) -> None:
+        super().__init__(
+            nn.ReLU(), nn.Conv2d(channels, hidden, 1), nn.ReLU(), nn.Conv2d(hidden, codebook_size, 1)
+        )
+
+    def step(self) -> Callable[[Tensor], Tensor]:
+        """The head at one position, skips (n, C) -> logits (n, K): its 1x1 convolutions as two matrix products,
+        their weights read once."""
+        _, conv_in, _, conv_out = self
+        w_in, w_out = (rearrange(conv.weight, "o i 1 1 -> o i") for conv in (conv_in, conv_out))  # (H, C), (K, H)
+        b_in, b_out = conv_in.bias, conv_out.bias
+
+        def head(skips: Tensor) -> Tensor:
+            return F.linear(F.relu(F.linear(F.relu(skips), w_in, b_in)), w_out, b_out)  # (n, K)
+
+        return head
+
+
 class GatedPixelCNN(nn.Module):
     """Gated PixelCNN over code maps: ``forward(indices (B, h, w), labels (B,)) -> logits (B, K, h, w)``."""
 
@@ -71,12 +96,7 @@ class GatedPixelCNN(nn.Module):
             )
             for i in range(config.num_layers)
         )
-        self.head = nn.Sequential(
-            nn.ReLU(),
-            nn.Conv2d(C, config.head_channels, 1),
-            nn.ReLU(),
-            nn.Conv2d(config.head_channels, config.codebook_size, 1),
-        )
+        self.head = Head(C, config.head_channels, config.codebook_size)
 
     @property
     def device(self) -> torch.device:
@@ -121,6 +141,10 @@ class GatedPixelCNN(nn.Module):
         """Mean negative log2-likelihood per code (a scalar) of indices (B, h, w)."""
         return self.nll(indices, labels) / math.log(2)
 
+    def sampling_state(self, n: int, shape: tuple[int, int], labels: Tensor | None = None) -> GatedPixelCNNState:
+        """This network computed one position at a time, for the cached sampler (eval mode only)."""
+        return GatedPixelCNNState(self, n, shape, labels)
+
     @torch.no_grad()
     def sample(
         self,
@@ -149,15 +173,35 @@ class GatedPixelCNN(nn.Module):
 
         Samples in eval mode (no dropout), whatever the model's mode; the mode is restored afterwards.
         """
-        from vqvae_prior import sampler
+        return sampler.sample(self, n, shape, labels, temperature, generator, given, method)
 
-        if method not in ("cached", "reference"):
-            raise ValueError(f"method must be 'cached' or 'reference', got {method!r}")
-        labels = self.check_labels(labels, n)
-        fn = sampler.sample_cached if method == "cached" else sampler.sample_reference
-        was_training = self.training
-        self.eval()
-        try:
-            return fn(self, n, tuple(shape), labels, temperature, generator, given)
-        finally:
-            self.train(was_training)
+
+class GatedPixelCNNState:
+    """:class:`GatedPixelCNN` computed one raster position at a time: the cached sampler's view of the network
+    (:class:`vqvae_prior.sampler.SamplingState`). Each layer keeps its own caches (:class:`GatedLayerState`);
+    the logits at each position equal those of a full forward pass over the codes put so far."""
+
+    def __init__(self, model: GatedPixelCNN, n: int, shape: tuple[int, int], labels: Tensor | None) -> None:
+        self.embedding = model.embedding
+        self.layers: list[GatedLayerState] = [layer.sampling_state(n, shape[1], labels) for layer in model.layers]
+        self.head = model.head.step()
+
+    def start_row(self, above: Tensor | None) -> None:
+        """Start a row, given the codes of the row above (n, w), or None in the first row."""
+        v_in = None if above is None else rearrange(self.embedding(above), "n w c -> n c 1 w")  # (n, C, 1, w)
+        for layer in self.layers:
+            v_in = layer.begin_row(v_in)  # the vertical stack over the row above
+
+    def logits(self, c: int) -> Tensor:
+        """Logits (n, K) at column c of the current row, given the codes put before it."""
+        skips: Tensor | int = 0
+        for layer, after in zip(self.layers, self.layers[1:] + [None]):
+            h, skip = layer.step(c)  # (n, C) each
+            skips = skips + skip
+            if after is not None:
+                after.put(c, h)
+        return self.head(skips)  # (n, K)
+
+    def put(self, c: int, codes: Tensor) -> None:
+        """The codes (n,) chosen at column c of the current row: the first layer's input for the columns after it."""
+        self.layers[0].put(c, self.embedding(codes))  # (n, C)
