@@ -3,7 +3,8 @@
 Every data set is loaded through :func:`load_dataset`, which returns a :class:`DatasetSplits`: a train and a
 held-out split whose items are ``(x, label)`` with ``x`` a float tensor ``(C, H, W)`` in ``[0, 1]`` (an image, or a
 normalized spectrogram with ``C = 1``), the label names, and ``spec``: a JSON-able description that is saved in
-every checkpoint so that the same data (and, for audio, the same spectrogram settings) can be rebuilt later.
+every checkpoint so that the same data (and, for audio, the same spectrogram settings) can be rebuilt later. The
+spec's ``modality``, ``"image"`` or ``"audio"``, is the one place that says which kind of data it is.
 
 | name            | what                                                                  | needs ``root`` |
 | --------------- | --------------------------------------------------------------------- | -------------- |
@@ -17,7 +18,8 @@ every checkpoint so that the same data (and, for audio, the same spectrogram set
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import importlib
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from torch.utils.data import Dataset
 
 from vqvae_prior.errors import VQPriorError
 
-__all__ = ["DATASETS", "DataError", "DatasetSplits", "load_dataset"]
+__all__ = ["DATASETS", "MODALITIES", "DataError", "DatasetSplits", "load_dataset", "modality_of"]
 
 
 class DataError(VQPriorError, ValueError):
@@ -40,8 +42,8 @@ class DatasetSplits:
         train: items ``(x, label)``, ``x`` float ``(C, H, W)`` in ``[0, 1]``, ``label`` int.
         test: the held-out split, same item format.
         label_names: name of each class; ``label_names[label]``.
-        spec: JSON-able description saved inside checkpoints (``name``, ``root`` and the options used; for audio
-            the spectrogram settings and normalization statistics).
+        spec: JSON-able description saved inside checkpoints (``name``, ``root``, ``modality`` and the options
+            used; for audio the spectrogram settings and normalization statistics).
     """
 
     train: Dataset
@@ -50,46 +52,59 @@ class DatasetSplits:
     spec: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def modality(self) -> str:
+        """``"image"`` or ``"audio"`` (the spec's, written by :func:`load_dataset`)."""
+        return self.spec["modality"]
+
+    @property
     def sample_shape(self) -> tuple[int, int, int]:
         """``(C, H, W)`` of one item."""
         x, _ = self.train[0]
         return tuple(x.shape)  # type: ignore[return-value]
 
 
-def _image_loaders() -> dict:
-    from data import images
-
-    return {
-        "mnist-sample": images.load_mnist_sample,
-        "mnist": images.load_mnist,
-        "fashion-mnist": images.load_fashion_mnist,
-        "cifar10": images.load_cifar10,
-        "image-folder": images.load_image_folder,
-    }
-
-
-def _audio_loaders() -> dict:
-    from data import audio
-
-    return {"audio-folder": audio.load_audio_folder}
+# name -> (modality, module of data/, loader function): whether a data set is audio or images is decided here, once;
+# load_dataset writes it into every spec ("modality"), which checkpoints carry to everything downstream.
+_DATASETS = {
+    "mnist-sample": ("image", "images", "load_mnist_sample"),
+    "mnist": ("image", "images", "load_mnist"),
+    "fashion-mnist": ("image", "images", "load_fashion_mnist"),
+    "cifar10": ("image", "images", "load_cifar10"),
+    "image-folder": ("image", "images", "load_image_folder"),
+    "audio-folder": ("audio", "audio", "load_audio_folder"),
+}
+DATASETS = tuple(_DATASETS)
+MODALITIES = ("image", "audio")
 
 
-DATASETS = ("mnist-sample", "mnist", "fashion-mnist", "cifar10", "image-folder", "audio-folder")
+def _check_name(name: str) -> None:
+    if name not in _DATASETS:
+        raise DataError(f"unknown data set {name!r}; expected one of {', '.join(DATASETS)}")
 
 
-def load_dataset(name: str, root: str | Path | None = None, **options: Any) -> DatasetSplits:
+def modality_of(name: str) -> str:
+    """``"image"`` or ``"audio"``: what data set ``name`` (one of :data:`DATASETS`) holds."""
+    _check_name(name)
+    return _DATASETS[name][0]
+
+
+def load_dataset(
+    name: str, root: str | Path | None = None, modality: str | None = None, **options: Any
+) -> DatasetSplits:
     """Load data set ``name`` (one of :data:`DATASETS`) from ``root`` with loader-specific ``options``.
 
-    ``load_dataset(**splits.spec)`` rebuilds the same data set: the spec holds ``name``, ``root`` and every option.
-    Neither split is empty: fits report held-out figures every epoch.
+    ``load_dataset(**splits.spec)`` rebuilds the same data set: the spec holds ``name``, ``root``, ``modality`` and
+    every option. A ``modality`` given must be the data set's. Neither split is empty: fits report held-out figures
+    every epoch.
     """
-    if name not in DATASETS:
-        raise DataError(f"unknown data set {name!r}; expected one of {', '.join(DATASETS)}")
-    loaders = _audio_loaders() if name == "audio-folder" else _image_loaders()
-    splits = loaders[name](root=root, **options)
+    _check_name(name)
+    kind, module, loader = _DATASETS[name]
+    if modality is not None and modality != kind:
+        raise DataError(f"data set {name!r} holds {kind} data, but its spec says modality={modality!r}")
+    splits = getattr(importlib.import_module(f"data.{module}"), loader)(root=root, **options)
     for split, items in (("train", splits.train), ("held-out", splits.test)):
         if len(items) == 0:
             where = f"the {name} data set" + (f" at {root}" if root is not None else "")
             raise DataError(f"{where}: its {split} split is empty "
                             f"({len(splits.train)} train, {len(splits.test)} held-out items)")
-    return splits
+    return replace(splits, spec={**splits.spec, "modality": kind})

@@ -152,7 +152,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     device = common.pick_device(args.device)
     vqvae, vq_ckpt = load_vqvae(args.vqvae, device)  # refuses an out-of-date audio checkpoint before any work
     vq_spec = vq_ckpt["data"]
-    if "spectrogram" not in vq_spec:
+    if vq_spec["modality"] != "audio":
         raise ValueError(f"{args.vqvae} was fitted on {vq_spec.get('name')!r}, not on audio (--dataset audio-folder)")
     if not load_checkpoint(args.prior, "prior")["config"]["num_classes"]:
         raise ValueError(f"{args.prior} is unconditional: fit it without --unconditional to ask for classes")

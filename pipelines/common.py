@@ -98,7 +98,7 @@ def dataset_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.channels_in is not None:
         options["channels"] = args.channels_in
     audio = {name: getattr(args, name) for name in AUDIO_OPTIONS if getattr(args, name, None) is not None}
-    wrong = list(options) if args.dataset == "audio-folder" else list(audio)  # image options, or audio options
+    wrong = list(options) if data.modality_of(args.dataset) == "audio" else list(audio)  # image or audio options
     if wrong:
         flags = {"image_size": "--image-size", "channels": "--channels-in"}
         given = ", ".join(flags.get(name, "--" + name.replace("_", "-")) for name in wrong)

@@ -190,7 +190,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     """Fit the prior; returns the last epoch's metrics (with ``kept`` and ``best_epoch``, as logged)."""
     vq_ckpt = load_checkpoint(args.vqvae, "vqvae")
     require(vq_ckpt, args.vqvae, "data")
-    common.fill_defaults(args, DEFAULTS, "audio" if "spectrogram" in vq_ckpt["data"] else "image")
+    common.fill_defaults(args, DEFAULTS, vq_ckpt["data"]["modality"])
     common.check_common_args(args)
     cli.at_least(args, 1, "layers", "channels", "head_channels", "samples_per_class")
     offsets(args.shifts, args.jitter)
@@ -220,7 +220,7 @@ def fit(args: argparse.Namespace, run: RunFolder) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     vqvae_path = Path(args.vqvae)
     vqvae, vq_ckpt = load_vqvae(vqvae_path, device)
-    audio = "spectrogram" in vq_ckpt["data"]
+    audio = vq_ckpt["data"]["modality"] == "audio"
     cache_dir = Path(args.cache_dir) if args.cache_dir is not None else run.out
     codes = encode_splits(vqvae, cache_dir, vq_ckpt["data"], args.data_root, device, args.shifts, args.jitter)
     train_codes, train_labels = codes["train"]  # (S, N, h, w), (N,)

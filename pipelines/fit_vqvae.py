@@ -149,7 +149,7 @@ def lsd_epoch(epoch: int, args: argparse.Namespace) -> bool:
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     """Fit the VQ-VAE; returns the last epoch's metrics (with ``kept`` and ``best_epoch``, as logged)."""
-    common.fill_defaults(args, DEFAULTS, "audio" if args.dataset == "audio-folder" else "image")
+    common.fill_defaults(args, DEFAULTS, data.modality_of(args.dataset))
     check_args(args)
     with RunFolder(args.out, "vqvae", metric="test_mse") as run:
         return fit(args, run)
@@ -189,7 +189,7 @@ def fit(args: argparse.Namespace, run: RunFolder) -> dict[str, Any]:
     x_train, y_train = common.as_tensors(splits.train)
     x_test, y_test = common.as_tensors(splits.test)
     audio, ceiling = None, None
-    if "spectrogram" in splits.spec:  # Griffin-Lim LSD on a fixed subset of held-out clips
+    if splits.modality == "audio":  # Griffin-Lim LSD on a fixed subset of held-out clips
         audio = lsd_subset(splits, x_test, args.lsd_clips)  # (x, clips, cfg)
         ceiling = griffin_lim_lsd(None, *audio, args.batch_size, device)
     config = model_config(args, in_channels=splits.sample_shape[0])

@@ -181,14 +181,16 @@ def test_fsdd_like_folder(fsdd_like):
 
 
 def test_spec_round_trip(fsdd_like):
-    splits = load_audio_folder(fsdd_like, representation="stft")
-    assert splits.sample_shape[2] == 128 and splits.spec["name"] == "audio-folder"
+    splits = load_dataset("audio-folder", fsdd_like, representation="stft")
+    assert splits.sample_shape[2] == 128 and splits.spec["name"] == "audio-folder" and splits.modality == "audio"
     again = load_dataset(**splits.spec)
     assert torch.equal(again.train.images, splits.train.images) and torch.equal(again.test.images, splits.test.images)
     assert again.spec == splits.spec
     bad = dict(splits.spec, spectrogram=dict(splits.spec["spectrogram"], n_fft=256))
     with pytest.raises(DataError, match="n_fft"):
         load_dataset(**bad)
+    with pytest.raises(DataError, match="holds audio data, but its spec says modality='image'"):
+        load_dataset(**dict(splits.spec, modality="image"))
 
 
 def test_custom_pattern_stratified_split(tmp_path):

@@ -96,7 +96,7 @@ def test_load_mnist_from_tiny_torchvision_layout(tmp_path):
     splits = load_dataset("mnist", root=tmp_path)
     assert (len(splits.train), len(splits.test)) == (5, 2)
     assert splits.train[0][0].shape == (1, 28, 28) and splits.train[0][0].min() == 1
-    assert splits.spec == {"name": "mnist", "root": str(tmp_path)}
+    assert splits.spec == {"name": "mnist", "root": str(tmp_path), "modality": "image"}
 
 
 def test_load_mnist_missing_files(tmp_path):

@@ -60,9 +60,9 @@ def test_vqvae_save_load_gives_identical_outputs(tmp_path):
     model = tiny_vqvae(in_channels=3)
     model(torch.rand(4, 3, 12, 8))  # initializes the codebook, moves the EMA statistics
     model.eval()
-    save_checkpoint(tmp_path / "vq.pt", "vqvae", model, data={"name": "test"})
+    save_checkpoint(tmp_path / "vq.pt", "vqvae", model, data={"name": "test", "modality": "image"})
     loaded, payload = load_vqvae(tmp_path / "vq.pt")
-    assert loaded.config == model.config and payload["data"] == {"name": "test"}
+    assert loaded.config == model.config and payload["data"] == {"name": "test", "modality": "image"}
     x = torch.rand(2, 3, 12, 8)
     assert torch.equal(loaded.encode(x), model.encode(x))
     assert torch.equal(loaded(x).reconstruction, model(x).reconstruction)

@@ -2,15 +2,23 @@
 
 A checkpoint is a dict saved with ``torch.save``::
 
-    {"format": "vqvae_prior", "version": 1, "kind": "vqvae" | "prior",
-     "config": dataclasses.asdict(config),   # rebuilds the model
+    {"format": "vqvae_prior", "version": 2, "kind": "vqvae" | "prior",
+     "arch": "gated_pixelcnn",               # a prior's architecture: its name in vqvae_prior.registry.PRIORS
+     "config": dataclasses.asdict(config),   # rebuilds the model (a VQ-VAE's names its quantizer)
      "model": state_dict,                    # of the unwrapped module (no DDP / torch.compile prefixes)
-     "data": {...},                          # the data set's spec (and, for audio, the spectrogram settings)
+     "data": {...},                          # the data set's spec: its "modality" ("image" or "audio") and, for
+                                             # audio, the spectrogram settings
      ...}                                    # epoch, metrics, args; training state for --resume (pipelines.run_folder)
 
 It is written to a temporary file in the same folder and renamed over the target, so an interrupted write never
 destroys the previous checkpoint; a temporary left by a writer that was killed is removed at the next write of the
 same target. Weights that are not finite (a diverged fit) are refused when saving and when loading.
+
+Loading brings older checkpoints up to date (:func:`load_checkpoint`): version 1 named no architecture (its priors
+are ``"gated_pixelcnn"``, its VQ-VAEs' quantizers ``"vq"``), and a data spec without a modality is an audio one
+when it holds spectrogram settings, else an image one. A config is completed with the defaults of fields added
+since it was written. A checkpoint from a newer version, or of an architecture not registered here, is refused
+with a message that says so.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import torch
 from torch import nn
 
 from vqvae_prior.errors import VQPriorError
-from vqvae_prior.prior import GatedPixelCNN, PriorConfig
+from vqvae_prior.registry import prior_architecture, prior_name
 from vqvae_prior.vqvae import VQVAE, VQVAEConfig
 
 __all__ = [
@@ -36,8 +44,8 @@ __all__ = [
     "require", "save_checkpoint", "stale_temporaries", "unwrap", "weights_digest",
 ]
 
-FORMAT, VERSION = "vqvae_prior", 1
-_MODELS = {"vqvae": (VQVAE, VQVAEConfig), "prior": (GatedPixelCNN, PriorConfig)}
+FORMAT, VERSION = "vqvae_prior", 2
+KINDS = ("vqvae", "prior")
 _REQUIRED = ("format", "version", "kind", "config", "model")  # the keys every checkpoint has
 
 
@@ -59,8 +67,8 @@ def unwrap(model: nn.Module) -> nn.Module:
 def save_checkpoint(path: str | Path, kind: str, model: nn.Module, **extra: Any) -> None:
     """Atomically write ``model`` (its config and weights) and ``extra`` entries to ``path``; weights that are not
     finite are refused."""
-    if kind not in _MODELS:
-        raise ValueError(f"kind must be one of {sorted(_MODELS)}, got {kind!r}")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
     model = unwrap(model)
     weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     check_finite(weights, f"the {kind} weights to save to {path}")
@@ -68,6 +76,7 @@ def save_checkpoint(path: str | Path, kind: str, model: nn.Module, **extra: Any)
         "format": FORMAT,
         "version": VERSION,
         "kind": kind,
+        **({"arch": prior_name(model)} if kind == "prior" else {}),
         "config": dataclasses.asdict(model.config),
         "model": weights,
         **extra,
@@ -153,7 +162,8 @@ def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
 
 
 def load_checkpoint(path: str | Path, kind: str | None = None) -> dict[str, Any]:
-    """Read a checkpoint (on the CPU) and check its format, its keys and, when given, its kind."""
+    """Read a checkpoint (on the CPU), check its format, its keys and, when given, its kind; bring it up to date
+    (module docstring)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -165,13 +175,41 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> dict[str, Any]
         raise CheckpointError(f"{path} is not a vqvae_prior checkpoint")
     require(payload, path, *_REQUIRED)
     if not isinstance(payload["version"], int) or payload["version"] > VERSION:
-        raise CheckpointError(f"{path} has format version {payload['version']!r}; this code reads up to {VERSION}")
-    if payload["kind"] not in _MODELS:
+        raise CheckpointError(f"{path} has format version {payload['version']!r}; this code reads up to {VERSION}: "
+                              "it was written by a newer vqvae_prior (update vqvae_prior to load it)")
+    if payload["kind"] not in KINDS:
         raise CheckpointError(f"{path} holds a model of unknown kind {payload['kind']!r}; expected one of "
-                              f"{', '.join(_MODELS)}")
+                              f"{', '.join(KINDS)}")
     if kind is not None and payload["kind"] != kind:
         raise CheckpointError(f"{path} holds a {payload['kind']} model, expected a {kind} model")
+    return _upgrade(payload, path)
+
+
+def _upgrade(payload: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The checkpoint as this version writes it: architecture named, modality in the data spec, config complete."""
+    payload = dict(payload)
+    if payload["kind"] == "prior":
+        payload.setdefault("arch", "gated_pixelcnn")  # version 1 had this one prior
+    elif isinstance(payload.get("data"), dict) and "modality" not in payload["data"]:
+        data = payload["data"]
+        payload["data"] = {**data, "modality": "audio" if "spectrogram" in data else "image"}  # the rule until then
+    config_cls = _classes(payload, path)[1]
+    try:
+        payload["config"] = dataclasses.asdict(config_cls(**payload["config"]))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: its config does not match this version of {config_cls.__name__}: {e}") from e
     return payload
+
+
+def _classes(payload: dict[str, Any], path: Path) -> tuple[type[nn.Module], type]:
+    """The model class and config class of an up-to-date checkpoint."""
+    if payload["kind"] == "vqvae":
+        return VQVAE, VQVAEConfig
+    try:
+        arch = prior_architecture(payload["arch"])
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from e
+    return arch.model, arch.config
 
 
 def require(payload: dict[str, Any], path: str | Path, *keys: str) -> None:
@@ -184,13 +222,10 @@ def require(payload: dict[str, Any], path: str | Path, *keys: str) -> None:
 
 
 def _build(payload: dict[str, Any], path: str | Path, device: torch.device | str | None) -> nn.Module:
-    """The model of a checked checkpoint; weights that do not fit its config, or are not finite, are refused."""
-    model_cls, config_cls = _MODELS[payload["kind"]]
-    try:
-        config = config_cls(**payload["config"])
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: its config does not match this version of {config_cls.__name__}: {e}") from e
-    model = model_cls(config)
+    """The model of a checked, up-to-date checkpoint; weights that do not fit its config, or are not finite, are
+    refused."""
+    model_cls, config_cls = _classes(payload, Path(path))
+    model = model_cls(config_cls(**payload["config"]))
     weights, expected = payload["model"], model.state_dict()
     if not isinstance(weights, dict):
         raise CheckpointError(f"{path}: 'model' is a {type(weights).__name__}, expected a state dict of tensors")
@@ -210,7 +245,6 @@ def _build(payload: dict[str, Any], path: str | Path, device: torch.device | str
     return model.to(device or "cpu").eval()
 
 
-
 def load_vqvae(path: str | Path, device: torch.device | str | None = None) -> tuple[VQVAE, dict[str, Any]]:
     """The VQ-VAE saved at ``path``, rebuilt from its config, in eval mode; and the checkpoint dict.
 
@@ -218,11 +252,11 @@ def load_vqvae(path: str | Path, device: torch.device | str | None = None) -> tu
     fitted on frequency-major ``(1, F, n_frames)`` images (before time ran down the rows) is refused.
     """
     payload = load_checkpoint(path, "vqvae")
-    spectrogram = payload.get("data", {}).get("spectrogram")
-    if spectrogram is not None and "sample_shape" in payload:
+    data = payload.get("data", {})
+    if data.get("modality") == "audio" and "sample_shape" in payload:
         from vqvae_prior.audio import SpectrogramConfig
 
-        expected = [1, *SpectrogramConfig(**spectrogram).shape]
+        expected = [1, *SpectrogramConfig(**data["spectrogram"]).shape]
         if list(payload["sample_shape"]) != expected:
             raise CheckpointError(
                 f"{path}: an audio VQ-VAE fitted on {list(payload['sample_shape'])} spectrograms, but its settings "
@@ -231,7 +265,8 @@ def load_vqvae(path: str | Path, device: torch.device | str | None = None) -> tu
     return _build(payload, path, device), payload  # type: ignore[return-value]
 
 
-def load_prior(path: str | Path, device: torch.device | str | None = None) -> tuple[GatedPixelCNN, dict[str, Any]]:
-    """The prior saved at ``path``, rebuilt from its config, in eval mode; and the checkpoint dict."""
+def load_prior(path: str | Path, device: torch.device | str | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """The prior saved at ``path``, rebuilt from its architecture (``payload["arch"]``) and config, in eval mode;
+    and the checkpoint dict."""
     payload = load_checkpoint(path, "prior")
     return _build(payload, path, device), payload  # type: ignore[return-value]

@@ -111,6 +111,11 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("ema_sum", torch.zeros(codebook_size, code_dim))  # (K, D) EMA of assigned sums
         self.register_buffer("initialized", torch.tensor(False))
 
+    @classmethod
+    def from_config(cls, config) -> VectorQuantizer:
+        """The quantizer a ``VQVAEConfig`` describes (its codebook_size, code_dim, ema, decay, dead_code_threshold)."""
+        return cls(config.codebook_size, config.code_dim, config.ema, config.decay, config.dead_code_threshold)
+
     # -- the four small interfaces ------------------------------------------------------------------------------
 
     def quantize(self, z: Tensor) -> Tensor:

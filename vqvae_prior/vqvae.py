@@ -6,6 +6,9 @@ convolution. The decoder mirrors it with 4x4 stride-2 transposed convolutions. I
 spectrograms in [0, 1] of any height and width divisible by ``downsample``, square or not; the reconstruction loss
 is the mean squared error in that range.
 
+The quantizer is the one ``config.quantizer`` names in ``vqvae_prior.registry.QUANTIZERS`` (by default ``"vq"``, the
+nearest-neighbour :class:`vqvae_prior.quantizer.VectorQuantizer`).
+
 References: van den Oord et al. 2017, "Neural Discrete Representation Learning", section 4 (architecture) and
 appendix A.1 (EMA codebook). Deviations: see ``quantizer.py`` (data-initialized codebook, dead-code restarts).
 """
@@ -19,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqvae_prior.quantizer import VectorQuantizer
+from vqvae_prior.registry import quantizer_class
 
 __all__ = ["VQVAE", "VQVAEConfig", "VQVAEOutput"]
 
@@ -35,6 +38,7 @@ class VQVAEConfig:
     downsample: int = 4  # a power of 2: 28x28 images -> 7x7 codes
     code_dim: int = 32  # D
     codebook_size: int = 256  # K
+    quantizer: str = "vq"  # a name in vqvae_prior.registry.QUANTIZERS
     ema: bool = True
     decay: float = 0.99
     beta: float = 0.25  # commitment weight
@@ -46,6 +50,7 @@ class VQVAEConfig:
         for name in ("in_channels", "channels", "residual_channels", "code_dim", "codebook_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        quantizer_class(self.quantizer)  # a clear error for a name not registered
 
 
 @dataclass
@@ -127,7 +132,7 @@ class Decoder(nn.Module):
 
 
 class VQVAE(nn.Module):
-    """Encoder -> :class:`VectorQuantizer` -> decoder.
+    """Encoder -> quantizer (``config.quantizer``, by default ``vqvae_prior.quantizer.VectorQuantizer``) -> decoder.
 
     ``encode(x) -> indices (B, h, w)`` and ``decode_indices(indices) -> x (B, C, H, W)`` are the interfaces that the
     prior and the pipeline use.
@@ -137,9 +142,7 @@ class VQVAE(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = Encoder(config)
-        self.quantizer = VectorQuantizer(
-            config.codebook_size, config.code_dim, config.ema, config.decay, config.dead_code_threshold
-        )
+        self.quantizer = quantizer_class(config.quantizer).from_config(config)
         self.decoder = Decoder(config)
 
     def _check_input(self, x: Tensor) -> None:
