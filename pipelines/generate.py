@@ -1,48 +1,42 @@
-"""Generate images or sounds: sample code maps from the prior, decode them with the VQ-VAE.
+"""Generate images or sounds: sample code maps from the prior, decode them with the VQ-VAE; or complete real ones.
 
     python -m pipelines.generate --vqvae runs/mnist/vqvae.pt --prior runs/mnist-prior/prior.pt \
         --labels all --repeat 8 --seed 0 --out samples.png
+    python -m pipelines.generate --vqvae runs/mnist/vqvae.pt --prior runs/mnist-prior/prior.pt \
+        --complete digits/ --keep-rows 3 --repeat 6 --seed 0 --out completions.png
 
 Writes a PNG grid of the images (or spectrograms); for an audio VQ-VAE also one WAV file per sample beside it.
+
+``--complete FILE_OR_FOLDER`` completes real inputs instead: image files (PNG/JPEG) of the VQ-VAE's size, or
+recordings (WAV/FLAC/OGG, read as its data set's were) for an audio VQ-VAE. The top ``--keep-rows`` rows of each
+input's code map (for audio: the first frames) are kept, and the rest is sampled ``--repeat`` times from the prior,
+conditioned on them and on the input's label. Labels: ``--labels`` (one per input in sorted path order, or one for
+all), else from the file names by the data set's convention (audio: its label pattern; images: a parent folder
+named after the class, as in an image folder). The PNG has one row per input: the input, the part kept, then the
+completions; for audio, one WAV per completion beside it.
+
+Both are thin wrappers over :class:`vqvae_prior.VQPriorPipeline`, which loads and checks the checkpoints once.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-from dataclasses import dataclass
+import re
 from pathlib import Path
 
-import numpy as np
 import soundfile
 import torch
+from PIL import Image
 from torch import Tensor
+from torchvision.transforms import functional as TF
 
+from data.images import IMAGE_EXTENSIONS
 from pipelines import cli, common, run_folder
-from vqvae_prior.checkpoint import CheckpointError, load_prior, load_vqvae, require, weights_digest
 from vqvae_prior.errors import UsageError
+from vqvae_prior.pipeline import CompletionOutput, PipelineOutput, VQPriorPipeline
 
-
-@dataclass
-class GenerateOutput:
-    """What :func:`generate` returns.
-
-    Attributes:
-        images: (N, C, H, W) in [0, 1]: the decoded images, or the decoded spectrograms of an audio model,
-            (N, 1, n_frames, F) with time down the rows (``vqvae_prior.audio.picture`` draws them the usual way).
-        codes: (N, h, w) the sampled code maps.
-        labels: (N,) the class labels sampled with, or None.
-        label_names: the data set's class names.
-        waveforms: (N, T) float32 waveforms of an audio model (Griffin-Lim), else None.
-        sample_rate: their sample rate, else None.
-    """
-
-    images: Tensor
-    codes: Tensor
-    labels: Tensor | None
-    label_names: list[str]
-    waveforms: Tensor | None = None
-    sample_rate: int | None = None
+GenerateOutput = PipelineOutput  # what generate() returns (its name before the pipeline existed)
 
 
 @torch.no_grad()
@@ -55,8 +49,9 @@ def generate(
     seed: int | None = None,
     device: str | torch.device | None = None,
     method: str = "cached",
-) -> GenerateOutput:
-    """Sample ``n`` code maps from the prior and decode them.
+) -> PipelineOutput:
+    """Load both checkpoints, sample ``n`` code maps from the prior and decode them: a one-call
+    :class:`VQPriorPipeline` (build one with ``VQPriorPipeline.from_checkpoints`` to sample repeatedly).
 
     Args:
         vqvae_checkpoint: written by ``pipelines.fit_vqvae``.
@@ -69,42 +64,20 @@ def generate(
         method: "cached" sampler (default) or "reference" (one full forward pass per position).
 
     Returns:
-        a :class:`GenerateOutput`; ``.images`` is (n, C, H, W) in [0, 1].
+        a :class:`PipelineOutput`; ``.images`` is (n, C, H, W) in [0, 1].
     """
-    if n < 1:
+    if n < 1:  # before loading anything
         raise UsageError(f"n must be >= 1, got {n}")
     if not (math.isfinite(temperature) and temperature > 0):
         raise UsageError(f"temperature must be a finite number > 0, got {temperature}")
     device = common.pick_device(None if device is None else str(device))
-    vqvae, vq_ckpt = load_vqvae(vqvae_checkpoint, device)
-    prior, prior_ckpt = load_prior(prior_checkpoint, device)
-    require(vq_ckpt, vqvae_checkpoint, "data")
-    require(prior_ckpt, prior_checkpoint, "code_shape", "label_names", "vqvae", "vqvae_digest")
-    if prior.config.codebook_size != vqvae.config.codebook_size:
-        raise CheckpointError(
-            f"{prior_checkpoint} models K={prior.config.codebook_size} codes but {vqvae_checkpoint} has a codebook "
-            f"of K={vqvae.config.codebook_size}: fit the prior on this VQ-VAE's codes (pipelines.fit_prior)"
-        )
-    if prior_ckpt["vqvae_digest"] != weights_digest(vqvae.state_dict()):
-        raise CheckpointError(
-            f"{prior_checkpoint} was fitted on the codes of other VQ-VAE weights than those in {vqvae_checkpoint} "
-            f"(it names {prior_ckpt['vqvae']}); its samples would decode to noise"
-        )
-    label_tensor = prior.check_labels(labels, n)
-    generator = torch.Generator(device).manual_seed(seed) if seed is not None else None
-    codes = prior.sample(n, tuple(prior_ckpt["code_shape"]), label_tensor, temperature, generator, method=method)
-    images = vqvae.decode_indices(codes).clamp(0, 1).cpu()  # (n, C, H, W)
-    output = GenerateOutput(images, codes.cpu(), None if label_tensor is None else label_tensor.cpu(),
-                            list(prior_ckpt["label_names"]))
-    data_spec = vq_ckpt["data"]
-    if "spectrogram" in data_spec:  # an audio model: spectrograms -> waveforms by Griffin-Lim
-        from vqvae_prior.audio import SpectrogramConfig, invert
+    pipe = VQPriorPipeline.from_checkpoints(vqvae_checkpoint, prior_checkpoint, device)
+    return pipe(n, labels, temperature, seeded(seed, device), method)
 
-        cfg = SpectrogramConfig(**data_spec["spectrogram"])
-        waves = [invert(spec[0].numpy(), cfg) for spec in images]  # each (T_samples,) from (n_frames, F)
-        output.waveforms = torch.from_numpy(np.stack(waves)).float()  # (n, T)
-        output.sample_rate = cfg.sample_rate
-    return output
+
+def seeded(seed: int | None, device: torch.device) -> torch.Generator | None:
+    """A ``torch.Generator`` on ``device`` seeded by ``seed``; None (torch's global generator) when seed is None."""
+    return torch.Generator(device).manual_seed(seed) if seed is not None else None
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -114,8 +87,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n", type=int, default=64, help="number of samples (without --labels)")
     parser.add_argument("--labels", nargs="+",
                         help="class names, or class indices 0 .. K-1, or 'all' for every class; where class names "
-                             "are numbers, numbers are names only (unless the names are 0 .. K-1 in order)")
-    parser.add_argument("--repeat", type=int, default=1, help="samples per label given (with --labels)")
+                             "are numbers, numbers are names only (unless the names are 0 .. K-1 in order); with "
+                             "--complete: the inputs' classes")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="samples per label given (with --labels); with --complete: completions per input")
+    parser.add_argument("--complete", metavar="FILE_OR_FOLDER",
+                        help="complete these images (or recordings, for an audio VQ-VAE) instead of sampling anew")
+    parser.add_argument("--keep-rows", type=int, help="with --complete: code rows kept (audio: the first frames)")
     parser.add_argument("--temperature", type=float, default=1.0, help="> 0; near 0: the most likely code")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device", default="auto")
@@ -155,25 +133,104 @@ def parse_labels(words: list[str] | None, label_names: list[str]) -> list[int] |
     return labels
 
 
-def main(args: argparse.Namespace) -> GenerateOutput:
+def input_files(path: Path, modality: str) -> list[Path]:
+    """The image (or, for audio, recording) files at ``path``: the file itself, or those under the folder, sorted."""
+    from data.audio import AUDIO_EXTENSIONS  # imported where used: image runs do not load librosa
+
+    extensions = AUDIO_EXTENSIONS if modality == "audio" else IMAGE_EXTENSIONS
+    if path.is_file():
+        files = [path] if path.suffix.lower() in extensions else []
+    else:
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
+    if not path.exists() or not files:
+        raise UsageError(f"--complete: {path} is no {modality} file and no folder holding any "
+                         f"({', '.join(extensions)}, any case)")
+    return files
+
+
+def read_inputs(files: list[Path], pipe: VQPriorPipeline) -> Tensor:
+    """Images (N, C, H, W) in [0, 1] of the VQ-VAE's size, or waveforms (N, T) for an audio pipeline."""
+    if pipe.modality == "audio":
+        from data.audio import read_clip
+
+        return torch.stack([torch.from_numpy(read_clip(f, pipe.spectrogram_config)) for f in files])  # (N, T)
+    channels, H, W = pipe.sample_shape
+    images = []
+    for f in files:
+        with Image.open(f) as img:
+            x = TF.pil_to_tensor(img.convert("L" if channels == 1 else "RGB")).float() / 255  # (C, h, w)
+        if tuple(x.shape[1:]) != (H, W):
+            raise UsageError(f"--complete: {f} is {x.shape[1]}x{x.shape[2]}, expected {H}x{W} (H x W), the size "
+                             "the VQ-VAE was fitted on")
+        images.append(x)
+    return torch.stack(images)
+
+
+def labels_from_names(files: list[Path], pipe: VQPriorPipeline) -> list[int]:
+    """Each file's class by its data set's convention: audio by the spec's label pattern, images by the name of
+    the folder holding them."""
+    labels = []
+    for f in files:
+        if pipe.modality == "audio":
+            match = re.fullmatch(pipe.data_spec["label_pattern"], f.stem)
+            name = match["label"] if match else None
+        else:
+            name = f.parent.name
+        if name not in pipe.label_names:
+            where = "its name" if pipe.modality == "audio" else "its folder's name"
+            raise UsageError(f"--complete: {where} gives {f} no class of {pipe.label_names}; pass --labels")
+        labels.append(pipe.label_names.index(name))
+    return labels
+
+
+def complete_files(pipe: VQPriorPipeline, args: argparse.Namespace, out: Path) -> CompletionOutput:
+    """``--complete``: read the inputs, complete them, write the PNG ``out`` (and WAVs beside it)."""
+    if args.keep_rows is None:
+        raise UsageError("--complete needs --keep-rows N, the code rows to keep")
+    files = input_files(Path(args.complete), pipe.modality)
+    labels = parse_labels(args.labels, pipe.label_names)
+    if labels is not None and len(labels) not in (1, len(files)):
+        raise UsageError(f"--labels: give one label per input ({len(files)}) or one for all, got {len(labels)}")
+    if labels is None and pipe.prior.config.num_classes:
+        labels = labels_from_names(files, pipe)
+    labels = labels * len(files) if labels is not None and len(labels) == 1 else labels
+    result = pipe.complete(read_inputs(files, pipe), args.keep_rows, labels, args.repeat, args.temperature,
+                           seeded(args.seed, pipe.device), args.method)
+    rows = torch.cat([result.inputs[:, None], result.kept[:, None], result.images], dim=1)  # (N, 2 + S, C, H, W)
+    common.save_grid(rows.flatten(0, 1), out, rows.shape[1], spectrograms=pipe.modality == "audio")
+    print(f"wrote {len(files)} inputs, each with its kept part and {args.repeat} completions, to {out}")
+    if result.waveforms is not None:
+        for i, (f, waves) in enumerate(zip(files, result.waveforms)):
+            for j, wave in enumerate(waves):
+                soundfile.write(out.with_name(f"{out.stem}_{i:03d}_{f.stem}_{j}.wav"), wave.numpy(), result.sample_rate)
+        print(f"wrote {result.waveforms.shape[0] * result.waveforms.shape[1]} WAV files beside it")
+    return result
+
+
+def main(args: argparse.Namespace) -> PipelineOutput | CompletionOutput:
     cli.at_least(args, 1, "n", "repeat", "nrow")
+    cli.at_least(args, 0, "keep_rows")
     cli.positive(args, "temperature")
-    if args.repeat != 1 and args.labels is None:
+    if args.complete is None and args.keep_rows is not None:
+        raise UsageError("--keep-rows N goes with --complete FILE_OR_FOLDER")
+    if args.complete is None and args.repeat != 1 and args.labels is None:
         raise UsageError("--repeat gives the samples per label of --labels; without --labels, ask for --n samples")
     out = run_folder.check_image_path(args.out)
-    _, prior_ckpt = load_prior(args.prior)
-    require(prior_ckpt, args.prior, "label_names")
-    conditional = bool(prior_ckpt["config"].get("num_classes"))
+    device = common.pick_device(args.device)
+    pipe = VQPriorPipeline.from_checkpoints(args.vqvae, args.prior, device)
+    if args.complete is not None:
+        return complete_files(pipe, args, out)
+    conditional = bool(pipe.prior.config.num_classes)
     if conditional != (args.labels is not None):
         raise UsageError(f"{args.prior} is class-conditional: pass --labels (class names, indices or all)"
                          if conditional else f"{args.prior} is unconditional: leave out --labels")
-    labels = parse_labels(args.labels, list(prior_ckpt["label_names"]))
+    labels = parse_labels(args.labels, pipe.label_names)
     if labels is not None:
         labels = [label for label in labels for _ in range(args.repeat)]
     n = len(labels) if labels is not None else args.n
-    result = generate(args.vqvae, args.prior, n, labels, args.temperature, args.seed, args.device, args.method)
+    result = pipe(n, labels, args.temperature, seeded(args.seed, device), args.method)
     nrow = args.nrow or (args.repeat if labels is not None and args.repeat > 1 else 8)
-    common.save_grid(result.images, out, nrow, spectrograms=result.waveforms is not None)
+    common.save_grid(result.images, out, nrow, spectrograms=pipe.modality == "audio")
     print(f"wrote {n} samples to {out}")
     if result.waveforms is not None:
         for i, wave in enumerate(result.waveforms):

@@ -251,3 +251,17 @@ def test_audio_check_refusals(fitted, tmp_path):
         audio_check.main(parser.parse_args(
             ["--vqvae", str(fitted["vqvae"]), "--prior", str(tmp_path / "unconditional" / "prior.pt")]
         ))
+
+
+def test_generate_complete_recordings(fitted, recordings, tmp_path):
+    """--complete a recording: its first code rows (frames) kept; the label read from its name; one WAV per
+    completion."""
+    args = ["--vqvae", str(fitted["vqvae"]), "--prior", str(fitted["prior"]), "--complete",
+            str(recordings / "2_a_0.wav"), "--keep-rows", "3", "--repeat", "2", "--seed", "0", "--device", "cpu",
+            "--out", str(tmp_path / "done.png")]
+    done = generate.main(generate.get_args_parser().parse_args(args))
+    assert done.labels.tolist() == [2] and done.codes.shape == (1, 2, 6, 8) and done.waveforms.shape == (1, 2, 368)
+    assert (tmp_path / "done.png").is_file()
+    assert sorted(w.name for w in tmp_path.glob("*.wav")) == ["done_000_2_a_0_0.wav", "done_000_2_a_0_1.wav"]
+    vqvae, _ = load_vqvae(fitted["vqvae"])
+    assert torch.equal(done.codes[0, :, :3], vqvae.encode(done.inputs)[:, :3].expand(2, -1, -1))

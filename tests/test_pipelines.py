@@ -194,3 +194,38 @@ def test_prior_fits_on_jittered_encodings(tmp_path):
     assert ckpt["jitter"] == 1 and ckpt["shifts"] == 1
     with pytest.raises(ValueError, match="with --jitter 1; this call asks for --jitter 0"):
         run_prior(tmp_path, "--jitter", "0", "--epochs", "2", "--resume")
+
+
+def test_generate_complete_writes_inputs_kept_parts_and_completions(fitted, tmp_path):
+    """--complete a folder of digits (class = folder name): the top code rows kept, the rest sampled."""
+    from PIL import Image
+
+    from data.images import load_mnist_sample
+    from vqvae_prior.checkpoint import load_vqvae
+
+    fit_dir, _, _ = fitted
+    test = load_mnist_sample().test
+    for i in (0, 60, 130):  # digits 0, 1, 2
+        (tmp_path / "digits" / str(int(test.labels[i]))).mkdir(parents=True)
+        Image.fromarray(test.images[i, 0].numpy()).save(tmp_path / "digits" / str(int(test.labels[i])) / f"{i}.png")
+    args = ["--vqvae", str(fit_dir / "vq" / "vqvae.pt"), "--prior", str(fit_dir / "prior" / "prior.pt"), "--device",
+            "cpu", "--complete", str(tmp_path / "digits"), "--keep-rows", "3", "--repeat", "2", "--seed", "0",
+            "--out", str(tmp_path / "completions.png")]
+    done = generate.main(generate.get_args_parser().parse_args(args))
+    assert (tmp_path / "completions.png").stat().st_size > 0
+    assert done.labels.tolist() == [0, 1, 2] and done.images.shape == (3, 2, 1, 28, 28)
+    vqvae, _ = load_vqvae(fit_dir / "vq" / "vqvae.pt")
+    x = test.images[[0, 60, 130]].float() / 255
+    assert torch.equal(done.codes[:, :, :3], vqvae.encode(x)[:, None, :3].expand(-1, 2, -1, -1))
+    parse = generate.get_args_parser().parse_args
+    with pytest.raises(ValueError, match="--complete needs --keep-rows"):
+        generate.main(parse([a for a in args if a not in ("--keep-rows", "3")]))
+    with pytest.raises(ValueError, match="one label per input"):
+        generate.main(parse(args + ["--labels", "1", "2"]))
+    Image.new("L", (32, 32)).save(tmp_path / "digits" / "0" / "big.png")
+    with pytest.raises(ValueError, match=r"big\.png is 32x32, expected 28x28"):
+        generate.main(parse(args))
+    (tmp_path / "loose").mkdir()
+    Image.fromarray(test.images[0, 0].numpy()).save(tmp_path / "loose" / "x.png")
+    with pytest.raises(ValueError, match="gives .*x.png no class"):
+        generate.main(parse([*args[:-1], str(tmp_path / "c.png"), "--complete", str(tmp_path / "loose")]))

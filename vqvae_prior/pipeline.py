@@ -1,0 +1,284 @@
+"""The generation pipeline: a VQ-VAE and a prior over its codes, loaded and checked once, then called.
+
+    pipe = VQPriorPipeline.from_checkpoints("runs/mnist/vqvae.pt", "runs/mnist-prior/prior.pt")
+    out = pipe(16, labels=[7] * 16, generator=torch.Generator(pipe.device).manual_seed(0))
+    done = pipe.complete(x, keep=3, labels=y, completions=4)   # x: real images (or audio clips)
+
+As in diffusers' pipelines: a thin object composing the models, built once (:meth:`VQPriorPipeline.from_checkpoints`
+checks that the prior models the VQ-VAE's K codes and was fitted on exactly these VQ-VAE weights), whose
+``__call__`` samples code maps from the prior and decodes them, returning a small dataclass. It is inference only:
+the fits live in ``pipelines/``.
+
+- ``pipe(n, labels, temperature, generator)``: new samples (:class:`PipelineOutput`).
+- ``pipe.complete(x, keep, labels, completions)``: completion. Real inputs are encoded; the top ``keep`` rows of
+  each code map (for audio, whose spectrograms run time down the rows: the first frames) are kept and the rest is
+  sampled from the prior, conditioned on them and on the label (:class:`CompletionOutput`).
+
+For an audio VQ-VAE (its data spec's ``modality`` is ``"audio"``) the decoded spectrograms are also inverted to
+waveforms by Griffin-Lim, and ``complete`` also takes waveforms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from einops import rearrange, repeat
+from torch import Tensor, nn
+
+from vqvae_prior.checkpoint import CheckpointError, load_prior, load_vqvae, require, weights_digest
+from vqvae_prior.errors import UsageError
+from vqvae_prior.vqvae import VQVAE
+
+__all__ = ["CompletionOutput", "PipelineOutput", "VQPriorPipeline"]
+
+
+@dataclass
+class PipelineOutput:
+    """What :class:`VQPriorPipeline` returns when called.
+
+    Attributes:
+        images: (N, C, H, W) in [0, 1]: the decoded images, or the decoded spectrograms of an audio model,
+            (N, 1, n_frames, F) with time down the rows (``vqvae_prior.audio.picture`` draws them the usual way).
+        codes: (N, h, w) the sampled code maps.
+        labels: (N,) the class labels sampled with, or None.
+        label_names: the data set's class names.
+        waveforms: (N, T) float32 waveforms of an audio model (Griffin-Lim), else None.
+        sample_rate: their sample rate, else None.
+    """
+
+    images: Tensor
+    codes: Tensor
+    labels: Tensor | None
+    label_names: list[str]
+    waveforms: Tensor | None = None
+    sample_rate: int | None = None
+
+
+@dataclass
+class CompletionOutput:
+    """What :meth:`VQPriorPipeline.complete` returns; N inputs, S completions of each, all on the CPU.
+
+    Attributes:
+        inputs: (N, C, H, W) the inputs in [0, 1] (spectrograms for audio).
+        kept: (N, C, H, W) the inputs with every row below the kept code rows blanked (zero): what the completions
+            keep, for drawing beside them.
+        images: (N, S, C, H, W) in [0, 1], the decoded completions.
+        codes: (N, S, h, w) their code maps: rows < keep are the inputs' own codes, the rest sampled.
+        keep: the number of code rows kept.
+        labels: (N,) the class labels completed with, or None.
+        label_names: the data set's class names.
+        waveforms: (N, S, T) float32 waveforms of the completions of an audio model (Griffin-Lim), else None.
+        sample_rate: their sample rate, else None.
+    """
+
+    inputs: Tensor
+    kept: Tensor
+    images: Tensor
+    codes: Tensor
+    keep: int
+    labels: Tensor | None
+    label_names: list[str]
+    waveforms: Tensor | None = None
+    sample_rate: int | None = None
+
+
+class VQPriorPipeline:
+    """A VQ-VAE and a prior over its code maps: sample, decode, and complete.
+
+    Args:
+        vqvae: the VQ-VAE (put in eval mode).
+        prior: a prior over its codes, e.g. :class:`vqvae_prior.prior.GatedPixelCNN` (put in eval mode); it must
+            model the VQ-VAE's K codes. Both on one device.
+        code_shape: (h, w) of the code maps the prior was fitted on.
+        label_names: the class names of a class-conditional prior's labels.
+        data_spec: the spec of the VQ-VAE's data set (``checkpoint["data"]``); its ``modality``, ``"image"`` or
+            ``"audio"``, decides whether outputs are also inverted to waveforms (with its ``spectrogram``
+            settings). None: images.
+    """
+
+    def __init__(
+        self,
+        vqvae: VQVAE,
+        prior: nn.Module,
+        code_shape: tuple[int, int],
+        label_names: list[str] | tuple[str, ...] = (),
+        data_spec: dict[str, Any] | None = None,
+    ) -> None:
+        self.check_codebook(vqvae, prior)
+        self.vqvae, self.prior = vqvae.eval(), prior.eval()
+        self.code_shape = (int(code_shape[0]), int(code_shape[1]))
+        self.label_names = list(label_names)
+        self.data_spec = dict(data_spec) if data_spec is not None else {"modality": "image"}
+        if self.data_spec.get("modality") not in ("image", "audio"):
+            raise UsageError(f"data_spec must name its modality, 'image' or 'audio', got {self.data_spec!r}")
+        self.spectrogram_config = None
+        if self.modality == "audio":
+            from vqvae_prior.audio import SpectrogramConfig
+
+            self.spectrogram_config = SpectrogramConfig(**self.data_spec["spectrogram"])
+        ds = vqvae.config.downsample
+        self.sample_shape = (vqvae.config.in_channels, self.code_shape[0] * ds, self.code_shape[1] * ds)  # (C, H, W)
+
+    @classmethod
+    def from_checkpoints(
+        cls, vqvae_path: str | Path, prior_path: str | Path, device: str | torch.device | None = None
+    ) -> VQPriorPipeline:
+        """Load both checkpoints onto ``device`` (None: CUDA when available, else the CPU) and check, once, that
+        the prior models the VQ-VAE's K codes and was fitted on exactly these VQ-VAE weights."""
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        vqvae, vq_ckpt = load_vqvae(vqvae_path, device)
+        prior, prior_ckpt = load_prior(prior_path, device)
+        require(vq_ckpt, vqvae_path, "data")
+        require(prior_ckpt, prior_path, "code_shape", "label_names", "vqvae", "vqvae_digest")
+        cls.check_codebook(vqvae, prior, str(prior_path), str(vqvae_path))
+        if prior_ckpt["vqvae_digest"] != weights_digest(vqvae.state_dict()):
+            raise CheckpointError(
+                f"{prior_path} was fitted on the codes of other VQ-VAE weights than those in {vqvae_path} "
+                f"(it names {prior_ckpt['vqvae']}); its samples would decode to noise"
+            )
+        return cls(vqvae, prior, tuple(prior_ckpt["code_shape"]), prior_ckpt["label_names"], vq_ckpt["data"])
+
+    @staticmethod
+    def check_codebook(vqvae: VQVAE, prior: nn.Module, prior_name: str = "the prior",
+                       vqvae_name: str = "the VQ-VAE") -> None:
+        """Refuse a prior whose K differs from the VQ-VAE's codebook size."""
+        if prior.config.codebook_size != vqvae.config.codebook_size:
+            raise CheckpointError(
+                f"{prior_name} models K={prior.config.codebook_size} codes but {vqvae_name} has a codebook "
+                f"of K={vqvae.config.codebook_size}: fit the prior on this VQ-VAE's codes (pipelines.fit_prior)"
+            )
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.vqvae.parameters()).device
+
+    @property
+    def modality(self) -> str:
+        """``"image"`` or ``"audio"``, as the VQ-VAE's data spec says."""
+        return self.data_spec["modality"]
+
+    def to(self, device: str | torch.device) -> VQPriorPipeline:
+        """Move both models to ``device``; returns the pipeline."""
+        self.vqvae.to(device)
+        self.prior.to(device)
+        return self
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        n: int,
+        labels: list[int] | Tensor | None = None,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        method: str = "cached",
+    ) -> PipelineOutput:
+        """Sample ``n`` code maps from the prior and decode them.
+
+        Args:
+            n: number of samples.
+            labels: (n,) class labels, required by a class-conditional prior and refused by an unconditional one.
+            temperature: softmax temperature of the prior (> 0).
+            generator: a ``torch.Generator`` on :attr:`device`, for reproducible samples; None draws from torch's
+                global generator.
+            method: "cached" sampler (default) or "reference" (one full forward pass per position).
+
+        Returns:
+            a :class:`PipelineOutput`; ``.images`` is (n, C, H, W) in [0, 1].
+        """
+        if n < 1:
+            raise UsageError(f"n must be >= 1, got {n}")
+        label_tensor = self.prior.check_labels(labels, n)
+        codes = self.prior.sample(n, self.code_shape, label_tensor, temperature, generator, method=method)  # (n, h, w)
+        images = self.decode(codes)  # (n, C, H, W)
+        labels_out = None if label_tensor is None else label_tensor.cpu()
+        return PipelineOutput(images, codes.cpu(), labels_out, self.label_names, *self._waveforms(images))
+
+    @torch.no_grad()
+    def complete(
+        self,
+        x: Tensor | np.ndarray,
+        keep: int,
+        labels: list[int] | Tensor | None = None,
+        completions: int = 1,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        method: str = "cached",
+    ) -> CompletionOutput:
+        """Keep the top ``keep`` rows of the inputs' code maps and sample the rest from the prior.
+
+        Args:
+            x: (N, C, H, W) inputs in [0, 1] of the VQ-VAE's size (images, or spectrograms of an audio model); an
+                audio pipeline also takes waveforms (N, T) at its sample rate (padded or trimmed as in its data).
+            keep: code rows kept, 0 .. h (for audio, rows are time: the first ``keep * downsample`` frames).
+            labels: (N,) class labels of the inputs, required by a class-conditional prior.
+            completions: S, completions of each input.
+            temperature, generator, method: as in ``__call__``.
+
+        Returns:
+            a :class:`CompletionOutput`; ``.images`` is (N, S, C, H, W).
+        """
+        x = self.inputs(x)  # (N, C, H, W) on the device
+        h, S = self.code_shape[0], completions
+        if not 0 <= keep <= h:
+            raise UsageError(f"keep must be a number of code rows in 0 .. {h}, got {keep}")
+        if S < 1:
+            raise UsageError(f"completions must be >= 1, got {S}")
+        label_tensor = self.prior.check_labels(labels, len(x))
+        codes = self.vqvae.encode(x)  # (N, h, w)
+        given = repeat(codes, "n h w -> (n s) h w", s=S).clone()
+        given[:, keep:] = -1  # sampled
+        labels_s = None if label_tensor is None else label_tensor.repeat_interleave(S)  # (N*S,)
+        sampled = self.prior.sample(len(given), self.code_shape, labels_s, temperature, generator, given, method)
+        images = self.decode(sampled)  # (N*S, C, H, W)
+        kept = x.clone()
+        kept[:, :, keep * self.vqvae.config.downsample :] = 0  # (N, C, H, W)
+        waveforms, sample_rate = self._waveforms(images)
+        return CompletionOutput(
+            inputs=x.cpu(),
+            kept=kept.cpu(),
+            images=rearrange(images, "(n s) c h w -> n s c h w", s=S),
+            codes=rearrange(sampled.cpu(), "(n s) h w -> n s h w", s=S),
+            keep=keep,
+            labels=None if label_tensor is None else label_tensor.cpu(),
+            label_names=self.label_names,
+            waveforms=None if waveforms is None else rearrange(waveforms, "(n s) t -> n s t", s=S),
+            sample_rate=sample_rate,
+        )
+
+    def inputs(self, x: Tensor | np.ndarray) -> Tensor:
+        """Checked model inputs (N, C, H, W) on the device: x itself, or the spectrograms of waveforms (N, T) for
+        an audio pipeline."""
+        if self.modality == "audio" and np.ndim(x) == 2:
+            from vqvae_prior.audio import spectrogram
+
+            waves = x.cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
+            x = torch.from_numpy(spectrogram(waves, self.spectrogram_config)).unsqueeze(1)  # (N, 1, T, F)
+        x = torch.as_tensor(x)
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.sample_shape or not x.is_floating_point():
+            also = " or waveforms (N, T)" if self.modality == "audio" else ""
+            raise UsageError(f"expected float inputs (N, {', '.join(map(str, self.sample_shape))}){also}, "
+                             f"got {x.dtype} {tuple(x.shape)}")
+        if x.numel() and (x.min() < 0 or x.max() > 1):
+            raise UsageError(f"expected inputs in [0, 1], got values in [{float(x.min()):.3g}, {float(x.max()):.3g}]")
+        return x.to(self.device)
+
+    @torch.no_grad()
+    def decode(self, codes: Tensor) -> Tensor:
+        """Images (or spectrograms) (N, C, H, W) in [0, 1], on the CPU, of code maps (N, h, w)."""
+        return self.vqvae.decode_indices(codes).clamp(0, 1).cpu()
+
+    def _waveforms(self, images: Tensor) -> tuple[Tensor | None, int | None]:
+        """Griffin-Lim waveforms (N, T) of decoded spectrograms (N, 1, n_frames, F) and their sample rate; (None,
+        None) for images."""
+        cfg = self.spectrogram_config
+        if cfg is None:
+            return None, None
+        from vqvae_prior.audio import invert
+
+        waves = [invert(spec[0].numpy(), cfg) for spec in images]  # each (T,) from (n_frames, F)
+        return torch.from_numpy(np.stack(waves)).float(), cfg.sample_rate
