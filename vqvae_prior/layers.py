@@ -125,21 +125,34 @@ class GatedLayerState:
     Caches (n batch, C channels, W the code map's width, p = k // 2): the last p + 1 rows of the vertical input
     (n, C, p + 1, W + 2p), rows above the grid zero, padded p columns on each side; the current row of the
     horizontal input (W + p, n, C), padded p columns on the left, column-major so a column is one contiguous slice.
+
+    :meth:`step` runs once per layer and position, so it is written for few operator calls (the same arithmetic as
+    ``forward``'s, bit for bit, as the cached sampler always computed it): the matrix products are ``torch.addmm``
+    with the weights transposed once (what ``F.linear`` calls, minus its per-call transposes), written into
+    preallocated buffers whose halves are views made once, and each window is copied into one preallocated buffer.
     """
 
     def __init__(self, layer: GatedLayer, n: int, width: int, labels: Tensor | None) -> None:
         weight = layer.h_conv.weight  # (2C, C, 1, kw)
         C, p, kw = layer.channels, layer.pad, weight.shape[-1]
-        self.first, self.p, self.kw, self.n = layer.first, p, kw, n
+        self.first, self.p = layer.first, p
         self.v_conv, self.v_to_h = layer.v_conv, layer.v_to_h
-        self.h_weight, self.h_bias = rearrange(weight, "o c 1 k -> o (c k)"), layer.h_conv.bias  # (2C, C*kw)
-        self.out_weight, self.out_bias = rearrange(layer.h_out.weight, "o i 1 1 -> o i"), layer.h_out.bias  # (2C, C)
+        self.h_weight_t = rearrange(weight, "o c 1 k -> (c k) o")  # (C*kw, 2C)
+        self.out_weight_t = rearrange(layer.h_out.weight, "o i 1 1 -> i o")  # (C, 2C)
+        self.h_bias, self.out_bias = layer.h_conv.bias, layer.h_out.bias  # (2C,) each
         self.bias_v = self.bias_h = None
         if layer.label_bias is not None:
             bias_v, bias_h = layer.label_bias(labels).chunk(2, dim=1)  # (n, 2C) each
             self.bias_v, self.bias_h = bias_v[:, :, None, None], bias_h[:, :, None]  # (n, 2C, 1, 1), (n, 2C, 1)
         self.v_rows = weight.new_zeros(n, C, p + 1, width + 2 * p)
         self.h_row = weight.new_zeros(width + p, n, C)
+        self.windows = self.h_row.unfold(0, kw, 1)  # (W, n, C, kw) view: the window of each column
+        self.window = weight.new_empty(n, C, kw)  # the current window, laid out as the weight's (c k)
+        self.window_flat = self.window.view(n, C * kw)
+        self.h_pre = weight.new_empty(n, 2 * C)  # the horizontal pre-activation, and its two halves (views)
+        self.h_pre_a, self.h_pre_b = self.h_pre[:, :C], self.h_pre[:, C:]
+        self.out = weight.new_empty(n, 2 * C)  # the residual and skip outputs, and each (views)
+        self.residual, self.skip = self.out[:, :C], self.out[:, C:]
         self.vh_zero = weight.new_zeros(n, 2 * C, 1, width)  # the vertical pre-activation above row 0 (shift_down)
         self.vh = weight.new_zeros(width, n, 2 * C)  # the vertical stack's contribution to the current row
 
@@ -171,13 +184,13 @@ class GatedLayerState:
         """The layer at column c of the current row, from the inputs put so far: columns <= c (< c if first).
 
         Returns:
-            (h, skip), each (n, C): the horizontal stack's output (the next layer's input) and the skip output.
+            (h, skip), each (n, C): the horizontal stack's output (the next layer's input) and the skip output;
+            valid until the next call (they may be views of this state's buffers).
         """
-        # the window, input columns c-p .. c (.. c-1 in the first layer), flattened as the weight: (n, C*kw);
-        # reshape rather than einops here: this runs once per layer and position, and its overhead counts
-        window = self.h_row[c : c + self.kw].permute(1, 2, 0).reshape(self.n, -1)
-        h_pre = F.linear(window, self.h_weight, self.h_bias)  # (n, 2C)
-        h_pre += self.vh[c]
-        residual, skip = F.linear(gate(h_pre), self.out_weight, self.out_bias).chunk(2, dim=1)  # (n, C) each
+        self.window.copy_(self.windows[c])  # (n, C, kw): input columns c-p .. c (.. c-1 in the first layer)
+        torch.addmm(self.h_bias, self.window_flat, self.h_weight_t, out=self.h_pre)  # (n, 2C)
+        self.h_pre += self.vh[c]
+        gated = torch.tanh(self.h_pre_a) * torch.sigmoid(self.h_pre_b)  # (n, C), as gate()
+        torch.addmm(self.out_bias, gated, self.out_weight_t, out=self.out)  # (n, 2C): residual and skip
         # no residual on the first layer: its input holds the current position, which it must not see
-        return (residual if self.first else self.h_row[c + self.p] + residual), skip
+        return (self.residual if self.first else self.h_row[c + self.p] + self.residual), self.skip

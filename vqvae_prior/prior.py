@@ -69,14 +69,14 @@ class Head(nn.Sequential):
         )
 
     def step(self) -> Callable[[Tensor], Tensor]:
-        """The head at one position, skips (n, C) -> logits (n, K): its 1x1 convolutions as two matrix products,
-        their weights read once."""
+        """The head at one position, skips (n, C) -> logits (n, K): its 1x1 convolutions as two matrix products
+        (``torch.addmm``, as ``F.linear`` computes them), their weights read and transposed once."""
         _, conv_in, _, conv_out = self
-        w_in, w_out = (rearrange(conv.weight, "o i 1 1 -> o i") for conv in (conv_in, conv_out))  # (H, C), (K, H)
+        w_in, w_out = (rearrange(conv.weight, "o i 1 1 -> i o") for conv in (conv_in, conv_out))  # (C, H), (H, K)
         b_in, b_out = conv_in.bias, conv_out.bias
 
         def head(skips: Tensor) -> Tensor:
-            return F.linear(F.relu(F.linear(F.relu(skips), w_in, b_in)), w_out, b_out)  # (n, K)
+            return torch.addmm(b_out, F.relu(torch.addmm(b_in, F.relu(skips), w_in)), w_out)  # (n, K)
 
         return head
 

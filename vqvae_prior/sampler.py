@@ -108,16 +108,16 @@ def sample_from_logits(logits: Tensor, u: Tensor, temperature: float) -> Tensor:
 def _start(
     model: Prior, n: int, shape: tuple[int, int], temperature: float, generator, given: Tensor | None
 ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Checked arguments -> (uniforms (h, w, n, 1), indices (n, h, w) holding the given entries, keep mask (n, h, w)
+    """Checked arguments -> (uniforms (h*w, n, 1), indices (n, h, w) holding the given entries, keep mask (n, h, w)
     or None when nothing is given). The uniforms are drawn as (n, h, w) and laid out so that a position's are one
-    contiguous slice."""
+    contiguous slice, in raster order."""
     if not (math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
     if len(shape) != 2 or min(shape) < 1:
         raise ValueError(f"shape must be (h, w) with h, w >= 1, got {shape}")
     device = model.device
     u = torch.rand((n, *shape), generator=generator, device=device)  # (n, h, w)
-    u = rearrange(u, "n h w -> h w n 1").contiguous()  # (h, w, n, 1)
+    u = rearrange(u, "n h w -> (h w) n 1").contiguous()  # (h*w, n, 1)
     if given is None:
         return u, torch.zeros((n, *shape), dtype=torch.long, device=device), None
     if tuple(given.shape) != (n, *shape):
@@ -149,7 +149,7 @@ def sample_reference(
         for r in range(shape[0]):
             for c in range(shape[1]):
                 logits = model(indices, labels)[:, :, r, c]  # (n, K)
-                _choose(indices, keep, r, c, sample_from_logits(logits, u[r, c], temperature))
+                _choose(indices, keep, r, c, sample_from_logits(logits, u[r * shape[1] + c], temperature))
     return indices.clone()  # an ordinary tensor, usable outside inference mode
 
 
@@ -167,9 +167,10 @@ def sample_cached(
     with torch.inference_mode():
         u, indices, keep = _start(model, n, shape, temperature, generator, given)
         state = model.sampling_state(n, shape, labels)
-        for r in range(shape[0]):
+        H, W = shape
+        for r in range(H):
             state.start_row(indices[:, r - 1] if r > 0 else None)
-            for c in range(shape[1]):
-                drawn = sample_from_logits(state.logits(c), u[r, c], temperature)  # (n,)
+            for c in range(W):
+                drawn = sample_from_logits(state.logits(c), u[r * W + c], temperature)  # (n,)
                 state.put(c, _choose(indices, keep, r, c, drawn))
     return indices.clone()  # an ordinary tensor, usable outside inference mode
