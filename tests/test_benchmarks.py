@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def benchmarks(monkeypatch):
     """The ``benchmarks`` package, importable from the repository root (it is not installed)."""
     monkeypatch.syspath_prepend(str(ROOT))
+    import benchmarks.pipeline
     import benchmarks.profile_sampler
     import benchmarks.sampling
     import benchmarks.training
@@ -99,3 +100,23 @@ def test_profile_sampler_main_reports_each_batch(benchmarks, capsys):
     out = capsys.readouterr().out
     assert "=== 2x2, batch 1:" in out and "=== 2x2, batch 2:" in out
     assert out.count("ATen operator calls per position") == 2 and out.count("arithmetic floor") == 2
+
+
+def test_pipeline_main_times_generate_and_the_loaded_pipeline(benchmarks, tmp_path):
+    """This tree as its own baseline: the baseline's generate() runs in a fresh process on the checkpoints it wrote,
+    and the loaded pipeline returns its codes and images bit for bit."""
+    out = tmp_path / "pipeline.json"
+    args = benchmarks.pipeline.get_args_parser().parse_args([
+        "--baseline", str(ROOT), "--n", "2", "--runs", "1", "--threads", "1", "--out", str(out)])
+    result = benchmarks.pipeline.main(args)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    for name in ("baseline", "generate", "pipeline"):
+        assert len(result[name]["runs"]) == 1 and result[name]["median_seconds"] > 0
+    assert result["bit_identical"] == {"to": "baseline", "codes": True, "images": True}
+    assert result["table"].count("\n") == 4  # header, rule, three rows
+
+
+def test_pipeline_main_refuses_a_folder_that_is_no_checkout(benchmarks, tmp_path):
+    args = benchmarks.pipeline.get_args_parser().parse_args(["--baseline", str(tmp_path)])
+    with pytest.raises(ValueError, match="expected a checkout of vqvae_prior"):
+        benchmarks.pipeline.main(args)
