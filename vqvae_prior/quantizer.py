@@ -151,8 +151,11 @@ class VectorQuantizer(nn.Module):
                 self._initialize(z)
             indices = self.quantize(z)  # (N,)
             counts = torch.bincount(indices, minlength=self.codebook_size).float()  # (K,)
-            # look the codes up before this step updates the codebook (encodec's order): a code restarted below
-            # must not send the vectors assigned to it to a random encoder output
+            # look the codes up before this step updates the codebook (as encodec's EuclideanCodebook does): the
+            # decoder and the losses see the vectors the indices were chosen for, not their EMA-moved values or,
+            # for a code restarted in this step, a random encoder output (a restarted code can hold vectors of
+            # its batch only when dead_code_threshold > 1: restarts reset the usage to the threshold, so with 1
+            # a code is restarted only in a batch that assigned it nothing)
             e = self.dequantize(indices).float()  # (N, D)
             if self.training:
                 self._update(z, indices, counts)
