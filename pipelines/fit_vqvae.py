@@ -236,7 +236,7 @@ def fit(args: argparse.Namespace, run: RunFolder) -> dict[str, Any]:
             "codebook_size": config.codebook_size,
         }
         finite.check_epoch(model, "test_mse", metrics["test_mse"])
-        save_reconstructions(model, x_test, run.out / "reconstructions.png", device, spectrograms=audio is not None)
+        save_reconstructions(model, x_test, run.out / "reconstructions.png", device, splits.modality == "audio")
         training = run_folder.training_state(optimizer, scheduler, loader_generator)
         metrics = run.save_epoch(model, metrics, info, training)
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
