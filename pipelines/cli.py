@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from vqvae_prior.errors import UsageError, VQPriorError
 
-__all__ = ["at_least", "build_config", "flag", "positive", "run"]
+__all__ = ["at_least", "build_config", "flag", "given_options", "namespace", "positive", "run"]
 
 T = TypeVar("T")
 
@@ -31,6 +31,36 @@ def run(main: Callable[[argparse.Namespace], Any], parser: argparse.ArgumentPars
     except VQPriorError as e:
         print(f"{parser.prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def namespace(parser: argparse.ArgumentParser, **options: Any) -> argparse.Namespace:
+    """The arguments ``parser`` gives an entry point's ``main``, from keyword ``options`` named as in ``args``
+    (``batch_size=32`` for ``--batch-size 32``; values as the command line parses them, a list for an option of
+    several values) and its defaults for the rest: how Python calls an entry point without building a command
+    line. An unknown name, a value outside an option's choices and a required option left out are refused."""
+    actions = {a.dest: a for a in parser._actions if a.dest != "help"}  # argparse keeps no public list of them
+    unknown = sorted(set(options) - set(actions))
+    if unknown:
+        raise UsageError(f"{parser.prog}: unknown options {', '.join(unknown)}; expected some of "
+                         f"{', '.join(sorted(actions))}")
+    for name, action in actions.items():
+        if action.required and name not in options:
+            raise UsageError(f"{parser.prog}: {flag(name)} ({name}=...) is required")
+        if name in options and action.choices is not None and options[name] not in action.choices:
+            raise UsageError(f"{parser.prog}: {name}={options[name]!r} is not one of {list(action.choices)}")
+    return argparse.Namespace(**{**{name: parser.get_default(name) for name in actions}, **options})
+
+
+def given_options(parser: argparse.ArgumentParser, argv: list[str]) -> dict[str, Any]:
+    """The options that the command-line arguments ``argv`` give, parsed by ``parser`` (none of them required
+    then): what a string of extra arguments adds to keyword options."""
+    unset = object()
+    actions = [a for a in parser._actions if a.dest != "help"]  # argparse keeps no public list of them
+    for action in actions:
+        action.required = False
+    # attributes already in the namespace are not overwritten by defaults: those left unset were not given
+    args = parser.parse_args(argv, namespace=argparse.Namespace(**{a.dest: unset for a in actions}))
+    return {name: value for name, value in vars(args).items() if value is not unset}
 
 
 def flag(name: str) -> str:

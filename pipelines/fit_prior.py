@@ -186,6 +186,13 @@ def save_samples(
     common.save_grid(vqvae.decode_indices(codes).clamp(0, 1), path, per_class, spectrograms)
 
 
+def fit(out: str | Path, vqvae: str | Path, **options: Any) -> dict[str, Any]:
+    """Fit a prior over the codes of the VQ-VAE checkpoint ``vqvae`` into the folder ``out`` from Python: ``options``
+    are the command line's, named as in ``args`` (``epochs=12``, ``layers=8``, ``resume=True``, ...), the rest at
+    their defaults. Returns the last epoch's metrics, as :func:`main`."""
+    return main(cli.namespace(get_args_parser(), out=str(out), vqvae=str(vqvae), **options))
+
+
 def main(args: argparse.Namespace) -> dict[str, Any]:
     """Fit the prior; returns the last epoch's metrics (with ``kept`` and ``best_epoch``, as logged)."""
     vq_ckpt = load_checkpoint(args.vqvae, "vqvae")
@@ -196,7 +203,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     offsets(args.shifts, args.jitter)
     model_config(args, vq_ckpt, num_classes=0)
     with RunFolder(args.out, "prior", metric="test_bits_per_code") as run:
-        return fit(args, run)
+        return fit_in(args, run)
 
 
 def model_config(args: argparse.Namespace, vq_ckpt: dict[str, Any], num_classes: int) -> PriorConfig:
@@ -211,7 +218,7 @@ def model_config(args: argparse.Namespace, vq_ckpt: dict[str, Any], num_classes:
     )
 
 
-def fit(args: argparse.Namespace, run: RunFolder) -> dict[str, Any]:
+def fit_in(args: argparse.Namespace, run: RunFolder) -> dict[str, Any]:
     """The fit, in an output folder this process owns."""
     device = common.pick_device(args.device)
     state = run.start(args.resume)

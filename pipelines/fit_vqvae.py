@@ -147,12 +147,19 @@ def lsd_epoch(epoch: int, args: argparse.Namespace) -> bool:
     return epoch == args.epochs or (args.lsd_every > 0 and epoch % args.lsd_every == 0)
 
 
+def fit(out: str | Path, **options: Any) -> dict[str, Any]:
+    """Fit a VQ-VAE into the folder ``out`` from Python: ``options`` are the command line's, named as in ``args``
+    (``dataset="mnist"``, ``data_root=...``, ``epochs=4``, ``resume=True``, ...), the rest at their defaults.
+    Returns the last epoch's metrics, as :func:`main`."""
+    return main(cli.namespace(get_args_parser(), out=str(out), **options))
+
+
 def main(args: argparse.Namespace) -> dict[str, Any]:
     """Fit the VQ-VAE; returns the last epoch's metrics (with ``kept`` and ``best_epoch``, as logged)."""
     common.fill_defaults(args, DEFAULTS, data.modality_of(args.dataset))
     check_args(args)
     with RunFolder(args.out, "vqvae", metric="test_mse") as run:
-        return fit(args, run)
+        return fit_in(args, run)
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -178,7 +185,7 @@ def model_config(args: argparse.Namespace, in_channels: int) -> VQVAEConfig:
     )
 
 
-def fit(args: argparse.Namespace, run: RunFolder) -> dict[str, Any]:
+def fit_in(args: argparse.Namespace, run: RunFolder) -> dict[str, Any]:
     """The fit, in an output folder this process owns."""
     device = common.pick_device(args.device)
     state = run.start(args.resume)

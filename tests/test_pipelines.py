@@ -8,9 +8,10 @@ import json
 import pytest
 import torch
 
-from pipelines import fit_prior, fit_vqvae, generate, quickstart
+from pipelines import cli, fit_prior, fit_vqvae, generate, quickstart
 from pipelines.run_folder import RunFolder, RunFolderError
 from vqvae_prior.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from vqvae_prior.errors import UsageError
 from vqvae_prior.layers import shift_down
 
 TINY_VQVAE = ["--channels", "16", "--residual-channels", "8", "--codebook-size", "32", "--code-dim", "8"]
@@ -229,3 +230,30 @@ def test_generate_complete_writes_inputs_kept_parts_and_completions(fitted, tmp_
     Image.fromarray(test.images[0, 0].numpy()).save(tmp_path / "loose" / "x.png")
     with pytest.raises(ValueError, match="gives .*x.png no class"):
         generate.main(parse([*args[:-1], str(tmp_path / "c.png"), "--complete", str(tmp_path / "loose")]))
+
+
+def test_fits_from_python_take_the_command_line_options_as_keywords(tmp_path, digit_folder):
+    """fit_vqvae.fit / fit_prior.fit: keyword options, the rest at the parser's defaults; the same fits as the
+    command line's."""
+    folder = ["--dataset", "image-folder", "--data-root", str(digit_folder), "--batch-size", "16"]
+    run_vqvae(tmp_path / "cli", *folder)
+    run_prior(tmp_path / "cli", "--batch-size", "16")
+    tiny_vqvae = {"channels": 16, "residual_channels": 8, "codebook_size": 32, "code_dim": 8}
+    fit_vqvae.fit(tmp_path / "py" / "vq", dataset="image-folder", data_root=str(digit_folder), batch_size=16,
+                  epochs=1, no_progress=True, device="cpu", **tiny_vqvae)
+    fit_prior.fit(tmp_path / "py" / "prior", tmp_path / "py" / "vq" / "vqvae.pt", batch_size=16, epochs=1,
+                  no_progress=True, device="cpu", layers=3, channels=16, head_channels=32, samples_per_class=2)
+    for path in ("vq/vqvae.pt", "prior/prior.pt"):
+        by_cli, by_py = load_checkpoint(tmp_path / "cli" / path), load_checkpoint(tmp_path / "py" / path)
+        assert by_cli["config"] == by_py["config"]
+        for name, tensor in by_cli["model"].items():
+            assert torch.equal(by_py["model"][name], tensor), f"{path}: {name} differs"
+    with pytest.raises(UsageError, match="unknown options batchsize"):
+        fit_vqvae.fit(tmp_path / "x", batchsize=16)
+    with pytest.raises(UsageError, match="quantizer='kmeans' is not one of"):
+        fit_vqvae.fit(tmp_path / "x", quantizer="kmeans")
+    with pytest.raises(UsageError, match=r"--vqvae \(vqvae=\.\.\.\) is required"):
+        cli.namespace(fit_prior.get_args_parser(), out="x")
+    assert cli.given_options(fit_prior.get_args_parser(), ["--layers", "3", "--unconditional"]) == {
+        "layers": 3, "unconditional": True}
+    assert not (tmp_path / "x").exists()
