@@ -8,11 +8,11 @@ same code statistics over the training epoch); one line per epoch in ``OUT/metri
 log-spectral distance in dB between held-out clips and the Griffin-Lim waveforms of their reconstructed spectrograms
 (``test_lsd_db``), beside the same distance for the original spectrograms (``ceiling_lsd_db``, what Griffin-Lim
 alone costs, computed once per run); both on a fixed subset of ``--lsd-clips`` clips (``lsd_clips``) spread evenly
-over the held-out split, as Griffin-Lim is slow. Writes ``OUT/reconstructions.png`` (held-out originals above their
-reconstructions), ``OUT/vqvae.pt``, the epoch with the lowest held-out MSE so far (what ``fit_prior`` reads), and
-``OUT/vqvae-last.pt``, the last epoch with the training state that ``--resume`` continues; ``--patience N`` stops
-the fit once the held-out MSE has not improved for N epochs. A non-finite loss stops the fit with an error, its
-checkpoints untouched. See ``pipelines/run_folder.py`` for what is guaranteed of the output folder.
+over the held-out split, as Griffin-Lim is slow (``pipelines/audio_eval.py``). Writes ``OUT/reconstructions.png``
+(held-out originals above their reconstructions), ``OUT/vqvae.pt``, the epoch with the lowest held-out MSE so far
+(what ``fit_prior`` reads), and ``OUT/vqvae-last.pt``, the last epoch with the training state that ``--resume``
+continues; ``--patience N`` stops the fit once the held-out MSE has not improved for N epochs. A non-finite loss
+stops the fit with an error, its checkpoints untouched. See ``pipelines/run_folder.py`` for what is guaranteed of the output folder.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import dataclasses
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from einops import rearrange
@@ -30,13 +30,11 @@ from tqdm import tqdm
 
 import data
 from pipelines import cli, common, run_folder
+from pipelines.audio_eval import HeldOutLSD
 from pipelines.run_folder import RunFolder
 from pipelines.training import FiniteLoss
 from vqvae_prior.quantizer import CodeUsage
 from vqvae_prior.vqvae import VQVAE, VQVAEConfig
-
-if TYPE_CHECKING:  # imported where used: image runs do not load librosa
-    from vqvae_prior.audio import SpectrogramConfig
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -94,41 +92,6 @@ def evaluate(model: VQVAE, x: torch.Tensor, y: torch.Tensor, batch_size: int, de
     }
 
 
-def lsd_subset(
-    splits: data.DatasetSplits, x_test: torch.Tensor, n: int
-) -> tuple[torch.Tensor, list, SpectrogramConfig]:
-    """``n`` held-out spectrograms (n, 1, T, F) spread evenly over the split (all when ``n`` < 1), their clips
-    (T_samples,) padded / trimmed as for the spectrograms, and the data set's ``SpectrogramConfig``."""
-    from data.audio import read_clip
-    from vqvae_prior.audio import SpectrogramConfig
-
-    cfg = SpectrogramConfig(**splits.spec["spectrogram"])
-    n = len(x_test) if n < 1 else min(n, len(x_test))
-    idx = torch.linspace(0, len(x_test) - 1, n).round().long()  # (n,) distinct
-    return x_test[idx], [read_clip(splits.test.paths[i], cfg) for i in idx], cfg
-
-
-@torch.no_grad()
-def griffin_lim_lsd(
-    model: VQVAE | None, x: torch.Tensor, clips: list, cfg: SpectrogramConfig, batch_size: int, device: torch.device
-) -> float:
-    """Mean log-spectral distance (dB) between ``clips`` and the Griffin-Lim waveforms of their spectrograms.
-
-    Args:
-        model: reconstructs the spectrograms first; None: inverts ``x`` itself (the ceiling).
-        x: (N, 1, T, F) normalized spectrograms of the clips.
-        clips: N waveforms (T_samples,), the originals padded / trimmed as for the spectrograms.
-        cfg: the data set's :class:`vqvae_prior.audio.SpectrogramConfig`.
-    """
-    from vqvae_prior.audio import invert, log_spectral_distance
-
-    if model is not None:
-        model.eval()
-        x = torch.cat([model(xb.to(device)).reconstruction.cpu() for xb in x.split(batch_size)])  # (N, 1, T, F)
-    specs = x.clamp(0, 1)[:, 0].numpy()  # (N, T, F)
-    return sum(log_spectral_distance(c, invert(s, cfg), cfg) for s, c in zip(specs, clips)) / len(clips)
-
-
 @torch.no_grad()
 def save_reconstructions(
     model: VQVAE, x: torch.Tensor, path: Path, device: torch.device, spectrograms: bool, n: int = 32
@@ -140,11 +103,6 @@ def save_reconstructions(
     recon = model(xb).reconstruction.clamp(0, 1)
     grid = rearrange([xb, recon], "two (r c) ch h w -> (r two c) ch h w", c=nrow)
     common.save_grid(grid, path, nrow, spectrograms)
-
-
-def lsd_epoch(epoch: int, args: argparse.Namespace) -> bool:
-    """Whether epoch (from 1) reports the Griffin-Lim LSD: every ``--lsd-every`` epochs and the last one."""
-    return epoch == args.epochs or (args.lsd_every > 0 and epoch % args.lsd_every == 0)
 
 
 def fit(out: str | Path, **options: Any) -> dict[str, Any]:
@@ -195,10 +153,9 @@ def fit_in(args: argparse.Namespace, run: RunFolder) -> dict[str, Any]:
     splits = data.load_dataset(args.dataset, args.data_root, **common.dataset_options(args))
     x_train, y_train = common.as_tensors(splits.train)
     x_test, y_test = common.as_tensors(splits.test)
-    audio, ceiling = None, None
-    if splits.modality == "audio":  # Griffin-Lim LSD on a fixed subset of held-out clips
-        audio = lsd_subset(splits, x_test, args.lsd_clips)  # (x, clips, cfg)
-        ceiling = griffin_lim_lsd(None, *audio, args.batch_size, device)
+    lsd = None  # audio: the Griffin-Lim log-spectral distance on a fixed subset of held-out clips
+    if splits.modality == "audio":
+        lsd = HeldOutLSD(splits, x_test, args.lsd_clips, args.lsd_every, args.epochs, args.batch_size, device)
     config = model_config(args, in_channels=splits.sample_shape[0])
     model = VQVAE(config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
@@ -238,8 +195,7 @@ def fit_in(args: argparse.Namespace, run: RunFolder) -> dict[str, Any]:
             "train_perplexity": usage.perplexity,
             "train_codes_used": usage.codes_used,
             **evaluate(model, x_test, y_test, args.batch_size, device),
-            **({"test_lsd_db": griffin_lim_lsd(model, *audio, args.batch_size, device), "ceiling_lsd_db": ceiling,
-                "lsd_clips": len(audio[1])} if audio and lsd_epoch(epoch + 1, args) else {}),
+            **(lsd.metrics(model, epoch + 1) if lsd else {}),
             "codebook_size": config.codebook_size,
         }
         finite.check_epoch(model, "test_mse", metrics["test_mse"])
