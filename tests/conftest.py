@@ -1,8 +1,11 @@
 """Shared fixtures: tiny seeded models, a small folder of digit images, and the path of the real data sets (tests
-skip when it is absent)."""
+skip when it is absent). Tests take them as arguments (pytest injects them); several are factories, called with
+the sizes a test needs: ``tiny_prior(num_classes=3)``, ``make_digit_folder(root, per_class=1)``,
+``shared_data("mnist")``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,12 +16,17 @@ from vqvae_prior.prior import GatedPixelCNN, PriorConfig
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-def shared_data(*parts: str) -> Path:
-    """A path under ../shared/data, or a skip saying what is missing."""
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"real data not found at {path} (the project's ../shared/data)")
-    return path
+@pytest.fixture
+def shared_data() -> Callable[..., Path]:
+    """``shared_data(*parts)``: a path under ../shared/data, or a skip saying what is missing."""
+
+    def find(*parts: str) -> Path:
+        path = SHARED_DATA.joinpath(*parts)
+        if not path.exists():
+            pytest.skip(f"real data not found at {path} (the project's ../shared/data)")
+        return path
+
+    return find
 
 
 @pytest.fixture(autouse=True)
@@ -29,11 +37,17 @@ def _seed() -> None:
 @pytest.fixture(scope="session")
 def digit_folder(tmp_path_factory) -> Path:
     """A folder of 60 real MNIST digits as PNG files, three classes: fits on it take a second."""
-    return make_digit_folder(tmp_path_factory.mktemp("digits"))
+    return _digit_folder(tmp_path_factory.mktemp("digits"))
 
 
-def make_digit_folder(root: Path, digits: tuple[int, ...] = (1, 4, 7), per_class: int = 20) -> Path:
-    """``per_class`` real MNIST digits of each of ``digits`` as PNG files in ``root/<digit>/``."""
+@pytest.fixture
+def make_digit_folder() -> Callable[..., Path]:
+    """``make_digit_folder(root, digits=(1, 4, 7), per_class=20)``: that many real MNIST digits of each of ``digits``
+    as PNG files in ``root/<digit>/``."""
+    return _digit_folder
+
+
+def _digit_folder(root: Path, digits: tuple[int, ...] = (1, 4, 7), per_class: int = 20) -> Path:
     from PIL import Image
 
     from data.images import load_mnist_sample
@@ -46,6 +60,13 @@ def make_digit_folder(root: Path, digits: tuple[int, ...] = (1, 4, 7), per_class
     return root
 
 
-def tiny_prior(num_classes: int = 0, num_layers: int = 4, channels: int = 8, codebook_size: int = 16) -> GatedPixelCNN:
-    config = PriorConfig(codebook_size, num_classes, channels, num_layers, head_channels=16)
-    return GatedPixelCNN(config).eval()
+@pytest.fixture
+def tiny_prior() -> Callable[..., GatedPixelCNN]:
+    """``tiny_prior(num_classes=0, num_layers=4, channels=8, codebook_size=16)``: a tiny gated PixelCNN in eval mode,
+    its weights drawn from torch's generator (seeded for every test)."""
+
+    def make(num_classes: int = 0, num_layers: int = 4, channels: int = 8, codebook_size: int = 16) -> GatedPixelCNN:
+        config = PriorConfig(codebook_size, num_classes, channels, num_layers, head_channels=16)
+        return GatedPixelCNN(config).eval()
+
+    return make

@@ -12,15 +12,6 @@ from PIL import Image
 from data import DataError, load_dataset
 from data.images import ImageTensorDataset, load_cifar10, load_image_folder, load_mnist, load_mnist_sample, read_idx
 
-SHARED_DATA = (Path(__file__).parents[1] / ".." / "shared" / "data").resolve()
-
-
-def _require(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"real data not found at {path} (the shared data folder is absent)")
-    return path
-
-
 # ---------------------------------------------------------------------------------------------- mnist-sample
 
 
@@ -104,8 +95,8 @@ def test_load_mnist_missing_files(tmp_path):
         load_mnist(root=tmp_path)
 
 
-def test_real_mnist():
-    root = _require(SHARED_DATA / "mnist")
+def test_real_mnist(shared_data):
+    root = shared_data("mnist")
     splits = load_mnist(root=root)
     assert (len(splits.train), len(splits.test)) == (60000, 10000)
     assert splits.train.images.shape[1:] == (1, 28, 28)
@@ -150,8 +141,8 @@ def test_cifar10_corrupt_batches_folder(tmp_path):
         load_cifar10(root=tmp_path)
 
 
-def test_real_cifar10_subset():
-    path = _require(SHARED_DATA / "cifar10" / "cifar10_subset.npz")
+def test_real_cifar10_subset(shared_data):
+    path = shared_data("cifar10", "cifar10_subset.npz")
     splits = load_cifar10(root=path)
     assert (len(splits.train), len(splits.test)) == (4000, 1000)
     assert splits.sample_shape == (3, 32, 32)

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_digit_folder
 from vqvae_prior.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="SIGKILL and fork are POSIX")
@@ -53,7 +52,7 @@ def check_resumed_like_the_reference(root: Path, report: dict, kind: str, epochs
         assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp") or p.name == "fit.lock"]
 
 
-def test_killed_fits_resume_exactly(tmp_path):
+def test_killed_fits_resume_exactly(tmp_path, make_digit_folder):
     """20 SIGKILLs of a 3-epoch VQ-VAE fit, then 6 of a 2-epoch prior fit over the reference VQ-VAE, on 30 digits."""
     digits = make_digit_folder(tmp_path / "digits", per_class=10)  # 27 train: 2 steps per epoch
     vq_args = ["--dataset", "image-folder", "--data-root", str(digits), *TINY_VQVAE, *COMMON, "--epochs", "3"]

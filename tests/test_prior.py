@@ -8,7 +8,6 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import tiny_prior
 from vqvae_prior.layers import MaskedConv2d
 from vqvae_prior.prior import GatedPixelCNN, PriorConfig
 
@@ -62,7 +61,7 @@ def test_causality_gradient_is_exactly_zero_at_and_after_each_position(shape, nu
         assert torch.all(grad[at_or_after] == 0), f"position {position} sees the future: {grad}"
 
 
-def test_no_blind_spot_in_gated_prior_and_blind_spot_in_plain_masked_stack():
+def test_no_blind_spot_in_gated_prior_and_blind_spot_in_plain_masked_stack(tiny_prior):
     # the plain stack's blind spot lies up and to the right of the position, beyond its 7x7 first layer's reach
     shape, position = (8, 10), (5, 2)
     gated = tiny_prior(num_layers=6).double()
@@ -78,7 +77,7 @@ def test_no_blind_spot_in_gated_prior_and_blind_spot_in_plain_masked_stack():
 
 
 @pytest.mark.parametrize("shape", [(7, 7), (8, 5), (3, 12)])
-def test_logits_shape_and_bits_per_code(shape):
+def test_logits_shape_and_bits_per_code(shape, tiny_prior):
     model = tiny_prior(num_classes=4)
     indices = torch.randint(0, 16, (3, *shape))
     labels = torch.tensor([0, 3, 1])
@@ -88,14 +87,14 @@ def test_logits_shape_and_bits_per_code(shape):
     assert math.isclose(float(bits), float(model.nll(indices, labels).detach()) / math.log(2), rel_tol=1e-6)
 
 
-def test_uniform_prior_has_log2_k_bits_per_code():
+def test_uniform_prior_has_log2_k_bits_per_code(tiny_prior):
     model = tiny_prior()
     for p in model.head[-1].parameters():
         nn.init.zeros_(p)  # all logits zero: the uniform distribution over K = 16 codes
     assert math.isclose(float(model.bits_per_code(torch.randint(0, 16, (2, 5, 5))).detach()), 4.0, rel_tol=1e-6)
 
 
-def test_class_label_changes_the_logits():
+def test_class_label_changes_the_logits(tiny_prior):
     model = tiny_prior(num_classes=3)
     for layer in model.layers:
         nn.init.normal_(layer.label_bias.weight)
@@ -103,7 +102,7 @@ def test_class_label_changes_the_logits():
     assert not torch.allclose(model(indices, torch.tensor([0])), model(indices, torch.tensor([2])))
 
 
-def test_label_errors():
+def test_label_errors(tiny_prior):
     conditional, unconditional = tiny_prior(num_classes=3), tiny_prior()
     with pytest.raises(ValueError, match="class-conditional"):
         conditional.check_labels(None, 2)

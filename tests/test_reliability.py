@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_digit_folder, tiny_prior
 from data import DataError, load_dataset
 from pipelines import cli, fit_prior, fit_vqvae, generate, run_folder
 from pipelines.generate import parse_labels
@@ -181,7 +180,7 @@ def test_checkpoints_with_non_finite_weights_are_refused(tmp_path):
 # ---------------------------------------------------------------------------------------------- 4. temperature
 
 
-def test_tiny_temperatures_draw_the_most_likely_code_and_non_finite_ones_are_refused():
+def test_tiny_temperatures_draw_the_most_likely_code_and_non_finite_ones_are_refused(tiny_prior):
     logits = torch.randn(64, 32, generator=torch.Generator().manual_seed(0))
     u = torch.rand(64, generator=torch.Generator().manual_seed(1))
     for temperature in (1e-300, 1e-45, 1e-30, 1e-8):  # 1e-300 is 0 in float32
@@ -313,7 +312,7 @@ def test_the_prior_keeps_its_best_epoch(tiny_fit, tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------------------- 6-8. data, cache
 
 
-def test_an_image_folder_without_a_held_out_image_is_refused_at_load(tmp_path, vq_args):
+def test_an_image_folder_without_a_held_out_image_is_refused_at_load(tmp_path, vq_args, make_digit_folder):
     make_digit_folder(tmp_path / "one", per_class=1)
     with pytest.raises(DataError, match="every class has a single image"):
         load_dataset("image-folder", tmp_path / "one")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.conftest import tiny_prior
 from vqvae_prior import sampler
 from vqvae_prior.prior import GatedPixelCNN, PriorConfig
 
@@ -19,7 +18,7 @@ CASES = [((5, 5), 0), ((6, 3), 0), ((3, 8), 3), ((7, 7), 3), ((1, 4), 0), ((4, 1
 
 
 @pytest.mark.parametrize("shape,num_classes", CASES)
-def test_cached_sampler_returns_the_reference_samples(shape, num_classes):
+def test_cached_sampler_returns_the_reference_samples(shape, num_classes, tiny_prior):
     model = tiny_prior(num_classes)
     labels = torch.tensor([0, 1, 2, 1]) if num_classes else None
     for temperature in (1.0, 0.7):
@@ -29,7 +28,7 @@ def test_cached_sampler_returns_the_reference_samples(shape, num_classes):
 
 
 @pytest.mark.parametrize("shape,num_classes", CASES)
-def test_cached_logits_equal_a_full_forward_pass_at_every_step(shape, num_classes, monkeypatch):
+def test_cached_logits_equal_a_full_forward_pass_at_every_step(shape, num_classes, monkeypatch, tiny_prior):
     model = tiny_prior(num_classes)
     labels = torch.tensor([2, 0, 1, 1]) if num_classes else None
     steps = []
@@ -61,7 +60,7 @@ def test_dropout_model_samples_in_eval_mode_and_keeps_its_mode():
         PriorConfig(16, dropout=1.0)
 
 
-def test_same_seed_same_samples_other_seed_other_samples():
+def test_same_seed_same_samples_other_seed_other_samples(tiny_prior):
     model = tiny_prior(num_classes=2)
     labels = torch.tensor([0, 1, 0, 1])
     assert torch.equal(draw(model, (6, 6), labels, seed=3), draw(model, (6, 6), labels, seed=3))
@@ -69,7 +68,7 @@ def test_same_seed_same_samples_other_seed_other_samples():
 
 
 @pytest.mark.parametrize("method", ["cached", "reference"])
-def test_given_entries_are_kept_and_conditioned_on(method):
+def test_given_entries_are_kept_and_conditioned_on(method, tiny_prior):
     model = tiny_prior(num_classes=2)
     labels = torch.tensor([1, 0, 1, 0])
     given = torch.full((4, 5, 6), -1)
@@ -81,7 +80,7 @@ def test_given_entries_are_kept_and_conditioned_on(method):
     assert torch.equal(samples, draw(model, (5, 6), labels, method="reference", given=given))
 
 
-def test_samples_are_valid_indices_and_low_temperature_concentrates():
+def test_samples_are_valid_indices_and_low_temperature_concentrates(tiny_prior):
     model = tiny_prior()
     samples = draw(model, (4, 4), n=64)
     assert samples.dtype == torch.int64 and samples.shape == (64, 4, 4)
@@ -90,7 +89,7 @@ def test_samples_are_valid_indices_and_low_temperature_concentrates():
     assert cold[:, 0, 0].unique().numel() < samples[:, 0, 0].unique().numel()
 
 
-def test_sampler_argument_errors():
+def test_sampler_argument_errors(tiny_prior):
     model = tiny_prior(num_classes=2)
     with pytest.raises(ValueError, match="temperature"):
         draw(model, (3, 3), [0, 1, 0, 1], temperature=0.0)

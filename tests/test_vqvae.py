@@ -7,7 +7,6 @@ import dataclasses
 import pytest
 import torch
 
-from tests.conftest import tiny_prior
 from vqvae_prior.checkpoint import CheckpointError, load_checkpoint, load_prior, load_vqvae, save_checkpoint
 from vqvae_prior.vqvae import VQVAE, VQVAEConfig
 
@@ -68,7 +67,7 @@ def test_vqvae_save_load_gives_identical_outputs(tmp_path):
     assert torch.equal(loaded(x).reconstruction, model(x).reconstruction)
 
 
-def test_prior_save_load_gives_identical_outputs_and_samples(tmp_path):
+def test_prior_save_load_gives_identical_outputs_and_samples(tmp_path, tiny_prior):
     model = tiny_prior(num_classes=3)
     save_checkpoint(tmp_path / "prior.pt", "prior", model)
     loaded, _ = load_prior(tmp_path / "prior.pt")
