@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import jsonable, machine, markdown_table, median, sync, write_json
-from pipelines.common import pick_device
+from pipelines.cli import pick_device
 from vqvae_prior import VQPriorPipeline
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -31,7 +31,7 @@ from torch import nn
 from benchmarks.common import (
     jsonable, machine, markdown_table, median, parse_shape, repeat_timing, shape_str, sync, write_json,
 )
-from pipelines.common import pick_device
+from pipelines.cli import pick_device
 from pipelines.generate import generate
 from vqvae_prior.checkpoint import load_prior, load_vqvae
 from vqvae_prior.prior import GatedPixelCNN, PriorConfig

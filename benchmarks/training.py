@@ -20,7 +20,7 @@ from collections.abc import Callable
 import torch
 
 from benchmarks.common import jsonable, machine, markdown_table, median, parse_shape, shape_str, sync, write_json
-from pipelines.common import pick_device
+from pipelines.cli import pick_device
 from vqvae_prior.prior import GatedPixelCNN, PriorConfig
 from vqvae_prior.vqvae import VQVAE, VQVAEConfig
 

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipelines import common
+from pipelines import batching, cli
 from pipelines.generate import generate
 from vqvae_prior.audio import SpectrogramConfig, invert, spectrogram
 from vqvae_prior.checkpoint import load_checkpoint, load_vqvae
@@ -95,7 +95,7 @@ def train_classifier(
     loader_generator = torch.Generator().manual_seed(args.seed)
     for _ in range(args.epochs):
         model.train()
-        for xb, yb in common.batches(x, y, args.batch_size, device, loader_generator):
+        for xb, yb in batching.batches(x, y, args.batch_size, device, loader_generator):
             loss = F.cross_entropy(model(xb), yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -149,7 +149,7 @@ def reanalyse(specs: np.ndarray, cfg: SpectrogramConfig) -> Tensor:
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     """Run the check; returns the report (also written to ``args.out``)."""
-    device = common.pick_device(args.device)
+    device = cli.pick_device(args.device)
     vqvae, vq_ckpt = load_vqvae(args.vqvae, device)  # refuses an out-of-date audio checkpoint before any work
     vq_spec = vq_ckpt["data"]
     if vq_spec["modality"] != "audio":
@@ -159,10 +159,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     if args.repeat < 1 or args.epochs < 1:
         raise ValueError(f"--repeat and --epochs must be >= 1, got {args.repeat} and {args.epochs}")
     cfg = SpectrogramConfig(**vq_spec["spectrogram"])
-    splits = common.load_splits(vq_spec, args.data_root)
+    splits = batching.load_splits(vq_spec, args.data_root)
     label_names = list(splits.label_names)
-    x_train, y_train = common.as_tensors(splits.train)  # (N, 1, T, F), (N,)
-    x_test, y_test = common.as_tensors(splits.test)
+    x_train, y_train = batching.as_tensors(splits.train)  # (N, 1, T, F), (N,)
+    x_test, y_test = batching.as_tensors(splits.test)
 
     # 1. the classifier, trained on real spectrograms only
     model, train_seconds = train_classifier(x_train, y_train, len(label_names), args, device)

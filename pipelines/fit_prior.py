@@ -36,9 +36,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from pipelines import cli, common, run_folder
+from pipelines import batching, cli, figures, run_folder
 from pipelines.run_folder import RunFolder
-from pipelines.training import FiniteLoss
+from pipelines.training import FiniteLoss, lr_schedule
 from vqvae_prior.checkpoint import atomic_save, load_checkpoint, load_vqvae, require, weights_digest
 from vqvae_prior.errors import UsageError
 from vqvae_prior.prior import GatedPixelCNN, PriorConfig
@@ -53,7 +53,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="runs/prior", help="output folder")
     parser.add_argument("--cache-dir", help="folder of the cached code maps, to share them between fits "
                                             "(default: --out)")
-    common.add_common_args(parser)
+    cli.add_common_args(parser)
     parser.add_argument("--layers", type=int, default=defaults.num_layers, help="gated layers, the first of type A")
     parser.add_argument("--channels", type=int, default=defaults.channels)
     parser.add_argument("--head-channels", type=int, default=defaults.head_channels)
@@ -114,15 +114,15 @@ def encode_splits(
         except Exception as e:  # torch raises several types for a corrupt file; a foreign one lacks keys
             problem = f"{type(e).__name__}: {' '.join(str(e).split())}"
         print(f"warning: the code cache {cache} is unreadable ({problem}); rebuilding it", file=sys.stderr)
-    splits = common.load_splits(spec)
+    splits = batching.load_splits(spec)
     codes: dict[str, Any] = {"vqvae_digest": digest, "label_names": list(splits.label_names)}
 
     def encode(x: Tensor, y: Tensor, dy: int, dx: int) -> Tensor:  # (N, h, w) int64 of the inputs moved by dy, dx
-        return torch.cat([vqvae.encode(translate(xb, dy, dx)).cpu() for xb, _ in common.batches(x, y, 512, device)])
+        return torch.cat([vqvae.encode(translate(xb, dy, dx)).cpu() for xb, _ in batching.batches(x, y, 512, device)])
 
-    x, y = common.as_tensors(splits.train)
+    x, y = batching.as_tensors(splits.train)
     codes["train"] = (torch.stack([encode(x, y, dy, dx) for dy, dx in moves]), y.clone())  # (S, N, h, w), (N,)
-    x, y = common.as_tensors(splits.test)
+    x, y = batching.as_tensors(splits.test)
     codes["test"] = (encode(x, y, 0, 0), y.clone())  # (N, h, w), (N,)
     atomic_save(codes, cache)
     return codes
@@ -166,7 +166,7 @@ def evaluate(model: GatedPixelCNN, codes: torch.Tensor, labels: torch.Tensor, ba
     """Mean bits per code of the code maps (N, h, w)."""
     model.eval()
     total = 0.0
-    for xb, yb in common.batches(codes, labels, batch_size, device):
+    for xb, yb in batching.batches(codes, labels, batch_size, device):
         total += float(model.bits_per_code(xb, yb if model.config.num_classes else None)) * len(xb)
     return total / len(codes)
 
@@ -183,7 +183,7 @@ def save_samples(
     n = len(labels) if labels is not None else 8 * per_class
     generator = torch.Generator(model.device).manual_seed(seed)
     codes = model.sample(n, shape, labels, generator=generator)  # (n, h, w)
-    common.save_grid(vqvae.decode_indices(codes).clamp(0, 1), path, per_class, spectrograms)
+    figures.save_grid(vqvae.decode_indices(codes).clamp(0, 1), path, per_class, spectrograms)
 
 
 def fit(out: str | Path, vqvae: str | Path, **options: Any) -> dict[str, Any]:
@@ -197,8 +197,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     """Fit the prior; returns the last epoch's metrics (with ``kept`` and ``best_epoch``, as logged)."""
     vq_ckpt = load_checkpoint(args.vqvae, "vqvae")
     require(vq_ckpt, args.vqvae, "data")
-    common.fill_defaults(args, DEFAULTS, vq_ckpt["data"]["modality"])
-    common.check_common_args(args)
+    cli.fill_defaults(args, DEFAULTS, vq_ckpt["data"]["modality"])
+    cli.check_common_args(args)
     cli.at_least(args, 1, "layers", "channels", "head_channels", "samples_per_class")
     offsets(args.shifts, args.jitter)
     model_config(args, vq_ckpt, num_classes=0)
@@ -220,7 +220,7 @@ def model_config(args: argparse.Namespace, vq_ckpt: dict[str, Any], num_classes:
 
 def fit_in(args: argparse.Namespace, run: RunFolder) -> dict[str, Any]:
     """The fit, in an output folder this process owns."""
-    device = common.pick_device(args.device)
+    device = cli.pick_device(args.device)
     state = run.start(args.resume)
     if state is not None:
         run.check_resumed_args(state, args, FREE_ON_RESUME, legacy=LEGACY)
@@ -238,7 +238,7 @@ def fit_in(args: argparse.Namespace, run: RunFolder) -> dict[str, Any]:
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     loader_generator = torch.Generator().manual_seed(args.seed)
     steps_per_epoch = math.ceil(len(train_labels) / args.batch_size)
-    scheduler = common.lr_schedule(optimizer, args.lr_schedule, args.epochs * steps_per_epoch)
+    scheduler = lr_schedule(optimizer, args.lr_schedule, args.epochs * steps_per_epoch)
     if state is not None:
         run_folder.restore(
             state, model, optimizer, scheduler, loader_generator,
@@ -258,7 +258,7 @@ def fit_in(args: argparse.Namespace, run: RunFolder) -> dict[str, Any]:
         model.train()
         t0 = time.perf_counter()
         epoch_codes = draw_shifts(train_codes, loader_generator)  # (N, h, w)
-        steps = common.batches(epoch_codes, train_labels, args.batch_size, device, loader_generator)
+        steps = batching.batches(epoch_codes, train_labels, args.batch_size, device, loader_generator)
         bar = tqdm(steps, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{args.epochs}", disable=args.no_progress)
         finite = FiniteLoss(epoch + 1, steps_per_epoch, device, run.last_good)
         train_bits = torch.zeros((), device=device)

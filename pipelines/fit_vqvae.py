@@ -29,10 +29,10 @@ from einops import rearrange
 from tqdm import tqdm
 
 import data
-from pipelines import cli, common, run_folder
+from pipelines import batching, cli, figures, run_folder
 from pipelines.audio_eval import HeldOutLSD
 from pipelines.run_folder import RunFolder
-from pipelines.training import FiniteLoss
+from pipelines.training import FiniteLoss, lr_schedule
 from vqvae_prior.quantizer import CodeUsage
 from vqvae_prior.vqvae import VQVAE, VQVAEConfig
 
@@ -44,11 +44,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-root", help="folder (or file) of the data set; see data/__init__.py")
     parser.add_argument("--image-size", type=int, nargs="+", help="resize an image folder to H [W]")
     parser.add_argument("--channels-in", type=int, choices=(1, 3), help="image-folder: force grayscale or RGB")
-    common.add_audio_args(parser)
+    cli.add_audio_args(parser)
     parser.add_argument("--lsd-clips", type=int, default=64, help="audio: held-out clips for the LSD; 0: all")
     parser.add_argument("--lsd-every", type=int, default=5, help="audio: LSD every N epochs and after the last")
     parser.add_argument("--out", default="runs/vqvae", help="output folder")
-    common.add_common_args(parser)
+    cli.add_common_args(parser)
     parser.add_argument("--codebook-size", type=int, default=defaults.codebook_size, help="K")
     parser.add_argument("--code-dim", type=int, default=defaults.code_dim, help="D")
     parser.add_argument("--channels", type=int, default=defaults.channels, help="hidden channels")
@@ -76,7 +76,7 @@ def evaluate(model: VQVAE, x: torch.Tensor, y: torch.Tensor, batch_size: int, de
     model.eval()
     usage = CodeUsage(model.config.codebook_size)
     sq_err, commitment, n = 0.0, 0.0, 0
-    for xb, _ in common.batches(x, y, batch_size, device):
+    for xb, _ in batching.batches(x, y, batch_size, device):
         out = model(xb)
         sq_err += float(((out.reconstruction.clamp(0, 1) - xb) ** 2).mean()) * len(xb)
         commitment += float(out.commitment_loss) * len(xb)
@@ -102,7 +102,7 @@ def save_reconstructions(
     xb = (xb.float() / 255 if xb.dtype == torch.uint8 else xb).to(device)  # (n, C, H, W)
     recon = model(xb).reconstruction.clamp(0, 1)
     grid = rearrange([xb, recon], "two (r c) ch h w -> (r two c) ch h w", c=nrow)
-    common.save_grid(grid, path, nrow, spectrograms)
+    figures.save_grid(grid, path, nrow, spectrograms)
 
 
 def fit(out: str | Path, **options: Any) -> dict[str, Any]:
@@ -114,7 +114,7 @@ def fit(out: str | Path, **options: Any) -> dict[str, Any]:
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     """Fit the VQ-VAE; returns the last epoch's metrics (with ``kept`` and ``best_epoch``, as logged)."""
-    common.fill_defaults(args, DEFAULTS, data.modality_of(args.dataset))
+    cli.fill_defaults(args, DEFAULTS, data.modality_of(args.dataset))
     check_args(args)
     with RunFolder(args.out, "vqvae", metric="test_mse") as run:
         return fit_in(args, run)
@@ -122,10 +122,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
 def check_args(args: argparse.Namespace) -> None:
     """Refuse, before any work, options that cannot make a VQ-VAE for a prior."""
-    common.check_common_args(args)
+    cli.check_common_args(args)
     cli.at_least(args, 2, "codebook_size")  # a prior over the codes needs two or more
     cli.positive(args, "beta", zero=True)
-    common.dataset_options(args)
+    cli.dataset_options(args)
     model_config(args, in_channels=args.channels_in or 1)
 
 
@@ -145,14 +145,14 @@ def model_config(args: argparse.Namespace, in_channels: int) -> VQVAEConfig:
 
 def fit_in(args: argparse.Namespace, run: RunFolder) -> dict[str, Any]:
     """The fit, in an output folder this process owns."""
-    device = common.pick_device(args.device)
+    device = cli.pick_device(args.device)
     state = run.start(args.resume)
     if state is not None:
         run.check_resumed_args(state, args)
     torch.manual_seed(args.seed)
-    splits = data.load_dataset(args.dataset, args.data_root, **common.dataset_options(args))
-    x_train, y_train = common.as_tensors(splits.train)
-    x_test, y_test = common.as_tensors(splits.test)
+    splits = data.load_dataset(args.dataset, args.data_root, **cli.dataset_options(args))
+    x_train, y_train = batching.as_tensors(splits.train)
+    x_test, y_test = batching.as_tensors(splits.test)
     lsd = None  # audio: the Griffin-Lim log-spectral distance on a fixed subset of held-out clips
     if splits.modality == "audio":
         lsd = HeldOutLSD(splits, x_test, args.lsd_clips, args.lsd_every, args.epochs, args.batch_size, device)
@@ -161,7 +161,7 @@ def fit_in(args: argparse.Namespace, run: RunFolder) -> dict[str, Any]:
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     loader_generator = torch.Generator().manual_seed(args.seed)
     steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
-    scheduler = common.lr_schedule(optimizer, args.lr_schedule, args.epochs * steps_per_epoch)
+    scheduler = lr_schedule(optimizer, args.lr_schedule, args.epochs * steps_per_epoch)
     if state is not None:
         run_folder.restore(state, model, optimizer, scheduler, loader_generator,
                            config=dataclasses.asdict(config), data=splits.spec)
@@ -176,7 +176,7 @@ def fit_in(args: argparse.Namespace, run: RunFolder) -> dict[str, Any]:
         model.train()
         usage = CodeUsage(config.codebook_size)
         t0 = time.perf_counter()
-        steps = common.batches(x_train, y_train, args.batch_size, device, loader_generator)
+        steps = batching.batches(x_train, y_train, args.batch_size, device, loader_generator)
         bar = tqdm(steps, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{args.epochs}", disable=args.no_progress)
         finite = FiniteLoss(epoch + 1, steps_per_epoch, device, run.last_good)
         for step, (xb, _) in enumerate(bar, 1):

@@ -32,7 +32,7 @@ from torch import Tensor
 from torchvision.transforms import functional as TF
 
 from data.images import IMAGE_EXTENSIONS
-from pipelines import cli, common, run_folder
+from pipelines import cli, figures, run_folder
 from vqvae_prior.errors import UsageError
 from vqvae_prior.pipeline import CompletionOutput, PipelineOutput, VQPriorPipeline
 
@@ -70,7 +70,7 @@ def generate(
         raise UsageError(f"n must be >= 1, got {n}")
     if not (math.isfinite(temperature) and temperature > 0):
         raise UsageError(f"temperature must be a finite number > 0, got {temperature}")
-    device = common.pick_device(None if device is None else str(device))
+    device = cli.pick_device(None if device is None else str(device))
     pipe = VQPriorPipeline.from_checkpoints(vqvae_checkpoint, prior_checkpoint, device)
     return pipe(n, labels, temperature, seeded(seed, device), method)
 
@@ -197,7 +197,7 @@ def complete_files(pipe: VQPriorPipeline, args: argparse.Namespace, out: Path) -
     result = pipe.complete(read_inputs(files, pipe), args.keep_rows, labels, args.repeat, args.temperature,
                            seeded(args.seed, pipe.device), args.method)
     rows = torch.cat([result.inputs[:, None], result.kept[:, None], result.images], dim=1)  # (N, 2 + S, C, H, W)
-    common.save_grid(rows.flatten(0, 1), out, rows.shape[1], spectrograms=pipe.modality == "audio")
+    figures.save_grid(rows.flatten(0, 1), out, rows.shape[1], spectrograms=pipe.modality == "audio")
     print(f"wrote {len(files)} inputs, each with its kept part and {args.repeat} completions, to {out}")
     if result.waveforms is not None:
         for i, (f, waves) in enumerate(zip(files, result.waveforms)):
@@ -216,7 +216,7 @@ def main(args: argparse.Namespace) -> PipelineOutput | CompletionOutput:
     if args.complete is None and args.repeat != 1 and args.labels is None:
         raise UsageError("--repeat gives the samples per label of --labels; without --labels, ask for --n samples")
     out = run_folder.check_image_path(args.out)
-    device = common.pick_device(args.device)
+    device = cli.pick_device(args.device)
     pipe = VQPriorPipeline.from_checkpoints(args.vqvae, args.prior, device)
     if args.complete is not None:
         return complete_files(pipe, args, out)
@@ -230,7 +230,7 @@ def main(args: argparse.Namespace) -> PipelineOutput | CompletionOutput:
     n = len(labels) if labels is not None else args.n
     result = pipe(n, labels, args.temperature, seeded(args.seed, device), args.method)
     nrow = args.nrow or (args.repeat if labels is not None and args.repeat > 1 else 8)
-    common.save_grid(result.images, out, nrow, spectrograms=pipe.modality == "audio")
+    figures.save_grid(result.images, out, nrow, spectrograms=pipe.modality == "audio")
     print(f"wrote {n} samples to {out}")
     if result.waveforms is not None:
         for i, wave in enumerate(result.waveforms):

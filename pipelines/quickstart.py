@@ -13,7 +13,7 @@ import argparse
 import shlex
 from pathlib import Path
 
-from pipelines import cli, common, fit_prior, fit_vqvae, run_folder
+from pipelines import cli, figures, fit_prior, fit_vqvae, run_folder
 from pipelines.generate import seeded
 from vqvae_prior.pipeline import PipelineOutput, VQPriorPipeline
 
@@ -44,11 +44,11 @@ def main(args: argparse.Namespace) -> PipelineOutput:
                                                      "resume": run_folder.has_fit(prior_out, "prior"),
                                                      **cli.given_options(fit_prior.get_args_parser(),
                                                                          shlex.split(args.prior_args))})
-    device = common.pick_device(args.device)
+    device = cli.pick_device(args.device)
     pipe = VQPriorPipeline.from_checkpoints(vq_out / "vqvae.pt", prior_out / "prior.pt", device)
     labels = [label for label in range(len(pipe.label_names)) for _ in range(10)]  # one row of 10 per class
     result = pipe(len(labels), labels, generator=seeded(args.seed, device))
-    common.save_grid(result.images, samples, nrow=10)
+    figures.save_grid(result.images, samples, nrow=10)
     print(f"wrote {len(labels)} samples to {samples}")
     return result
 

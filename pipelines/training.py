@@ -1,4 +1,4 @@
-"""Pieces of the fit loops: stopping a fit whose loss is no longer finite.
+"""Pieces of the fit loops: the learning-rate schedule, and stopping a fit whose loss is no longer finite.
 
 A diverged fit (too high a learning rate, a NaN in the data or a loss weight) must not write NaN weights over its
 last good checkpoint and exit 0. :class:`FiniteLoss` notes on the device the first step whose loss is not finite,
@@ -15,9 +15,9 @@ import torch
 from torch import Tensor, nn
 
 from vqvae_prior.checkpoint import nonfinite
-from vqvae_prior.errors import VQPriorError
+from vqvae_prior.errors import UsageError, VQPriorError
 
-__all__ = ["CHECK_EVERY", "DivergedError", "FiniteLoss"]
+__all__ = ["CHECK_EVERY", "DivergedError", "FiniteLoss", "lr_schedule"]
 
 CHECK_EVERY = 20  # steps between reads of the device's note: one wait for the device per 20 steps
 
@@ -64,3 +64,16 @@ class FiniteLoss:
     def _fail(self, what: str) -> None:
         raise DivergedError(f"the fit diverged: {what}; it stopped without writing it: {self.after()}. Lower --lr, "
                             "or look for NaN or infinite values in the data")
+
+
+def lr_schedule(
+    optimizer: torch.optim.Optimizer, name: str, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning rate held ``constant``, or decayed to zero over ``total_steps`` steps on a half ``cosine``."""
+    if name == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    if name == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+        )
+    raise UsageError(f"--lr-schedule must be constant or cosine, got {name!r}")

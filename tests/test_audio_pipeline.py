@@ -13,8 +13,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from pipelines import audio_check, common, fit_prior, fit_vqvae, generate
-from pipelines.common import dataset_options, fill_defaults
+from pipelines import audio_check, batching, fit_prior, fit_vqvae, generate
+from pipelines.cli import dataset_options, fill_defaults
 from vqvae_prior.checkpoint import CheckpointError, load_vqvae, save_checkpoint
 from vqvae_prior.vqvae import VQVAE, VQVAEConfig
 
@@ -123,15 +123,15 @@ def test_prior_trains_on_shifted_encodings(fitted, tmp_path):
     """--shifts S: the cache holds (S, N, h, w) train codes, shift s being the code map of the input delayed by s
     frames (silence in front); held-out codes are those of the inputs as they are."""
     vqvae, ckpt = load_vqvae(fitted["vqvae"])
-    splits = common.load_splits(ckpt["data"])
+    splits = batching.load_splits(ckpt["data"])
     codes = fit_prior.encode_splits(vqvae, tmp_path, ckpt["data"], None, torch.device("cpu"), shifts=3)
     train_codes, train_labels = codes["train"]
-    x_train, y_train = common.as_tensors(splits.train)  # (N, 1, 24, 32)
+    x_train, y_train = batching.as_tensors(splits.train)  # (N, 1, 24, 32)
     assert train_codes.shape == (3, len(x_train), 6, 8) and torch.equal(train_labels, y_train)
     for s in range(3):
         delayed = torch.cat([torch.zeros_like(x_train[:, :, :s]), x_train[:, :, : 24 - s]], dim=2)
         assert torch.equal(train_codes[s], vqvae.encode(delayed))
-    assert torch.equal(codes["test"][0], vqvae.encode(common.as_tensors(splits.test)[0]))
+    assert torch.equal(codes["test"][0], vqvae.encode(batching.as_tensors(splits.test)[0]))
     assert not torch.equal(train_codes[0], train_codes[2])
 
 

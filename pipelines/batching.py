@@ -1,0 +1,42 @@
+"""The data of the fits and checks: a data set rebuilt from a checkpoint's spec, its splits as tensors, and batches
+of them on a device."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+import data
+
+__all__ = ["as_tensors", "batches", "load_splits"]
+
+
+def load_splits(spec: dict[str, Any], data_root: str | None = None) -> data.DatasetSplits:
+    """The data set described by a checkpoint's spec, optionally read from another root."""
+    spec = dict(spec)
+    if data_root is not None:
+        spec["root"] = data_root
+    return data.load_dataset(**spec)
+
+
+def as_tensors(dataset: Dataset) -> tuple[Tensor, Tensor]:
+    """All items of ``dataset`` as (x (N, C, H, W), labels (N,)); in-memory data sets expose them directly."""
+    if hasattr(dataset, "images") and hasattr(dataset, "labels"):
+        return dataset.images, dataset.labels
+    xs, ys = zip(*(dataset[i] for i in range(len(dataset))))
+    return torch.stack(xs), torch.as_tensor(ys)
+
+
+def batches(
+    x: Tensor, y: Tensor, batch_size: int, device: torch.device, generator: torch.Generator | None = None
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """Batches (x (B, ...), y (B,)) on ``device``, shuffled by ``generator`` when given; uint8 x becomes [0, 1]."""
+    order = torch.randperm(len(x), generator=generator) if generator is not None else torch.arange(len(x))
+    for idx in order.split(batch_size):
+        xb = x[idx]
+        xb = xb.float() / 255 if xb.dtype == torch.uint8 else xb
+        yield xb.to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
