@@ -12,7 +12,8 @@ over the held-out split, as Griffin-Lim is slow (``pipelines/audio_eval.py``). W
 (held-out originals above their reconstructions), ``OUT/vqvae.pt``, the epoch with the lowest held-out MSE so far
 (what ``fit_prior`` reads), and ``OUT/vqvae-last.pt``, the last epoch with the training state that ``--resume``
 continues; ``--patience N`` stops the fit once the held-out MSE has not improved for N epochs. A non-finite loss
-stops the fit with an error, its checkpoints untouched. See ``pipelines/run_folder.py`` for what is guaranteed of the output folder.
+stops the fit with an error, its checkpoints untouched. See ``pipelines/run_folder.py`` for what is guaranteed of
+the output folder.
 """
 
 from __future__ import annotations

@@ -28,7 +28,9 @@ def _start(model, n, shape, temperature, generator, given):
 
 
 @torch.no_grad()
-def sample_cached_1811e11(model, n, shape, labels=None, temperature=1.0, generator=None, given=None, record=None) -> Tensor:
+def sample_cached_1811e11(
+    model, n, shape, labels=None, temperature=1.0, generator=None, given=None, record=None
+) -> Tensor:
     """``record``: a list that receives the logits (n, K) of every position, in raster order."""
     labels = model.check_labels(labels, n)
     u, indices, keep = _start(model, n, shape, temperature, generator, given)
@@ -129,7 +131,8 @@ def test_codes_and_logits_are_bit_identical_to_the_cached_sampler_of_1811e11(
     generator = torch.Generator().manual_seed(5)
     old = sample_cached_1811e11(prior, 6, shape, labels, temperature, generator, given, record=old_logits)
     original = sampler.sample_from_logits
-    monkeypatch.setattr(sampler, "sample_from_logits", lambda l, u, t: new_logits.append(l.clone()) or original(l, u, t))
+    record = lambda logits, u, t: new_logits.append(logits.clone()) or original(logits, u, t)  # noqa: E731
+    monkeypatch.setattr(sampler, "sample_from_logits", record)
     new = prior.sample(6, shape, labels, temperature, torch.Generator().manual_seed(5), given)
     assert torch.equal(new, old)
     assert len(new_logits) == len(old_logits) == shape[0] * shape[1]
