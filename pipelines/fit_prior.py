@@ -58,6 +58,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--channels", type=int, default=defaults.channels)
     parser.add_argument("--head-channels", type=int, default=defaults.head_channels)
     parser.add_argument("--dropout", type=float, help="in every gated layer, training only (default: by kind of data)")
+    parser.add_argument("--label-dropout", type=float, default=0.0,
+                        help="replace each training label by a null class at this rate, so the prior also learns "
+                             "the unconditional model that classifier-free guidance (generate --guidance) needs")
     parser.add_argument("--shifts", type=int,
                         help="train on each input moved down by 0 .. S-1 rows, one draw per epoch; 1: as it is "
                              "(default: by kind of data)")
@@ -200,6 +203,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     cli.fill_defaults(args, DEFAULTS, vq_ckpt["data"]["modality"])
     cli.check_common_args(args)
     cli.at_least(args, 1, "layers", "channels", "head_channels", "samples_per_class")
+    if args.unconditional and args.label_dropout:
+        raise UsageError("--label-dropout trains the unconditional model beside the class-conditional one: "
+                         "it does not go with --unconditional")
     offsets(args.shifts, args.jitter)
     model_config(args, vq_ckpt, num_classes=0)
     with RunFolder(args.out, "prior", metric="test_bits_per_code") as run:
@@ -215,6 +221,7 @@ def model_config(args: argparse.Namespace, vq_ckpt: dict[str, Any], num_classes:
         num_layers=args.layers,
         head_channels=args.head_channels,
         dropout=args.dropout,
+        label_dropout=args.label_dropout,
     )
 
 

@@ -49,6 +49,7 @@ def generate(
     seed: int | None = None,
     device: str | torch.device | None = None,
     method: str = "cached",
+    guidance: float = 0.0,
 ) -> PipelineOutput:
     """Load both checkpoints, sample ``n`` code maps from the prior and decode them: a one-call
     :class:`VQPriorPipeline` (build one with ``VQPriorPipeline.from_checkpoints`` to sample repeatedly).
@@ -62,6 +63,7 @@ def generate(
         seed: seeds a ``torch.Generator`` for reproducible samples; None draws from torch's global generator.
         device: "cpu", "cuda", ...; None picks CUDA when available.
         method: "cached" sampler (default) or "reference" (one full forward pass per position).
+        guidance: classifier-free guidance weight (>= 0; > 0 needs a prior fitted with ``--label-dropout``).
 
     Returns:
         a :class:`PipelineOutput`; ``.images`` is (n, C, H, W) in [0, 1].
@@ -72,7 +74,7 @@ def generate(
         raise UsageError(f"temperature must be a finite number > 0, got {temperature}")
     device = cli.pick_device(None if device is None else str(device))
     pipe = VQPriorPipeline.from_checkpoints(vqvae_checkpoint, prior_checkpoint, device)
-    return pipe(n, labels, temperature, seeded(seed, device), method)
+    return pipe(n, labels, temperature, seeded(seed, device), method, guidance)
 
 
 def seeded(seed: int | None, device: torch.device) -> torch.Generator | None:
@@ -95,6 +97,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="complete these images (or recordings, for an audio VQ-VAE) instead of sampling anew")
     parser.add_argument("--keep-rows", type=int, help="with --complete: code rows kept (audio: the first frames)")
     parser.add_argument("--temperature", type=float, default=1.0, help="> 0; near 0: the most likely code")
+    parser.add_argument("--guidance", type=float, default=0.0,
+                        help="classifier-free guidance weight w >= 0: codes drawn from l_c + w (l_c - l_u); > 0 needs "
+                             "a prior fitted with --label-dropout")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--method", choices=("cached", "reference"), default="cached")
@@ -195,7 +200,7 @@ def complete_files(pipe: VQPriorPipeline, args: argparse.Namespace, out: Path) -
         labels = labels_from_names(files, pipe)
     labels = labels * len(files) if labels is not None and len(labels) == 1 else labels
     result = pipe.complete(read_inputs(files, pipe), args.keep_rows, labels, args.repeat, args.temperature,
-                           seeded(args.seed, pipe.device), args.method)
+                           seeded(args.seed, pipe.device), args.method, args.guidance)
     rows = torch.cat([result.inputs[:, None], result.kept[:, None], result.images], dim=1)  # (N, 2 + S, C, H, W)
     figures.save_grid(rows.flatten(0, 1), out, rows.shape[1], spectrograms=pipe.modality == "audio")
     print(f"wrote {len(files)} inputs, each with its kept part and {args.repeat} completions, to {out}")
@@ -211,6 +216,7 @@ def main(args: argparse.Namespace) -> PipelineOutput | CompletionOutput:
     cli.at_least(args, 1, "n", "repeat", "nrow")
     cli.at_least(args, 0, "keep_rows")
     cli.positive(args, "temperature")
+    cli.positive(args, "guidance", zero=True)
     if args.complete is None and args.keep_rows is not None:
         raise UsageError("--keep-rows N goes with --complete FILE_OR_FOLDER")
     if args.complete is None and args.repeat != 1 and args.labels is None:
@@ -228,7 +234,7 @@ def main(args: argparse.Namespace) -> PipelineOutput | CompletionOutput:
     if labels is not None:
         labels = [label for label in labels for _ in range(args.repeat)]
     n = len(labels) if labels is not None else args.n
-    result = pipe(n, labels, args.temperature, seeded(args.seed, device), args.method)
+    result = pipe(n, labels, args.temperature, seeded(args.seed, device), args.method, args.guidance)
     nrow = args.nrow or (args.repeat if labels is not None and args.repeat > 1 else 8)
     figures.save_grid(result.images, out, nrow, spectrograms=pipe.modality == "audio")
     print(f"wrote {n} samples to {out}")

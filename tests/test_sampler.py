@@ -99,3 +99,72 @@ def test_sampler_argument_errors(tiny_prior):
         draw(model, (3, 3), [0, 1, 0, 1], method="fast")
     with pytest.raises(ValueError, match="class-conditional"):
         draw(model, (3, 3))
+
+
+def guided_prior(label_dropout: float = 0.2) -> GatedPixelCNN:
+    """A tiny class-conditional prior with a null label (3 classes + 1), its null-label bias made distinct."""
+    model = GatedPixelCNN(PriorConfig(16, 3, 8, 4, head_channels=16, label_dropout=label_dropout)).eval()
+    assert model.null_label == 3 and model.layers[0].label_bias.num_embeddings == 4
+    return model
+
+
+@pytest.mark.parametrize("shape", [(5, 5), (3, 8), (4, 1)])
+def test_guided_cached_sampler_returns_the_guided_reference_samples(shape):
+    model = guided_prior()
+    labels = torch.tensor([0, 1, 2, 1])
+    for guidance in (0.5, 3.0):
+        reference = draw(model, shape, labels, method="reference", guidance=guidance)
+        assert torch.equal(reference, draw(model, shape, labels, method="cached", guidance=guidance))
+    given = torch.full((4, *shape), -1)
+    given[:, 0] = 5  # the first row kept
+    completed = draw(model, shape, labels, guidance=1.0, given=given)
+    assert torch.equal(completed, draw(model, shape, labels, method="reference", guidance=1.0, given=given))
+    assert (completed[:, 0] == 5).all()
+
+
+def test_guided_logits_are_conditional_plus_w_times_the_difference(monkeypatch):
+    """At each step the guided logits are l_c + w (l_c - l_u), l_u a full pass given the null label."""
+    model, w = guided_prior(), 2.0
+    labels = torch.tensor([2, 0, 1, 1])
+    steps = []
+    original = sampler.sample_from_logits
+    monkeypatch.setattr(sampler, "sample_from_logits", lambda l, u, t: steps.append(l.clone()) or original(l, u, t))
+    samples = draw(model, (3, 4), labels, guidance=w)
+    null = torch.full_like(labels, model.null_label)
+    for step, logits in enumerate(steps):
+        r, c = divmod(step, 4)
+        partial = samples.clone().reshape(4, -1)
+        partial[:, step:] = 0
+        partial = partial.reshape(samples.shape)
+        l_c, l_u = model(partial, labels)[:, :, r, c], model(partial, null)[:, :, r, c]  # (n, K) each
+        torch.testing.assert_close(logits, l_c + w * (l_c - l_u), rtol=1e-5, atol=1e-5)
+
+
+def test_zero_guidance_samples_the_conditional_model_and_guidance_needs_a_null_label():
+    model = guided_prior()
+    labels = torch.tensor([0, 1, 2, 1])
+    assert torch.equal(draw(model, (4, 4), labels), draw(model, (4, 4), labels, guidance=0.0))
+    assert not torch.equal(draw(model, (4, 4), labels), draw(model, (4, 4), labels, guidance=2.0))
+    with pytest.raises(ValueError, match="label dropout"):
+        draw(tiny_prior(3), (4, 4), labels, guidance=1.0)  # fitted without a null label
+    with pytest.raises(ValueError, match="guidance must be a finite number >= 0"):
+        draw(model, (4, 4), labels, guidance=float("nan"))
+    with pytest.raises(ValueError, match="labels"):
+        model.sample(4, (4, 4), torch.tensor([0, 1, 2, 3]))  # the null label is not a class one may ask for
+
+
+def test_label_dropout_replaces_labels_by_the_null_class_in_training_only():
+    model = guided_prior(label_dropout=0.5)
+    x = torch.randint(0, 16, (64, 3, 3))
+    labels = torch.randint(0, 3, (64,))
+    null = torch.full_like(labels, 3)
+    model.eval()
+    assert torch.equal(model.nll(x, labels), torch.nn.functional.cross_entropy(model(x, labels), x))
+    model.train()
+    torch.manual_seed(1)
+    loss = model.nll(x, labels)
+    torch.manual_seed(1)
+    dropped = torch.rand(labels.shape) < 0.5
+    expected = torch.nn.functional.cross_entropy(model(x, torch.where(dropped, null, labels)), x)
+    torch.testing.assert_close(loss, expected)
+    assert 0 < int(dropped.sum()) < 64

@@ -176,6 +176,7 @@ class VQPriorPipeline:
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
         method: str = "cached",
+        guidance: float = 0.0,
     ) -> PipelineOutput:
         """Sample ``n`` code maps from the prior and decode them.
 
@@ -186,6 +187,7 @@ class VQPriorPipeline:
             generator: a ``torch.Generator`` on :attr:`device`, for reproducible samples; None draws from torch's
                 global generator.
             method: "cached" sampler (default) or "reference" (one full forward pass per position).
+            guidance: classifier-free guidance weight (>= 0; > 0 needs a prior fitted with label dropout).
 
         Returns:
             a :class:`PipelineOutput`; ``.images`` is (n, C, H, W) in [0, 1].
@@ -193,7 +195,9 @@ class VQPriorPipeline:
         if n < 1:
             raise UsageError(f"n must be >= 1, got {n}")
         label_tensor = self.prior.check_labels(labels, n)
-        codes = self.prior.sample(n, self.code_shape, label_tensor, temperature, generator, method=method)  # (n, h, w)
+        codes = self.prior.sample(
+            n, self.code_shape, label_tensor, temperature, generator, method=method, guidance=guidance
+        )  # (n, h, w)
         images = self.decode(codes)  # (n, C, H, W)
         labels_out = None if label_tensor is None else label_tensor.cpu()
         return PipelineOutput(images, codes.cpu(), labels_out, self.label_names, *self._waveforms(images))
@@ -208,6 +212,7 @@ class VQPriorPipeline:
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
         method: str = "cached",
+        guidance: float = 0.0,
     ) -> CompletionOutput:
         """Keep the top ``keep`` rows of the inputs' code maps and sample the rest from the prior.
 
@@ -217,7 +222,7 @@ class VQPriorPipeline:
             keep: code rows kept, 0 .. h (for audio, rows are time: the first ``keep * downsample`` frames).
             labels: (N,) class labels of the inputs, required by a class-conditional prior.
             completions: S, completions of each input.
-            temperature, generator, method: as in ``__call__``.
+            temperature, generator, method, guidance: as in ``__call__``.
 
         Returns:
             a :class:`CompletionOutput`; ``.images`` is (N, S, C, H, W).
@@ -233,7 +238,9 @@ class VQPriorPipeline:
         given = repeat(codes, "n h w -> (n s) h w", s=S).clone()
         given[:, keep:] = -1  # sampled
         labels_s = None if label_tensor is None else label_tensor.repeat_interleave(S)  # (N*S,)
-        sampled = self.prior.sample(len(given), self.code_shape, labels_s, temperature, generator, given, method)
+        sampled = self.prior.sample(
+            len(given), self.code_shape, labels_s, temperature, generator, given, method, guidance
+        )  # (N*S, h, w)
         images = self.decode(sampled)  # (N*S, C, H, W)
         kept = x.clone()
         kept[:, :, keep * self.vqvae.config.downsample :] = 0  # (N, C, H, W)

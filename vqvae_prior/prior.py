@@ -15,6 +15,13 @@ Deviations from the papers: the input is a learned embedding of discrete codes i
 conditioning is a learned per-class, per-layer bias (the paper's V^T h with h a one-hot label); skip connections
 from every layer feed the head, as in the authors' later PixelCNN code rather than the 2016b figure.
 
+Classifier-free guidance (Ho and Salimans 2022, "Classifier-Free Diffusion Guidance"; used for autoregressive
+token priors by e.g. Gafni et al. 2022, "Make-A-Scene"), not in the PixelCNN papers and off by default: with
+``label_dropout`` p > 0 the prior also learns an unconditional model, through one more label, the null class
+(index ``num_classes``), that replaces each training label with probability p. Sampling with ``guidance`` w > 0
+then draws each code from the logits ``l_c + w (l_c - l_u)``, l_c given the label and l_u given the null class,
+which sharpens the class; w = 0 samples the conditional model itself.
+
 Sampling: :meth:`GatedPixelCNN.sample` runs the samplers of ``sampler.py``: the cached one (the default) drives
 :meth:`GatedPixelCNN.sampling_state`, this network computed one position at a time (each layer's own step-by-step
 form, :class:`vqvae_prior.layers.GatedLayerState`, and the head's); ``method="reference"`` runs the full network
@@ -50,6 +57,7 @@ class PriorConfig:
     kernel_size: int = 3
     head_channels: int = 256
     dropout: float = 0.0  # in every gated layer, training only (GatedLayer)
+    label_dropout: float = 0.0  # > 0: labels replaced by the null class at this rate in training (guidance)
 
     def __post_init__(self) -> None:
         if self.codebook_size < 2:
@@ -58,6 +66,8 @@ class PriorConfig:
             raise ValueError(f"invalid prior config {self}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.label_dropout < 1.0:
+            raise ValueError(f"label_dropout must be in [0, 1), got {self.label_dropout}")
 
 
 class Head(nn.Sequential):
@@ -89,10 +99,10 @@ class GatedPixelCNN(nn.Module):
         self.config = config
         C = config.channels
         self.embedding = nn.Embedding(config.codebook_size, C)
+        label_rows = config.num_classes + (self.null_label is not None)  # and the null class
         self.layers = nn.ModuleList(
             GatedLayer(
-                C, config.first_kernel_size if i == 0 else config.kernel_size, i == 0, config.num_classes,
-                config.dropout,
+                C, config.first_kernel_size if i == 0 else config.kernel_size, i == 0, label_rows, config.dropout,
             )
             for i in range(config.num_layers)
         )
@@ -101,6 +111,11 @@ class GatedPixelCNN(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.embedding.weight.device
+
+    @property
+    def null_label(self) -> int | None:
+        """The label of the unconditional model (fitted with ``label_dropout`` > 0), or None: no guidance."""
+        return self.config.num_classes if self.config.num_classes and self.config.label_dropout > 0 else None
 
     def check_labels(self, labels: Tensor | None, batch_size: int) -> Tensor | None:
         """Labels (B,) int64 on the model's device; a clear error when they are missing, extra or out of range."""
@@ -134,7 +149,14 @@ class GatedPixelCNN(nn.Module):
         return self.head(skips)  # (B, K, h, w)
 
     def nll(self, indices: Tensor, labels: Tensor | None = None) -> Tensor:
-        """Mean negative log-likelihood in nats per code (a scalar) of indices (B, h, w)."""
+        """Mean negative log-likelihood in nats per code (a scalar) of indices (B, h, w).
+
+        In training mode with ``label_dropout`` > 0, each label is first replaced by the null class with that
+        probability (drawn from torch's global generator); in eval mode the labels are used as they are.
+        """
+        if self.training and self.null_label is not None and labels is not None:
+            dropped = torch.rand(labels.shape, device=labels.device) < self.config.label_dropout  # (B,)
+            labels = torch.where(dropped, torch.full_like(labels, self.null_label), labels)
         return F.cross_entropy(self(indices, labels), indices)
 
     def bits_per_code(self, indices: Tensor, labels: Tensor | None = None) -> Tensor:
@@ -155,6 +177,7 @@ class GatedPixelCNN(nn.Module):
         generator: torch.Generator | None = None,
         given: Tensor | None = None,
         method: str = "cached",
+        guidance: float = 0.0,
     ) -> Tensor:
         """Sample n code maps of the given (h, w) shape in raster order.
 
@@ -167,13 +190,15 @@ class GatedPixelCNN(nn.Module):
             given: optional (n, h, w) indices; entries >= 0 are kept as they are and conditioned on, entries < 0
                 are sampled.
             method: "cached" (fast, the default) or "reference" (one full forward pass per position).
+            guidance: classifier-free guidance weight w >= 0 (see the module docstring); > 0 needs labels and a
+                prior fitted with ``label_dropout`` > 0, and costs twice the sampling work.
 
         Returns:
             (n, h, w) int64 indices.
 
         Samples in eval mode (no dropout), whatever the model's mode; the mode is restored afterwards.
         """
-        return sampler.sample(self, n, shape, labels, temperature, generator, given, method)
+        return sampler.sample(self, n, shape, labels, temperature, generator, given, method, guidance)
 
 
 class GatedPixelCNNState:

@@ -12,6 +12,11 @@ Both samplers draw all their uniform random numbers up front, ``u = rand(n, h, w
 code whose cumulative probability first exceeds u (inverse-CDF sampling): given the same generator they return the
 same indices, and the inner loops have no host synchronization. They run under ``torch.inference_mode`` (less
 per-operator overhead, the same arithmetic) and return an ordinary tensor.
+
+Classifier-free guidance (``guidance`` w > 0, for a prior with a null label): both samplers run the prior on 2n code
+maps, the n given their labels and the same n given the null label, and draw each code from
+``l_c + w (l_c - l_u)`` (:func:`guide`); the cached sampler through :class:`GuidedState`, which wraps the prior's
+own state.
 """
 
 from __future__ import annotations
@@ -23,7 +28,10 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-__all__ = ["METHODS", "Prior", "SamplingState", "sample", "sample_cached", "sample_from_logits", "sample_reference"]
+__all__ = [
+    "METHODS", "GuidedState", "Prior", "SamplingState", "guide", "sample", "sample_cached", "sample_from_logits",
+    "sample_reference",
+]
 
 METHODS = ("cached", "reference")
 
@@ -49,6 +57,10 @@ class Prior(Protocol):
     @property
     def device(self) -> torch.device: ...
 
+    @property
+    def null_label(self) -> int | None:
+        """The label of the prior's unconditional model (classifier-free guidance), or None."""
+
     def __call__(self, indices: Tensor, labels: Tensor | None = None) -> Tensor:
         """Logits (B, K, h, w) of each position of indices (B, h, w) given the positions before it."""
 
@@ -72,6 +84,7 @@ def sample(
     generator: torch.Generator | None = None,
     given: Tensor | None = None,
     method: str = "cached",
+    guidance: float = 0.0,
 ) -> Tensor:
     """Sample n code maps (n, h, w) from ``model`` in eval mode (its mode is restored afterwards).
 
@@ -80,11 +93,18 @@ def sample(
     if method not in METHODS:
         raise ValueError(f"method must be 'cached' or 'reference', got {method!r}")
     labels = model.check_labels(labels, n)
+    if not (math.isfinite(guidance) and guidance >= 0):
+        raise ValueError(f"guidance must be a finite number >= 0, got {guidance}")
+    if guidance > 0 and (labels is None or model.null_label is None):
+        raise ValueError(
+            "guidance > 0 needs a class-conditional prior fitted with label dropout (fit_prior --label-dropout), "
+            f"and labels; this prior has {'no null label' if labels is not None else 'no labels'}"
+        )
     fn = sample_cached if method == "cached" else sample_reference
     was_training = model.training
     model.eval()
     try:
-        return fn(model, n, tuple(shape), labels, temperature, generator, given)
+        return fn(model, n, tuple(shape), labels, temperature, generator, given, guidance)
     finally:
         model.train(was_training)
 
@@ -103,6 +123,32 @@ def sample_from_logits(logits: Tensor, u: Tensor, temperature: float) -> Tensor:
     u = u.reshape(-1, 1).contiguous()  # (B, 1)
     # the first code whose cumulative probability exceeds u: a code of probability 0 is never drawn, even for u = 0
     return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=logits.shape[-1] - 1)
+
+
+def guide(logits: Tensor, guidance: float) -> Tensor:
+    """Guided logits (n, K) from the logits (2n, K) of n code maps given their labels, then given the null label:
+    ``l_c + w (l_c - l_u)``."""
+    conditional, unconditional = logits.chunk(2)  # (n, K) each
+    return conditional + guidance * (conditional - unconditional)
+
+
+class GuidedState:
+    """A :class:`SamplingState` of n code maps under classifier-free guidance, from the prior's own state over 2n:
+    the n maps given their labels, then the same maps given the null label."""
+
+    def __init__(self, model: Prior, n: int, shape: tuple[int, int], labels: Tensor, guidance: float) -> None:
+        null = torch.full_like(labels, model.null_label)  # (n,)
+        self.inner = model.sampling_state(2 * n, shape, torch.cat([labels, null]))
+        self.guidance = guidance
+
+    def start_row(self, above: Tensor | None) -> None:
+        self.inner.start_row(None if above is None else above.repeat(2, 1))  # (2n, w)
+
+    def logits(self, c: int) -> Tensor:
+        return guide(self.inner.logits(c), self.guidance)  # (n, K)
+
+    def put(self, c: int, codes: Tensor) -> None:
+        self.inner.put(c, codes.repeat(2))  # (2n,)
 
 
 def _start(
@@ -142,13 +188,19 @@ def sample_reference(
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
     given: Tensor | None = None,
+    guidance: float = 0.0,
 ) -> Tensor:
     """Reference sampler: one full forward pass per position. Returns indices (n, h, w); see :func:`sample`."""
     with torch.inference_mode():
         u, indices, keep = _start(model, n, shape, temperature, generator, given)
+        if guidance > 0:
+            labels = torch.cat([labels, torch.full_like(labels, model.null_label)])  # (2n,)
         for r in range(shape[0]):
             for c in range(shape[1]):
-                logits = model(indices, labels)[:, :, r, c]  # (n, K)
+                if guidance > 0:
+                    logits = guide(model(indices.repeat(2, 1, 1), labels)[:, :, r, c], guidance)  # (n, K)
+                else:
+                    logits = model(indices, labels)[:, :, r, c]  # (n, K)
                 _choose(indices, keep, r, c, sample_from_logits(logits, u[r * shape[1] + c], temperature))
     return indices.clone()  # an ordinary tensor, usable outside inference mode
 
@@ -161,12 +213,16 @@ def sample_cached(
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
     given: Tensor | None = None,
+    guidance: float = 0.0,
 ) -> Tensor:
     """Cached sampler: the prior's :class:`SamplingState` driven in raster order. Same contract and same samples as
     :func:`sample_reference` (to float tolerance of the logits)."""
     with torch.inference_mode():
         u, indices, keep = _start(model, n, shape, temperature, generator, given)
-        state = model.sampling_state(n, shape, labels)
+        if guidance > 0:
+            state: SamplingState = GuidedState(model, n, shape, labels, guidance)
+        else:
+            state = model.sampling_state(n, shape, labels)
         H, W = shape
         for r in range(H):
             state.start_row(indices[:, r - 1] if r > 0 else None)
