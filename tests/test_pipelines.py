@@ -257,3 +257,27 @@ def test_fits_from_python_take_the_command_line_options_as_keywords(tmp_path, di
     assert cli.given_options(fit_prior.get_args_parser(), ["--layers", "3", "--unconditional"]) == {
         "layers": 3, "unconditional": True}
     assert not (tmp_path / "x").exists()
+
+
+def test_label_dropout_fit_and_guided_generation(tmp_path):
+    """fit_prior --label-dropout records it and gives the prior a null class; generate --guidance samples with it,
+    and refuses guidance for a prior fitted without label dropout."""
+    run_vqvae(tmp_path)
+    run_prior(tmp_path, "--label-dropout", "0.2")
+    ckpt = load_checkpoint(tmp_path / "prior" / "prior.pt", "prior")
+    assert ckpt["config"]["label_dropout"] == 0.2
+    args = ["--vqvae", str(tmp_path / "vq" / "vqvae.pt"), "--prior", str(tmp_path / "prior" / "prior.pt"),
+            "--labels", "all", "--seed", "0", "--device", "cpu", "--out", str(tmp_path / "g.png")]
+    guided = generate.main(generate.get_args_parser().parse_args([*args, "--guidance", "2"]))
+    plain = generate.main(generate.get_args_parser().parse_args(args))
+    assert guided.codes.shape == plain.codes.shape and not torch.equal(guided.codes, plain.codes)
+    with pytest.raises(UsageError, match="--guidance must be"):
+        generate.main(generate.get_args_parser().parse_args([*args, "--guidance", "-1"]))
+    plain_prior = ["--vqvae", str(tmp_path / "vq" / "vqvae.pt"), "--out", str(tmp_path / "plain"), "--epochs", "1",
+                   "--no-progress", "--device", "cpu", *TINY_PRIOR]
+    fit_prior.main(fit_prior.get_args_parser().parse_args(plain_prior))
+    args[3] = str(tmp_path / "plain" / "prior.pt")
+    with pytest.raises(UsageError, match="label dropout"):
+        generate.main(generate.get_args_parser().parse_args([*args, "--guidance", "2"]))
+    with pytest.raises(UsageError, match="--label-dropout"):
+        run_prior(tmp_path, "--label-dropout", "0.1", "--unconditional")

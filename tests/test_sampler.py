@@ -140,7 +140,7 @@ def test_guided_logits_are_conditional_plus_w_times_the_difference(monkeypatch):
         torch.testing.assert_close(logits, l_c + w * (l_c - l_u), rtol=1e-5, atol=1e-5)
 
 
-def test_zero_guidance_samples_the_conditional_model_and_guidance_needs_a_null_label():
+def test_zero_guidance_samples_the_conditional_model_and_guidance_needs_a_null_label(tiny_prior):
     model = guided_prior()
     labels = torch.tensor([0, 1, 2, 1])
     assert torch.equal(draw(model, (4, 4), labels), draw(model, (4, 4), labels, guidance=0.0))

@@ -28,6 +28,8 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
+from vqvae_prior.errors import UsageError
+
 __all__ = [
     "METHODS", "GuidedState", "Prior", "SamplingState", "guide", "sample", "sample_cached", "sample_from_logits",
     "sample_reference",
@@ -94,9 +96,9 @@ def sample(
         raise ValueError(f"method must be 'cached' or 'reference', got {method!r}")
     labels = model.check_labels(labels, n)
     if not (math.isfinite(guidance) and guidance >= 0):
-        raise ValueError(f"guidance must be a finite number >= 0, got {guidance}")
+        raise UsageError(f"guidance must be a finite number >= 0, got {guidance}")
     if guidance > 0 and (labels is None or model.null_label is None):
-        raise ValueError(
+        raise UsageError(
             "guidance > 0 needs a class-conditional prior fitted with label dropout (fit_prior --label-dropout), "
             f"and labels; this prior has {'no null label' if labels is not None else 'no labels'}"
         )
