@@ -14,7 +14,8 @@
    is required), re-analyses the waveforms with :func:`vqvae_prior.audio.spectrogram` and classifies them
    (``generated``), with the confusion matrix (rows: class asked for, columns: class recognized).
 4. Checks that the prior does not merely replay its training data (``copying``): the distance from each generated
-   code map to the nearest train code map (the fraction of positions whose codes differ, see :func:`nearest`),
+   code map to the nearest train code map (the fraction of positions whose codes differ, see
+   :func:`pipelines.judge.nearest`),
    beside the same distance from each real held-out code map; and how many generated maps are exact copies.
 
 Each accuracy is reported overall and per class. The JSON report goes to ``--out``. Seeded: the same arguments give
@@ -35,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipelines import batching, cli
+from pipelines import batching, cli, judge
 from pipelines.generate import generate
 from vqvae_prior.audio import SpectrogramConfig, invert, spectrogram
 from vqvae_prior.checkpoint import load_checkpoint, load_vqvae
@@ -111,36 +112,6 @@ def predict(model: nn.Module, x: Tensor, batch_size: int, device: torch.device) 
     return torch.cat([model(xb.to(device)).argmax(1).cpu() for xb in x.split(batch_size)])
 
 
-def accuracy(pred: Tensor, target: Tensor, label_names: list[str]) -> dict[str, Any]:
-    """Overall and per-class accuracy of predictions (N,) against targets (N,)."""
-    per_class = {
-        name: float((pred[target == c] == c).float().mean()) for c, name in enumerate(label_names) if (target == c).any()
-    }
-    return {"accuracy": float((pred == target).float().mean()), "per_class": per_class, "n": len(target)}
-
-
-@torch.no_grad()
-def nearest(queries: Tensor, references: Tensor, chunk: int = 64) -> Tensor:
-    """For each code map in queries (n, h, w), the fraction of positions at which it differs from the most similar
-    code map in references (N, h, w): (n,) float in [0, 1]; 0 is an exact copy."""
-    flat = references.flatten(1)  # (N, h*w)
-    return torch.cat([
-        (q.flatten(1)[:, None] != flat[None]).float().mean(2).amin(1)  # (chunk, N) -> (chunk,)
-        for q in queries.split(chunk)
-    ])
-
-
-def copying(generated: Tensor, held_out: Tensor, train: Tensor) -> dict[str, Any]:
-    """Nearest-train-map distances (:func:`nearest`) of generated and of real held-out code maps (n, h, w)."""
-    d_generated, d_held_out = nearest(generated, train), nearest(held_out, train)
-    return {
-        "generated_mean_distance": float(d_generated.mean()),
-        "held_out_mean_distance": float(d_held_out.mean()),
-        "generated_exact_copies": int((d_generated == 0).sum()),
-        "generated_n": len(generated),
-    }
-
-
 def reanalyse(specs: np.ndarray, cfg: SpectrogramConfig) -> Tensor:
     """Spectrograms (N, T, F) in [0, 1] -> Griffin-Lim waveforms -> their spectrograms (N, 1, T, F)."""
     waves = np.stack([invert(s, cfg) for s in specs])  # (N, T_samples)
@@ -175,10 +146,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     recon = torch.cat([out.reconstruction.clamp(0, 1).cpu() for out in outputs])  # (N, 1, T, F)
     held_out_maps = torch.cat([out.indices.cpu() for out in outputs])  # (N, h, w), for step 4
     report_acc = {
-        "real": accuracy(predict(model, x_test, 256, device), y_test, label_names),
-        "real_griffin_lim": accuracy(predict(model, reanalyse(x_test[:, 0].numpy(), cfg), 256, device), y_test,
+        "real": judge.accuracy(predict(model, x_test, 256, device), y_test, label_names),
+        "real_griffin_lim": judge.accuracy(predict(model, reanalyse(x_test[:, 0].numpy(), cfg), 256, device), y_test,
                                      label_names),
-        "reconstructed_griffin_lim": accuracy(predict(model, reanalyse(recon[:, 0].numpy(), cfg), 256, device),
+        "reconstructed_griffin_lim": judge.accuracy(predict(model, reanalyse(recon[:, 0].numpy(), cfg), 256, device),
                                               y_test, label_names),
     }
 
@@ -188,7 +159,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     result = generate(args.vqvae, args.prior, len(asked), asked, args.temperature, args.seed, device)
     generated = torch.from_numpy(spectrogram(result.waveforms.numpy(), cfg)).unsqueeze(1)  # (n, 1, T, F)
     pred = predict(model, generated, 256, device)
-    report_acc["generated"] = accuracy(pred, asked, label_names)
+    report_acc["generated"] = judge.accuracy(pred, asked, label_names)
     confusion = torch.zeros(len(label_names), len(label_names), dtype=torch.long)
     confusion.index_put_((asked, pred), torch.ones_like(pred), accumulate=True)  # (asked, recognized)
     generate_seconds = time.perf_counter() - t0
@@ -207,7 +178,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         },
         **report_acc,
         "generated_confusion": confusion.tolist(),
-        "copying": copying(result.codes, held_out_maps, train_maps),
+        "copying": judge.copying(result.codes, held_out_maps, train_maps),
         "generate_seconds": generate_seconds,
     }
     out = Path(args.out)
