@@ -35,7 +35,7 @@ from torch.utils.data import Dataset
 from data import DataError, DatasetSplits
 from vqvae_prior.audio import SpectrogramConfig, magnitude_db, normalize_db
 
-__all__ = ["AUDIO_EXTENSIONS", "FSDD_PATTERN", "SpectrogramDataset", "load_audio_folder", "read_clip"]
+__all__ = ["AUDIO_EXTENSIONS", "FSDD_PATTERN", "SpectrogramDataset", "load_audio_folder", "read_clip", "read_wave"]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 FSDD_PATTERN = r"(?P<label>\d+)_(?P<speaker>[^_]+)_(?P<index>\d+)"
@@ -68,8 +68,8 @@ class SpectrogramDataset(Dataset):
         return self.images[i], int(self.labels[i])
 
 
-def _read(path: Path, sample_rate: int) -> np.ndarray:
-    """Mono float32 ``(T,)`` at ``sample_rate``."""
+def read_wave(path: str | Path, sample_rate: int) -> np.ndarray:
+    """The whole recording at ``path``: mono float32 ``(T,)`` at ``sample_rate``."""
     try:
         data, rate = sf.read(path, dtype="float32", always_2d=True)  # (T, C)
     except Exception as e:  # soundfile raises LibsndfileError (a RuntimeError) and others for undecodable files
@@ -85,7 +85,7 @@ def _read(path: Path, sample_rate: int) -> np.ndarray:
 def read_clip(path: str | Path, cfg: SpectrogramConfig) -> np.ndarray:
     """The waveform behind a spectrogram of this data set: mono float32 ``(cfg.num_samples,)`` at
     ``cfg.sample_rate``, padded with zeros / trimmed at the end as :func:`vqvae_prior.audio.spectrogram` does."""
-    return librosa.util.fix_length(_read(Path(path), cfg.sample_rate), size=cfg.num_samples)
+    return librosa.util.fix_length(read_wave(path, cfg.sample_rate), size=cfg.num_samples)
 
 
 def _split(stems: list[str], labels: np.ndarray, pattern: re.Pattern, test_fraction: float, seed: int) -> np.ndarray:
@@ -156,7 +156,7 @@ def load_audio_folder(
     if all(n.isdigit() for n in names):
         names.sort(key=int)
     labels = np.array([names.index(pattern.fullmatch(s)["label"]) for s in stems], dtype=np.int64)  # (N,)
-    waves = [_read(p, sample_rate) for p in files]
+    waves = [read_wave(p, sample_rate) for p in files]
     test = _split(stems, labels, pattern, test_fraction, seed)  # (N,) bool
     for split, mask in (("train", ~test), ("test", test)):
         if not mask.any():  # e.g. an index pattern whose files all have index >= 5, or too few files per class
