@@ -86,6 +86,12 @@ class CompletionOutput:
     sample_rate: int | None = None
 
 
+def _guided(guidance: float) -> dict[str, float]:
+    """The ``guidance`` keyword for a prior's ``sample``, only when it is used: a prior architecture without
+    classifier-free guidance need not take the argument."""
+    return {"guidance": guidance} if guidance != 0 else {}
+
+
 class VQPriorPipeline:
     """A VQ-VAE and a prior over its code maps: sample, decode, and complete.
 
@@ -196,7 +202,7 @@ class VQPriorPipeline:
             raise UsageError(f"n must be >= 1, got {n}")
         label_tensor = self.prior.check_labels(labels, n)
         codes = self.prior.sample(
-            n, self.code_shape, label_tensor, temperature, generator, method=method, guidance=guidance
+            n, self.code_shape, label_tensor, temperature, generator, method=method, **_guided(guidance)
         )  # (n, h, w)
         images = self.decode(codes)  # (n, C, H, W)
         labels_out = None if label_tensor is None else label_tensor.cpu()
@@ -239,7 +245,7 @@ class VQPriorPipeline:
         given[:, keep:] = -1  # sampled
         labels_s = None if label_tensor is None else label_tensor.repeat_interleave(S)  # (N*S,)
         sampled = self.prior.sample(
-            len(given), self.code_shape, labels_s, temperature, generator, given, method, guidance
+            len(given), self.code_shape, labels_s, temperature, generator, given, method, **_guided(guidance)
         )  # (N*S, h, w)
         images = self.decode(sampled)  # (N*S, C, H, W)
         kept = x.clone()
