@@ -3,7 +3,9 @@
     git worktree add /tmp/vqvae-1811e11 1811e11     # the code before VQPriorPipeline, as the baseline
     python -m benchmarks.pipeline --threads 2 --baseline /tmp/vqvae-1811e11
 
-Times, each the median of ``--runs`` calls after a warm-up, all on the same two checkpoints:
+Times, each the median of ``--runs`` calls after a warm-up, all on the same two checkpoints. The three are timed in
+turn, one call of each per round (the two ``generate`` ones each in a process of its own that waits for the next
+round): the machine's background noise, which comes and goes over seconds, then falls on each alike.
 
 - ``baseline`` (with ``--baseline DIR``): ``pipelines.generate.generate(vqvae, prior, n, labels, seed)`` of the code
   checked out in DIR, run in a fresh process with DIR first on the path. Each call loads both checkpoints, checks
@@ -40,7 +42,8 @@ from vqvae_prior import VQPriorPipeline
 ROOT = Path(__file__).resolve().parents[1]
 
 # Runs in a fresh process against the code on its path (this tree, or the baseline's): only API that every version
-# since 1811e11 has. Argument: a JSON dict. Prints a JSON dict on its last line.
+# since 1811e11 has. Argument: a JSON dict. Prints "ready" after its warm-up call, then the seconds of one timed call
+# for each line "time" it reads; "save" writes its last outputs and ends it.
 GENERATE_SCRIPT = r'''
 import json, sys, time
 import torch
@@ -87,12 +90,13 @@ def call():
 
 
 call()  # warm-up
-runs = []
-for _ in range(a["runs"]):
+print("ready", flush=True)
+for line in sys.stdin:  # "time": one timed call; "save": the last outputs to a["outputs"], and exit
+    if line.strip() == "save":
+        break
     seconds, out = call()
-    runs.append(seconds)
+    print(json.dumps(seconds), flush=True)
 torch.save({"codes": out.codes, "images": out.images}, a["outputs"])
-print(json.dumps({"runs": runs}))
 '''
 
 
@@ -110,35 +114,46 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def time_generate(root: Path, vqvae: str, prior: str, write: bool, outputs: Path, args: argparse.Namespace,
-                  labels: list[int] | None) -> list[float]:
-    """Seconds of each timed generate() call of the code at ``root``, in a fresh process; its last outputs go to
-    ``outputs``."""
-    payload = {"vqvae": vqvae, "prior": prior, "write": write, "n": args.n, "labels": labels, "seed": args.seed,
-               "device": str(args.device), "runs": args.runs, "threads": args.threads, "outputs": str(outputs)}
-    env = {**os.environ, "PYTHONPATH": str(root)}
-    done = subprocess.run([sys.executable, "-c", GENERATE_SCRIPT, json.dumps(payload)], cwd=root, env=env,
-                          capture_output=True, text=True)
-    if done.returncode:
-        raise RuntimeError(f"generate() of {root} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])["runs"]
+class GenerateProcess:
+    """``generate()`` of the code at ``root`` in a process of its own, timed one call at a time (:meth:`call`);
+    :meth:`close` has it write its last outputs to ``outputs``."""
+
+    def __init__(self, root: Path, vqvae: str, prior: str, write: bool, outputs: Path, args: argparse.Namespace,
+                 labels: list[int] | None) -> None:
+        payload = {"vqvae": vqvae, "prior": prior, "write": write, "n": args.n, "labels": labels, "seed": args.seed,
+                   "device": str(args.device), "threads": args.threads, "outputs": str(outputs)}
+        env = {**os.environ, "PYTHONPATH": str(root)}
+        self.root = root
+        self.process = subprocess.Popen([sys.executable, "-c", GENERATE_SCRIPT, json.dumps(payload)], cwd=root,
+                                        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True)
+        self._read()  # "ready": checkpoints written, warm-up call done
+
+    def _read(self) -> str:
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"generate() of {self.root} failed:\n{self.process.stderr.read()[-3000:]}")
+        return line
+
+    def call(self) -> float:
+        self.process.stdin.write("time\n")
+        self.process.stdin.flush()
+        return float(self._read())
+
+    def close(self) -> None:
+        self.process.stdin.write("save\n")
+        self.process.stdin.flush()
+        if self.process.wait():
+            raise RuntimeError(f"generate() of {self.root} failed:\n{self.process.stderr.read()[-3000:]}")
 
 
-def time_pipeline(pipe: VQPriorPipeline, labels: list[int] | None, args: argparse.Namespace) -> tuple[list, object]:
-    """Seconds of each timed call of a loaded pipeline, and its last output."""
-    def call():
-        sync(pipe.device)
-        t0 = time.perf_counter()
-        out = pipe(args.n, labels, generator=torch.Generator(pipe.device).manual_seed(args.seed))
-        sync(pipe.device)
-        return time.perf_counter() - t0, out
-
-    call()  # warm-up
-    runs = []
-    for _ in range(args.runs):
-        seconds, out = call()
-        runs.append(seconds)
-    return runs, out
+def pipeline_call(pipe: VQPriorPipeline, labels: list[int] | None, args: argparse.Namespace) -> tuple[float, object]:
+    """Seconds of one call of a loaded pipeline, and its output."""
+    sync(pipe.device)
+    t0 = time.perf_counter()
+    out = pipe(args.n, labels, generator=torch.Generator(pipe.device).manual_seed(args.seed))
+    sync(pipe.device)
+    return time.perf_counter() - t0, out
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -160,13 +175,21 @@ def main(args: argparse.Namespace) -> dict:
         first = Path(args.baseline) if args.baseline else ROOT
         classes = 10 if write else torch.load(prior, weights_only=True)["config"]["num_classes"]
         labels = [i % classes for i in range(args.n)] if classes else None
-        timed = {}
+        processes = {}
         if args.baseline:
-            timed["baseline"] = time_generate(first, vqvae, prior, write, tmp / "baseline.pt", args, labels)
-        timed["generate"] = time_generate(ROOT, vqvae, prior, write and not args.baseline, tmp / "generate.pt", args,
-                                          labels)
+            processes["baseline"] = GenerateProcess(first, vqvae, prior, write, tmp / "baseline.pt", args, labels)
+        processes["generate"] = GenerateProcess(ROOT, vqvae, prior, write and not args.baseline, tmp / "generate.pt",
+                                                args, labels)
         pipe = VQPriorPipeline.from_checkpoints(vqvae, prior, device)
-        timed["pipeline"], out = time_pipeline(pipe, labels, args)
+        pipeline_call(pipe, labels, args)  # warm-up
+        timed = {name: [] for name in [*processes, "pipeline"]}
+        for _ in range(args.runs):  # one call of each per round
+            for name, process in processes.items():
+                timed[name].append(process.call())
+            seconds, out = pipeline_call(pipe, labels, args)
+            timed["pipeline"].append(seconds)
+        for process in processes.values():
+            process.close()
         reference = torch.load(tmp / ("baseline.pt" if args.baseline else "generate.pt"), weights_only=True)
         result["bit_identical"] = {
             "to": "baseline" if args.baseline else "generate",

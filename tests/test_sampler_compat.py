@@ -1,8 +1,12 @@
-"""Today's sampler computes, bit for bit, what the cached sampler of main at commit 1811e11 computed, before each
-layer owned its step-by-step computation: that sampler is kept below verbatim, except that it also records the
-logits and draws with today's ``sample_from_logits`` (changed since for tiny temperatures: logits shifted to a maximum
-of 0, the first code whose cumulative probability exceeds u; the same draws at temperature 1 but for exact ties).
-Every seed must give the logits it gave then, and so the same samples."""
+"""Today's sampler draws the codes that the cached sampler of main at commit 1811e11 drew, before each layer owned its
+step-by-step computation: that sampler is kept below verbatim, except that it also records the logits and draws with
+today's ``sample_from_logits`` (changed since for tiny temperatures: logits shifted to a maximum of 0, the first code
+whose cumulative probability exceeds u; the same draws at temperature 1 but for exact ties).
+
+Today's layers compute each convolution as one matrix product over column-major rows, where 1811e11 ran
+``F.conv2d``: the same sums in another order, so the logits agree to float rounding (checked to 1e-5), not to the
+bit. A draw could differ only where a uniform falls within that rounding of a cumulative probability; for these
+seeds none does, and every code is the same."""
 
 from __future__ import annotations
 
@@ -114,11 +118,11 @@ CASES = [  # (num_classes, num_layers, first_kernel_size, shape, temperature, gi
 
 
 @pytest.mark.parametrize("num_classes,num_layers,first_kernel,shape,temperature,given_rows", CASES)
-def test_codes_and_logits_are_bit_identical_to_the_cached_sampler_of_1811e11(
+def test_codes_are_bit_identical_and_logits_equal_to_rounding_to_the_cached_sampler_of_1811e11(
     num_classes, num_layers, first_kernel, shape, temperature, given_rows, monkeypatch
 ):
-    """Same generator seed -> the same logits at every step, to the bit, and the same codes as before the layers
-    owned their step computation: generate() returns what it returned then; so does a completion (given rows)."""
+    """Same generator seed -> the same codes as before the layers owned their step computation, and the same logits
+    at every step to float rounding: generate() returns what it returned then; so does a completion (given rows)."""
     config = PriorConfig(K, num_classes, channels=8, num_layers=num_layers, first_kernel_size=first_kernel,
                          head_channels=16)
     prior = GatedPixelCNN(config).eval()
@@ -136,4 +140,5 @@ def test_codes_and_logits_are_bit_identical_to_the_cached_sampler_of_1811e11(
     new = prior.sample(6, shape, labels, temperature, torch.Generator().manual_seed(5), given)
     assert torch.equal(new, old)
     assert len(new_logits) == len(old_logits) == shape[0] * shape[1]
-    assert all(torch.equal(a, b) for a, b in zip(new_logits, old_logits))
+    for a, b in zip(new_logits, old_logits):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)

@@ -15,8 +15,8 @@ kernel is ``(k//2 + 1, k)`` padded ``k//2`` rows above, so output row r sees inp
 kernel is ``(1, k//2 + 1)`` (type B) or ``(1, k//2)`` (type A, its output shifted right by one) padded on the left.
 The vertical stack's output at row r reaches the horizontal stack only at row r + 1.
 
-Sampling: :meth:`GatedLayer.sampling_state` gives the layer's step-by-step form, :class:`GatedLayerState`, the
-same arithmetic as :meth:`GatedLayer.forward` computed one raster position at a time from cached rows (the cached
+Sampling: :meth:`GatedLayer.sampling_state` gives the layer's step-by-step form, :class:`GatedLayerState`:
+:meth:`GatedLayer.forward` computed one raster position at a time from cached rows, as matrix products (the cached
 sampler of Ramachandran et al. 2017, "Fast Generation for Convolutional Autoregressive Models"). It lives here,
 beside ``forward``, so that a change to the layer changes both.
 """
@@ -119,66 +119,68 @@ class GatedLayerState:
     Per row r: :meth:`begin_row` takes the layer's vertical input at row r - 1 (complete by then), runs the vertical
     convolution once over it and stores the 1x1 projection that the horizontal stack adds in row r. Per position
     (r, c): :meth:`put` writes the horizontal input at column c, :meth:`step` runs the horizontal convolution on its
-    cached window (a matrix product) and returns the layer's outputs there. The results equal
-    :meth:`GatedLayer.forward` at each position (eval mode: no dropout).
+    cached window and returns the layer's outputs there. The results equal :meth:`GatedLayer.forward` at each
+    position (eval mode: no dropout) to float rounding: the same sums, in another order.
 
-    Caches (n batch, C channels, W the code map's width, p = k // 2): the last p + 1 rows of the vertical input
-    (n, C, p + 1, W + 2p), rows above the grid zero, padded p columns on each side; the current row of the
-    horizontal input (W + p, n, C), padded p columns on the left, column-major so a column is one contiguous slice.
+    Every convolution is one matrix product (``torch.addmm``) over rows laid out column-major, ``(w n)``: batch n,
+    C channels, W the code map's width, p = k // 2, kw the horizontal kernel's width. The caches:
 
-    :meth:`step` runs once per layer and position, so it is written for few operator calls (the same arithmetic as
-    ``forward``'s, bit for bit, as the cached sampler always computed it): the matrix products are ``torch.addmm``
-    with the weights transposed once (what ``F.linear`` calls, minus its per-call transposes), written into
-    preallocated buffers whose halves are views made once, and each window is copied into one preallocated buffer.
+    - ``v_rows`` (p + 1, W + 2p, n, C): the last p + 1 rows of the vertical input (rows above the grid zero), padded
+      p columns on each side; the vertical convolution of a row is its windows (W n, (p+1) k C) times the kernel;
+    - ``h_row`` (n, W + p, C): the current row of the horizontal input, padded p columns on the left (never written,
+      so zero). The window of column c, ``h_row[:, c : c + kw]``, is a (n, kw C) matrix as it lies (no copy);
+      a column is written before any window reads it, so the row from before is never cleared;
+    - ``vh`` (W, n, 2C): what the vertical stack adds to the current row's horizontal pre-activation, with the
+      horizontal convolution's bias and the label bias folded in (above the grid: those biases alone).
+
+    :meth:`step` runs once per layer and position, so it is written for few operator calls: weights transposed
+    once, the window read in place, the outputs written into preallocated buffers whose halves are views.
     """
 
     def __init__(self, layer: GatedLayer, n: int, width: int, labels: Tensor | None) -> None:
+        C, p, k = layer.channels, layer.pad, layer.kernel_size
         weight = layer.h_conv.weight  # (2C, C, 1, kw)
-        C, p, kw = layer.channels, layer.pad, weight.shape[-1]
-        self.first, self.p = layer.first, p
-        self.v_conv, self.v_to_h = layer.v_conv, layer.v_to_h
-        self.h_weight_t = rearrange(weight, "o c 1 k -> (c k) o")  # (C*kw, 2C)
+        self.first, self.p, self.k, self.kw = layer.first, p, k, weight.shape[-1]
+        self.h_weight_t = rearrange(weight, "o c 1 k -> (k c) o")  # (kw*C, 2C), as the window lies
+        self.v_weight_t = rearrange(layer.v_conv.weight, "o c r k -> (r k c) o")  # ((p+1)*k*C, 2C)
+        self.vh_weight_t = rearrange(layer.v_to_h.weight, "o i 1 1 -> i o")  # (2C, 2C)
         self.out_weight_t = rearrange(layer.h_out.weight, "o i 1 1 -> i o")  # (C, 2C)
-        self.h_bias, self.out_bias = layer.h_conv.bias, layer.h_out.bias  # (2C,) each
-        self.bias_v = self.bias_h = None
+        self.v_bias, self.out_bias = layer.v_conv.bias, layer.h_out.bias  # (2C,) each
+        bias_h = layer.v_to_h.bias + layer.h_conv.bias  # (2C,)
+        self.bias_v = None
         if layer.label_bias is not None:
-            bias_v, bias_h = layer.label_bias(labels).chunk(2, dim=1)  # (n, 2C) each
-            self.bias_v, self.bias_h = bias_v[:, :, None, None], bias_h[:, :, None]  # (n, 2C, 1, 1), (n, 2C, 1)
-        self.v_rows = weight.new_zeros(n, C, p + 1, width + 2 * p)
-        self.h_row = weight.new_zeros(width + p, n, C)
-        self.windows = self.h_row.unfold(0, kw, 1)  # (W, n, C, kw) view: the window of each column
-        self.window = weight.new_empty(n, C, kw)  # the current window, laid out as the weight's (c k)
-        self.window_flat = self.window.view(n, C * kw)
+            bias_v, label_h = layer.label_bias(labels).chunk(2, dim=1)  # (n, 2C) each
+            self.bias_v, bias_h = bias_v, bias_h + label_h  # (n, 2C) each
+        # what every row's vh starts from: the biases of the horizontal pre-activation, for each column
+        self.vh_bias = bias_h.expand(width, n, 2 * C).reshape(width * n, 2 * C)  # (W*n, 2C)
+        self.vh = self.vh_bias.view(width, n, 2 * C)  # above the grid: the vertical stack adds nothing but biases
+        self.v_rows = weight.new_zeros(p + 1, width + 2 * p, n, C)
+        self.h_row = weight.new_zeros(n, width + p, C)
         self.h_pre = weight.new_empty(n, 2 * C)  # the horizontal pre-activation, and its two halves (views)
         self.h_pre_a, self.h_pre_b = self.h_pre[:, :C], self.h_pre[:, C:]
         self.out = weight.new_empty(n, 2 * C)  # the residual and skip outputs, and each (views)
         self.residual, self.skip = self.out[:, :C], self.out[:, C:]
-        self.vh_zero = weight.new_zeros(n, 2 * C, 1, width)  # the vertical pre-activation above row 0 (shift_down)
-        self.vh = weight.new_zeros(width, n, 2 * C)  # the vertical stack's contribution to the current row
 
     def begin_row(self, v_in: Tensor | None) -> Tensor | None:
-        """Start a row, given this layer's vertical input of the row above, (n, C, 1, W), or None in the first row.
+        """Start a row, given this layer's vertical input of the row above, (W, n, C), or None in the first row.
 
         Returns:
-            the next layer's vertical input of the row above, (n, C, 1, W), or None in the first row.
+            the next layer's vertical input of the row above, (W, n, C), or None in the first row.
         """
         if v_in is None:
-            v_pre = self.vh_zero  # (n, 2C, 1, W)
-        else:
-            p = self.p
-            self.v_rows = torch.cat([self.v_rows[:, :, 1:], F.pad(v_in, (p, p))], dim=2)  # (n, C, p+1, W+2p)
-            v_pre = F.conv2d(self.v_rows, self.v_conv.weight, self.v_conv.bias)  # (n, 2C, 1, W) sees rows <= r-1
-        vh = F.conv2d(v_pre, self.v_to_h.weight, self.v_to_h.bias)[:, :, 0]  # (n, 2C, W)
-        vh = vh if self.bias_h is None else vh + self.bias_h
-        self.vh = rearrange(vh, "n c w -> w n c").contiguous()  # (W, n, 2C): a column is one contiguous slice
-        self.h_row.zero_()
-        if v_in is None:
-            return None
-        return gate(v_pre if self.bias_v is None else v_pre + self.bias_v)  # (n, C, 1, W)
+            return None  # vh: the biases alone, from __init__ (the first row is the first call)
+        W, n, C = v_in.shape
+        p, k = self.p, self.k
+        self.v_rows = torch.cat([self.v_rows[1:], F.pad(v_in, (0, 0, 0, 0, p, p))[None]])  # (p+1, W+2p, n, C)
+        windows = rearrange(self.v_rows.unfold(1, k, 1), "r w n c k -> (w n) (r k c)")  # (W*n, (p+1)*k*C)
+        v_pre = torch.addmm(self.v_bias, windows, self.v_weight_t)  # (W*n, 2C) sees rows <= r-1
+        self.vh = torch.addmm(self.vh_bias, v_pre, self.vh_weight_t).view(W, n, 2 * C)  # (W, n, 2C)
+        v_pre = v_pre.view(W, n, 2 * C)
+        return gate(v_pre if self.bias_v is None else v_pre + self.bias_v, dim=-1)  # (W, n, C)
 
     def put(self, c: int, x: Tensor) -> None:
         """Write the horizontal input x (n, C) at column c of the current row."""
-        self.h_row[c + self.p] = x
+        self.h_row[:, c + self.p] = x
 
     def step(self, c: int) -> tuple[Tensor, Tensor]:
         """The layer at column c of the current row, from the inputs put so far: columns <= c (< c if first).
@@ -187,10 +189,9 @@ class GatedLayerState:
             (h, skip), each (n, C): the horizontal stack's output (the next layer's input) and the skip output;
             valid until the next call (they may be views of this state's buffers).
         """
-        self.window.copy_(self.windows[c])  # (n, C, kw): input columns c-p .. c (.. c-1 in the first layer)
-        torch.addmm(self.h_bias, self.window_flat, self.h_weight_t, out=self.h_pre)  # (n, 2C)
-        self.h_pre += self.vh[c]
+        window = self.h_row[:, c : c + self.kw].flatten(1)  # (n, kw*C) view: input columns c-p .. c (.. c-1 if first)
+        torch.addmm(self.vh[c], window, self.h_weight_t, out=self.h_pre)  # (n, 2C)
         gated = torch.tanh(self.h_pre_a) * torch.sigmoid(self.h_pre_b)  # (n, C), as gate()
         torch.addmm(self.out_bias, gated, self.out_weight_t, out=self.out)  # (n, 2C): residual and skip
         # no residual on the first layer: its input holds the current position, which it must not see
-        return (self.residual if self.first else self.h_row[c + self.p] + self.residual), self.skip
+        return (self.residual if self.first else self.h_row[:, c + self.p] + self.residual), self.skip

@@ -213,7 +213,7 @@ class GatedPixelCNNState:
 
     def start_row(self, above: Tensor | None) -> None:
         """Start a row, given the codes of the row above (n, w), or None in the first row."""
-        v_in = None if above is None else rearrange(self.embedding(above), "n w c -> n c 1 w")  # (n, C, 1, w)
+        v_in = None if above is None else self.embedding(above.t())  # (w, n, C)
         for layer in self.layers:
             v_in = layer.begin_row(v_in)  # the vertical stack over the row above
 
