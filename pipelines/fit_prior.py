@@ -58,9 +58,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--channels", type=int, default=defaults.channels)
     parser.add_argument("--head-channels", type=int, default=defaults.head_channels)
     parser.add_argument("--dropout", type=float, help="in every gated layer, training only (default: by kind of data)")
-    parser.add_argument("--label-dropout", type=float, default=0.0,
+    parser.add_argument("--label-dropout", type=float,
                         help="replace each training label by a null class at this rate, so the prior also learns "
-                             "the unconditional model that classifier-free guidance (generate --guidance) needs")
+                             "the unconditional model that classifier-free guidance (generate --guidance) needs "
+                             "(default: 0.1, 0 with --unconditional)")
     parser.add_argument("--shifts", type=int,
                         help="train on each input moved down by 0 .. S-1 rows, one draw per epoch; 1: as it is "
                              "(default: by kind of data)")
@@ -206,6 +207,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     if args.unconditional and args.label_dropout:
         raise UsageError("--label-dropout trains the unconditional model beside the class-conditional one: "
                          "it does not go with --unconditional")
+    if args.label_dropout is None:
+        args.label_dropout = 0.0 if args.unconditional else 0.1
     offsets(args.shifts, args.jitter)
     model_config(args, vq_ckpt, num_classes=0)
     with RunFolder(args.out, "prior", metric="test_bits_per_code") as run:
