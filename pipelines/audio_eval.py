@@ -1,5 +1,8 @@
 """How well an audio VQ-VAE's reconstructions survive Griffin-Lim: the held-out log-spectral distance that
-``pipelines.fit_vqvae`` reports for audio data sets.
+``pipelines.fit_vqvae`` reports for audio data sets, and, for a fitted checkpoint (its spectrogram settings, as
+the inversion reads them today):
+
+    python -m pipelines.audio_eval --vqvae runs/fsdd/vqvae.pt [--clips 64] [--data-root DIR]
 
 On a fixed subset of held-out clips, spread evenly over the split (Griffin-Lim is slow): the log-spectral distance in
 dB between each original clip and the Griffin-Lim waveform of its reconstructed spectrogram (``test_lsd_db``),
@@ -9,6 +12,7 @@ once). Metrics of :mod:`vqvae_prior.audio`.
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 import torch
@@ -17,7 +21,7 @@ from torch import Tensor
 import data
 from vqvae_prior.vqvae import VQVAE
 
-__all__ = ["HeldOutLSD", "griffin_lim_lsd"]
+__all__ = ["HeldOutLSD", "griffin_lim_lsd", "main"]
 
 
 class HeldOutLSD:
@@ -74,3 +78,38 @@ def griffin_lim_lsd(
         x = torch.cat([model(xb.to(device)).reconstruction.cpu() for xb in x.split(batch_size)])  # (N, 1, T, F)
     specs = x.clamp(0, 1)[:, 0].numpy()  # (N, T, F)
     return sum(log_spectral_distance(c, invert(s, cfg), cfg) for s, c in zip(specs, clips)) / len(clips)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--vqvae", required=True, help="an audio VQ-VAE checkpoint of pipelines.fit_vqvae")
+    parser.add_argument("--data-root", help="read its data set from this folder instead")
+    parser.add_argument("--clips", type=int, default=64, help="held-out clips, spread over the split (< 1: all)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default="auto")
+    return parser
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    """Print and return ``test_lsd_db``, ``ceiling_lsd_db`` and ``lsd_clips`` of the checkpoint's held-out clips."""
+    from pipelines import batching, cli
+    from vqvae_prior.checkpoint import load_vqvae
+    from vqvae_prior.errors import UsageError
+
+    device = cli.pick_device(args.device)
+    model, payload = load_vqvae(args.vqvae, device)
+    if payload.get("data", {}).get("modality") != "audio":
+        raise UsageError(f"--vqvae {args.vqvae}: expected an audio VQ-VAE (fitted on spectrograms)")
+    splits = batching.load_splits(payload["data"], args.data_root)
+    x_test, _ = batching.as_tensors(splits.test)
+    lsd = HeldOutLSD(splits, x_test, args.clips, 0, 1, args.batch_size, device)
+    result = lsd.metrics(model, 1)
+    print(f"held-out log-spectral distance over {result['lsd_clips']} clips: {result['test_lsd_db']:.2f} dB "
+          f"(Griffin-Lim of the originals: {result['ceiling_lsd_db']:.2f} dB)")
+    return result
+
+
+if __name__ == "__main__":
+    from pipelines import cli
+
+    cli.run(main, get_args_parser())

@@ -113,6 +113,24 @@ def test_invert_zero_is_silence():
     assert np.abs(w[tail]).max() < 1e-6 * np.abs(w).max()  # a floor at db_min gives 2e-3
 
 
+def test_values_at_or_below_silence_below_are_silence():
+    """A model's near-zero bins (a decoder rarely outputs exactly 0) invert to silence, not to a floor at db_min;
+    silence_below=0 keeps them, as before the setting existed."""
+    cfg = SpectrogramConfig()
+    y = _chirp_harmonics(cfg.num_samples // 2)
+    spec = spectrogram(y, cfg)
+    hiss = np.where(spec == 0, np.float32(cfg.silence_below), spec)  # every silent bin just at the threshold
+    tail = slice(cfg.num_samples // 2 + cfg.n_fft, None)  # past the last frame that overlaps the chirp
+    w = invert(hiss, cfg)
+    assert np.abs(w[tail]).max() < 1e-6 * np.abs(w).max()
+    kept = invert(hiss, replace(cfg, silence_below=0.0))
+    assert np.abs(kept[tail]).max() > 1e-4 * np.abs(kept).max()  # the floor at db_min comes back
+    np.testing.assert_array_equal(invert(spec, cfg),  # the same as zeroing those bins first
+                                  invert(np.where(spec > cfg.silence_below, spec, 0), replace(cfg, silence_below=0.0)))
+    with pytest.raises(ValueError, match="silence_below"):
+        SpectrogramConfig(silence_below=1.0)
+
+
 def test_metrics():
     cfg = SpectrogramConfig()
     y = _chirp_harmonics(4000)
@@ -186,6 +204,8 @@ def test_spec_round_trip(fsdd_like):
     again = load_dataset(**splits.spec)
     assert torch.equal(again.train.images, splits.train.images) and torch.equal(again.test.images, splits.test.images)
     assert again.spec == splits.spec
+    older = {k: v for k, v in splits.spec["spectrogram"].items() if k != "silence_below"}  # a spec from before it
+    assert load_dataset(**dict(splits.spec, spectrogram=older)).spec["spectrogram"]["silence_below"] == 0.01
     bad = dict(splits.spec, spectrogram=dict(splits.spec["spectrogram"], n_fft=256))
     with pytest.raises(DataError, match="n_fft"):
         load_dataset(**bad)

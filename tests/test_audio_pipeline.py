@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from pipelines import audio_check, batching, fit_prior, fit_vqvae, generate
+from pipelines import audio_check, audio_eval, batching, fit_prior, fit_vqvae, generate
 from pipelines.cli import dataset_options, fill_defaults
 from vqvae_prior.audio import SpectrogramConfig
 from vqvae_prior.checkpoint import CheckpointError, load_vqvae, save_checkpoint
@@ -75,6 +75,15 @@ def test_fit_vqvae_audio(fitted):
     assert ckpt["sample_shape"] == [1, 24, 32]  # non-square, time down the rows
     assert (spec["n_fft"], spec["hop_length"], spec["n_frames"]) == (62, 16, 24)
     assert spec["spectrogram"]["n_fft"] == 62 and spec["spectrogram"]["representation"] == "stft"
+
+
+def test_audio_eval_of_a_checkpoint_reports_what_the_fit_logged(fitted, capsys):
+    """python -m pipelines.audio_eval --vqvae V: the fit's held-out LSD of the same clips, from the checkpoint."""
+    args = audio_eval.get_args_parser().parse_args(["--vqvae", str(fitted["vqvae"]), "--clips", "4",
+                                                    "--device", "cpu"])
+    result = audio_eval.main(args)
+    assert result == {k: fitted["vq_metrics"][k] for k in ("test_lsd_db", "ceiling_lsd_db", "lsd_clips")}
+    assert "held-out log-spectral distance over 4 clips" in capsys.readouterr().out
 
 
 def test_fit_vqvae_mel(recordings, tmp_path):
