@@ -2,7 +2,7 @@
 ``pipelines.fit_vqvae`` reports for audio data sets, and, for a fitted checkpoint (its spectrogram settings, as
 the inversion reads them today):
 
-    python -m pipelines.audio_eval --vqvae runs/fsdd/vqvae.pt [--clips 64] [--data-root DIR]
+    python -m pipelines.audio_eval --vqvae runs/fsdd/vqvae.pt [--clips 64] [--data-root DIR] [--silence-below T]
 
 On a fixed subset of held-out clips, spread evenly over the split (Griffin-Lim is slow): the log-spectral distance in
 dB between each original clip and the Griffin-Lim waveform of its reconstructed spectrogram (``test_lsd_db``),
@@ -13,6 +13,7 @@ once). Metrics of :mod:`vqvae_prior.audio`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from typing import Any
 
 import torch
@@ -85,6 +86,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--vqvae", required=True, help="an audio VQ-VAE checkpoint of pipelines.fit_vqvae")
     parser.add_argument("--data-root", help="read its data set from this folder instead")
     parser.add_argument("--clips", type=int, default=64, help="held-out clips, spread over the split (< 1: all)")
+    parser.add_argument("--silence-below", type=float,
+                        help="invert with this silence threshold instead of the checkpoint's (e.g. 0: as before it)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="auto")
     return parser
@@ -96,11 +99,16 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     from vqvae_prior.checkpoint import load_vqvae
     from vqvae_prior.errors import UsageError
 
+    if args.silence_below is not None and not 0 <= args.silence_below < 1:
+        raise UsageError(f"--silence-below must be in [0, 1), got {args.silence_below}")
     device = cli.pick_device(args.device)
     model, payload = load_vqvae(args.vqvae, device)
     if payload.get("data", {}).get("modality") != "audio":
         raise UsageError(f"--vqvae {args.vqvae}: expected an audio VQ-VAE (fitted on spectrograms)")
     splits = batching.load_splits(payload["data"], args.data_root)
+    if args.silence_below is not None:
+        spectrogram = {**splits.spec["spectrogram"], "silence_below": args.silence_below}
+        splits = dataclasses.replace(splits, spec={**splits.spec, "spectrogram": spectrogram})
     x_test, _ = batching.as_tensors(splits.test)
     lsd = HeldOutLSD(splits, x_test, args.clips, 0, 1, args.batch_size, device)
     result = lsd.metrics(model, 1)

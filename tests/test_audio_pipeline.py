@@ -17,6 +17,7 @@ from pipelines import audio_check, audio_eval, batching, fit_prior, fit_vqvae, g
 from pipelines.cli import dataset_options, fill_defaults
 from vqvae_prior.audio import SpectrogramConfig
 from vqvae_prior.checkpoint import CheckpointError, load_vqvae, save_checkpoint
+from vqvae_prior.errors import UsageError
 from vqvae_prior.vqvae import VQVAE, VQVAEConfig
 
 SR = 8000
@@ -84,6 +85,11 @@ def test_audio_eval_of_a_checkpoint_reports_what_the_fit_logged(fitted, capsys):
     result = audio_eval.main(args)
     assert result == {k: fitted["vq_metrics"][k] for k in ("test_lsd_db", "ceiling_lsd_db", "lsd_clips")}
     assert "held-out log-spectral distance over 4 clips" in capsys.readouterr().out
+    args.silence_below = 0.5  # the quieter half of every spectrogram's range inverted as silence: other waveforms
+    assert audio_eval.main(args)["test_lsd_db"] != result["test_lsd_db"]
+    args.silence_below = 1.0
+    with pytest.raises(UsageError, match="--silence-below must be in"):
+        audio_eval.main(args)
 
 
 def test_fit_vqvae_mel(recordings, tmp_path):

@@ -52,14 +52,15 @@ def shapes_folder(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def fitted(shapes_folder, tmp_path_factory) -> dict[str, Path]:
-    """A tiny VQ-VAE (4 x 4 codes) and three priors over its codes: class-conditional, unconditional, and
-    class-conditional with label dropout (for guidance)."""
+    """A tiny VQ-VAE (4 x 4 codes) and three priors over its codes: class-conditional without label dropout (no
+    guidance), unconditional, and class-conditional with label dropout 0.5 (for guidance)."""
     runs = tmp_path_factory.mktemp("runs")
     fit_vqvae.main(fit_vqvae.get_args_parser().parse_args(
         ["--dataset", "image-folder", "--data-root", str(shapes_folder), "--out", str(runs / "vq"), *TINY_VQVAE,
          *COMMON]))
     paths = {"runs": runs, "vqvae": runs / "vq" / "vqvae.pt"}
-    for name, extra in (("prior", []), ("unconditional", ["--unconditional"]), ("guided", ["--label-dropout", "0.5"])):
+    for name, extra in (("prior", ["--label-dropout", "0"]), ("unconditional", ["--unconditional"]),
+                        ("guided", ["--label-dropout", "0.5"])):
         fit_prior.main(fit_prior.get_args_parser().parse_args(
             ["--vqvae", str(paths["vqvae"]), "--out", str(runs / name), *TINY_PRIOR, *COMMON, *extra]))
         paths[name] = runs / name / "prior.pt"

@@ -262,8 +262,9 @@ def test_fits_from_python_take_the_command_line_options_as_keywords(tmp_path, di
 
 
 def test_label_dropout_fit_and_guided_generation(tmp_path):
-    """fit_prior --label-dropout records it and gives the prior a null class; generate --guidance samples with it,
-    and refuses guidance for a prior fitted without label dropout."""
+    """fit_prior --label-dropout records it (default: 0.1 for a class-conditional prior, 0 for an unconditional
+    one) and gives the prior a null class; generate --guidance samples with it, and refuses guidance for a prior
+    fitted without label dropout."""
     run_vqvae(tmp_path)
     run_prior(tmp_path, "--label-dropout", "0.2")
     ckpt = load_checkpoint(tmp_path / "prior" / "prior.pt", "prior")
@@ -275,9 +276,13 @@ def test_label_dropout_fit_and_guided_generation(tmp_path):
     assert guided.codes.shape == plain.codes.shape and not torch.equal(guided.codes, plain.codes)
     with pytest.raises(UsageError, match="--guidance must be"):
         generate.main(generate.get_args_parser().parse_args([*args, "--guidance", "-1"]))
-    plain_prior = ["--vqvae", str(tmp_path / "vq" / "vqvae.pt"), "--out", str(tmp_path / "plain"), "--epochs", "1",
-                   "--no-progress", "--device", "cpu", *TINY_PRIOR]
-    fit_prior.main(fit_prior.get_args_parser().parse_args(plain_prior))
+    plain_prior = ["--vqvae", str(tmp_path / "vq" / "vqvae.pt"), "--epochs", "1", "--no-progress", "--device", "cpu",
+                   *TINY_PRIOR]
+    for out, extra, expected in (("default", [], 0.1), ("default-unconditional", ["--unconditional"], 0.0)):
+        fit_prior.main(fit_prior.get_args_parser().parse_args([*plain_prior, "--out", str(tmp_path / out), *extra]))
+        assert load_checkpoint(tmp_path / out / "prior.pt", "prior")["config"]["label_dropout"] == expected
+    fit_prior.main(fit_prior.get_args_parser().parse_args(
+        [*plain_prior, "--out", str(tmp_path / "plain"), "--label-dropout", "0"]))
     args[3] = str(tmp_path / "plain" / "prior.pt")
     with pytest.raises(UsageError, match="label dropout"):
         generate.main(generate.get_args_parser().parse_args([*args, "--guidance", "2"]))
