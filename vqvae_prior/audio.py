@@ -37,13 +37,13 @@ to 3.1 dB (stft, the loader's range [-47.4, 32.6] dB), and on 30 of them from 9.
 phase is stored, so a round trip never gives back the waveform, only its magnitudes.
 
 A model's spectrogram is not exactly 0 where the original is: a VQ-VAE decoder puts small positive values in the bins
-that should be silent (on the default FSDD VQ-VAE 44.7 % of the held-out bins are 0 in the original, and only 0.8 %
-of them come back <= 0), each of which the inversion would turn into a floor at ``db_min``, spread by the mel
-inversion over every frequency. So ``invert`` treats every normalized value <= ``silence_below`` (0.01: within
-0.8 dB of ``db_min`` at an 80 dB range) as silence. On the 64 held-out clips that ``pipelines.fit_vqvae`` reports
-on, the default FSDD VQ-VAE's reconstructions go from 11.07 to 6.13 dB log-spectral distance, the originals (the
-ceiling) from 4.66 to 4.79 dB; at 0.02 / 0.03 / 0.05: 6.32 / 6.55 / 6.96 dB (ceilings 4.93 / 5.08 / 5.41); the
-reconstructions made silent exactly where the originals are 0: 5.77 dB.
+that should be silent (44.7 % of the bins of the 64 FSDD held-out clips below are 0 in the original), each of which
+the inversion would turn into a floor at ``db_min``, spread by the mel inversion over every frequency. So ``invert``
+treats every normalized value <= ``silence_below`` (0.01: within 0.8 dB of ``db_min`` at an 80 dB range) as
+silence. On the 64 held-out clips that ``pipelines.fit_vqvae`` reports on, the default FSDD VQ-VAE's
+reconstructions go from 11.07 to 6.13 dB log-spectral distance, the originals (the ceiling) from 4.66 to 4.79 dB;
+at 0.02 / 0.03 / 0.05: 6.32 / 6.55 / 6.96 dB (ceilings 4.93 / 5.08 / 5.41)
+(``python -m pipelines.audio_eval --vqvae runs/fsdd/vqvae.pt --silence-below T``).
 """
 
 from __future__ import annotations
