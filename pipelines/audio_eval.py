@@ -99,6 +99,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     from vqvae_prior.checkpoint import load_vqvae
     from vqvae_prior.errors import UsageError
 
+    cli.at_least(args, 1, "batch_size")  # the project's check; --clips < 1 means all
     if args.silence_below is not None and not 0 <= args.silence_below < 1:
         raise UsageError(f"--silence-below must be in [0, 1), got {args.silence_below}")
     device = cli.pick_device(args.device)
