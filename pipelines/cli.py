@@ -117,8 +117,9 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, help="number of epochs (default: per entry point and kind of data)")
     parser.add_argument("--batch-size", type=int, help="(default: per entry point and kind of data)")
     parser.add_argument("--lr", type=float, help="Adam learning rate (default: per entry point)")
-    parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
-                        help="constant (measured better for the default few-epoch fits) or cosine decay to zero")
+    parser.add_argument("--lr-schedule", choices=("constant", "cosine"),
+                        help="constant, or cosine decay to zero over the fit (default: per entry point and kind of "
+                             "data)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     parser.add_argument("--patience", type=int,

@@ -70,7 +70,6 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "translations drawn per epoch; 0: as it is (default: by kind of data)")
     parser.add_argument("--unconditional", action="store_true", help="ignore the class labels")
     parser.add_argument("--samples-per-class", type=int, default=8, help="samples per class in samples.png")
-    parser.set_defaults(lr=1e-3)
     return parser
 
 
@@ -84,8 +83,10 @@ LEGACY = {"shifts": 1, "jitter": 0}  # what a checkpoint written before --shifts
 # per code at 22); with them it still improves at 60 (4.16). FSDD with the audio ones: 60 epochs in about 27
 # minutes on 2 CPU cores (README).
 DEFAULTS = {
-    "image": {"epochs": 4, "batch_size": 128, "dropout": 0.0, "shifts": 1, "jitter": 0},
-    "audio": {"epochs": 60, "batch_size": 32, "dropout": 0.5, "shifts": 8, "jitter": 0},
+    "image": {"epochs": 4, "batch_size": 128, "lr": 1e-3, "lr_schedule": "cosine", "dropout": 0.0, "shifts": 1,
+              "jitter": 0},
+    "audio": {"epochs": 60, "batch_size": 32, "lr": 1e-3, "lr_schedule": "constant", "dropout": 0.5, "shifts": 8,
+              "jitter": 0},
 }
 
 

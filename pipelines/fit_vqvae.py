@@ -50,24 +50,30 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lsd-every", type=int, default=5, help="audio: LSD every N epochs and after the last")
     parser.add_argument("--out", default="runs/vqvae", help="output folder")
     cli.add_common_args(parser)
-    parser.add_argument("--codebook-size", type=int, default=defaults.codebook_size, help="K")
+    parser.add_argument("--codebook-size", type=int, help="K (default: by kind of data)")
     parser.add_argument("--code-dim", type=int, default=defaults.code_dim, help="D")
-    parser.add_argument("--channels", type=int, default=defaults.channels, help="hidden channels")
-    parser.add_argument("--residual-channels", type=int, default=defaults.residual_channels)
+    parser.add_argument("--channels", type=int, help="hidden channels (default: by kind of data)")
+    parser.add_argument("--residual-channels", type=int, help="(default: by kind of data)")
     parser.add_argument("--downsample", type=int, help="a power of 2 (default: by kind of data)")
     parser.add_argument("--quantizer", choices=("ema", "loss"), default="ema", help="codebook learned by EMA or loss")
     parser.add_argument("--beta", type=float, default=defaults.beta, help="commitment loss weight")
-    parser.set_defaults(lr=1e-3)
     return parser
 
 
-# --epochs, --batch-size and --downsample when not given. Audio data sets are small (FSDD: 2,250 train clips), so
+# The options below when not given, by kind of data. Audio data sets are small (FSDD: 2,250 train clips), so
 # smaller batches give more steps. Audio is downsampled by 8 (FSDD: 80 x 64 spectrograms -> 10 x 8 codes): a quarter
 # of the codes of downsample 4 makes the prior's task easier, and its samples far more intelligible (README); FSDD
-# with these: 24 epochs in about 6 minutes on 2 CPU cores.
+# with these: 24 epochs in about 6 minutes on 2 CPU cores. Images: chosen for MNIST's 60,000 digits within 20
+# minutes on 2 CPU cores (README, results). Within a fixed time more updates beat a wider network: 64 hidden
+# channels (about 70 s an epoch at batch 128 against 190 s for 128 channels) reach after 3 epochs what 128 reach
+# after about 1.3. With 64 channels and K = 512, held-out PSNR after about 160 s of training: batch 128 and learning
+# rate 1e-3: 24.8 dB; batch 128, 3e-3: 25.9; batch 32, 1e-3: 26.1; batch 64, 2e-3: 26.0. K = 512 codes: 27.01 dB
+# after 4 epochs against 26.53 for 256.
 DEFAULTS = {
-    "image": {"epochs": 4, "batch_size": 128, "downsample": 4},
-    "audio": {"epochs": 24, "batch_size": 32, "downsample": 8},
+    "image": {"epochs": 13, "batch_size": 64, "downsample": 4, "lr": 2e-3, "lr_schedule": "cosine",
+              "channels": 64, "residual_channels": 32, "codebook_size": 512},
+    "audio": {"epochs": 24, "batch_size": 32, "downsample": 8, "lr": 1e-3, "lr_schedule": "constant",
+              "channels": 128, "residual_channels": 64, "codebook_size": 256},
 }
 
 

@@ -103,6 +103,19 @@ def test_real_mnist(shared_data):
     assert splits.train.labels.unique().tolist() == list(range(10))
 
 
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # where `apt-get install dataset-fashion-mnist` puts it
+
+
+def test_real_fashion_mnist():
+    if not (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"Fashion-MNIST not found at {FASHION_MNIST} (apt-get install dataset-fashion-mnist)")
+    splits = load_dataset("fashion-mnist", FASHION_MNIST)
+    assert (len(splits.train), len(splits.test)) == (60000, 10000)
+    assert splits.train.images.shape[1:] == (1, 28, 28)
+    assert splits.label_names[0] == "T-shirt/top" and len(splits.label_names) == 10
+    assert torch.bincount(splits.test.labels).tolist() == [1000] * 10  # the published split, balanced
+
+
 @pytest.mark.parametrize("name", ["mnist", "fashion-mnist", "cifar10"])
 def test_offline_download_error(monkeypatch, name):
     def offline(*args, **kwargs):
