@@ -1,6 +1,13 @@
-"""Fit a gated PixelCNN prior over the code maps of a fitted VQ-VAE.
+"""Fit a gated PixelCNN prior over the code maps of a fitted VQ-VAE, or over the pixels of images.
 
     python -m pipelines.fit_prior --vqvae runs/mnist/vqvae.pt --out runs/mnist-prior
+    python -m pipelines.fit_prior --pixels 2 --dataset mnist --data-root ../shared/data/mnist --out runs/binary
+
+Pixels (``--pixels LEVELS``, no VQ-VAE): each pixel of a gray image is a code with LEVELS values, as in the PixelCNN
+papers (``vqvae_prior/pixels.py``: 2 levels are binarized MNIST, drawn once with a fixed seed; 256 an 8-bit
+image). The held-out likelihood is then also reported as the papers report it: bits per dimension
+(``test_bits_per_dim``) and, for 2 levels, nats per image (``test_nats_per_image``). ``--arch plain`` fits the
+plain masked PixelCNN instead of the gated one, to compare them.
 
 The data set is the one the VQ-VAE was fitted on (recorded in its checkpoint; ``--data-root`` reads it from another
 folder). It is encoded once with the frozen VQ-VAE and the code maps are cached in the fit's folder, or in
@@ -36,26 +43,37 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
+import data
 from pipelines import batching, cli, figures, run_folder
 from pipelines.run_folder import RunFolder
 from pipelines.training import FiniteLoss, lr_schedule
 from vqvae_prior.checkpoint import atomic_save, load_checkpoint, load_vqvae, require, weights_digest
 from vqvae_prior.errors import UsageError
-from vqvae_prior.prior import GatedPixelCNN, PriorConfig
+from vqvae_prior.pixels import BINARIZE_SEED, PixelCodec, PixelConfig, binarize
+from vqvae_prior.prior import AutoregressivePrior, PriorConfig
+from vqvae_prior.registry import prior_architecture
 from vqvae_prior.vqvae import VQVAE
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     defaults = PriorConfig(codebook_size=2)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--vqvae", required=True, help="checkpoint written by pipelines.fit_vqvae")
-    parser.add_argument("--data-root", help="read the VQ-VAE's data set from this folder instead")
+    parser.add_argument("--vqvae", help="checkpoint written by pipelines.fit_vqvae: model its code maps")
+    parser.add_argument("--pixels", type=int, metavar="LEVELS",
+                        help="no VQ-VAE: model the pixels of --dataset, each a code with LEVELS values (2: binarized)")
+    parser.add_argument("--dataset", choices=data.DATASETS, help="--pixels: the image data set")
+    parser.add_argument("--data-root", help="the data set's folder (--vqvae: read its data set from there instead)")
     parser.add_argument("--out", default="runs/prior", help="output folder")
     parser.add_argument("--cache-dir", help="folder of the cached code maps, to share them between fits "
                                             "(default: --out)")
     cli.add_common_args(parser)
-    parser.add_argument("--layers", type=int, default=defaults.num_layers, help="gated layers, the first of type A")
-    parser.add_argument("--channels", type=int, default=defaults.channels)
+    parser.add_argument("--arch", choices=tuple(ARCHITECTURES), default="gated",
+                        help="gated PixelCNN (vertical and horizontal stacks, no blind spot) or the plain masked "
+                             "PixelCNN of the first paper (blind spot; reference sampler only)")
+    parser.add_argument("--layers", type=int, default=defaults.num_layers,
+                        help="layers, the first of mask type A (gated layers, or plain residual blocks after it)")
+    parser.add_argument("--channels", type=int,
+                        help="channels between layers (default: gated 64; plain 128, its masked convolutions 64)")
     parser.add_argument("--head-channels", type=int, default=defaults.head_channels)
     parser.add_argument("--dropout", type=float, help="in every gated layer, training only (default: by kind of data)")
     parser.add_argument("--label-dropout", type=float,
@@ -73,9 +91,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# --arch: the names in vqvae_prior.registry.PRIORS
+ARCHITECTURES = {"gated": "gated_pixelcnn", "plain": "plain_pixelcnn"}
+
 # options a resumed fit may change: they do not change what is computed
 FREE_ON_RESUME = run_folder.FREE_ON_RESUME | {"vqvae", "cache_dir", "samples_per_class"}
-LEGACY = {"shifts": 1, "jitter": 0}  # what a checkpoint written before --shifts / --jitter existed was fitted with
+LEGACY = {"shifts": 1, "jitter": 0, "arch": "gated"}  # what a checkpoint written before --shifts / --jitter existed was fitted with
 
 # --epochs, --batch-size, --dropout and --shifts when not given, by the VQ-VAE's data. Audio data sets are small
 # (FSDD: 2,250 train clips): smaller batches give more steps, and dropout and 8 shifts (one code row of the audio
@@ -167,7 +188,7 @@ def draw_shifts(codes: Tensor, generator: torch.Generator) -> Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: GatedPixelCNN, codes: torch.Tensor, labels: torch.Tensor, batch_size: int, device) -> float:
+def evaluate(model: AutoregressivePrior, codes: torch.Tensor, labels: torch.Tensor, batch_size: int, device) -> float:
     """Mean bits per code of the code maps (N, h, w)."""
     model.eval()
     total = 0.0
@@ -178,8 +199,8 @@ def evaluate(model: GatedPixelCNN, codes: torch.Tensor, labels: torch.Tensor, ba
 
 @torch.no_grad()
 def save_samples(
-    model: GatedPixelCNN, vqvae: VQVAE, shape: tuple[int, int], per_class: int, path: Path, seed: int,
-    spectrograms: bool = False,
+    model: AutoregressivePrior, decoder: VQVAE | PixelCodec, shape: tuple[int, int], per_class: int, path: Path,
+    seed: int, spectrograms: bool = False,
 ) -> None:
     """A grid of decoded samples: one row per class for a conditional prior, else 8 rows."""
     model.eval()
@@ -188,21 +209,24 @@ def save_samples(
     n = len(labels) if labels is not None else 8 * per_class
     generator = torch.Generator(model.device).manual_seed(seed)
     codes = model.sample(n, shape, labels, generator=generator)  # (n, h, w)
-    figures.save_grid(vqvae.decode_indices(codes).clamp(0, 1), path, per_class, spectrograms)
+    figures.save_grid(decoder.decode_indices(codes).clamp(0, 1), path, per_class, spectrograms)
 
 
-def fit(out: str | Path, vqvae: str | Path, **options: Any) -> dict[str, Any]:
-    """Fit a prior over the codes of the VQ-VAE checkpoint ``vqvae`` into the folder ``out`` from Python: ``options``
-    are the command line's, named as in ``args`` (``epochs=12``, ``layers=8``, ``resume=True``, ...), the rest at
-    their defaults. Returns the last epoch's metrics, as :func:`main`."""
-    return main(cli.namespace(get_args_parser(), out=str(out), vqvae=str(vqvae), **options))
+def fit(out: str | Path, vqvae: str | Path | None = None, **options: Any) -> dict[str, Any]:
+    """Fit a prior over the codes of the VQ-VAE checkpoint ``vqvae`` (or, with ``pixels=LEVELS`` and ``dataset=``,
+    over pixels) into the folder ``out`` from Python: ``options`` are the command line's, named as in ``args``
+    (``epochs=12``, ``layers=8``, ``resume=True``, ...), the rest at their defaults. Returns the last epoch's
+    metrics, as :func:`main`."""
+    return main(cli.namespace(get_args_parser(), out=str(out), vqvae=None if vqvae is None else str(vqvae),
+                              **options))
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     """Fit the prior; returns the last epoch's metrics (with ``kept`` and ``best_epoch``, as logged)."""
-    vq_ckpt = load_checkpoint(args.vqvae, "vqvae")
-    require(vq_ckpt, args.vqvae, "data")
-    cli.fill_defaults(args, DEFAULTS, vq_ckpt["data"]["modality"])
+    modality, codebook_size = check_source(args)
+    cli.fill_defaults(args, DEFAULTS, modality)
+    if args.channels is None:  # the architecture's own default
+        args.channels = prior_architecture(ARCHITECTURES[args.arch]).config(codebook_size=2).channels
     cli.check_common_args(args)
     cli.at_least(args, 1, "layers", "channels", "head_channels", "samples_per_class")
     if args.unconditional and args.label_dropout:
@@ -211,15 +235,43 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     if args.label_dropout is None:
         args.label_dropout = 0.0 if args.unconditional else 0.1
     offsets(args.shifts, args.jitter)
-    model_config(args, vq_ckpt, num_classes=0)
+    if args.pixels is not None and (args.shifts > 1 or args.jitter > 0):
+        raise UsageError("--shifts and --jitter augment the encodings of a VQ-VAE; with --pixels the likelihood "
+                         "is of the images as they are: leave them out")
+    model_config(args, codebook_size, num_classes=0)
     with RunFolder(args.out, "prior", metric="test_bits_per_code") as run:
         return fit_in(args, run)
 
 
-def model_config(args: argparse.Namespace, vq_ckpt: dict[str, Any], num_classes: int) -> PriorConfig:
+def check_source(args: argparse.Namespace) -> tuple[str, int]:
+    """The kind of data ("image" or "audio") and the K of the code maps to model: a VQ-VAE's (``--vqvae``) or
+    pixels' (``--pixels``); refuses, before any work, options that name neither or both."""
+    if (args.vqvae is None) == (args.pixels is None):
+        raise UsageError("pass --vqvae CHECKPOINT (model the code maps of a VQ-VAE) or --pixels LEVELS with "
+                         "--dataset (model the pixels of images), one of them")
+    if args.vqvae is not None:
+        if args.dataset is not None:
+            raise UsageError(f"--dataset goes with --pixels; the VQ-VAE {args.vqvae} was fitted on the data set its "
+                             "checkpoint names (--data-root reads it from another folder)")
+        vq_ckpt = load_checkpoint(args.vqvae, "vqvae")
+        require(vq_ckpt, args.vqvae, "data")
+        return vq_ckpt["data"]["modality"], vq_ckpt["config"]["codebook_size"]
+    if args.dataset is None:
+        raise UsageError("--pixels needs --dataset, an image data set (e.g. --dataset mnist --data-root "
+                         "../shared/data/mnist)")
+    if data.modality_of(args.dataset) != "image":
+        raise UsageError(f"--pixels models images; --dataset {args.dataset} is {data.modality_of(args.dataset)}")
+    if not 2 <= args.pixels <= 256:
+        raise UsageError(f"--pixels must be a number of levels in 2 .. 256, got {args.pixels}")
+    return "image", args.pixels
+
+
+def model_config(args: argparse.Namespace, codebook_size: int, num_classes: int) -> Any:
+    """The config of the prior that ``--arch`` names, built from the options (a clear error for a bad value)."""
+    config_class = prior_architecture(ARCHITECTURES[args.arch]).config
     return cli.build_config(
-        PriorConfig,
-        codebook_size=vq_ckpt["config"]["codebook_size"],
+        config_class,
+        codebook_size=codebook_size,
         num_classes=0 if args.unconditional else num_classes,
         channels=args.channels,
         num_layers=args.layers,
@@ -229,6 +281,68 @@ def model_config(args: argparse.Namespace, vq_ckpt: dict[str, Any], num_classes:
     )
 
 
+@dataclasses.dataclass
+class CodeSource:
+    """The code maps a prior is fitted on and what decodes them.
+
+    Attributes:
+        codes: ``train``: ((S, N, h, w) code maps, (N,) labels), ``test``: ((N, h, w), (N,)), ``label_names``.
+        decoder: ``decode_indices(codes) -> images``: the VQ-VAE, or a :class:`PixelCodec`.
+        info: what the prior's checkpoints record of the source (``vqvae`` and ``vqvae_digest``, or ``pixels``
+            and ``data``); a resumed fit must find the same.
+        spectrograms: the decoded images are spectrograms (an audio VQ-VAE).
+    """
+
+    codes: dict[str, Any]
+    decoder: VQVAE | PixelCodec
+    info: dict[str, Any]
+    spectrograms: bool = False
+
+    def progress(self, nats_per_code: float) -> dict[str, float]:
+        """The training loss in the unit papers use for this source: nats per image of binarized images, bits per
+        dimension of other pixels, bits per code of VQ-VAE codes."""
+        bits = nats_per_code / math.log(2)
+        return {k.removeprefix("test_"): v for k, v in self.likelihoods(bits).items()} or {"bits_per_code": bits}
+
+    def likelihoods(self, bits_per_code: float) -> dict[str, float]:
+        """The held-out likelihood as papers on pixels report it: bits per dimension, and nats per image of
+        binarized images; nothing more for VQ-VAE codes."""
+        if "pixels" not in self.info:
+            return {}
+        h, w = self.codes["test"][0].shape[1:]
+        extra = {"test_bits_per_dim": bits_per_code}
+        if self.info["pixels"]["levels"] == 2:
+            extra["test_nats_per_image"] = bits_per_code * math.log(2) * h * w
+        return extra
+
+
+def vqvae_source(args: argparse.Namespace, cache_dir: Path, device: torch.device) -> CodeSource:
+    """The code maps of the VQ-VAE ``--vqvae`` on its data set (encoded once, cached)."""
+    vqvae, vq_ckpt = load_vqvae(args.vqvae, device)
+    codes = encode_splits(vqvae, cache_dir, vq_ckpt["data"], args.data_root, device, args.shifts, args.jitter)
+    info = {"vqvae": str(args.vqvae), "vqvae_digest": codes["vqvae_digest"]}
+    return CodeSource(codes, vqvae, info, spectrograms=vq_ckpt["data"]["modality"] == "audio")
+
+
+def pixel_source(args: argparse.Namespace) -> CodeSource:
+    """The pixels of ``--dataset`` as code maps of ``--pixels`` levels (2: binarized, see vqvae_prior/pixels.py)."""
+    splits = data.load_dataset(args.dataset, args.data_root)
+    if splits.sample_shape[0] != 1:
+        raise UsageError(f"--pixels: {args.dataset} has {splits.sample_shape[0]}-channel images; pixels as codes "
+                         "are gray images for now")
+    codec = PixelCodec(PixelConfig(args.pixels))
+    codes: dict[str, Any] = {"label_names": list(splits.label_names), "vqvae_digest": None}
+    for i, (name, split) in enumerate((("train", splits.train), ("test", splits.test))):
+        x, y = batching.as_tensors(split)  # (N, 1, H, W)
+        x = binarize(x, BINARIZE_SEED + i) if args.pixels == 2 else (x.float() / 255 if x.dtype == torch.uint8 else x)
+        maps = codec.encode(x)  # (N, H, W)
+        codes[name] = (maps[None] if name == "train" else maps, y.clone())
+    scheme = (f"sampled once: each pixel 1 with probability its intensity, seeds {BINARIZE_SEED} (train) and "
+              f"{BINARIZE_SEED + 1} (held-out)") if args.pixels == 2 else "uniform: floor(x * levels)"
+    info = {"pixels": {"levels": args.pixels, "in_channels": 1, "quantization": scheme}, "data": splits.spec}
+    return CodeSource(codes, codec, info)
+
+
 def fit_in(args: argparse.Namespace, run: RunFolder) -> dict[str, Any]:
     """The fit, in an output folder this process owns."""
     device = cli.pick_device(args.device)
@@ -236,32 +350,30 @@ def fit_in(args: argparse.Namespace, run: RunFolder) -> dict[str, Any]:
     if state is not None:
         run.check_resumed_args(state, args, FREE_ON_RESUME, legacy=LEGACY)
     torch.manual_seed(args.seed)
-    vqvae_path = Path(args.vqvae)
-    vqvae, vq_ckpt = load_vqvae(vqvae_path, device)
-    audio = vq_ckpt["data"]["modality"] == "audio"
     cache_dir = Path(args.cache_dir) if args.cache_dir is not None else run.out
-    codes = encode_splits(vqvae, cache_dir, vq_ckpt["data"], args.data_root, device, args.shifts, args.jitter)
-    train_codes, train_labels = codes["train"]  # (S, N, h, w), (N,)
-    test_codes, test_labels = codes["test"]  # (N, h, w), (N,)
+    source = vqvae_source(args, cache_dir, device) if args.vqvae is not None else pixel_source(args)
+    train_codes, train_labels = source.codes["train"]  # (S, N, h, w), (N,)
+    test_codes, test_labels = source.codes["test"]  # (N, h, w), (N,)
     shape = tuple(test_codes.shape[1:])
-    config = model_config(args, vq_ckpt, num_classes=len(codes["label_names"]))
-    model = GatedPixelCNN(config).to(device)
+    config = model_config(args, source.decoder.config.codebook_size, num_classes=len(source.codes["label_names"]))
+    model = prior_architecture(ARCHITECTURES[args.arch]).model(config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     loader_generator = torch.Generator().manual_seed(args.seed)
     steps_per_epoch = math.ceil(len(train_labels) / args.batch_size)
     scheduler = lr_schedule(optimizer, args.lr_schedule, args.epochs * steps_per_epoch)
+    resumed_source = {"vqvae_digest": source.info["vqvae_digest"]} if args.vqvae is not None else source.info
     if state is not None:
         run_folder.restore(
             state, model, optimizer, scheduler, loader_generator,
-            config=dataclasses.asdict(config), vqvae_digest=codes["vqvae_digest"], shifts=args.shifts,
-            jitter=args.jitter, legacy=LEGACY,
+            config=dataclasses.asdict(config), shifts=args.shifts, jitter=args.jitter, legacy=LEGACY,
+            **resumed_source,
         )
-    print(f"prior: {sum(p.numel() for p in model.parameters()):,} parameters, code maps {shape}, "
+    print(f"prior ({args.arch}): {sum(p.numel() for p in model.parameters()):,} parameters, code maps {shape}, "
           f"K={config.codebook_size}, {config.num_classes or 'no'} classes, {len(train_labels)} train "
           f"({len(train_codes)} encodings each) / {len(test_codes)} held-out, device {device}")
-    info = {"codebook_size": config.codebook_size, "label_names": codes["label_names"], "code_shape": list(shape),
-            "vqvae": str(vqvae_path), "vqvae_digest": codes["vqvae_digest"], "shifts": args.shifts,
-            "jitter": args.jitter, "args": dict(vars(args))}
+    info = {"codebook_size": config.codebook_size, "label_names": source.codes["label_names"],
+            "code_shape": list(shape), **source.info, "shifts": args.shifts, "jitter": args.jitter,
+            "args": dict(vars(args))}
 
     for epoch in range(run.epochs_done, args.epochs):
         if run.patience_spent(args.patience):
@@ -282,15 +394,17 @@ def fit_in(args: argparse.Namespace, run: RunFolder) -> dict[str, Any]:
             train_bits += loss.detach() * len(xb) / math.log(2)
             finite.update(loss, step)
             if not args.no_progress and bar.n % 20 == 0:  # reading a loss value waits for the device
-                bar.set_postfix(bits_per_code=f"{float(loss) / math.log(2):.3f}")
+                bar.set_postfix({k: f"{v:.3f}" for k, v in source.progress(float(loss)).items()})
         metrics = {
             "epoch": epoch + 1,
             "train_seconds": time.perf_counter() - t0,
             "train_bits_per_code": float(train_bits) / len(train_labels),
             "test_bits_per_code": evaluate(model, test_codes, test_labels, args.batch_size, device),
         }
+        metrics.update(source.likelihoods(metrics["test_bits_per_code"]))
         finite.check_epoch(model, "test_bits_per_code", metrics["test_bits_per_code"])
-        save_samples(model, vqvae, shape, args.samples_per_class, run.out / "samples.png", args.seed, audio)
+        save_samples(model, source.decoder, shape, args.samples_per_class, run.out / "samples.png", args.seed,
+                     source.spectrograms)
         training = run_folder.training_state(optimizer, scheduler, loader_generator)
         metrics = run.save_epoch(model, metrics, info, training)
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))

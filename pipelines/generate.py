@@ -41,28 +41,29 @@ GenerateOutput = PipelineOutput  # what generate() returns (its name before the 
 
 @torch.no_grad()
 def generate(
-    vqvae_checkpoint: str | Path,
+    vqvae_checkpoint: str | Path | None,
     prior_checkpoint: str | Path,
     n: int,
     labels: list[int] | Tensor | None = None,
     temperature: float = 1.0,
     seed: int | None = None,
     device: str | torch.device | None = None,
-    method: str = "cached",
+    method: str = "auto",
     guidance: float = 0.0,
 ) -> PipelineOutput:
     """Load both checkpoints, sample ``n`` code maps from the prior and decode them: a one-call
     :class:`VQPriorPipeline` (build one with ``VQPriorPipeline.from_checkpoints`` to sample repeatedly).
 
     Args:
-        vqvae_checkpoint: written by ``pipelines.fit_vqvae``.
-        prior_checkpoint: written by ``pipelines.fit_prior`` over that VQ-VAE's codes.
+        vqvae_checkpoint: written by ``pipelines.fit_vqvae``; None for a prior over pixels (``fit_prior --pixels``).
+        prior_checkpoint: written by ``pipelines.fit_prior`` over that VQ-VAE's codes (or over pixels).
         n: number of samples.
         labels: (n,) class labels, required by a class-conditional prior and refused by an unconditional one.
         temperature: softmax temperature of the prior (finite, > 0; near 0: the most likely code everywhere).
         seed: seeds a ``torch.Generator`` for reproducible samples; None draws from torch's global generator.
         device: "cpu", "cuda", ...; None picks CUDA when available.
-        method: "cached" sampler (default) or "reference" (one full forward pass per position).
+        method: "auto" (default: the cached sampler where the prior has one), "cached" or "reference" (one
+                full forward pass per position).
         guidance: classifier-free guidance weight (>= 0; > 0 needs a prior fitted with ``--label-dropout``).
 
     Returns:
@@ -84,7 +85,7 @@ def seeded(seed: int | None, device: torch.device) -> torch.Generator | None:
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--vqvae", required=True, help="checkpoint written by pipelines.fit_vqvae")
+    parser.add_argument("--vqvae", help="checkpoint written by pipelines.fit_vqvae (none for a prior over pixels)")
     parser.add_argument("--prior", required=True, help="checkpoint written by pipelines.fit_prior")
     parser.add_argument("--n", type=int, default=64, help="number of samples (without --labels)")
     parser.add_argument("--labels", nargs="+",
@@ -102,7 +103,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "a prior fitted with --label-dropout")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--method", choices=("cached", "reference"), default="cached")
+    parser.add_argument("--method", choices=("auto", "cached", "reference"), default="auto",
+                        help="sampler: auto (cached where the prior has one), cached, or reference")
     parser.add_argument("--out", default="samples.png", help="PNG grid; WAV files of audio go beside it")
     parser.add_argument("--nrow", type=int, help="images per row of the grid (default: --repeat, or 8)")
     return parser

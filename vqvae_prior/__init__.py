@@ -5,7 +5,8 @@
     pipe = VQPriorPipeline.from_checkpoints("runs/mnist/vqvae.pt", "runs/mnist-prior/prior.pt")
     out = pipe(8, labels=[3] * 8)            # out.images (8, 1, 28, 28) in [0, 1], out.codes (8, 7, 7)
 
-The models (:class:`VQVAE`, :class:`GatedPixelCNN`) are built from frozen dataclass configs, which checkpoints hold
+The models (:class:`VQVAE`, :class:`GatedPixelCNN`, and the plain masked :class:`PlainPixelCNN` to compare it with)
+are built from frozen dataclass configs, which checkpoints hold
 (:func:`load_vqvae`, :func:`load_prior`, :func:`save_checkpoint`). Prior architectures and quantizers are looked up
 by name in :data:`PRIORS` and :data:`QUANTIZERS` (``vqvae_prior.registry``). Data sets are not part of the library:
 ``from data import load_dataset``; the fits and command-line entry points are in ``pipelines``.
@@ -13,13 +14,15 @@ by name in :data:`PRIORS` and :data:`QUANTIZERS` (``vqvae_prior.registry``). Dat
 
 from vqvae_prior.checkpoint import CheckpointError, load_checkpoint, load_prior, load_vqvae, save_checkpoint
 from vqvae_prior.pipeline import CompletionOutput, PipelineOutput, VQPriorPipeline
-from vqvae_prior.prior import GatedPixelCNN, PriorConfig
+from vqvae_prior.plain_prior import PlainPixelCNN, PlainPriorConfig
+from vqvae_prior.prior import AutoregressivePrior, GatedPixelCNN, PriorConfig
 from vqvae_prior.quantizer import CodeUsage, QuantizerOutput, VectorQuantizer
 from vqvae_prior.registry import PRIORS, QUANTIZERS, PriorArchitecture
 from vqvae_prior.vqvae import VQVAE, VQVAEConfig, VQVAEOutput
 
 __all__ = [
-    "PRIORS", "QUANTIZERS", "VQVAE", "CheckpointError", "CodeUsage", "CompletionOutput", "GatedPixelCNN",
-    "PipelineOutput", "PriorArchitecture", "PriorConfig", "QuantizerOutput", "VQPriorPipeline", "VQVAEConfig",
-    "VQVAEOutput", "VectorQuantizer", "load_checkpoint", "load_prior", "load_vqvae", "save_checkpoint",
+    "PRIORS", "QUANTIZERS", "VQVAE", "AutoregressivePrior", "CheckpointError", "CodeUsage", "CompletionOutput",
+    "GatedPixelCNN", "PipelineOutput", "PlainPixelCNN", "PlainPriorConfig", "PriorArchitecture", "PriorConfig",
+    "QuantizerOutput", "VQPriorPipeline", "VQVAEConfig", "VQVAEOutput", "VectorQuantizer", "load_checkpoint",
+    "load_prior", "load_vqvae", "save_checkpoint",
 ]

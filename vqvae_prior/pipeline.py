@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from vqvae_prior.checkpoint import CheckpointError, load_prior, load_vqvae, require, weights_digest
 from vqvae_prior.errors import UsageError
+from vqvae_prior.pixels import PixelCodec, PixelConfig
 from vqvae_prior.vqvae import VQVAE
 
 __all__ = ["CompletionOutput", "PipelineOutput", "VQPriorPipeline"]
@@ -96,7 +97,7 @@ class VQPriorPipeline:
     """A VQ-VAE and a prior over its code maps: sample, decode, and complete.
 
     Args:
-        vqvae: the VQ-VAE (put in eval mode).
+        vqvae: the VQ-VAE (put in eval mode), or a :class:`vqvae_prior.pixels.PixelCodec` for a prior over pixels.
         prior: a prior over its codes, e.g. :class:`vqvae_prior.prior.GatedPixelCNN` (put in eval mode); it must
             model the VQ-VAE's K codes. Both on one device.
         code_shape: (h, w) of the code maps the prior was fitted on.
@@ -108,7 +109,7 @@ class VQPriorPipeline:
 
     def __init__(
         self,
-        vqvae: VQVAE,
+        vqvae: VQVAE | PixelCodec,
         prior: nn.Module,
         code_shape: tuple[int, int],
         label_names: list[str] | tuple[str, ...] = (),
@@ -131,14 +132,24 @@ class VQPriorPipeline:
 
     @classmethod
     def from_checkpoints(
-        cls, vqvae_path: str | Path, prior_path: str | Path, device: str | torch.device | None = None
+        cls, vqvae_path: str | Path | None, prior_path: str | Path, device: str | torch.device | None = None
     ) -> VQPriorPipeline:
         """Load both checkpoints onto ``device`` (None: CUDA when available, else the CPU) and check, once, that
-        the prior models the VQ-VAE's K codes and was fitted on exactly these VQ-VAE weights."""
+        the prior models the VQ-VAE's K codes and was fitted on exactly these VQ-VAE weights. A prior over pixels
+        (``fit_prior --pixels``) takes no VQ-VAE: ``vqvae_path`` None."""
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        vqvae, vq_ckpt = load_vqvae(vqvae_path, device)
         prior, prior_ckpt = load_prior(prior_path, device)
+        if "pixels" in prior_ckpt:
+            if vqvae_path is not None:
+                raise UsageError(f"{prior_path} models the pixels of images, not the codes of a VQ-VAE: pass no "
+                                 f"VQ-VAE (got {vqvae_path})")
+            require(prior_ckpt, prior_path, "code_shape", "label_names", "data")
+            codec = PixelCodec(PixelConfig(prior_ckpt["pixels"]["levels"], prior_ckpt["pixels"]["in_channels"]))
+            return cls(codec, prior, tuple(prior_ckpt["code_shape"]), prior_ckpt["label_names"], prior_ckpt["data"])
+        if vqvae_path is None:
+            raise UsageError(f"{prior_path} models the codes of the VQ-VAE {prior_ckpt.get('vqvae')}: pass it")
+        vqvae, vq_ckpt = load_vqvae(vqvae_path, device)
         require(vq_ckpt, vqvae_path, "data")
         require(prior_ckpt, prior_path, "code_shape", "label_names", "vqvae", "vqvae_digest")
         cls.check_codebook(vqvae, prior, str(prior_path), str(vqvae_path))
@@ -150,7 +161,7 @@ class VQPriorPipeline:
         return cls(vqvae, prior, tuple(prior_ckpt["code_shape"]), prior_ckpt["label_names"], vq_ckpt["data"])
 
     @staticmethod
-    def check_codebook(vqvae: VQVAE, prior: nn.Module, prior_name: str = "the prior",
+    def check_codebook(vqvae: VQVAE | PixelCodec, prior: nn.Module, prior_name: str = "the prior",
                        vqvae_name: str = "the VQ-VAE") -> None:
         """Refuse a prior whose K differs from the VQ-VAE's codebook size."""
         if prior.config.codebook_size != vqvae.config.codebook_size:
@@ -161,7 +172,7 @@ class VQPriorPipeline:
 
     @property
     def device(self) -> torch.device:
-        return next(self.vqvae.parameters()).device
+        return self.prior.device
 
     @property
     def modality(self) -> str:
@@ -181,7 +192,7 @@ class VQPriorPipeline:
         labels: list[int] | Tensor | None = None,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
-        method: str = "cached",
+        method: str = "auto",
         guidance: float = 0.0,
     ) -> PipelineOutput:
         """Sample ``n`` code maps from the prior and decode them.
@@ -192,7 +203,8 @@ class VQPriorPipeline:
             temperature: softmax temperature of the prior (> 0).
             generator: a ``torch.Generator`` on :attr:`device`, for reproducible samples; None draws from torch's
                 global generator.
-            method: "cached" sampler (default) or "reference" (one full forward pass per position).
+            method: "auto" (default: the cached sampler where the prior has one), "cached" or "reference" (one
+                full forward pass per position).
             guidance: classifier-free guidance weight (>= 0; > 0 needs a prior fitted with label dropout).
 
         Returns:
@@ -217,7 +229,7 @@ class VQPriorPipeline:
         completions: int = 1,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
-        method: str = "cached",
+        method: str = "auto",
         guidance: float = 0.0,
     ) -> CompletionOutput:
         """Keep the top ``keep`` rows of the inputs' code maps and sample the rest from the prior.

@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +43,7 @@ from torch import Tensor, nn
 from vqvae_prior import sampler
 from vqvae_prior.layers import GatedLayer, GatedLayerState
 
-__all__ = ["GatedPixelCNN", "GatedPixelCNNState", "Head", "PriorConfig"]
+__all__ = ["AutoregressivePrior", "GatedPixelCNN", "GatedPixelCNNState", "Head", "PriorConfig"]
 
 
 @dataclass(frozen=True)
@@ -91,22 +92,15 @@ class Head(nn.Sequential):
         return head
 
 
-class GatedPixelCNN(nn.Module):
-    """Gated PixelCNN over code maps: ``forward(indices (B, h, w), labels (B,)) -> logits (B, K, h, w)``."""
+class AutoregressivePrior(nn.Module):
+    """What every prior over code maps shares, whatever its network: class labels and their null class, the
+    negative log-likelihood (with label dropout in training) and sampling. A subclass sets ``self.config`` (with
+    ``codebook_size``, ``num_classes`` and ``label_dropout``) and ``self.embedding`` (the codes' embedding) and
+    defines :meth:`logits_from_embeddings`; it may define ``sampling_state``, its step-by-step form, which the
+    cached sampler drives (``vqvae_prior.sampler``)."""
 
-    def __init__(self, config: PriorConfig) -> None:
-        super().__init__()
-        self.config = config
-        C = config.channels
-        self.embedding = nn.Embedding(config.codebook_size, C)
-        label_rows = config.num_classes + (self.null_label is not None)  # and the null class
-        self.layers = nn.ModuleList(
-            GatedLayer(
-                C, config.first_kernel_size if i == 0 else config.kernel_size, i == 0, label_rows, config.dropout,
-            )
-            for i in range(config.num_layers)
-        )
-        self.head = Head(C, config.head_channels, config.codebook_size)
+    config: Any
+    embedding: nn.Embedding
 
     @property
     def device(self) -> torch.device:
@@ -116,6 +110,11 @@ class GatedPixelCNN(nn.Module):
     def null_label(self) -> int | None:
         """The label of the unconditional model (fitted with ``label_dropout`` > 0), or None: no guidance."""
         return self.config.num_classes if self.config.num_classes and self.config.label_dropout > 0 else None
+
+    @property
+    def label_rows(self) -> int:
+        """Rows of a per-class table: the classes and, with label dropout, the null class."""
+        return self.config.num_classes + (self.null_label is not None)
 
     def check_labels(self, labels: Tensor | None, batch_size: int) -> Tensor | None:
         """Labels (B,) int64 on the model's device; a clear error when they are missing, extra or out of range."""
@@ -142,11 +141,7 @@ class GatedPixelCNN(nn.Module):
 
     def logits_from_embeddings(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         """Logits (B, K, h, w) of embedded code maps x (B, C, h, w): the differentiable part of :meth:`forward`."""
-        v, h, skips = x, x, 0
-        for layer in self.layers:
-            v, h, skip = layer(v, h, labels)  # (B, C, h, w) each
-            skips = skips + skip
-        return self.head(skips)  # (B, K, h, w)
+        raise NotImplementedError
 
     def nll(self, indices: Tensor, labels: Tensor | None = None) -> Tensor:
         """Mean negative log-likelihood in nats per code (a scalar) of indices (B, h, w).
@@ -163,10 +158,6 @@ class GatedPixelCNN(nn.Module):
         """Mean negative log2-likelihood per code (a scalar) of indices (B, h, w)."""
         return self.nll(indices, labels) / math.log(2)
 
-    def sampling_state(self, n: int, shape: tuple[int, int], labels: Tensor | None = None) -> GatedPixelCNNState:
-        """This network computed one position at a time, for the cached sampler (eval mode only)."""
-        return GatedPixelCNNState(self, n, shape, labels)
-
     @torch.no_grad()
     def sample(
         self,
@@ -176,7 +167,7 @@ class GatedPixelCNN(nn.Module):
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
         given: Tensor | None = None,
-        method: str = "cached",
+        method: str = "auto",
         guidance: float = 0.0,
     ) -> Tensor:
         """Sample n code maps of the given (h, w) shape in raster order.
@@ -189,8 +180,9 @@ class GatedPixelCNN(nn.Module):
             generator: a ``torch.Generator`` on the model's device, for reproducible samples.
             given: optional (n, h, w) indices; entries >= 0 are kept as they are and conditioned on, entries < 0
                 are sampled.
-            method: "cached" (fast, the default) or "reference" (one full forward pass per position).
-            guidance: classifier-free guidance weight w >= 0 (see the module docstring); > 0 needs labels and a
+            method: "cached" (fast; a prior with ``sampling_state``), "reference" (one full forward pass per
+                position), or "auto" (the default): cached where the prior has it, else the reference.
+            guidance: classifier-free guidance weight w >= 0 (see ``vqvae_prior.prior``); > 0 needs labels and a
                 prior fitted with ``label_dropout`` > 0, and costs twice the sampling work.
 
         Returns:
@@ -200,6 +192,35 @@ class GatedPixelCNN(nn.Module):
         """
         return sampler.sample(self, n, shape, labels, temperature, generator, given, method, guidance)
 
+
+class GatedPixelCNN(AutoregressivePrior):
+    """Gated PixelCNN over code maps: ``forward(indices (B, h, w), labels (B,)) -> logits (B, K, h, w)``."""
+
+    def __init__(self, config: PriorConfig) -> None:
+        super().__init__()
+        self.config = config
+        C = config.channels
+        self.embedding = nn.Embedding(config.codebook_size, C)
+        self.layers = nn.ModuleList(
+            GatedLayer(
+                C, config.first_kernel_size if i == 0 else config.kernel_size, i == 0, self.label_rows,
+                config.dropout,
+            )
+            for i in range(config.num_layers)
+        )
+        self.head = Head(C, config.head_channels, config.codebook_size)
+
+    def logits_from_embeddings(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Logits (B, K, h, w) of embedded code maps x (B, C, h, w): the differentiable part of :meth:`forward`."""
+        v, h, skips = x, x, 0
+        for layer in self.layers:
+            v, h, skip = layer(v, h, labels)  # (B, C, h, w) each
+            skips = skips + skip
+        return self.head(skips)  # (B, K, h, w)
+
+    def sampling_state(self, n: int, shape: tuple[int, int], labels: Tensor | None = None) -> GatedPixelCNNState:
+        """This network computed one position at a time, for the cached sampler (eval mode only)."""
+        return GatedPixelCNNState(self, n, shape, labels)
 
 class GatedPixelCNNState:
     """:class:`GatedPixelCNN` computed one raster position at a time: the cached sampler's view of the network

@@ -6,8 +6,8 @@
   ``cls.from_config(vqvae_config)``.
 
 A new prior is one module plus one entry in :data:`PRIORS`; it needs what ``vqvae_prior.sampler.Prior`` lists
-(``forward(indices, labels) -> logits``, ``check_labels``, ``device``, and ``sampling_state`` for the cached
-sampler) and a ``config`` attribute. A new quantizer is one module plus one entry in :data:`QUANTIZERS`; it needs
+(``forward(indices, labels) -> logits``, ``check_labels``, ``device``, and optionally ``sampling_state`` for the
+cached sampler) and a ``config`` attribute; ``vqvae_prior.prior.AutoregressivePrior`` gives most of it. A new quantizer is one module plus one entry in :data:`QUANTIZERS`; it needs
 ``from_config``, ``forward(z_e) -> QuantizerOutput`` in training and eval, ``encode(z_e) -> indices`` and
 ``decode(indices) -> quantized maps`` (see ``vqvae_prior.quantizer``). Code outside the package may add entries to
 both dictionaries before loading its checkpoints.
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from vqvae_prior.plain_prior import PlainPixelCNN, PlainPriorConfig
 from vqvae_prior.prior import GatedPixelCNN, PriorConfig
 from vqvae_prior.quantizer import VectorQuantizer
 
@@ -38,6 +39,7 @@ class PriorArchitecture:
 
 PRIORS: dict[str, PriorArchitecture] = {
     "gated_pixelcnn": PriorArchitecture(GatedPixelCNN, PriorConfig),
+    "plain_pixelcnn": PriorArchitecture(PlainPixelCNN, PlainPriorConfig),
 }
 
 QUANTIZERS: dict[str, type[nn.Module]] = {

@@ -31,11 +31,11 @@ from torch import Tensor
 from vqvae_prior.errors import UsageError
 
 __all__ = [
-    "METHODS", "GuidedState", "Prior", "SamplingState", "guide", "sample", "sample_cached", "sample_from_logits",
-    "sample_reference",
+    "METHODS", "GuidedState", "Prior", "SamplingState", "guide", "resolve_method", "sample", "sample_cached",
+    "sample_from_logits", "sample_reference",
 ]
 
-METHODS = ("cached", "reference")
+METHODS = ("auto", "cached", "reference")
 
 
 class SamplingState(Protocol):
@@ -70,7 +70,8 @@ class Prior(Protocol):
         """Labels (B,) on the prior's device, or None for an unconditional prior; a clear error when wrong."""
 
     def sampling_state(self, n: int, shape: tuple[int, int], labels: Tensor | None) -> SamplingState:
-        """The prior's step-by-step form, for :func:`sample_cached` (eval mode)."""
+        """The prior's step-by-step form, for :func:`sample_cached` (eval mode). Optional: a prior without it is
+        sampled by :func:`sample_reference`."""
 
     def eval(self) -> Prior: ...
 
@@ -85,15 +86,15 @@ def sample(
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
     given: Tensor | None = None,
-    method: str = "cached",
+    method: str = "auto",
     guidance: float = 0.0,
 ) -> Tensor:
     """Sample n code maps (n, h, w) from ``model`` in eval mode (its mode is restored afterwards).
 
-    Arguments as ``vqvae_prior.prior.GatedPixelCNN.sample``; ``method`` is "cached" or "reference".
+    Arguments as ``vqvae_prior.prior.AutoregressivePrior.sample``; ``method`` is "cached", "reference" or "auto"
+    (cached for a prior with ``sampling_state``, else the reference).
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be 'cached' or 'reference', got {method!r}")
+    method = resolve_method(model, method)
     labels = model.check_labels(labels, n)
     if not (math.isfinite(guidance) and guidance >= 0):
         raise UsageError(f"guidance must be a finite number >= 0, got {guidance}")
@@ -109,6 +110,20 @@ def sample(
         return fn(model, n, tuple(shape), labels, temperature, generator, given, guidance)
     finally:
         model.train(was_training)
+
+
+def resolve_method(model: Prior, method: str) -> str:
+    """The sampler, "cached" or "reference", that ``method`` names for this prior; a clear error for a method that
+    does not exist or that the prior cannot run."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    cached = hasattr(model, "sampling_state")
+    if method == "auto":
+        return "cached" if cached else "reference"
+    if method == "cached" and not cached:
+        raise UsageError(f"{type(model).__name__} has no step-by-step form for the cached sampler: sample it with "
+                         "method 'reference' (or 'auto')")
+    return method
 
 
 def sample_from_logits(logits: Tensor, u: Tensor, temperature: float) -> Tensor:

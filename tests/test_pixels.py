@@ -1,0 +1,90 @@
+"""Pixels as codes: the codec, the binarization, and a prior fitted on pixels end to end (fit, held-out NLL in the
+papers' units, generate with no VQ-VAE), with the refusals."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from pipelines import fit_prior, generate
+from vqvae_prior import VQPriorPipeline, load_prior
+from vqvae_prior.errors import UsageError
+from vqvae_prior.pixels import PixelCodec, PixelConfig, binarize
+
+
+def test_256_levels_are_the_8_bit_values_and_decode_back():
+    values = torch.arange(256, dtype=torch.uint8).reshape(1, 1, 16, 16)
+    codec = PixelCodec(PixelConfig(256))
+    levels = codec.encode(values.float() / 255)  # (1, 16, 16)
+    assert torch.equal(levels, values[:, 0].long())
+    assert torch.equal((codec.decode_indices(levels) * 255).round().to(torch.uint8), values)
+
+
+def test_fewer_levels_quantize_uniformly():
+    codec = PixelCodec(PixelConfig(4))
+    x = torch.tensor([0.0, 0.24, 0.25, 0.6, 0.99, 1.0]).reshape(1, 1, 1, 6)
+    assert codec.encode(x).tolist() == [[[0, 0, 1, 2, 3, 3]]]
+    assert codec.decode_indices(torch.tensor([[[0, 3]]])).tolist() == [[[[0.0, 1.0]]]]
+
+
+def test_binarization_is_drawn_once_per_seed_with_the_intensity_as_probability():
+    images = torch.full((200, 1, 10, 10), 64, dtype=torch.uint8)  # intensity 0.251
+    bits = binarize(images, seed=0)
+    assert set(bits.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(bits, binarize(images, seed=0)) and not torch.equal(bits, binarize(images, seed=1))
+    assert bits.mean().item() == pytest.approx(64 / 255, abs=0.01)
+
+
+def test_pixel_config_refuses_what_it_cannot_model():
+    with pytest.raises(ValueError, match="levels must be in 2 .. 256"):
+        PixelConfig(1)
+    with pytest.raises(ValueError, match="gray images"):
+        PixelConfig(256, in_channels=3)
+
+
+def fit_pixels(tmp_path, digit_folder, *extra: str) -> dict:
+    args = ["--pixels", "2", "--dataset", "image-folder", "--data-root", str(digit_folder), "--out",
+            str(tmp_path / "prior"), "--epochs", "1", "--no-progress", "--device", "cpu", "--layers", "3",
+            "--channels", "8", "--head-channels", "16", "--samples-per-class", "2", *extra]
+    return fit_prior.main(fit_prior.get_args_parser().parse_args(args))
+
+
+def test_a_prior_on_binarized_pixels_fits_reports_nats_and_generates_without_a_vqvae(tmp_path, digit_folder):
+    metrics = fit_pixels(tmp_path, digit_folder)
+    assert 0 < metrics["test_bits_per_dim"] == metrics["test_bits_per_code"] < 2  # about a bit: two levels
+    assert metrics["test_nats_per_image"] == pytest.approx(metrics["test_bits_per_code"] * math.log(2) * 28 * 28)
+    logged = json.loads((tmp_path / "prior" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert logged["test_nats_per_image"] == pytest.approx(metrics["test_nats_per_image"])
+    prior, payload = load_prior(tmp_path / "prior" / "prior.pt")
+    assert payload["pixels"]["levels"] == 2 and "sampled once" in payload["pixels"]["quantization"]
+    assert payload["code_shape"] == [28, 28] and "vqvae" not in payload
+
+    out = generate.generate(None, tmp_path / "prior" / "prior.pt", n=3, labels=[0, 1, 2], seed=0, device="cpu")
+    assert out.images.shape == (3, 1, 28, 28) and set(out.images.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(out.images[:, 0], out.codes.float())  # level 1 decodes to 1, level 0 to 0
+    again = VQPriorPipeline.from_checkpoints(None, tmp_path / "prior" / "prior.pt", "cpu")
+    assert torch.equal(again(3, [0, 1, 2], generator=torch.Generator().manual_seed(0)).codes, out.codes)
+
+
+def test_pixel_fits_and_pipelines_refuse_what_does_not_fit(tmp_path, digit_folder):
+    parse = fit_prior.get_args_parser().parse_args
+    with pytest.raises(UsageError, match="--vqvae CHECKPOINT .* or --pixels LEVELS"):
+        fit_prior.main(parse(["--out", str(tmp_path / "a")]))
+    with pytest.raises(UsageError, match="--pixels needs --dataset"):
+        fit_prior.main(parse(["--pixels", "2", "--out", str(tmp_path / "a")]))
+    with pytest.raises(UsageError, match="--pixels must be a number of levels in 2 .. 256, got 1"):
+        fit_prior.main(parse(["--pixels", "1", "--dataset", "mnist", "--out", str(tmp_path / "a")]))
+    with pytest.raises(UsageError, match="--pixels models images; --dataset audio-folder is audio"):
+        fit_prior.main(parse(["--pixels", "2", "--dataset", "audio-folder", "--out", str(tmp_path / "a")]))
+    with pytest.raises(UsageError, match="--vqvae CHECKPOINT .* one of them"):
+        fit_prior.main(parse(["--pixels", "2", "--vqvae", "x.pt", "--out", str(tmp_path / "a")]))
+    with pytest.raises(UsageError, match="--jitter"):
+        fit_pixels(tmp_path, digit_folder, "--jitter", "1")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "prior").exists()  # refused before any work
+
+    fit_pixels(tmp_path, digit_folder)
+    with pytest.raises(UsageError, match="models the pixels of images.*pass no VQ-VAE"):
+        VQPriorPipeline.from_checkpoints("runs/vq.pt", tmp_path / "prior" / "prior.pt", "cpu")

@@ -1,0 +1,83 @@
+"""Pixels as codes: the classic PixelCNN experiments, modelled by the same priors as VQ-VAE codes.
+
+A :class:`PixelCodec` stands where a VQ-VAE stands in the pipeline: ``encode`` turns images in [0, 1] into code
+maps of quantized intensities and ``decode_indices`` turns code maps back into images, with no network. A gray
+image of H x W pixels is an H x W code map with ``levels`` codes: level ``floor(x * levels)`` (the top intensity
+in the top level), so 256 levels of an 8-bit image are its own values, and a level decodes to
+``level / (levels - 1)``. The prior over these maps is the PixelCNN of the papers: a softmax over the levels of each
+pixel given the pixels before it, its held-out negative log-likelihood in bits per dimension (bits per code), or in
+nats per image for binarized MNIST.
+
+Binarization (``levels = 2``): as the binarized MNIST of the PixelCNN papers (Salakhutdinov and Murray 2008, the
+set of Larochelle and Murray 2011), each pixel is drawn once, 1 with probability its intensity, with a fixed seed
+(:data:`BINARIZE_SEED`, one stream per split), and kept for every epoch: :func:`binarize`. Likelihoods are
+comparable only within one binarization scheme; a threshold at 0.5 (what ``encode`` does to gray inputs) gives
+lower figures.
+
+References: van den Oord et al. 2016a, "Pixel Recurrent Neural Networks" (256-way softmax, binarized MNIST in nats);
+van den Oord et al. 2016b, "Conditional Image Generation with PixelCNN Decoders".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["BINARIZE_SEED", "PixelCodec", "PixelConfig", "binarize"]
+
+BINARIZE_SEED = 0  # the binarized data sets of every fit: train drawn from seed 0, held-out from seed 1
+
+
+@dataclass(frozen=True)
+class PixelConfig:
+    """What a :class:`PixelCodec` is: ``levels`` values per pixel of ``in_channels``-channel images."""
+
+    levels: int
+    in_channels: int = 1
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.levels <= 256:
+            raise ValueError(f"levels must be in 2 .. 256, got {self.levels}")
+        if self.in_channels != 1:
+            raise ValueError(f"pixels as codes are gray images for now (1 channel), got {self.in_channels}")
+
+    @property
+    def codebook_size(self) -> int:
+        """K of the prior: one code per level."""
+        return self.levels
+
+    @property
+    def downsample(self) -> int:
+        """One code per pixel."""
+        return 1
+
+
+class PixelCodec(nn.Module):
+    """Images (B, 1, H, W) in [0, 1] <-> code maps (B, H, W) of quantized intensities; see the module docstring."""
+
+    def __init__(self, config: PixelConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Levels (B, H, W) int64 of images x (B, 1, H, W) in [0, 1]."""
+        if x.ndim != 4 or x.shape[1] != self.config.in_channels:
+            raise ValueError(f"expected images (B, {self.config.in_channels}, H, W), got {tuple(x.shape)}")
+        levels = self.config.levels
+        return (x[:, 0].float() * levels).floor().clamp(0, levels - 1).long()  # (B, H, W)
+
+    def decode_indices(self, indices: Tensor) -> Tensor:
+        """Images (B, 1, H, W) in [0, 1] of level maps (B, H, W)."""
+        if indices.ndim != 3:
+            raise ValueError(f"expected indices (B, H, W), got {tuple(indices.shape)}")
+        return (indices.float() / (self.config.levels - 1))[:, None]  # (B, 1, H, W)
+
+
+def binarize(images: Tensor, seed: int) -> Tensor:
+    """Images (N, 1, H, W) in [0, 1] (or uint8) drawn once to {0, 1}: each pixel 1 with probability its intensity,
+    from a generator seeded with ``seed`` (the same images and seed give the same bits on every machine)."""
+    x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.rand(x.shape, generator=generator) < x).float()  # (N, 1, H, W)
