@@ -41,6 +41,31 @@ def test_codebook_is_initialized_from_the_first_batch():
     assert bool(q.initialized)
 
 
+class CountedFlag(torch.Tensor):
+    """A bool tensor that counts how often it is read on the host."""
+
+    reads = 0
+
+    def __bool__(self) -> bool:
+        CountedFlag.reads += 1
+        return super().__bool__()
+
+
+def test_the_initialized_flag_is_read_from_the_device_once_and_again_after_a_load():
+    """Training steps do not wait for the device to learn whether the codebook is initialized (a host sync per
+    step on a GPU): the flag is read once, and again after load_state_dict, which may bring an uninitialized
+    codebook (then it is initialized from the next batch)."""
+    q = VectorQuantizer(8, 3)
+    q._buffers["initialized"] = torch.tensor(False).as_subclass(CountedFlag)
+    CountedFlag.reads = 0
+    for _ in range(3):
+        q(torch.randn(2, 3, 4, 4))
+    assert CountedFlag.reads == 1 and q.usage.sum() > 0
+    q.load_state_dict(VectorQuantizer(8, 3).state_dict())  # initialized: False, usage zero
+    q(torch.randn(2, 3, 4, 4))
+    assert CountedFlag.reads == 2 and bool(q.initialized) and q.usage.min() > 0  # initialized: usage 1 each, decayed
+
+
 def test_ema_moves_codes_toward_their_assigned_vectors():
     q = VectorQuantizer(2, 2, decay=0.9, dead_code_threshold=0)
     q.initialized.fill_(True)

@@ -110,6 +110,7 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("usage", torch.zeros(codebook_size))  # (K,) EMA of vectors assigned per batch
         self.register_buffer("ema_sum", torch.zeros(codebook_size, code_dim))  # (K, D) EMA of assigned sums
         self.register_buffer("initialized", torch.tensor(False))
+        self._known_initialized = False  # the buffer read once as True: later steps skip the read (a host sync)
 
     @classmethod
     def from_config(cls, config) -> VectorQuantizer:
@@ -147,8 +148,10 @@ class VectorQuantizer(nn.Module):
         """
         with torch.autocast(device_type=z_e.device.type, enabled=False):
             z = rearrange(z_e.float(), "b d h w -> (b h w) d")  # (N, D)
-            if self.training and not bool(self.initialized):
-                self._initialize(z)
+            if self.training and not self._known_initialized:
+                if not bool(self.initialized):  # reads the device once per fit, not once per step
+                    self._initialize(z)
+                self._known_initialized = True
             indices = self.quantize(z)  # (N,)
             counts = torch.bincount(indices, minlength=self.codebook_size).float()  # (K,)
             # look the codes up before this step updates the codebook (as encodec's EuclideanCodebook does): the
@@ -172,6 +175,10 @@ class VectorQuantizer(nn.Module):
                 codebook_loss=codebook_loss,
                 perplexity=perplexity,
             )
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._known_initialized = False  # the loaded buffer decides again
 
     @torch.no_grad()
     def _initialize(self, z: Tensor) -> None:
