@@ -122,6 +122,10 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
                              "data)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                        help="training arithmetic: autocast to bf16 or fp16 (CUDA) for the forward pass; weights, "
+                             "quantizer, losses and held-out metrics stay fp32")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model for training")
     parser.add_argument("--patience", type=int,
                         help="stop when the held-out metric has not improved for N epochs (default: never)")
     parser.add_argument("--resume", action="store_true",
@@ -134,7 +138,9 @@ def check_common_args(args: argparse.Namespace) -> None:
     """Refuse, before any work, values of the options of :func:`add_common_args` that no fit can use."""
     at_least(args, 1, "epochs", "batch_size", "patience")
     positive(args, "lr")
-    pick_device(args.device)
+    from pipelines.training import MixedPrecision  # training imports the library; cli stays light to import
+
+    MixedPrecision(args.precision, pick_device(args.device))  # fp16 without CUDA is refused here
 
 
 def fill_defaults(args: argparse.Namespace, defaults: dict[str, dict[str, Any]], kind: str) -> None:

@@ -46,7 +46,7 @@ from tqdm import tqdm
 import data
 from pipelines import batching, cli, figures, run_folder
 from pipelines.run_folder import RunFolder
-from pipelines.training import FiniteLoss, lr_schedule
+from pipelines.training import FiniteLoss, MixedPrecision, lr_schedule
 from vqvae_prior.checkpoint import atomic_save, load_checkpoint, load_vqvae, require, weights_digest
 from vqvae_prior.errors import UsageError
 from vqvae_prior.pixels import BINARIZE_SEED, PixelCodec, PixelConfig, binarize
@@ -362,12 +362,16 @@ def fit_in(args: argparse.Namespace, run: RunFolder) -> dict[str, Any]:
     steps_per_epoch = math.ceil(len(train_labels) / args.batch_size)
     scheduler = lr_schedule(optimizer, args.lr_schedule, args.epochs * steps_per_epoch)
     resumed_source = {"vqvae_digest": source.info["vqvae_digest"]} if args.vqvae is not None else source.info
+    precision = MixedPrecision(args.precision, device)
     if state is not None:
         run_folder.restore(
             state, model, optimizer, scheduler, loader_generator,
             config=dataclasses.asdict(config), shifts=args.shifts, jitter=args.jitter, legacy=LEGACY,
             **resumed_source,
         )
+        precision.load_state_dict(state.get("scaler", {}))
+    if args.compile:
+        model.compile()  # in place: the state dict and the checkpoints are the plain module's
     print(f"prior ({args.arch}): {sum(p.numel() for p in model.parameters()):,} parameters, code maps {shape}, "
           f"K={config.codebook_size}, {config.num_classes or 'no'} classes, {len(train_labels)} train "
           f"({len(train_codes)} encodings each) / {len(test_codes)} held-out, device {device}")
@@ -386,10 +390,9 @@ def fit_in(args: argparse.Namespace, run: RunFolder) -> dict[str, Any]:
         finite = FiniteLoss(epoch + 1, steps_per_epoch, device, run.last_good)
         train_bits = torch.zeros((), device=device)
         for step, (xb, yb) in enumerate(bar, 1):
-            loss = model.nll(xb, yb if config.num_classes else None)  # nats per code
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            with precision.autocast():
+                loss = model.nll(xb, yb if config.num_classes else None)  # nats per code
+            precision.step(loss, optimizer)
             scheduler.step()
             train_bits += loss.detach() * len(xb) / math.log(2)
             finite.update(loss, step)
@@ -405,7 +408,8 @@ def fit_in(args: argparse.Namespace, run: RunFolder) -> dict[str, Any]:
         finite.check_epoch(model, "test_bits_per_code", metrics["test_bits_per_code"])
         save_samples(model, source.decoder, shape, args.samples_per_class, run.out / "samples.png", args.seed,
                      source.spectrograms)
-        training = run_folder.training_state(optimizer, scheduler, loader_generator)
+        training = {**run_folder.training_state(optimizer, scheduler, loader_generator),
+                    "scaler": precision.state_dict()}
         metrics = run.save_epoch(model, metrics, info, training)
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
     return run.history[-1]

@@ -33,7 +33,7 @@ import data
 from pipelines import batching, cli, figures, run_folder
 from pipelines.audio_eval import HeldOutLSD
 from pipelines.run_folder import RunFolder
-from pipelines.training import FiniteLoss, lr_schedule
+from pipelines.training import FiniteLoss, MixedPrecision, lr_schedule
 from vqvae_prior.quantizer import CodeUsage
 from vqvae_prior.vqvae import VQVAE, VQVAEConfig
 
@@ -169,9 +169,13 @@ def fit_in(args: argparse.Namespace, run: RunFolder) -> dict[str, Any]:
     loader_generator = torch.Generator().manual_seed(args.seed)
     steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
     scheduler = lr_schedule(optimizer, args.lr_schedule, args.epochs * steps_per_epoch)
+    precision = MixedPrecision(args.precision, device)
     if state is not None:
         run_folder.restore(state, model, optimizer, scheduler, loader_generator,
                            config=dataclasses.asdict(config), data=splits.spec)
+        precision.load_state_dict(state.get("scaler", {}))
+    if args.compile:
+        model.compile()  # in place: the state dict and the checkpoints are the plain module's
     print(f"VQ-VAE: {sum(p.numel() for p in model.parameters()):,} parameters, data {splits.sample_shape}, "
           f"{len(x_train)} train / {len(x_test)} held-out, device {device}")
     info = {"data": splits.spec, "label_names": list(splits.label_names), "sample_shape": list(splits.sample_shape),
@@ -187,10 +191,9 @@ def fit_in(args: argparse.Namespace, run: RunFolder) -> dict[str, Any]:
         bar = tqdm(steps, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{args.epochs}", disable=args.no_progress)
         finite = FiniteLoss(epoch + 1, steps_per_epoch, device, run.last_good)
         for step, (xb, _) in enumerate(bar, 1):
-            out_b = model(xb)
-            optimizer.zero_grad(set_to_none=True)
-            out_b.loss.backward()
-            optimizer.step()
+            with precision.autocast():
+                out_b = model(xb)
+            precision.step(out_b.loss, optimizer)
             scheduler.step()
             usage.update(out_b.indices)
             finite.update(out_b.loss, step)
@@ -207,7 +210,8 @@ def fit_in(args: argparse.Namespace, run: RunFolder) -> dict[str, Any]:
         }
         finite.check_epoch(model, "test_mse", metrics["test_mse"])
         save_reconstructions(model, x_test, run.out / "reconstructions.png", device, splits.modality == "audio")
-        training = run_folder.training_state(optimizer, scheduler, loader_generator)
+        training = {**run_folder.training_state(optimizer, scheduler, loader_generator),
+                    "scaler": precision.state_dict()}
         metrics = run.save_epoch(model, metrics, info, training)
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
     return run.history[-1]

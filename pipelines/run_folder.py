@@ -54,9 +54,9 @@ __all__ = ["FREE_ON_RESUME", "LOCK_NAME", "RunFolder", "RunFolderError", "check_
 
 KINDS = ("vqvae", "prior")
 LOCK_NAME = "fit.lock"
-TRAINING_KEYS = ("optimizer", "lr_scheduler", "rng", "history")  # only in NAME-last.pt
+TRAINING_KEYS = ("optimizer", "lr_scheduler", "rng", "history", "scaler")  # only in NAME-last.pt
 # options a resumed fit may change: they do not change what is computed (--epochs: under a constant schedule)
-FREE_ON_RESUME = frozenset({"epochs", "patience", "device", "no_progress", "resume", "out"})
+FREE_ON_RESUME = frozenset({"epochs", "patience", "device", "no_progress", "resume", "out", "compile"})
 
 
 class RunFolderError(VQPriorError):

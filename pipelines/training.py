@@ -1,4 +1,5 @@
-"""Pieces of the fit loops: the learning-rate schedule, and stopping a fit whose loss is no longer finite.
+"""Pieces of the fit loops: mixed precision, the learning-rate schedule, and stopping a fit whose loss is no longer
+finite.
 
 A diverged fit (too high a learning rate, a NaN in the data or a loss weight) must not write NaN weights over its
 last good checkpoint and exit 0. :class:`FiniteLoss` notes on the device the first step whose loss is not finite,
@@ -8,8 +9,10 @@ epoch; the weights and the held-out metric are checked before each checkpoint is
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -17,9 +20,56 @@ from torch import Tensor, nn
 from vqvae_prior.checkpoint import nonfinite
 from vqvae_prior.errors import UsageError, VQPriorError
 
-__all__ = ["CHECK_EVERY", "DivergedError", "FiniteLoss", "lr_schedule"]
+__all__ = ["CHECK_EVERY", "PRECISIONS", "DivergedError", "FiniteLoss", "MixedPrecision", "lr_schedule"]
 
 CHECK_EVERY = 20  # steps between reads of the device's note: one wait for the device per 20 steps
+
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # --precision: the autocast dtype
+
+
+class MixedPrecision:
+    """A training step at ``precision``: the forward pass under autocast (bf16 or fp16; the quantizer and the losses
+    stay fp32) and the backward pass and optimizer step, with a gradient scaler for fp16. The weights stay fp32, so
+    checkpoints load anywhere; held-out metrics are computed in fp32 outside it.
+
+    Args:
+        precision: "fp32", "bf16" (CUDA, or a CPU with fast bf16) or "fp16" (CUDA only: its scaler).
+        device: the device of the fit.
+    """
+
+    def __init__(self, precision: str, device: torch.device) -> None:
+        if precision not in PRECISIONS:
+            raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if precision == "fp16" and device.type != "cuda":
+            raise UsageError(f"--precision fp16 needs CUDA (its gradient scaler); on {device.type} pass bf16 or fp32")
+        self.device, self.dtype = device, PRECISIONS[precision]
+        self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The context of the forward pass."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def step(self, loss: Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """Backward from ``loss`` and one optimizer step (skipped by the fp16 scaler after an overflow)."""
+        optimizer.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward()
+            optimizer.step()
+            return
+        self.scaler.scale(loss).backward()
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The scaler's state (fp16), for ``--resume``; empty otherwise."""
+        return self.scaler.state_dict() if self.scaler is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.scaler is not None and state:
+            self.scaler.load_state_dict(state)
 
 
 class DivergedError(VQPriorError, RuntimeError):
