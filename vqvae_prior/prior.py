@@ -222,6 +222,7 @@ class GatedPixelCNN(AutoregressivePrior):
         """This network computed one position at a time, for the cached sampler (eval mode only)."""
         return GatedPixelCNNState(self, n, shape, labels)
 
+
 class GatedPixelCNNState:
     """:class:`GatedPixelCNN` computed one raster position at a time: the cached sampler's view of the network
     (:class:`vqvae_prior.sampler.SamplingState`). Each layer keeps its own caches (:class:`GatedLayerState`);
