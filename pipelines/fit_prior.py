@@ -266,11 +266,12 @@ def check_source(args: argparse.Namespace) -> tuple[str, int]:
     return "image", args.pixels
 
 
-def model_config(args: argparse.Namespace, codebook_size: int, num_classes: int) -> Any:
+def model_config(args: argparse.Namespace, codebook_size: int, num_classes: int, image_channels: int = 1) -> Any:
     """The config of the prior that ``--arch`` names, built from the options (a clear error for a bad value)."""
     config_class = prior_architecture(ARCHITECTURES[args.arch]).config
     return cli.build_config(
         config_class,
+        **({"image_channels": image_channels} if image_channels > 1 else {}),
         codebook_size=codebook_size,
         num_classes=0 if args.unconditional else num_classes,
         channels=args.channels,
@@ -327,19 +328,20 @@ def vqvae_source(args: argparse.Namespace, cache_dir: Path, device: torch.device
 def pixel_source(args: argparse.Namespace) -> CodeSource:
     """The pixels of ``--dataset`` as code maps of ``--pixels`` levels (2: binarized, see vqvae_prior/pixels.py)."""
     splits = data.load_dataset(args.dataset, args.data_root)
-    if splits.sample_shape[0] != 1:
-        raise UsageError(f"--pixels: {args.dataset} has {splits.sample_shape[0]}-channel images; pixels as codes "
-                         "are gray images for now")
-    codec = PixelCodec(PixelConfig(args.pixels))
+    G = splits.sample_shape[0]
+    if G > 1 and args.arch != "gated":
+        raise UsageError(f"--pixels: {args.dataset} has {G}-channel images, which only --arch gated models (with "
+                         "channel masks); the plain PixelCNN here takes one value per position")
+    codec = PixelCodec(PixelConfig(args.pixels, G))
     codes: dict[str, Any] = {"label_names": list(splits.label_names), "vqvae_digest": None}
     for i, (name, split) in enumerate((("train", splits.train), ("test", splits.test))):
-        x, y = batching.as_tensors(split)  # (N, 1, H, W)
+        x, y = batching.as_tensors(split)  # (N, G, H, W)
         x = binarize(x, BINARIZE_SEED + i) if args.pixels == 2 else (x.float() / 255 if x.dtype == torch.uint8 else x)
-        maps = codec.encode(x)  # (N, H, W)
+        maps = codec.encode(x)  # (N, H, W*G), each pixel's channels side by side
         codes[name] = (maps[None] if name == "train" else maps, y.clone())
     scheme = (f"sampled once: each pixel 1 with probability its intensity, seeds {BINARIZE_SEED} (train) and "
               f"{BINARIZE_SEED + 1} (held-out)") if args.pixels == 2 else "uniform: floor(x * levels)"
-    info = {"pixels": {"levels": args.pixels, "in_channels": 1, "quantization": scheme}, "data": splits.spec}
+    info = {"pixels": {"levels": args.pixels, "in_channels": G, "quantization": scheme}, "data": splits.spec}
     return CodeSource(codes, codec, info)
 
 
@@ -355,7 +357,8 @@ def fit_in(args: argparse.Namespace, run: RunFolder) -> dict[str, Any]:
     train_codes, train_labels = source.codes["train"]  # (S, N, h, w), (N,)
     test_codes, test_labels = source.codes["test"]  # (N, h, w), (N,)
     shape = tuple(test_codes.shape[1:])
-    config = model_config(args, source.decoder.config.codebook_size, num_classes=len(source.codes["label_names"]))
+    config = model_config(args, source.decoder.config.codebook_size, len(source.codes["label_names"]),
+                          source.decoder.config.in_channels if args.pixels is not None else 1)
     model = prior_architecture(ARCHITECTURES[args.arch]).model(config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     loader_generator = torch.Generator().manual_seed(args.seed)

@@ -18,7 +18,7 @@ import argparse
 from pathlib import Path
 
 import torch
-from einops import repeat
+from einops import rearrange, repeat
 from torch import Tensor
 
 from pipelines import cli, figures, run_folder
@@ -42,22 +42,29 @@ def receptive_field(
     model: AutoregressivePrior, shape: tuple[int, int], position: tuple[int, int], tries: int = 4, seed: int = 0
 ) -> Tensor:
     """(h, w) bool: the input positions of a code map of ``shape`` whose embedding changes the logits at
-    ``position``, read from the gradient at ``tries`` random embedded inputs (eval mode; the mode is restored)."""
+    ``position``, read from the gradient at ``tries`` random embedded inputs (eval mode; the mode is restored).
+
+    A prior of G > 1 image channels (RGB pixels) has code maps (h, w) = (rows, pixels * G), each pixel's channels
+    side by side: the field is over those positions, so it shows which channels of which pixels are seen."""
     (h, w), (r, c) = shape, position
+    G = model.image_channels
     if not (0 <= r < h and 0 <= c < w):
         raise UsageError(f"position {position} is outside the {h} x {w} code map")
+    if w % G:
+        raise UsageError(f"a prior of {G} image channels has code maps of a width divisible by {G}, got {w}")
     generator = torch.Generator(model.device).manual_seed(seed)
-    channels = model.embedding.embedding_dim
-    x = torch.randn(tries, channels, h, w, generator=generator, device=model.device, requires_grad=True)
+    x = torch.randn(tries, model.config.channels, h, w // G, generator=generator, device=model.device,
+                    requires_grad=True)  # (tries, C, h, pixels)
     labels = model.check_labels([0] * tries, tries) if model.config.num_classes else None
     was_training = model.training
     model.eval()
     try:
-        logits = model.logits_from_embeddings(x, labels)[:, :, r, c]  # (tries, K)
+        logits = rearrange(model.logits_from_embeddings(x, labels), "t (g k) h w -> t k h (w g)", g=G)[:, :, r, c]
         direction = torch.randn(logits.shape, generator=generator, device=model.device)  # no cancelling sum
-        (grad,) = torch.autograd.grad((logits * direction).sum(), x)  # (tries, C, h, w)
+        (grad,) = torch.autograd.grad((logits * direction).sum(), x)  # (tries, C, h, pixels)
     finally:
         model.train(was_training)
+    grad = rearrange(grad, "t (g d) h w -> t d h (w g)", g=G)  # image channel g's features: group g
     return grad.ne(0).any(dim=1).any(dim=0).cpu()  # (h, w)
 
 

@@ -41,8 +41,48 @@ def test_binarization_is_drawn_once_per_seed_with_the_intensity_as_probability()
 def test_pixel_config_refuses_what_it_cannot_model():
     with pytest.raises(ValueError, match="levels must be in 2 .. 256"):
         PixelConfig(1)
-    with pytest.raises(ValueError, match="gray images"):
-        PixelConfig(256, in_channels=3)
+    with pytest.raises(ValueError, match="in_channels must be >= 1"):
+        PixelConfig(256, in_channels=0)
+
+
+def test_rgb_pixels_lie_side_by_side_in_raster_then_channel_order():
+    codec = PixelCodec(PixelConfig(256, in_channels=3))
+    x = torch.randint(256, (2, 3, 4, 5), dtype=torch.uint8)
+    levels = codec.encode(x.float() / 255)  # (2, 4, 15)
+    assert levels.shape == (2, 4, 15) and levels[1, 2, 3 * 4 + 1] == x[1, 1, 2, 4]  # G of pixel (2, 4)
+    assert torch.equal((codec.decode_indices(levels) * 255).round().to(torch.uint8), x)
+    assert codec.decoded_shape((4, 15)) == (3, 4, 5)
+
+
+@pytest.fixture
+def rgb_folder(tmp_path):
+    """24 random 6 x 6 RGB images in two classes, as PNG files."""
+    from PIL import Image
+
+    generator = torch.Generator().manual_seed(0)
+    for label in ("cats", "dogs"):
+        (tmp_path / "rgb" / label).mkdir(parents=True)
+        for i in range(12):
+            pixels = torch.randint(256, (6, 6, 3), generator=generator, dtype=torch.uint8).numpy()
+            Image.fromarray(pixels, "RGB").save(tmp_path / "rgb" / label / f"{i}.png")
+    return tmp_path / "rgb"
+
+
+def test_a_gated_prior_on_rgb_pixels_fits_and_generates_images(tmp_path, rgb_folder):
+    args = ["--pixels", "4", "--dataset", "image-folder", "--data-root", str(rgb_folder), "--out",
+            str(tmp_path / "prior"), "--epochs", "1", "--no-progress", "--device", "cpu", "--layers", "2",
+            "--channels", "12", "--head-channels", "12", "--samples-per-class", "2"]
+    metrics = fit_prior.main(fit_prior.get_args_parser().parse_args(args))
+    assert 0 < metrics["test_bits_per_dim"] < 4 and "test_nats_per_image" not in metrics  # 4 levels: 2 bits
+    prior, payload = load_prior(tmp_path / "prior" / "prior.pt")
+    assert prior.config.image_channels == 3 and payload["code_shape"] == [6, 18]
+    out = generate.generate(None, tmp_path / "prior" / "prior.pt", n=2, labels=[0, 1], seed=0, device="cpu")
+    assert out.images.shape == (2, 3, 6, 6) and out.codes.shape == (2, 6, 18)
+    with pytest.raises(UsageError, match="only --arch gated models"):
+        fit_prior.main(fit_prior.get_args_parser().parse_args(
+            [*args[:6], "--out", str(tmp_path / "plain"), "--arch", "plain"]))
+    with pytest.raises(UsageError, match=r"multiples of image_channels \(3\)"):
+        fit_prior.main(fit_prior.get_args_parser().parse_args([*args[:6], "--out", str(tmp_path / "c")]))
 
 
 def fit_pixels(tmp_path, digit_folder, *extra: str) -> dict:

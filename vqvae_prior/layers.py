@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-__all__ = ["GatedLayer", "GatedLayerState", "MaskedConv2d", "gate", "shift_down"]
+__all__ = ["GatedLayer", "GatedLayerState", "MaskedConv2d", "channel_groups", "channel_mask", "gate", "shift_down"]
 
 
 def gate(x: Tensor, dim: int = 1) -> Tensor:
@@ -40,6 +40,23 @@ def gate(x: Tensor, dim: int = 1) -> Tensor:
 def shift_down(x: Tensor, rows: int = 1) -> Tensor:
     """x (B, C, H, W) moved down by ``rows``: zeros in the top rows, the last ``rows`` rows cut."""
     return F.pad(x, (0, 0, rows, 0))[:, :, : x.shape[2]]
+
+
+def channel_groups(channels: int, groups: int, halves: int = 1) -> Tensor:
+    """(channels,) the image channel (0 .. groups-1) that each of ``channels`` feature channels belongs to: each of
+    the ``halves`` consecutive halves (a gate's two, a layer's residual and skip) split into ``groups`` equal runs,
+    R's first (PixelCNN paper, section 3.4)."""
+    per_half = channels // halves
+    return torch.arange(channels) % per_half // (per_half // groups)
+
+
+def channel_mask(out_groups: Tensor, in_groups: Tensor, mask_type: str) -> Tensor:
+    """(out, in) float: 1 where an output channel may see an input channel of the same position: a channel of
+    image channel g sees image channels < g (type A) or <= g (type B)."""
+    if mask_type not in ("A", "B"):
+        raise ValueError(f"mask_type must be 'A' or 'B', got {mask_type!r}")
+    sees = out_groups[:, None] > in_groups[None] if mask_type == "A" else out_groups[:, None] >= in_groups[None]
+    return sees.float()
 
 
 class MaskedConv2d(nn.Conv2d):
@@ -71,22 +88,48 @@ class GatedLayer(nn.Module):
         num_classes: > 0 adds a learned per-class bias inside every gate (class conditioning).
         dropout: probability of zeroing a gated horizontal unit before the residual / skip convolution, in training
             only (PixelCNN++'s regularizer, there inside each gated ResNet block); elementwise, so causality holds.
+        groups: G, the image channels of each position (3 for RGB pixels), ordered R -> G -> B within it. With
+            G > 1 every feature channel belongs to one image channel (:func:`channel_groups`) and the horizontal
+            stack's convolutions are masked at the current position (:func:`channel_mask`; PixelCNN paper, section
+            3.4): the first layer's kernel then includes the current column with mask A (image channel g sees the
+            channels before g of its own position), later layers' with mask B, and the 1x1 output convolution is
+            masked B. The vertical stack sees only the rows above and needs no mask.
     """
 
     def __init__(
-        self, channels: int, kernel_size: int, first: bool, num_classes: int = 0, dropout: float = 0.0
+        self, channels: int, kernel_size: int, first: bool, num_classes: int = 0, dropout: float = 0.0,
+        groups: int = 1,
     ) -> None:
         super().__init__()
         if kernel_size % 2 == 0 or kernel_size < 3:
             raise ValueError(f"kernel_size must be odd and >= 3, got {kernel_size}")
-        self.channels, self.kernel_size, self.first = channels, kernel_size, first
+        if groups < 1 or channels % groups:
+            raise ValueError(f"channels ({channels}) must be a multiple of groups ({groups})")
+        self.channels, self.kernel_size, self.first, self.groups = channels, kernel_size, first, groups
         self.pad = kernel_size // 2
         self.v_conv = nn.Conv2d(channels, 2 * channels, (self.pad + 1, kernel_size))
-        self.h_conv = nn.Conv2d(channels, 2 * channels, (1, self.pad + (0 if first else 1)))
+        sees_current = not first or groups > 1  # the current column: type B, or type A within channel groups
+        self.h_conv = nn.Conv2d(channels, 2 * channels, (1, self.pad + sees_current))
         self.v_to_h = nn.Conv2d(2 * channels, 2 * channels, 1)
         self.h_out = nn.Conv2d(channels, 2 * channels, 1)  # residual and skip outputs, in one 1x1 convolution
         self.label_bias = nn.Embedding(num_classes, 4 * channels) if num_classes > 0 else None
         self.dropout = nn.Dropout(dropout)
+        if groups > 1:
+            out_groups, in_groups = channel_groups(2 * channels, groups, halves=2), channel_groups(channels, groups)
+            h_mask = torch.ones_like(self.h_conv.weight)  # (2C, C, 1, p+1): earlier columns all seen
+            h_mask[..., -1] = channel_mask(out_groups, in_groups, "A" if first else "B")[:, :, None]
+            self.register_buffer("h_mask", h_mask)
+            self.register_buffer("out_mask", channel_mask(out_groups, in_groups, "B")[:, :, None, None])
+
+    @property
+    def h_weight(self) -> Tensor:
+        """The horizontal convolution's kernel (2C, C, 1, kw), channel-masked when groups > 1."""
+        return self.h_conv.weight * self.h_mask if self.groups > 1 else self.h_conv.weight
+
+    @property
+    def out_weight(self) -> Tensor:
+        """The 1x1 output convolution's kernel (2C, C, 1, 1), channel-masked when groups > 1."""
+        return self.h_out.weight * self.out_mask if self.groups > 1 else self.h_out.weight
 
     def forward(self, v: Tensor, h: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """One layer on the vertical and horizontal inputs v, h (B, C, H, W).
@@ -96,12 +139,14 @@ class GatedLayer(nn.Module):
         """
         H, W = h.shape[2:]
         v_pre = self.v_conv(F.pad(v, (self.pad, self.pad, self.pad, 0)))  # (B, 2C, H, W) sees rows <= r
-        h_pre = self.h_conv(F.pad(h, (self.pad, 0, 0, 0)))[..., :W]  # (B, 2C, H, W) sees cols <= c (< c if first)
+        h_pre = F.conv2d(F.pad(h, (self.pad, 0, 0, 0)), self.h_weight, self.h_conv.bias)[..., :W]  # (B, 2C, H, W)
+        # h_pre sees columns <= c (< c in the first layer without channel groups)
         h_pre = h_pre + self.v_to_h(shift_down(v_pre))  # rows < r reach the horizontal stack
         if self.label_bias is not None:
             bias_v, bias_h = self.label_bias(labels)[:, :, None, None].chunk(2, dim=1)  # (B, 2C, 1, 1) each
             v_pre, h_pre = v_pre + bias_v, h_pre + bias_h
-        residual, skip = self.h_out(self.dropout(gate(h_pre))).chunk(2, dim=1)  # (B, C, H, W) each
+        residual, skip = F.conv2d(self.dropout(gate(h_pre)), self.out_weight, self.h_out.bias).chunk(2, dim=1)
+        # residual, skip: (B, C, H, W) each
         # no residual on the first layer: its input holds the current position, which it must not see
         h_next = residual if self.first else h + residual
         return gate(v_pre), h_next, skip
@@ -139,12 +184,12 @@ class GatedLayerState:
 
     def __init__(self, layer: GatedLayer, n: int, width: int, labels: Tensor | None) -> None:
         C, p, k = layer.channels, layer.pad, layer.kernel_size
-        weight = layer.h_conv.weight  # (2C, C, 1, kw)
+        weight = layer.h_weight  # (2C, C, 1, kw), channel-masked
         self.first, self.p, self.k, self.kw = layer.first, p, k, weight.shape[-1]
         self.h_weight_t = rearrange(weight, "o c 1 k -> (k c) o")  # (kw*C, 2C), as the window lies
         self.v_weight_t = rearrange(layer.v_conv.weight, "o c r k -> (r k c) o")  # ((p+1)*k*C, 2C)
         self.vh_weight_t = rearrange(layer.v_to_h.weight, "o i 1 1 -> i o")  # (2C, 2C)
-        self.out_weight_t = rearrange(layer.h_out.weight, "o i 1 1 -> i o")  # (C, 2C)
+        self.out_weight_t = rearrange(layer.out_weight, "o i 1 1 -> i o")  # (C, 2C)
         self.v_bias, self.out_bias = layer.v_conv.bias, layer.h_out.bias  # (2C,) each
         bias_h = layer.v_to_h.bias + layer.h_conv.bias  # (2C,)
         self.bias_v = None
@@ -178,9 +223,10 @@ class GatedLayerState:
         v_pre = v_pre.view(W, n, 2 * C)
         return gate(v_pre if self.bias_v is None else v_pre + self.bias_v, dim=-1)  # (W, n, C)
 
-    def put(self, c: int, x: Tensor) -> None:
-        """Write the horizontal input x (n, C) at column c of the current row."""
-        self.h_row[:, c + self.p] = x
+    def put(self, c: int, x: Tensor, start: int = 0) -> None:
+        """Write the horizontal input x (n, C) at column c of the current row; x (n, C') with C' < C writes
+        channels ``start`` .. ``start + C'`` only (one image channel of a pixel)."""
+        self.h_row[:, c + self.p, start : start + x.shape[1]] = x
 
     def step(self, c: int) -> tuple[Tensor, Tensor]:
         """The layer at column c of the current row, from the inputs put so far: columns <= c (< c if first).

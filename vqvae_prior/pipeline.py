@@ -127,8 +127,7 @@ class VQPriorPipeline:
             from vqvae_prior.audio import SpectrogramConfig
 
             self.spectrogram_config = SpectrogramConfig(**self.data_spec["spectrogram"])
-        ds = vqvae.config.downsample
-        self.sample_shape = (vqvae.config.in_channels, self.code_shape[0] * ds, self.code_shape[1] * ds)  # (C, H, W)
+        self.sample_shape = vqvae.decoded_shape(self.code_shape)  # (C, H, W)
 
     @classmethod
     def from_checkpoints(

@@ -4,7 +4,9 @@ A :class:`PixelCodec` stands where a VQ-VAE stands in the pipeline: ``encode`` t
 maps of quantized intensities and ``decode_indices`` turns code maps back into images, with no network. A gray
 image of H x W pixels is an H x W code map with ``levels`` codes: level ``floor(x * levels)`` (the top intensity
 in the top level), so 256 levels of an 8-bit image are its own values, and a level decodes to
-``level / (levels - 1)``. The prior over these maps is the PixelCNN of the papers: a softmax over the levels of each
+``level / (levels - 1)``. An RGB image is an H x 3W code map, each pixel's R, G, B side by side: raster order over
+it is the PixelCNN paper's order, pixels in raster order and R -> G -> B within each (a gated prior with
+``image_channels=3`` masks its channels accordingly). The prior over these maps is the PixelCNN of the papers: a softmax over the levels of each
 pixel given the pixels before it, its held-out negative log-likelihood in bits per dimension (bits per code), or in
 nats per image for binarized MNIST.
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from einops import rearrange
 from torch import Tensor, nn
 
 __all__ = ["BINARIZE_SEED", "PixelCodec", "PixelConfig", "binarize"]
@@ -40,8 +43,8 @@ class PixelConfig:
     def __post_init__(self) -> None:
         if not 2 <= self.levels <= 256:
             raise ValueError(f"levels must be in 2 .. 256, got {self.levels}")
-        if self.in_channels != 1:
-            raise ValueError(f"pixels as codes are gray images for now (1 channel), got {self.in_channels}")
+        if self.in_channels < 1:
+            raise ValueError(f"in_channels must be >= 1, got {self.in_channels}")
 
     @property
     def codebook_size(self) -> int:
@@ -55,29 +58,36 @@ class PixelConfig:
 
 
 class PixelCodec(nn.Module):
-    """Images (B, 1, H, W) in [0, 1] <-> code maps (B, H, W) of quantized intensities; see the module docstring."""
+    """Images (B, G, H, W) in [0, 1] <-> code maps (B, H, W*G) of quantized intensities, G = ``in_channels``; see
+    the module docstring."""
 
     def __init__(self, config: PixelConfig) -> None:
         super().__init__()
         self.config = config
 
     def encode(self, x: Tensor) -> Tensor:
-        """Levels (B, H, W) int64 of images x (B, 1, H, W) in [0, 1]."""
+        """Levels (B, H, W*G) int64 of images x (B, G, H, W) in [0, 1], each pixel's channels side by side."""
         if x.ndim != 4 or x.shape[1] != self.config.in_channels:
             raise ValueError(f"expected images (B, {self.config.in_channels}, H, W), got {tuple(x.shape)}")
-        levels = self.config.levels
-        return (x[:, 0].float() * levels).floor().clamp(0, levels - 1).long()  # (B, H, W)
+        levels = (x.float() * self.config.levels).floor().clamp(0, self.config.levels - 1).long()  # (B, G, H, W)
+        return rearrange(levels, "b g h w -> b h (w g)")
 
     def decode_indices(self, indices: Tensor) -> Tensor:
-        """Images (B, 1, H, W) in [0, 1] of level maps (B, H, W)."""
-        if indices.ndim != 3:
-            raise ValueError(f"expected indices (B, H, W), got {tuple(indices.shape)}")
-        return (indices.float() / (self.config.levels - 1))[:, None]  # (B, 1, H, W)
+        """Images (B, G, H, W) in [0, 1] of level maps (B, H, W*G)."""
+        if indices.ndim != 3 or indices.shape[2] % self.config.in_channels:
+            raise ValueError(f"expected indices (B, H, W*{self.config.in_channels}), got {tuple(indices.shape)}")
+        x = indices.float() / (self.config.levels - 1)  # (B, H, W*G)
+        return rearrange(x, "b h (w g) -> b g h w", g=self.config.in_channels)
+
+    def decoded_shape(self, code_shape: tuple[int, int]) -> tuple[int, int, int]:
+        """(G, H, W) of the images that code maps of ``code_shape`` (H, W*G) decode to."""
+        G = self.config.in_channels
+        return (G, code_shape[0], code_shape[1] // G)
 
 
 def binarize(images: Tensor, seed: int) -> Tensor:
-    """Images (N, 1, H, W) in [0, 1] (or uint8) drawn once to {0, 1}: each pixel 1 with probability its intensity,
+    """Images (N, C, H, W) in [0, 1] (or uint8) drawn once to {0, 1}: each pixel 1 with probability its intensity,
     from a generator seeded with ``seed`` (the same images and seed give the same bits on every machine)."""
     x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
     generator = torch.Generator().manual_seed(seed)
-    return (torch.rand(x.shape, generator=generator) < x).float()  # (N, 1, H, W)
+    return (torch.rand(x.shape, generator=generator) < x).float()  # (N, C, H, W)

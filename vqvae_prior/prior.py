@@ -22,6 +22,12 @@ token priors by e.g. Gafni et al. 2022, "Make-A-Scene"), not in the PixelCNN pap
 then draws each code from the logits ``l_c + w (l_c - l_u)``, l_c given the label and l_u given the null class,
 which sharpens the class; w = 0 samples the conditional model itself.
 
+Pixels with several channels (``image_channels`` G > 1, RGB pixels as codes: ``vqvae_prior.pixels``): the code
+map (h, w*G) holds each pixel's G values side by side; each is embedded by its own table, the features are split
+into G groups, and the horizontal stack and the head are channel-masked (``vqvae_prior.layers.channel_mask``) so
+that the logits of channel g of a pixel see the pixels before it and the channels before g of the pixel itself
+(PixelCNN paper, section 3.4).
+
 Sampling: :meth:`GatedPixelCNN.sample` runs the samplers of ``sampler.py``: the cached one (the default) drives
 :meth:`GatedPixelCNN.sampling_state`, this network computed one position at a time (each layer's own step-by-step
 form, :class:`vqvae_prior.layers.GatedLayerState`, and the head's); ``method="reference"`` runs the full network
@@ -41,7 +47,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from vqvae_prior import sampler
-from vqvae_prior.layers import GatedLayer, GatedLayerState
+from vqvae_prior.layers import GatedLayer, GatedLayerState, channel_groups, channel_mask
 
 __all__ = ["AutoregressivePrior", "GatedPixelCNN", "GatedPixelCNNState", "Head", "PriorConfig"]
 
@@ -59,12 +65,17 @@ class PriorConfig:
     head_channels: int = 256
     dropout: float = 0.0  # in every gated layer, training only (GatedLayer)
     label_dropout: float = 0.0  # > 0: labels replaced by the null class at this rate in training (guidance)
+    image_channels: int = 1  # G > 1: G values per position (RGB pixels), predicted in order with channel masks
 
     def __post_init__(self) -> None:
         if self.codebook_size < 2:
             raise ValueError(f"codebook_size must be >= 2, got {self.codebook_size}")
         if self.num_classes < 0 or self.num_layers < 1 or self.channels < 1:
             raise ValueError(f"invalid prior config {self}")
+        G = self.image_channels
+        if G < 1 or self.channels % G or self.head_channels % G:
+            raise ValueError(f"channels ({self.channels}) and head_channels ({self.head_channels}) must be "
+                             f"multiples of image_channels ({G})")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if not 0.0 <= self.label_dropout < 1.0:
@@ -72,18 +83,40 @@ class PriorConfig:
 
 
 class Head(nn.Sequential):
-    """ReLU, 1x1, ReLU, 1x1: the summed skip outputs (B, C, h, w) -> logits (B, K, h, w)."""
+    """ReLU, 1x1, ReLU, 1x1: the summed skip outputs (B, C, h, w) -> logits (B, G*K, h, w), G = ``groups`` image
+    channels (1 but for RGB pixels), the K logits of image channel g at g*K .. (g+1)*K - 1. With G > 1 both 1x1
+    convolutions are channel-masked (type B: image channel g's features see those of channels <= g)."""
 
-    def __init__(self, channels: int, hidden: int, codebook_size: int) -> None:
+    def __init__(self, channels: int, hidden: int, codebook_size: int, groups: int = 1) -> None:
         super().__init__(
-            nn.ReLU(), nn.Conv2d(channels, hidden, 1), nn.ReLU(), nn.Conv2d(hidden, codebook_size, 1)
+            nn.ReLU(), nn.Conv2d(channels, hidden, 1), nn.ReLU(), nn.Conv2d(hidden, codebook_size * groups, 1)
         )
+        self.groups = groups
+        if groups > 1:
+            hidden_groups = channel_groups(hidden, groups)
+            logit_groups = torch.arange(codebook_size * groups) // codebook_size
+            self.register_buffer("in_mask", channel_mask(hidden_groups, channel_groups(channels, groups), "B"))
+            self.register_buffer("out_mask", channel_mask(logit_groups, hidden_groups, "B"))
+
+    def weights(self) -> tuple[Tensor, Tensor]:
+        """The two 1x1 kernels (H, C, 1, 1), (G*K, H, 1, 1), channel-masked when G > 1."""
+        _, conv_in, _, conv_out = self
+        if self.groups == 1:
+            return conv_in.weight, conv_out.weight
+        return conv_in.weight * self.in_mask[..., None, None], conv_out.weight * self.out_mask[..., None, None]
+
+    def forward(self, skips: Tensor) -> Tensor:
+        if self.groups == 1:
+            return super().forward(skips)
+        _, conv_in, _, conv_out = self
+        w_in, w_out = self.weights()
+        return F.conv2d(F.relu(F.conv2d(F.relu(skips), w_in, conv_in.bias)), w_out, conv_out.bias)
 
     def step(self) -> Callable[[Tensor], Tensor]:
-        """The head at one position, skips (n, C) -> logits (n, K): its 1x1 convolutions as two matrix products
+        """The head at one position, skips (n, C) -> logits (n, G*K): its 1x1 convolutions as two matrix products
         (``torch.addmm``, as ``F.linear`` computes them), their weights read and transposed once."""
         _, conv_in, _, conv_out = self
-        w_in, w_out = (rearrange(conv.weight, "o i 1 1 -> i o") for conv in (conv_in, conv_out))  # (C, H), (H, K)
+        w_in, w_out = (rearrange(w, "o i 1 1 -> i o") for w in self.weights())  # (C, H), (H, G*K)
         b_in, b_out = conv_in.bias, conv_out.bias
 
         def head(skips: Tensor) -> Tensor:
@@ -132,15 +165,30 @@ class AutoregressivePrior(nn.Module):
             raise ValueError(f"labels must be in [0, {K}), got {labels.tolist()}")
         return labels
 
-    def forward(self, indices: Tensor, labels: Tensor | None = None) -> Tensor:
-        """Logits (B, K, h, w) of each position given the positions before it.
+    @property
+    def image_channels(self) -> int:
+        """G: values per position of the image, laid side by side in the code map (RGB pixels: 3), else 1."""
+        return getattr(self.config, "image_channels", 1)
 
-        Axes: B batch, h and w the code map's height and width (any, square or not), C channels, K codebook size.
+    def embed(self, indices: Tensor) -> Tensor:
+        """Embedded code maps (B, C, h, w) of indices (B, h, w*G): with G > 1, the G values of a position (each in
+        [0, K)) are embedded by G tables of C / G channels each (rows g*K .. (g+1)*K - 1), image channel g's
+        embedding in feature channels of group g."""
+        G, K = self.image_channels, self.config.codebook_size
+        levels = rearrange(indices, "b h (w g) -> b h w g", g=G) + torch.arange(G, device=indices.device) * K
+        return rearrange(self.embedding(levels), "b h w g d -> b (g d) h w")  # (B, C, h, w)
+
+    def forward(self, indices: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Logits (B, K, h, w*G) of each position (and image channel) given those before it in raster order.
+
+        Axes: B batch, h and w the code map's height and width (any, square or not), C channels, K codebook size,
+        G image channels (RGB pixels: 3, the map (h, w*G) holding each pixel's R, G, B side by side; else 1).
         """
-        return self.logits_from_embeddings(rearrange(self.embedding(indices), "b h w c -> b c h w"), labels)
+        logits = self.logits_from_embeddings(self.embed(indices), labels)  # (B, G*K, h, w)
+        return rearrange(logits, "b (g k) h w -> b k h (w g)", g=self.image_channels)
 
     def logits_from_embeddings(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
-        """Logits (B, K, h, w) of embedded code maps x (B, C, h, w): the differentiable part of :meth:`forward`."""
+        """Logits (B, G*K, h, w) of embedded code maps x (B, C, h, w): the differentiable part of :meth:`forward`."""
         raise NotImplementedError
 
     def nll(self, indices: Tensor, labels: Tensor | None = None) -> Tensor:
@@ -194,29 +242,31 @@ class AutoregressivePrior(nn.Module):
 
 
 class GatedPixelCNN(AutoregressivePrior):
-    """Gated PixelCNN over code maps: ``forward(indices (B, h, w), labels (B,)) -> logits (B, K, h, w)``."""
+    """Gated PixelCNN over code maps: ``forward(indices (B, h, w*G), labels (B,)) -> logits (B, K, h, w*G)``
+    (G = ``config.image_channels``, 1 but for RGB pixels)."""
 
     def __init__(self, config: PriorConfig) -> None:
         super().__init__()
         self.config = config
-        C = config.channels
-        self.embedding = nn.Embedding(config.codebook_size, C)
+        C, G = config.channels, config.image_channels
+        self.embedding = nn.Embedding(config.codebook_size * G, C // G)  # G tables of C / G channels
         self.layers = nn.ModuleList(
             GatedLayer(
                 C, config.first_kernel_size if i == 0 else config.kernel_size, i == 0, self.label_rows,
-                config.dropout,
+                config.dropout, groups=G,
             )
             for i in range(config.num_layers)
         )
-        self.head = Head(C, config.head_channels, config.codebook_size)
+        self.head = Head(C, config.head_channels, config.codebook_size, groups=G)
 
     def logits_from_embeddings(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
-        """Logits (B, K, h, w) of embedded code maps x (B, C, h, w): the differentiable part of :meth:`forward`."""
+        """Logits (B, G*K, h, w) of embedded code maps x (B, C, h, w): the differentiable part of
+        :meth:`forward`."""
         v, h, skips = x, x, 0
         for layer in self.layers:
             v, h, skip = layer(v, h, labels)  # (B, C, h, w) each
             skips = skips + skip
-        return self.head(skips)  # (B, K, h, w)
+        return self.head(skips)  # (B, G*K, h, w)
 
     def sampling_state(self, n: int, shape: tuple[int, int], labels: Tensor | None = None) -> GatedPixelCNNState:
         """This network computed one position at a time, for the cached sampler (eval mode only)."""
@@ -226,29 +276,45 @@ class GatedPixelCNN(AutoregressivePrior):
 class GatedPixelCNNState:
     """:class:`GatedPixelCNN` computed one raster position at a time: the cached sampler's view of the network
     (:class:`vqvae_prior.sampler.SamplingState`). Each layer keeps its own caches (:class:`GatedLayerState`);
-    the logits at each position equal those of a full forward pass over the codes put so far."""
+    the logits at each position equal those of a full forward pass over the codes put so far.
+
+    With G image channels the code map's column c holds channel c % G of pixel c // G: the layers step over pixels,
+    and each channel of a pixel is one more step at that pixel (the values put so far changed its input), whose
+    logits are those of its channel; the channel masks keep the values not yet put from reaching them."""
 
     def __init__(self, model: GatedPixelCNN, n: int, shape: tuple[int, int], labels: Tensor | None) -> None:
-        self.embedding = model.embedding
-        self.layers: list[GatedLayerState] = [layer.sampling_state(n, shape[1], labels) for layer in model.layers]
+        self.G, self.K = model.image_channels, model.config.codebook_size
+        self.embedding, self.d = model.embedding, model.embedding.embedding_dim  # d = C / G
+        self.offsets = torch.arange(self.G, device=model.device) * self.K  # (G,) each channel's embedding rows
+        width = shape[1] // self.G  # pixels per row
+        self.layers: list[GatedLayerState] = [layer.sampling_state(n, width, labels) for layer in model.layers]
         self.head = model.head.step()
 
     def start_row(self, above: Tensor | None) -> None:
-        """Start a row, given the codes of the row above (n, w), or None in the first row."""
-        v_in = None if above is None else self.embedding(above.t())  # (w, n, C)
+        """Start a row, given the codes of the row above (n, w*G), or None in the first row."""
+        v_in = None
+        if above is not None:
+            levels = rearrange(above, "n (w g) -> w n g", g=self.G) + self.offsets  # (w, n, G)
+            v_in = rearrange(self.embedding(levels), "w n g d -> w n (g d)")  # (w, n, C)
         for layer in self.layers:
             v_in = layer.begin_row(v_in)  # the vertical stack over the row above
 
     def logits(self, c: int) -> Tensor:
         """Logits (n, K) at column c of the current row, given the codes put before it."""
+        pixel, channel = divmod(c, self.G)
         skips: Tensor | int = 0
         for layer, after in zip(self.layers, self.layers[1:] + [None]):
-            h, skip = layer.step(c)  # (n, C) each
+            h, skip = layer.step(pixel)  # (n, C) each
             skips = skips + skip
             if after is not None:
-                after.put(c, h)
-        return self.head(skips)  # (n, K)
+                after.put(pixel, h)
+        logits = self.head(skips)  # (n, G*K)
+        return logits if self.G == 1 else logits[:, channel * self.K : (channel + 1) * self.K]  # (n, K)
 
     def put(self, c: int, codes: Tensor) -> None:
-        """The codes (n,) chosen at column c of the current row: the first layer's input for the columns after it."""
-        self.layers[0].put(c, self.embedding(codes))  # (n, C)
+        """The codes (n,) chosen at column c of the current row: the first layer's input for what comes after."""
+        if self.G == 1:  # one value per position: as few operators as possible
+            self.layers[0].put(c, self.embedding(codes))  # (n, C)
+            return
+        pixel, channel = divmod(c, self.G)
+        self.layers[0].put(pixel, self.embedding(codes + self.offsets[channel]), channel * self.d)  # (n, C / G)

@@ -163,6 +163,11 @@ class VQVAE(nn.Module):
         loss = reconstruction_loss + q.codebook_loss + self.config.beta * q.commitment_loss
         return VQVAEOutput(reconstruction, q.indices, loss, reconstruction_loss, q.commitment_loss, q.perplexity)
 
+    def decoded_shape(self, code_shape: tuple[int, int]) -> tuple[int, int, int]:
+        """(C, H, W) of what code maps of ``code_shape`` (h, w) decode to."""
+        ds = self.config.downsample
+        return (self.config.in_channels, code_shape[0] * ds, code_shape[1] * ds)
+
     @torch.no_grad()
     def encode(self, x: Tensor) -> Tensor:
         """Code indices (B, h, w) of x (B, C, H, W)."""
