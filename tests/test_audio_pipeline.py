@@ -116,7 +116,7 @@ def test_defaults_by_kind_of_data(module):
     assert (args.epochs, args.batch_size) == (module.DEFAULTS["audio"]["epochs"], 32)
     args = module.get_args_parser().parse_args([*required, "--epochs", "3"])
     fill_defaults(args, module.DEFAULTS, "image")
-    assert (args.epochs, args.batch_size) == (3, 128)
+    assert (args.epochs, args.batch_size) == (3, module.DEFAULTS["image"]["batch_size"])
 
 
 def test_frequency_major_audio_checkpoint_is_refused(fitted, tmp_path):

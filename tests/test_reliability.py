@@ -37,10 +37,12 @@ TINY_PRIOR = ["--layers", "2", "--channels", "8", "--head-channels", "16", "--sa
 
 @pytest.fixture
 def vq_args(digit_folder):
-    """Arguments of a tiny fit_vqvae on the digit folder, into ``out``."""
+    """Arguments of a tiny fit_vqvae on the digit folder, into ``out``, at a constant learning rate of 1e-3 (so that
+    a resumed fit may ask for more epochs)."""
     def args(out, *extra):
         return ["--dataset", "image-folder", "--data-root", str(digit_folder), "--out", str(out), "--epochs", "1",
-                "--batch-size", "16", "--no-progress", "--device", "cpu", *TINY_VQVAE, *extra]
+                "--batch-size", "16", "--no-progress", "--device", "cpu", "--lr", "1e-3", "--lr-schedule",
+                "constant", *TINY_VQVAE, *extra]
     return args
 
 
@@ -50,7 +52,7 @@ def fit_vq(args):
 
 def fit_pr(vqvae, out, *extra):
     args = ["--vqvae", str(vqvae), "--out", str(out), "--epochs", "1", "--batch-size", "16", "--no-progress",
-            "--device", "cpu", *TINY_PRIOR, *extra]
+            "--device", "cpu", "--lr-schedule", "constant", *TINY_PRIOR, *extra]
     return fit_prior.main(fit_prior.get_args_parser().parse_args(args))
 
 
