@@ -87,7 +87,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="train on each image moved by up to P pixels in each direction, one of the (2P+1)^2 "
                              "translations drawn per epoch; 0: as it is (default: by kind of data)")
     parser.add_argument("--unconditional", action="store_true", help="ignore the class labels")
-    parser.add_argument("--samples-per-class", type=int, default=8, help="samples per class in samples.png")
+    parser.add_argument("--samples-per-class", type=int, default=8,
+                        help="samples per class in samples.png, drawn after every epoch; 0: none (the plain "
+                             "prior's reference sampler runs the network once per position: slow on large maps)")
     return parser
 
 
@@ -228,7 +230,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     if args.channels is None:  # the architecture's own default
         args.channels = prior_architecture(ARCHITECTURES[args.arch]).config(codebook_size=2).channels
     cli.check_common_args(args)
-    cli.at_least(args, 1, "layers", "channels", "head_channels", "samples_per_class")
+    cli.at_least(args, 1, "layers", "channels", "head_channels")
+    cli.at_least(args, 0, "samples_per_class")
     if args.unconditional and args.label_dropout:
         raise UsageError("--label-dropout trains the unconditional model beside the class-conditional one: "
                          "it does not go with --unconditional")
@@ -409,8 +412,9 @@ def fit_in(args: argparse.Namespace, run: RunFolder) -> dict[str, Any]:
         }
         metrics.update(source.likelihoods(metrics["test_bits_per_code"]))
         finite.check_epoch(model, "test_bits_per_code", metrics["test_bits_per_code"])
-        save_samples(model, source.decoder, shape, args.samples_per_class, run.out / "samples.png", args.seed,
-                     source.spectrograms)
+        if args.samples_per_class > 0:
+            save_samples(model, source.decoder, shape, args.samples_per_class, run.out / "samples.png", args.seed,
+                         source.spectrograms)
         training = {**run_folder.training_state(optimizer, scheduler, loader_generator),
                     "scaler": precision.state_dict()}
         metrics = run.save_epoch(model, metrics, info, training)

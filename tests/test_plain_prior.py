@@ -100,5 +100,9 @@ def test_fit_prior_fits_and_resumes_a_plain_prior(tmp_path):
     prior, payload = load_prior(tmp_path / "prior" / "prior.pt")
     assert isinstance(prior, PlainPixelCNN) and payload["args"]["arch"] == "plain"
     assert (tmp_path / "prior" / "samples.png").stat().st_size > 0
+    run_prior(tmp_path / "none", "--arch", "plain", "--samples-per-class", "0", "--vqvae",
+              str(tmp_path / "vq" / "vqvae.pt"))
+    assert (tmp_path / "none" / "prior" / "prior.pt").is_file()
+    assert not (tmp_path / "none" / "prior" / "samples.png").exists()  # no samples asked for
     with pytest.raises(Exception, match="arch"):  # another architecture is another fit
         run_prior(tmp_path, "--arch", "gated", "--resume", "--epochs", "2")
