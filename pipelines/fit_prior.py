@@ -98,7 +98,8 @@ ARCHITECTURES = {"gated": "gated_pixelcnn", "plain": "plain_pixelcnn"}
 
 # options a resumed fit may change: they do not change what is computed
 FREE_ON_RESUME = run_folder.FREE_ON_RESUME | {"vqvae", "cache_dir", "samples_per_class"}
-LEGACY = {"shifts": 1, "jitter": 0, "arch": "gated"}  # what a checkpoint written before --shifts / --jitter existed was fitted with
+# what a checkpoint written before --shifts, --jitter or --arch existed was fitted with
+LEGACY = {"shifts": 1, "jitter": 0, "arch": "gated"}
 
 # --epochs, --batch-size, --dropout and --shifts when not given, by the VQ-VAE's data. Audio data sets are small
 # (FSDD: 2,250 train clips): smaller batches give more steps, and dropout and 8 shifts (one code row of the audio
@@ -373,9 +374,8 @@ def fit_in(args: argparse.Namespace, run: RunFolder) -> dict[str, Any]:
         run_folder.restore(
             state, model, optimizer, scheduler, loader_generator,
             config=dataclasses.asdict(config), shifts=args.shifts, jitter=args.jitter, legacy=LEGACY,
-            **resumed_source,
+            precision=precision, **resumed_source,
         )
-        precision.load_state_dict(state.get("scaler", {}))
     if args.compile:
         model.compile()  # in place: the state dict and the checkpoints are the plain module's
     print(f"prior ({args.arch}): {sum(p.numel() for p in model.parameters()):,} parameters, code maps {shape}, "
@@ -415,8 +415,7 @@ def fit_in(args: argparse.Namespace, run: RunFolder) -> dict[str, Any]:
         if args.samples_per_class > 0:
             save_samples(model, source.decoder, shape, args.samples_per_class, run.out / "samples.png", args.seed,
                          source.spectrograms)
-        training = {**run_folder.training_state(optimizer, scheduler, loader_generator),
-                    "scaler": precision.state_dict()}
+        training = run_folder.training_state(optimizer, scheduler, loader_generator, precision)
         metrics = run.save_epoch(model, metrics, info, training)
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
     return run.history[-1]

@@ -171,9 +171,8 @@ def fit_in(args: argparse.Namespace, run: RunFolder) -> dict[str, Any]:
     scheduler = lr_schedule(optimizer, args.lr_schedule, args.epochs * steps_per_epoch)
     precision = MixedPrecision(args.precision, device)
     if state is not None:
-        run_folder.restore(state, model, optimizer, scheduler, loader_generator,
+        run_folder.restore(state, model, optimizer, scheduler, loader_generator, precision=precision,
                            config=dataclasses.asdict(config), data=splits.spec)
-        precision.load_state_dict(state.get("scaler", {}))
     if args.compile:
         model.compile()  # in place: the state dict and the checkpoints are the plain module's
     print(f"VQ-VAE: {sum(p.numel() for p in model.parameters()):,} parameters, data {splits.sample_shape}, "
@@ -210,8 +209,7 @@ def fit_in(args: argparse.Namespace, run: RunFolder) -> dict[str, Any]:
         }
         finite.check_epoch(model, "test_mse", metrics["test_mse"])
         save_reconstructions(model, x_test, run.out / "reconstructions.png", device, splits.modality == "audio")
-        training = {**run_folder.training_state(optimizer, scheduler, loader_generator),
-                    "scaler": precision.state_dict()}
+        training = run_folder.training_state(optimizer, scheduler, loader_generator, precision)
         metrics = run.save_epoch(model, metrics, info, training)
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
     return run.history[-1]

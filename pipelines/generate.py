@@ -35,6 +35,7 @@ from data.images import IMAGE_EXTENSIONS
 from pipelines import cli, figures, run_folder
 from vqvae_prior.errors import UsageError
 from vqvae_prior.pipeline import CompletionOutput, PipelineOutput, VQPriorPipeline
+from vqvae_prior.sampler import METHODS
 
 GenerateOutput = PipelineOutput  # what generate() returns (its name before the pipeline existed)
 
@@ -103,7 +104,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "a prior fitted with --label-dropout")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--method", choices=("auto", "cached", "reference"), default="auto",
+    parser.add_argument("--method", choices=METHODS, default="auto",
                         help="sampler: auto (cached where the prior has one), cached, or reference")
     parser.add_argument("--out", default="samples.png", help="PNG grid; WAV files of audio go beside it")
     parser.add_argument("--nrow", type=int, help="images per row of the grid (default: --repeat, or 8)")

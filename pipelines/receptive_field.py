@@ -59,7 +59,7 @@ def receptive_field(
     was_training = model.training
     model.eval()
     try:
-        logits = rearrange(model.logits_from_embeddings(x, labels), "t (g k) h w -> t k h (w g)", g=G)[:, :, r, c]
+        logits = model.code_map_logits(x, labels)[:, :, r, c]  # (tries, K)
         direction = torch.randn(logits.shape, generator=generator, device=model.device)  # no cancelling sum
         (grad,) = torch.autograd.grad((logits * direction).sum(), x)  # (tries, C, h, pixels)
     finally:

@@ -35,7 +35,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
@@ -43,6 +43,9 @@ from PIL import Image
 from pipelines.cli import flag
 from vqvae_prior.checkpoint import CheckpointError, atomic_save, atomic_write, load_checkpoint, save_checkpoint
 from vqvae_prior.errors import UsageError, VQPriorError
+
+if TYPE_CHECKING:
+    from pipelines.training import MixedPrecision
 
 try:
     import fcntl
@@ -289,12 +292,15 @@ def training_state(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     loader_generator: torch.Generator,
+    precision: MixedPrecision | None = None,
 ) -> dict[str, Any]:
-    """What ``KIND-last.pt`` holds, beside the model and the history, to resume a fit exactly."""
+    """What ``KIND-last.pt`` holds, beside the model and the history, to resume a fit exactly (with the fp16
+    gradient scaler's state, when ``precision`` has one)."""
     rng = {"torch": torch.get_rng_state(), "loader": loader_generator.get_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
-    return {"optimizer": optimizer.state_dict(), "lr_scheduler": scheduler.state_dict(), "rng": rng}
+    scaler = {"scaler": precision.state_dict()} if precision is not None else {}
+    return {"optimizer": optimizer.state_dict(), "lr_scheduler": scheduler.state_dict(), "rng": rng, **scaler}
 
 
 def restore(
@@ -304,6 +310,7 @@ def restore(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     loader_generator: torch.Generator,
     legacy: dict[str, Any] | None = None,
+    precision: MixedPrecision | None = None,
     **expected: Any,
 ) -> None:
     """Restore the training state of a checkpoint from :meth:`RunFolder.start`.
@@ -322,6 +329,8 @@ def restore(
     loader_generator.set_state(state["rng"]["loader"])
     if "cuda" in state["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    if precision is not None:
+        precision.load_state_dict(state.get("scaler", {}))
 
 
 def check_image_path(path: str | Path, option: str = "--out") -> Path:

@@ -184,7 +184,12 @@ class AutoregressivePrior(nn.Module):
         Axes: B batch, h and w the code map's height and width (any, square or not), C channels, K codebook size,
         G image channels (RGB pixels: 3, the map (h, w*G) holding each pixel's R, G, B side by side; else 1).
         """
-        logits = self.logits_from_embeddings(self.embed(indices), labels)  # (B, G*K, h, w)
+        return self.code_map_logits(self.embed(indices), labels)
+
+    def code_map_logits(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Logits (B, K, h, w*G) laid out as the code map, of embedded code maps x (B, C, h, w): each pixel's G
+        channels side by side, as :meth:`forward` returns them (differentiable in x)."""
+        logits = self.logits_from_embeddings(x, labels)  # (B, G*K, h, w)
         return rearrange(logits, "b (g k) h w -> b k h (w g)", g=self.image_channels)
 
     def logits_from_embeddings(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
