@@ -3,7 +3,7 @@ of them on a device."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -32,11 +32,20 @@ def as_tensors(dataset: Dataset) -> tuple[Tensor, Tensor]:
 
 
 def batches(
-    x: Tensor, y: Tensor, batch_size: int, device: torch.device, generator: torch.Generator | None = None
+    x: Tensor, y: Tensor, batch_size: int, device: torch.device, generator: torch.Generator | None = None,
+    shard: Callable[[Tensor], Tensor] | None = None,
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """Batches (x (B, ...), y (B,)) on ``device``, shuffled by ``generator`` when given; uint8 x becomes [0, 1]."""
+    """Batches (x (B, ...), y (B,)) on ``device``, shuffled by ``generator`` when given; uint8 x becomes [0, 1].
+
+    ``shard``: this process's part of each batch's indices (``Distributed.shard``); batches it leaves empty are
+    skipped. The order is drawn as without it, so all processes share one global order.
+    """
     order = torch.randperm(len(x), generator=generator) if generator is not None else torch.arange(len(x))
     for idx in order.split(batch_size):
+        if shard is not None:
+            idx = shard(idx)
+            if len(idx) == 0:
+                continue
         xb = x[idx]
         xb = xb.float() / 255 if xb.dtype == torch.uint8 else xb
         yield xb.to(device, non_blocking=True), y[idx].to(device, non_blocking=True)

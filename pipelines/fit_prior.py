@@ -45,6 +45,7 @@ from tqdm import tqdm
 
 import data
 from pipelines import batching, cli, figures, run_folder
+from pipelines.distributed import Distributed, fit_folder
 from pipelines.run_folder import RunFolder
 from pipelines.training import FiniteLoss, MixedPrecision, lr_schedule
 from vqvae_prior.checkpoint import atomic_save, load_checkpoint, load_vqvae, require, weights_digest
@@ -191,13 +192,19 @@ def draw_shifts(codes: Tensor, generator: torch.Generator) -> Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: AutoregressivePrior, codes: torch.Tensor, labels: torch.Tensor, batch_size: int, device) -> float:
-    """Mean bits per code of the code maps (N, h, w)."""
+def evaluate(
+    model: AutoregressivePrior, codes: torch.Tensor, labels: torch.Tensor, batch_size: int, device: torch.device,
+    dist: Distributed = Distributed(),
+) -> float:
+    """Mean bits per code of the code maps (N, h, w); under torchrun each process evaluates its part of them and
+    the sums are added over the processes."""
     model.eval()
+    part = dist.split(len(codes))
     total = 0.0
-    for xb, yb in batching.batches(codes, labels, batch_size, device):
+    for xb, yb in batching.batches(codes[part], labels[part], batch_size, device):
         total += float(model.bits_per_code(xb, yb if model.config.num_classes else None)) * len(xb)
-    return total / len(codes)
+    total, n = dist.sum(total, len(codes[part]))
+    return total / n
 
 
 @torch.no_grad()
@@ -243,8 +250,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError("--shifts and --jitter augment the encodings of a VQ-VAE; with --pixels the likelihood "
                          "is of the images as they are: leave them out")
     model_config(args, codebook_size, num_classes=0)
-    with RunFolder(args.out, "prior", metric="test_bits_per_code") as run:
-        return fit_in(args, run)
+    with fit_folder(args, "prior", metric="test_bits_per_code") as (run, dist, device):  # torchrun: pipelines/distributed.py
+        return fit_in(args, run, dist, device)
 
 
 def check_source(args: argparse.Namespace) -> tuple[str, int]:
@@ -349,15 +356,21 @@ def pixel_source(args: argparse.Namespace) -> CodeSource:
     return CodeSource(codes, codec, info)
 
 
-def fit_in(args: argparse.Namespace, run: RunFolder) -> dict[str, Any]:
-    """The fit, in an output folder this process owns."""
-    device = cli.pick_device(args.device)
+def fit_in(args: argparse.Namespace, run: RunFolder, dist: Distributed, device: torch.device) -> dict[str, Any]:
+    """The fit, in an output folder this process owns (``dist``: one of the processes of a data-parallel fit)."""
     state = run.start(args.resume)
     if state is not None:
         run.check_resumed_args(state, args, FREE_ON_RESUME, legacy=LEGACY)
     torch.manual_seed(args.seed)
     cache_dir = Path(args.cache_dir) if args.cache_dir is not None else run.out
-    source = vqvae_source(args, cache_dir, device) if args.vqvae is not None else pixel_source(args)
+    if args.vqvae is not None:  # rank 0 encodes and writes the code cache, then the others read it
+        if not dist.is_main:
+            dist.barrier()
+        source = vqvae_source(args, cache_dir, device)
+        if dist.is_main:
+            dist.barrier()
+    else:
+        source = pixel_source(args)
     train_codes, train_labels = source.codes["train"]  # (S, N, h, w), (N,)
     test_codes, test_labels = source.codes["test"]  # (N, h, w), (N,)
     shape = tuple(test_codes.shape[1:])
@@ -378,9 +391,12 @@ def fit_in(args: argparse.Namespace, run: RunFolder) -> dict[str, Any]:
         )
     if args.compile:
         model.compile()  # in place: the state dict and the checkpoints are the plain module's
-    print(f"prior ({args.arch}): {sum(p.numel() for p in model.parameters()):,} parameters, code maps {shape}, "
+    nll = dist.wrap(model, "nll")  # model.nll, through DDP under torchrun
+    log = print if dist.is_main else lambda *_: None
+    log(f"prior ({args.arch}): {sum(p.numel() for p in model.parameters()):,} parameters, code maps {shape}, "
           f"K={config.codebook_size}, {config.num_classes or 'no'} classes, {len(train_labels)} train "
-          f"({len(train_codes)} encodings each) / {len(test_codes)} held-out, device {device}")
+          f"({len(train_codes)} encodings each) / {len(test_codes)} held-out, device {device}"
+        + (f", {dist.world_size} processes" if dist.world_size > 1 else ""))
     info = {"codebook_size": config.codebook_size, "label_names": source.codes["label_names"],
             "code_shape": list(shape), **source.info, "shifts": args.shifts, "jitter": args.jitter,
             "args": dict(vars(args))}
@@ -391,33 +407,37 @@ def fit_in(args: argparse.Namespace, run: RunFolder) -> dict[str, Any]:
         model.train()
         t0 = time.perf_counter()
         epoch_codes = draw_shifts(train_codes, loader_generator)  # (N, h, w)
-        steps = batching.batches(epoch_codes, train_labels, args.batch_size, device, loader_generator)
-        bar = tqdm(steps, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{args.epochs}", disable=args.no_progress)
+        steps = batching.batches(epoch_codes, train_labels, args.batch_size, device, loader_generator,
+                                 dist.shard if dist.world_size > 1 else None)
+        bar = tqdm(steps, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{args.epochs}",
+                   disable=args.no_progress or not dist.is_main)
         finite = FiniteLoss(epoch + 1, steps_per_epoch, device, run.last_good)
-        train_bits = torch.zeros((), device=device)
+        train_bits, trained = torch.zeros((), device=device), 0
         for step, (xb, yb) in enumerate(bar, 1):
             with precision.autocast():
-                loss = model.nll(xb, yb if config.num_classes else None)  # nats per code
+                loss = nll(xb, yb if config.num_classes else None)  # nats per code
             precision.step(loss, optimizer)
             scheduler.step()
             train_bits += loss.detach() * len(xb) / math.log(2)
+            trained += len(xb)
             finite.update(loss, step)
-            if not args.no_progress and bar.n % 20 == 0:  # reading a loss value waits for the device
+            if not bar.disable and bar.n % 20 == 0:  # reading a loss value waits for the device
                 bar.set_postfix({k: f"{v:.3f}" for k, v in source.progress(float(loss)).items()})
+        train_bits, trained = dist.sum(train_bits, trained)  # over the processes
         metrics = {
             "epoch": epoch + 1,
             "train_seconds": time.perf_counter() - t0,
-            "train_bits_per_code": float(train_bits) / len(train_labels),
-            "test_bits_per_code": evaluate(model, test_codes, test_labels, args.batch_size, device),
+            "train_bits_per_code": train_bits / trained,
+            "test_bits_per_code": evaluate(model, test_codes, test_labels, args.batch_size, device, dist),
         }
         metrics.update(source.likelihoods(metrics["test_bits_per_code"]))
         finite.check_epoch(model, "test_bits_per_code", metrics["test_bits_per_code"])
-        if args.samples_per_class > 0:
+        if args.samples_per_class > 0 and dist.is_main:
             save_samples(model, source.decoder, shape, args.samples_per_class, run.out / "samples.png", args.seed,
                          source.spectrograms)
         training = run_folder.training_state(optimizer, scheduler, loader_generator, precision)
         metrics = run.save_epoch(model, metrics, info, training)
-        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+        log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
     return run.history[-1]
 
 

@@ -32,6 +32,7 @@ from tqdm import tqdm
 import data
 from pipelines import batching, cli, figures, run_folder
 from pipelines.audio_eval import HeldOutLSD
+from pipelines.distributed import Distributed, fit_folder
 from pipelines.run_folder import RunFolder
 from pipelines.training import FiniteLoss, MixedPrecision, lr_schedule
 from vqvae_prior.quantizer import CodeUsage
@@ -78,17 +79,24 @@ DEFAULTS = {
 
 
 @torch.no_grad()
-def evaluate(model: VQVAE, x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device) -> dict:
-    """Held-out reconstruction MSE (on [0, 1]), PSNR of that MSE, commitment loss, perplexity and codes used."""
+def evaluate(
+    model: VQVAE, x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device,
+    dist: Distributed = Distributed(),
+) -> dict:
+    """Held-out reconstruction MSE (on [0, 1]), PSNR of that MSE, commitment loss, perplexity and codes used; under
+    torchrun each process evaluates its part of the split and the sums are added over the processes."""
     model.eval()
     usage = CodeUsage(model.config.codebook_size)
+    part = dist.split(len(x))
     sq_err, commitment, n = 0.0, 0.0, 0
-    for xb, _ in batching.batches(x, y, batch_size, device):
+    for xb, _ in batching.batches(x[part], y[part], batch_size, device):
         out = model(xb)
         sq_err += float(((out.reconstruction.clamp(0, 1) - xb) ** 2).mean()) * len(xb)
         commitment += float(out.commitment_loss) * len(xb)
         usage.update(out.indices)
         n += len(xb)
+    sq_err, commitment, n = dist.sum(sq_err, commitment, n)
+    usage.counts = dist.sum_(usage.counts.to(device))
     mse = sq_err / n
     return {
         "test_mse": mse,
@@ -123,8 +131,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     """Fit the VQ-VAE; returns the last epoch's metrics (with ``kept`` and ``best_epoch``, as logged)."""
     cli.fill_defaults(args, DEFAULTS, data.modality_of(args.dataset))
     check_args(args)
-    with RunFolder(args.out, "vqvae", metric="test_mse") as run:
-        return fit_in(args, run)
+    with fit_folder(args, "vqvae", metric="test_mse") as (run, dist, device):  # torchrun: pipelines/distributed.py
+        return fit_in(args, run, dist, device)
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -150,9 +158,8 @@ def model_config(args: argparse.Namespace, in_channels: int) -> VQVAEConfig:
     )
 
 
-def fit_in(args: argparse.Namespace, run: RunFolder) -> dict[str, Any]:
-    """The fit, in an output folder this process owns."""
-    device = cli.pick_device(args.device)
+def fit_in(args: argparse.Namespace, run: RunFolder, dist: Distributed, device: torch.device) -> dict[str, Any]:
+    """The fit, in an output folder this process owns (``dist``: one of the processes of a data-parallel fit)."""
     state = run.start(args.resume)
     if state is not None:
         run.check_resumed_args(state, args)
@@ -161,7 +168,7 @@ def fit_in(args: argparse.Namespace, run: RunFolder) -> dict[str, Any]:
     x_train, y_train = batching.as_tensors(splits.train)
     x_test, y_test = batching.as_tensors(splits.test)
     lsd = None  # audio: the Griffin-Lim log-spectral distance on a fixed subset of held-out clips
-    if splits.modality == "audio":
+    if splits.modality == "audio" and dist.is_main:
         lsd = HeldOutLSD(splits, x_test, args.lsd_clips, args.lsd_every, args.epochs, args.batch_size, device)
     config = model_config(args, in_channels=splits.sample_shape[0])
     model = VQVAE(config).to(device)
@@ -175,8 +182,11 @@ def fit_in(args: argparse.Namespace, run: RunFolder) -> dict[str, Any]:
                            config=dataclasses.asdict(config), data=splits.spec)
     if args.compile:
         model.compile()  # in place: the state dict and the checkpoints are the plain module's
-    print(f"VQ-VAE: {sum(p.numel() for p in model.parameters()):,} parameters, data {splits.sample_shape}, "
-          f"{len(x_train)} train / {len(x_test)} held-out, device {device}")
+    forward = dist.wrap(model)  # model.forward, through DDP under torchrun
+    log = print if dist.is_main else lambda *_: None
+    log(f"VQ-VAE: {sum(p.numel() for p in model.parameters()):,} parameters, data {splits.sample_shape}, "
+          f"{len(x_train)} train / {len(x_test)} held-out, device {device}"
+        + (f", {dist.world_size} processes" if dist.world_size > 1 else ""))
     info = {"data": splits.spec, "label_names": list(splits.label_names), "sample_shape": list(splits.sample_shape),
             "args": dict(vars(args))}
 
@@ -186,32 +196,36 @@ def fit_in(args: argparse.Namespace, run: RunFolder) -> dict[str, Any]:
         model.train()
         usage = CodeUsage(config.codebook_size)
         t0 = time.perf_counter()
-        steps = batching.batches(x_train, y_train, args.batch_size, device, loader_generator)
-        bar = tqdm(steps, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{args.epochs}", disable=args.no_progress)
+        steps = batching.batches(x_train, y_train, args.batch_size, device, loader_generator,
+                                 dist.shard if dist.world_size > 1 else None)
+        bar = tqdm(steps, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{args.epochs}",
+                   disable=args.no_progress or not dist.is_main)
         finite = FiniteLoss(epoch + 1, steps_per_epoch, device, run.last_good)
         for step, (xb, _) in enumerate(bar, 1):
             with precision.autocast():
-                out_b = model(xb)
+                out_b = forward(xb)
             precision.step(out_b.loss, optimizer)
             scheduler.step()
             usage.update(out_b.indices)
             finite.update(out_b.loss, step)
-            if not args.no_progress and bar.n % 20 == 0:  # reading a loss value waits for the device
+            if not bar.disable and bar.n % 20 == 0:  # reading a loss value waits for the device
                 bar.set_postfix(mse=f"{float(out_b.reconstruction_loss):.4f}", ppl=f"{float(out_b.perplexity):.0f}")
+        usage.counts = dist.sum_(usage.counts.to(device))
         metrics = {
             "epoch": epoch + 1,
             "train_seconds": time.perf_counter() - t0,
             "train_perplexity": usage.perplexity,
             "train_codes_used": usage.codes_used,
-            **evaluate(model, x_test, y_test, args.batch_size, device),
+            **evaluate(model, x_test, y_test, args.batch_size, device, dist),
             **(lsd.metrics(model, epoch + 1) if lsd else {}),
             "codebook_size": config.codebook_size,
         }
         finite.check_epoch(model, "test_mse", metrics["test_mse"])
-        save_reconstructions(model, x_test, run.out / "reconstructions.png", device, splits.modality == "audio")
+        if dist.is_main:
+            save_reconstructions(model, x_test, run.out / "reconstructions.png", device, splits.modality == "audio")
         training = run_folder.training_state(optimizer, scheduler, loader_generator, precision)
         metrics = run.save_epoch(model, metrics, info, training)
-        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+        log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
     return run.history[-1]
 
 

@@ -25,6 +25,10 @@ the lock when the process ends, however it ends: a lock file left by a killed fi
 batch size, schedule, model, ...); only the options in :data:`FREE_ON_RESUME` may change (``--epochs`` only under a
 constant learning rate, since a cosine schedule's length is the number of epochs), and each change is recorded in
 the checkpoints' ``resumes`` list with the epoch it took effect after, so their ``args`` are always what ran.
+
+Under torchrun (``pipelines/distributed.py``) the process of rank 0 owns the folder; the others open it with
+``writer=False``: they check and read what rank 0 does (the same refusals, the checkpoint to resume) and keep the
+same history, but take no lock and write nothing.
 """
 
 from __future__ import annotations
@@ -73,10 +77,11 @@ class RunFolder:
         out: the folder; created when missing.
         kind: "vqvae" or "prior": the checkpoints are ``OUT/KIND.pt`` and ``OUT/KIND-last.pt``.
         metric: the held-out metric (lower is better) that picks the best epoch.
+        writer: False in the processes of a data-parallel fit other than rank 0: they read the folder, never write.
     """
 
-    def __init__(self, out: str | Path, kind: str, metric: str) -> None:
-        self.out, self.kind, self.metric = Path(out), kind, metric
+    def __init__(self, out: str | Path, kind: str, metric: str, writer: bool = True) -> None:
+        self.out, self.kind, self.metric, self.writer = Path(out), kind, metric, writer
         self.best_path = self.out / f"{kind}.pt"
         self.last_path = self.out / f"{kind}-last.pt"
         self.metrics_path = self.out / "metrics.jsonl"
@@ -89,6 +94,8 @@ class RunFolder:
     # ------------------------------------------------------------------------------------------ lifetime
 
     def __enter__(self) -> RunFolder:
+        if not self.writer:
+            return self
         try:
             self.out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -160,7 +167,7 @@ class RunFolder:
                     if path.exists():
                         raise RunFolderError(f"{self.out} holds a {other} fit ({path.name}): give this {self.kind} "
                                              "fit its own --out, as their metrics.jsonl would mix")
-            if self.metrics_path.exists():
+            if self.metrics_path.exists() and self.writer:
                 print(f"removing {self.metrics_path}: it was left by a fit that wrote no checkpoint", file=sys.stderr)
                 self.metrics_path.unlink()
             return None
@@ -175,7 +182,7 @@ class RunFolder:
         if source == self.last_path:
             self.history, self.best = list(state["history"]), state["best"]
             self.resumes = list(state.get("resumes", []))
-            if self.best["epoch"] == state["epoch"] and self._best_epoch_saved() != state["epoch"]:
+            if self.writer and self.best["epoch"] == state["epoch"] and self._best_epoch_saved() != state["epoch"]:
                 atomic_save({k: v for k, v in state.items() if k not in TRAINING_KEYS}, self.best_path)
         else:  # written before KIND-last.pt: KIND.pt held the last epoch, and metrics.jsonl may run ahead of it
             self.history = self._logged_history(state["epoch"])
@@ -239,7 +246,7 @@ class RunFolder:
     def patience_spent(self, patience: int | None) -> bool:
         """Whether the held-out metric has not improved for ``patience`` epochs (None: never); says so if it has."""
         spent = bool(patience) and self.best is not None and self.epochs_done - self.best["epoch"] >= patience
-        if spent:
+        if spent and self.writer:
             print(f"stopped after epoch {self.epochs_done}: the held-out {self.metric} has not improved for "
                   f"{patience} epochs; {self.best_path} holds epoch {self.best['epoch']}")
         return spent
@@ -264,14 +271,17 @@ class RunFolder:
         record = {**metrics, "kept": kept, "best_epoch": best["epoch"]}
         history = [*self.history, record]
         both = {**info, "epoch": metrics["epoch"], "metrics": record, "best": best, "resumes": self.resumes}
-        save_checkpoint(self.last_path, self.kind, model, **both, **training, history=history)
-        if kept:
-            save_checkpoint(self.best_path, self.kind, model, **both)
+        if self.writer:
+            save_checkpoint(self.last_path, self.kind, model, **both, **training, history=history)
+            if kept:
+                save_checkpoint(self.best_path, self.kind, model, **both)
         self.history, self.best, self.epochs_done = history, best, metrics["epoch"]
         self.write_metrics()
         return record
 
     def write_metrics(self) -> None:
+        if not self.writer:
+            return
         text = "".join(json.dumps(record) + "\n" for record in self.history)
         atomic_write(self.metrics_path, lambda f: f.write(text.encode()))
 

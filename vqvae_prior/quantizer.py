@@ -14,8 +14,11 @@ Deviations from the paper, all aimed at codebook collapse (trap 4 of ../shared/R
   current batch; the usage EMA is kept in both modes so restarts work with the codebook loss too;
 - :class:`CodeUsage` counts code usage over a whole epoch (perplexity, number of distinct codes used).
 
-The quantizer always computes in fp32, also under autocast (trap 8). Under ``torch.distributed`` the EMA statistics
-are summed over ranks, and initialization / restarts are broadcast from rank 0 (trap 9).
+The quantizer always computes in fp32, also under autocast (trap 8). Under ``torch.distributed`` (trap 9) the EMA
+statistics are summed over the ranks, and the initial and restarted codes are drawn from the vectors of all ranks,
+gathered in rank order, with the random state every rank shares: the state of the quantizer is the same on every
+rank, and the same as one process's on the whole batch (``pipelines/distributed.py``: every rank holds an equal,
+contiguous shard of the global batch).
 """
 
 from __future__ import annotations
@@ -45,10 +48,13 @@ def _all_reduce_(t: Tensor) -> Tensor:
     return t
 
 
-def _broadcast_(t: Tensor) -> Tensor:
-    if _distributed():
-        dist.broadcast(t, src=0)
-    return t
+def _gather_rows(z: Tensor) -> Tensor:
+    """The rows (N, D) of every rank, in rank order (W*N, D); the ranks hold equal numbers of rows."""
+    if not _distributed():
+        return z
+    parts = [torch.empty_like(z) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, z.contiguous())
+    return torch.cat(parts)
 
 
 def _sample_rows(x: Tensor, n: int) -> Tensor:
@@ -187,7 +193,7 @@ class VectorQuantizer(nn.Module):
         A usage of one (not the first batch's counts, which take hundreds of steps to decay) lets a code that the
         drifting encoder outputs leave behind be restarted within a few steps.
         """
-        self.codebook.data.copy_(_broadcast_(_sample_rows(z, self.codebook_size)))
+        self.codebook.data.copy_(_sample_rows(_gather_rows(z), self.codebook_size))
         self.usage.fill_(1.0)
         self.ema_sum.copy_(self.codebook.data)
         self.initialized.fill_(True)
@@ -210,7 +216,7 @@ class VectorQuantizer(nn.Module):
     def _restart_dead_codes(self, z: Tensor) -> None:
         dead = self.usage < self.dead_code_threshold  # (K,) bool
         # torch.where keeps this free of host synchronization: every code gets a candidate, only dead ones take it
-        candidates = _broadcast_(_sample_rows(z, self.codebook_size))  # (K, D)
+        candidates = _sample_rows(_gather_rows(z), self.codebook_size)  # (K, D)
         self.codebook.data.copy_(torch.where(dead[:, None], candidates, self.codebook.data))
         self.ema_sum.copy_(torch.where(dead[:, None], candidates * self.dead_code_threshold, self.ema_sum))
         self.usage.copy_(torch.where(dead, torch.full_like(self.usage, self.dead_code_threshold), self.usage))

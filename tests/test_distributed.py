@@ -1,0 +1,121 @@
+"""Data-parallel fits under torchrun (gloo, 2 processes on the CPU) compute what one process computes.
+
+Each fit is launched the way users launch it (``python -m torch.distributed.run --nproc_per_node=2 -m
+pipelines.fit_...``) on the 60-digit folder; a launch costs a few seconds of process start-up. The weights of a 2-process
+fit are compared with one process's at the same seed and global batch: they differ only by the order of float sums
+(the all-reduced gradients, the quantizer's summed statistics), well within ``ATOL``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from pipelines import fit_prior, fit_vqvae
+from pipelines.distributed import Distributed
+from vqvae_prior.checkpoint import load_checkpoint
+from vqvae_prior.errors import UsageError
+from vqvae_prior.quantizer import VectorQuantizer
+
+ROOT = Path(__file__).resolve().parents[1]
+ATOL = 1e-4  # on weights of size ~0.1 to 1 after 8 to 12 Adam steps: float-sum order alone moves them ~1e-6
+TINY_VQVAE = ["--channels", "16", "--residual-channels", "8", "--codebook-size", "16", "--code-dim", "8",
+              "--batch-size", "16", "--lr-schedule", "constant", "--no-progress", "--device", "cpu"]
+TINY_PRIOR = ["--layers", "2", "--channels", "8", "--head-channels", "16", "--samples-per-class", "1",
+              "--batch-size", "16", "--lr-schedule", "constant", "--label-dropout", "0", "--no-progress",
+              "--device", "cpu"]
+
+
+def torchrun(module: str, *args: str, processes: int = 2) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+               "-m", module, *args]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def assert_same_weights(a: Path, b: Path, kind: str) -> None:
+    wa, wb = load_checkpoint(a, kind)["model"], load_checkpoint(b, kind)["model"]
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        torch.testing.assert_close(wa[name], wb[name], atol=ATOL, rtol=0, msg=f"{name} differs")
+
+
+def metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_two_process_fits_equal_one_process_and_resume(tmp_path, digit_folder):
+    data = ["--dataset", "image-folder", "--data-root", str(digit_folder)]
+    one, two = tmp_path / "one", tmp_path / "two"
+    fit_vqvae.main(fit_vqvae.get_args_parser().parse_args([*data, "--out", str(one), "--epochs", "2", *TINY_VQVAE]))
+    # the 2-process fit is stopped after epoch 1 and resumed to epoch 2 (a constant schedule lets --epochs grow)
+    first = torchrun("pipelines.fit_vqvae", *data, "--out", str(two), "--epochs", "1", *TINY_VQVAE)
+    torchrun("pipelines.fit_vqvae", *data, "--out", str(two), "--epochs", "2", "--resume", *TINY_VQVAE)
+    assert first.stdout.count("epoch=1 ") == 1  # one log line per epoch: rank 0's
+    assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
+    assert [m["epoch"] for m in metrics(two)] == [1, 2]
+    assert_same_weights(one / "vqvae.pt", two / "vqvae.pt", "vqvae")
+    for key in ("test_mse", "train_perplexity", "test_codes_used"):  # held-out metrics reduced over the processes
+        assert metrics(two)[-1][key] == pytest.approx(metrics(one)[-1][key], rel=1e-3), key
+
+    # the prior over the 1-process VQ-VAE's codes: the code cache is written once, by rank 0
+    prior_one, prior_two = tmp_path / "prior-one", tmp_path / "prior-two"
+    vq = ["--vqvae", str(one / "vqvae.pt"), "--epochs", "2", *TINY_PRIOR]
+    fit_prior.main(fit_prior.get_args_parser().parse_args([*vq, "--out", str(prior_one)]))
+    torchrun("pipelines.fit_prior", *vq, "--out", str(prior_two))
+    assert len(list(prior_two.glob("codes-*.pt"))) == 1
+    assert [m["epoch"] for m in metrics(prior_two)] == [1, 2]
+    assert_same_weights(prior_one / "prior.pt", prior_two / "prior.pt", "prior")
+    for key in ("test_bits_per_code", "train_bits_per_code"):
+        assert metrics(prior_two)[-1][key] == pytest.approx(metrics(prior_one)[-1][key], rel=1e-4), key
+
+
+def _quantizer_worker(rank: int, world: int, port: int, z: torch.Tensor, out: Path) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.manual_seed(0)  # every rank's random state is the same, as under torchrun with one --seed
+    quantizer = VectorQuantizer(32, 4).train()
+    per = z.shape[1] // world  # z: (steps, B, D, h, w)
+    for step in range(5):
+        quantizer(z[step, rank * per: (rank + 1) * per])  # this rank's contiguous shard of the global batch
+    torch.save(quantizer.state_dict(), out / f"rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_quantizer_state_is_the_same_on_every_rank_and_as_one_process(tmp_path):
+    # 5 steps on global batches of 8 vectors maps 4 x 4 (128 vectors for 32 codes): initialization and restarts
+    # draw from the whole global batch, and the statistics are summed over the ranks
+    z = torch.randn(5, 8, 4, 4, 4)  # (steps, B, D, h, w)
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_quantizer_worker, args=(2, port, z, tmp_path), nprocs=2)
+    torch.manual_seed(0)
+    single = VectorQuantizer(32, 4).train()
+    for step in range(5):
+        single(z[step])
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    for name, value in single.state_dict().items():
+        assert torch.equal(ranks[0][name], ranks[1][name]), f"{name} differs between the ranks"
+        torch.testing.assert_close(ranks[0][name], value, atol=1e-5, rtol=0, msg=f"{name} differs from one process")
+
+
+def test_global_batch_is_cut_into_equal_contiguous_shards():
+    batch = torch.arange(10)
+    shards = [Distributed(rank, 3).shard(batch) for rank in range(3)]
+    assert [s.tolist() for s in shards] == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]  # 10 -> 9: a multiple of 3
+    parts = [Distributed(rank, 3).split(10) for rank in range(3)]
+    assert sum((list(range(10))[p] for p in parts), []) == list(range(10))
+    with pytest.raises(UsageError, match="--batch-size 9 is the global batch of 2 processes"):
+        Distributed(0, 2).check_batch_size(9)
