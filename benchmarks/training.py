@@ -1,6 +1,7 @@
 """Training-throughput benchmark: the VQ-VAE (images/s) and the gated PixelCNN prior (code maps/s).
 
     python -m benchmarks.training --threads 2 --out benchmarks/results/training-cpu.json
+    python -m benchmarks.training --threads 2 --precision fp32 bf16 --out benchmarks/results/training-bf16.json
 
 One training step is what ``pipelines.fit_vqvae`` / ``pipelines.fit_prior`` do per batch: forward, loss, backward
 and an Adam step. The VQ-VAE is ``VQVAEConfig(in_channels=C, downsample=--downsample)`` (every other field at its
@@ -8,7 +9,8 @@ default, EMA codebook) on random inputs in [0, 1] of each ``--vqvae-shapes`` (28
 the prior is ``PriorConfig(K=256, 10 classes, dropout=--dropout)`` on random code maps and labels of each
 ``--prior-grids``; the fit entry points' audio defaults are ``--downsample 8 --dropout 0.5`` (BENCHMARKS.md). Each
 is warmed up for ``--warmup`` steps, then ``--steps`` steps are timed one by one; the median step gives the
-throughput.
+throughput. ``--precision``: each row at each precision, the step as the fits take it (``MixedPrecision``: the
+forward pass under autocast, fp16 with a gradient scaler).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 
 from benchmarks.common import jsonable, machine, markdown_table, median, parse_shape, shape_str, sync, write_json
 from pipelines.cli import pick_device
+from pipelines.training import PRECISIONS, MixedPrecision
 from vqvae_prior.prior import GatedPixelCNN, PriorConfig
 from vqvae_prior.vqvae import VQVAE, VQVAEConfig
 
@@ -37,6 +40,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--steps", type=int, default=5, help="timed steps; the median is reported")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (as the fit entry points)")
+    parser.add_argument("--precision", nargs="+", choices=tuple(PRECISIONS), default=["fp32"],
+                        help="one row per precision (fp16: CUDA)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -45,7 +50,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def vqvae_step(
-    shape: tuple[int, int, int], batch: int, lr: float, device: torch.device, downsample: int
+    shape: tuple[int, int, int], batch: int, lr: float, device: torch.device, downsample: int,
+    precision: MixedPrecision,
 ) -> Callable[[], None]:
     """One VQ-VAE training step on a fixed random batch (B, C, H, W), as in ``pipelines.fit_vqvae``."""
     model = VQVAE(VQVAEConfig(in_channels=shape[0], downsample=downsample)).to(device).train()
@@ -53,16 +59,15 @@ def vqvae_step(
     x = torch.rand(batch, *shape, device=device)  # (B, C, H, W) in [0, 1]
 
     def step() -> None:
-        out = model(x)
-        optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        optimizer.step()
+        with precision.autocast():
+            out = model(x)
+        precision.step(out.loss, optimizer)
 
     return step
 
 
 def prior_step(
-    grid: tuple[int, int], batch: int, lr: float, device: torch.device, dropout: float
+    grid: tuple[int, int], batch: int, lr: float, device: torch.device, dropout: float, precision: MixedPrecision,
 ) -> Callable[[], None]:
     """One prior training step on fixed random code maps (B, h, w) and labels (B,), as in ``pipelines.fit_prior``."""
     config = PriorConfig(codebook_size=256, num_classes=10, dropout=dropout)
@@ -72,10 +77,9 @@ def prior_step(
     labels = torch.randint(config.num_classes, (batch,), device=device)  # (B,)
 
     def step() -> None:
-        loss = model.nll(codes, labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        with precision.autocast():
+            loss = model.nll(codes, labels)
+        precision.step(loss, optimizer)
 
     return step
 
@@ -104,22 +108,28 @@ def main(args: argparse.Namespace) -> dict:
     result = {"machine": machine(device), "batch_size": args.batch_size,
               "args": jsonable(vars(args))}
     print(result["machine"])
-    jobs = [("VQ-VAE", "images/s", shape, vqvae_step(shape, args.batch_size, args.lr, device, args.downsample))
-            for shape in args.vqvae_shapes]
-    jobs += [("prior", "code maps/s", grid, prior_step(grid, args.batch_size, args.lr, device, args.dropout))
-             for grid in args.prior_grids]
+    jobs = []
+    for name in args.precision:
+        precision = MixedPrecision(name, device)
+        jobs += [("VQ-VAE", "images/s", shape, name,
+                  vqvae_step(shape, args.batch_size, args.lr, device, args.downsample, precision))
+                 for shape in args.vqvae_shapes]
+        jobs += [("prior", "code maps/s", grid, name,
+                  prior_step(grid, args.batch_size, args.lr, device, args.dropout, precision))
+                 for grid in args.prior_grids]
 
     rows, runs = [], []
-    for model, unit, shape, step in jobs:
+    for model, unit, shape, precision_name, step in jobs:
         times = time_steps(step, args.warmup, args.steps, device)
         seconds = median(times)
-        runs.append({"model": model, "input": list(shape), "unit": unit, "batch": args.batch_size,
+        runs.append({"model": model, "input": list(shape), "precision": precision_name, "unit": unit,
+                     "batch": args.batch_size,
                      "step_seconds": seconds, "per_second": args.batch_size / seconds, "step_runs": times})
-        rows.append([model, shape_str(shape), str(args.batch_size), f"{seconds:.4g}",
+        rows.append([model, shape_str(shape), precision_name, str(args.batch_size), f"{seconds:.4g}",
                      f"{args.batch_size / seconds:,.1f} {unit}"])
         print(" | ".join(rows[-1]), flush=True)
     result["runs"] = runs
-    result["table"] = markdown_table(["model", "input", "batch", "s/step (median)", "throughput"], rows)
+    result["table"] = markdown_table(["model", "input", "precision", "batch", "s/step (median)", "throughput"], rows)
     print("\n" + result["table"])
     write_json(args.out, result)
     return result

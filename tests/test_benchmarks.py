@@ -20,6 +20,7 @@ def benchmarks(monkeypatch):
     """The ``benchmarks`` package, importable from the repository root (it is not installed)."""
     monkeypatch.syspath_prepend(str(ROOT))
     import benchmarks.pipeline
+    import benchmarks.processes
     import benchmarks.profile_sampler
     import benchmarks.sampling
     import benchmarks.training
@@ -81,16 +82,29 @@ def test_training_main_writes_its_table(benchmarks, tmp_path):
     out = tmp_path / "training.json"
     args = benchmarks.training.get_args_parser().parse_args([
         "--vqvae-shapes", "1x32x32", "--prior-grids", "7x7", "--batch-size", "1", "--warmup", "0", "--steps", "1",
-        "--downsample", "8", "--dropout", "0.5", "--device", "cpu", "--out", str(out),
+        "--downsample", "8", "--dropout", "0.5", "--device", "cpu", "--precision", "fp32", "bf16",
+        "--out", str(out),
     ])
     result = benchmarks.training.main(args)
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
-    assert [(r["model"], r["input"], r["unit"]) for r in result["runs"]] == [
-        ("VQ-VAE", [1, 32, 32], "images/s"), ("prior", [7, 7], "code maps/s")]
+    assert [(r["model"], r["input"], r["precision"], r["unit"]) for r in result["runs"]] == [
+        ("VQ-VAE", [1, 32, 32], "fp32", "images/s"), ("prior", [7, 7], "fp32", "code maps/s"),
+        ("VQ-VAE", [1, 32, 32], "bf16", "images/s"), ("prior", [7, 7], "bf16", "code maps/s")]
     for run in result["runs"]:
         assert run["batch"] == 1 and len(run["step_runs"]) == 1
         assert run["per_second"] == pytest.approx(1 / run["step_seconds"])
-    assert result["table"].count("\n") == 3  # header, rule, two rows
+    assert result["table"].count("\n") == 5  # header, rule, four rows
+
+
+def test_processes_main_runs_each_fit_under_torchrun(benchmarks, tmp_path, digit_folder):
+    out = tmp_path / "processes.json"
+    args = benchmarks.processes.get_args_parser().parse_args([
+        "--processes", "1", "--threads", "1", "--dataset", "image-folder", "--data-root", str(digit_folder),
+        "--epochs", "1", "--out", str(out)])
+    result = benchmarks.processes.main(args)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert [(r["model"], r["processes"]) for r in result["runs"]] == [("VQ-VAE", 1), ("prior", 1)]
+    assert all(r["per_second"] == pytest.approx(result["train_items"] / r["train_seconds"]) for r in result["runs"])
 
 
 def test_profile_sampler_main_reports_each_batch(benchmarks, capsys):
