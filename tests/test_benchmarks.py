@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from vqvae_prior.checkpoint import save_checkpoint, weights_digest
 from vqvae_prior.prior import GatedPixelCNN, PriorConfig
@@ -19,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def benchmarks(monkeypatch):
     """The ``benchmarks`` package, importable from the repository root (it is not installed)."""
     monkeypatch.syspath_prepend(str(ROOT))
+    import benchmarks.loading
     import benchmarks.pipeline
     import benchmarks.processes
     import benchmarks.profile_sampler
@@ -105,6 +107,19 @@ def test_processes_main_runs_each_fit_under_torchrun(benchmarks, tmp_path, digit
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     assert [(r["model"], r["processes"]) for r in result["runs"]] == [("VQ-VAE", 1), ("prior", 1)]
     assert all(r["per_second"] == pytest.approx(result["train_items"] / r["train_seconds"]) for r in result["runs"])
+
+
+def test_loading_main_times_each_file_and_its_training_sibling(benchmarks, tiny_checkpoints, tmp_path):
+    vqvae, prior = tiny_checkpoints
+    torch.save(torch.load(prior, weights_only=True), prior.with_name("prior-last.pt"))  # a -last sibling for prior
+    out = tmp_path / "loading.json"
+    args = benchmarks.loading.get_args_parser().parse_args([
+        "--checkpoints", str(vqvae), str(prior), "--runs", "2", "--out", str(out)])
+    result = benchmarks.loading.main(args)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert [(Path(r["path"]).name, r["file"]) for r in result["runs"]] == [
+        ("vqvae.pt", "inference"), ("prior.pt", "inference"), ("prior-last.pt", "training")]
+    assert all(len(r["load_runs"]) == 2 and r["seconds"] > 0 for r in result["runs"])
 
 
 def test_profile_sampler_main_reports_each_batch(benchmarks, capsys):
