@@ -54,6 +54,20 @@ def repeat_timing(fn: Callable[[], float], min_time: float, max_runs: int = 100)
     return runs
 
 
+def time_steps(step: Callable[[], None], warmup: int, steps: int, device: torch.device) -> list[float]:
+    """Seconds of each of ``steps`` timed steps, after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        sync(device)
+        t0 = time.perf_counter()
+        step()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
 def median(xs: list[float]) -> float:
     return statistics.median(xs)
 

@@ -12,12 +12,11 @@ is what ``generate()`` and ``VQPriorPipeline.from_checkpoints`` pay per file.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import torch
 
-from benchmarks.common import machine, markdown_table, median, write_json
+from benchmarks.common import machine, markdown_table, median, time_steps, write_json
 from vqvae_prior.checkpoint import load_checkpoint, load_prior, load_vqvae
 
 
@@ -31,14 +30,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def time_load(path: Path, runs: int) -> list[float]:
+    """Seconds of each of ``runs`` loads, after one that warms up (the file in the page cache, the classes imported)."""
     load = load_vqvae if load_checkpoint(path)["kind"] == "vqvae" else load_prior
-    load(path)  # warm: the file in the page cache, the classes imported
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        load(path)
-        times.append(time.perf_counter() - t0)
-    return times
+    return time_steps(lambda: load(path), 1, runs, torch.device("cpu"))
 
 
 def main(args: argparse.Namespace) -> dict:

@@ -16,12 +16,13 @@ forward pass under autocast, fp16 with a gradient scaler).
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 
 import torch
 
-from benchmarks.common import jsonable, machine, markdown_table, median, parse_shape, shape_str, sync, write_json
+from benchmarks.common import (
+    jsonable, machine, markdown_table, median, parse_shape, shape_str, time_steps, write_json,
+)
 from pipelines.cli import pick_device
 from pipelines.training import PRECISIONS, MixedPrecision
 from vqvae_prior.prior import GatedPixelCNN, PriorConfig
@@ -82,20 +83,6 @@ def prior_step(
         precision.step(loss, optimizer)
 
     return step
-
-
-def time_steps(step: Callable[[], None], warmup: int, steps: int, device: torch.device) -> list[float]:
-    """Seconds of each of ``steps`` timed steps, after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(steps):
-        sync(device)
-        t0 = time.perf_counter()
-        step()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return times
 
 
 def main(args: argparse.Namespace) -> dict:
