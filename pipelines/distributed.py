@@ -15,6 +15,8 @@ Without torchrun (no ``WORLD_SIZE`` in the environment) a fit is one process, as
   it (the at most ``world_size - 1`` items left over are not trained on in that epoch);
 * the quantizer sums its EMA statistics over the processes and draws its initial and restarted codes from the
   vectors of the whole global batch (``vqvae_prior/quantizer.py``), so its state is the same in every process;
+  after every epoch the fit checks that the whole model (weights, codebook, statistics) is bit-identical in every
+  process, and stops with an error if it is not;
 * held-out metrics are sums over shards of the held-out split, added over the processes: a single process's figure;
 * the process of rank 0 alone owns the output folder (lock, checkpoints, metrics, PNGs, the code cache, the
   progress bar and the log lines); every process reads the checkpoint that ``--resume`` continues.
@@ -131,6 +133,21 @@ class Distributed:
         if self.world_size > 1:
             dist.all_reduce(t)
         return t
+
+    def check_same(self, tensors: dict[str, Tensor]) -> None:
+        """Raise unless each of ``tensors`` (a state dict) holds the same values in every process: DDP keeps the
+        weights equal, the quantizer its own codebook and statistics; checked after every epoch, one broadcast per
+        tensor."""
+        if self.world_size == 1:
+            return
+        for name, t in tensors.items():
+            first = t.detach().clone()
+            dist.broadcast(first, src=0)
+            differs = torch.tensor([float(not torch.equal(first, t))], device=t.device)
+            dist.all_reduce(differs)
+            if differs.item():
+                raise RuntimeError(f"{name} differs between the processes of this fit (rank {self.rank}): the "
+                                   "data-parallel fit no longer computes one model")
 
     def barrier(self) -> None:
         if self.world_size > 1:

@@ -432,6 +432,7 @@ def fit_in(args: argparse.Namespace, run: RunFolder, dist: Distributed, device: 
         }
         metrics.update(source.likelihoods(metrics["test_bits_per_code"]))
         finite.check_epoch(model, "test_bits_per_code", metrics["test_bits_per_code"])
+        dist.check_same(model.state_dict())  # the same model in every process
         if args.samples_per_class > 0 and dist.is_main:
             save_samples(model, source.decoder, shape, args.samples_per_class, run.out / "samples.png", args.seed,
                          source.spectrograms)

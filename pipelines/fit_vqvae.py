@@ -221,6 +221,7 @@ def fit_in(args: argparse.Namespace, run: RunFolder, dist: Distributed, device: 
             "codebook_size": config.codebook_size,
         }
         finite.check_epoch(model, "test_mse", metrics["test_mse"])
+        dist.check_same(model.state_dict())  # the quantizer's state too: the same model in every process
         if dist.is_main:
             save_reconstructions(model, x_test, run.out / "reconstructions.png", device, splits.modality == "audio")
         training = run_folder.training_state(optimizer, scheduler, loader_generator, precision)

@@ -89,6 +89,12 @@ def _quantizer_worker(rank: int, world: int, port: int, z: torch.Tensor, out: Pa
     for step in range(5):
         quantizer(z[step, rank * per: (rank + 1) * per])  # this rank's contiguous shard of the global batch
     torch.save(quantizer.state_dict(), out / f"rank{rank}.pt")
+    processes = Distributed(rank, world)
+    processes.check_same(quantizer.state_dict())  # what the fits check after every epoch: passes
+    try:
+        processes.check_same({"rank": torch.tensor([float(rank)])})
+    except RuntimeError as e:
+        (out / f"refused{rank}.txt").write_text(str(e))
     dist.destroy_process_group()
 
 
@@ -109,6 +115,8 @@ def test_quantizer_state_is_the_same_on_every_rank_and_as_one_process(tmp_path):
     for name, value in single.state_dict().items():
         assert torch.equal(ranks[0][name], ranks[1][name]), f"{name} differs between the ranks"
         torch.testing.assert_close(ranks[0][name], value, atol=1e-5, rtol=0, msg=f"{name} differs from one process")
+    for rank in range(2):  # a tensor that differs between the processes is refused by both
+        assert "rank differs between the processes" in (tmp_path / f"refused{rank}.txt").read_text()
 
 
 def test_global_batch_is_cut_into_equal_contiguous_shards():
