@@ -111,12 +111,18 @@ class Distributed:
         bounds = torch.linspace(0, n, self.world_size + 1).round().long().tolist()
         return slice(bounds[self.rank], bounds[self.rank + 1])
 
+    def log(self, *args: Any) -> None:
+        """``print`` in the process of rank 0; nothing in the others."""
+        if self.is_main:
+            print(*args)
+
     def wrap(self, model: nn.Module, method: str = "forward") -> Callable[..., Any]:
         """What a training step calls: ``model.<method>``, through DDP when there are several processes. The
         model's buffers are not broadcast: its quantizer keeps them equal itself."""
         if self.world_size == 1:
             return getattr(model, method)
-        device_ids = [model_device(model).index] if model_device(model).type == "cuda" else None
+        device = next(model.parameters()).device
+        device_ids = [device.index] if device.type == "cuda" else None
         return DistributedDataParallel(_Method(model, method), device_ids=device_ids, broadcast_buffers=False)
 
     def sum(self, *values: float | Tensor) -> list[float]:
@@ -137,29 +143,30 @@ class Distributed:
     def check_same(self, tensors: dict[str, Tensor]) -> None:
         """Raise unless each of ``tensors`` (a state dict) holds the same values in every process: DDP keeps the
         weights equal, the quantizer its own codebook and statistics; checked after every epoch, one broadcast per
-        tensor."""
+        tensor and one reduction of the results."""
         if self.world_size == 1:
             return
-        for name, t in tensors.items():
+        differs = []
+        for t in tensors.values():
             first = t.detach().clone()
             dist.broadcast(first, src=0)
-            differs = torch.tensor([float(not torch.equal(first, t))], device=t.device)
-            dist.all_reduce(differs)
-            if differs.item():
-                raise RuntimeError(f"{name} differs between the processes of this fit (rank {self.rank}): the "
-                                   "data-parallel fit no longer computes one model")
+            differs.append(float(not torch.equal(first, t)))
+        device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+        flags = self.sum_(torch.tensor(differs, device=device))  # (T,) processes in which each tensor differs
+        names = [name for name, flag in zip(tensors, flags.tolist()) if flag]
+        if names:
+            raise RuntimeError(f"{', '.join(names[:3])} differs between the processes of this fit (rank "
+                               f"{self.rank}): the data-parallel fit no longer computes one model")
 
     def barrier(self) -> None:
         if self.world_size > 1:
             dist.barrier()
 
 
-def model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 @contextlib.contextmanager
-def fit_folder(args: argparse.Namespace, kind: str, metric: str) -> Iterator[tuple[RunFolder, Distributed, torch.device]]:
+def fit_folder(
+    args: argparse.Namespace, kind: str, metric: str
+) -> Iterator[tuple[RunFolder, Distributed, torch.device]]:
     """The output folder of a fit (``RunFolder(args.out, kind, metric)``, written by rank 0 alone), this process's
     place among the fit's processes and its device; the process group ends with the block."""
     dist, device = Distributed.start(args.device)

@@ -250,7 +250,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError("--shifts and --jitter augment the encodings of a VQ-VAE; with --pixels the likelihood "
                          "is of the images as they are: leave them out")
     model_config(args, codebook_size, num_classes=0)
-    with fit_folder(args, "prior", metric="test_bits_per_code") as (run, dist, device):  # torchrun: pipelines/distributed.py
+    # one process, or one of torchrun's (pipelines/distributed.py)
+    with fit_folder(args, "prior", metric="test_bits_per_code") as (run, dist, device):
         return fit_in(args, run, dist, device)
 
 
@@ -392,11 +393,10 @@ def fit_in(args: argparse.Namespace, run: RunFolder, dist: Distributed, device: 
     if args.compile:
         model.compile()  # in place: the state dict and the checkpoints are the plain module's
     nll = dist.wrap(model, "nll")  # model.nll, through DDP under torchrun
-    log = print if dist.is_main else lambda *_: None
-    log(f"prior ({args.arch}): {sum(p.numel() for p in model.parameters()):,} parameters, code maps {shape}, "
-          f"K={config.codebook_size}, {config.num_classes or 'no'} classes, {len(train_labels)} train "
-          f"({len(train_codes)} encodings each) / {len(test_codes)} held-out, device {device}"
-        + (f", {dist.world_size} processes" if dist.world_size > 1 else ""))
+    dist.log(f"prior ({args.arch}): {sum(p.numel() for p in model.parameters()):,} parameters, code maps {shape}, "
+             f"K={config.codebook_size}, {config.num_classes or 'no'} classes, {len(train_labels)} train "
+             f"({len(train_codes)} encodings each) / {len(test_codes)} held-out, device {device}"
+             + (f", {dist.world_size} processes" if dist.world_size > 1 else ""))
     info = {"codebook_size": config.codebook_size, "label_names": source.codes["label_names"],
             "code_shape": list(shape), **source.info, "shifts": args.shifts, "jitter": args.jitter,
             "args": dict(vars(args))}
@@ -407,8 +407,7 @@ def fit_in(args: argparse.Namespace, run: RunFolder, dist: Distributed, device: 
         model.train()
         t0 = time.perf_counter()
         epoch_codes = draw_shifts(train_codes, loader_generator)  # (N, h, w)
-        steps = batching.batches(epoch_codes, train_labels, args.batch_size, device, loader_generator,
-                                 dist.shard if dist.world_size > 1 else None)
+        steps = batching.batches(epoch_codes, train_labels, args.batch_size, device, loader_generator, dist.shard)
         bar = tqdm(steps, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{args.epochs}",
                    disable=args.no_progress or not dist.is_main)
         finite = FiniteLoss(epoch + 1, steps_per_epoch, device, run.last_good)
@@ -438,7 +437,7 @@ def fit_in(args: argparse.Namespace, run: RunFolder, dist: Distributed, device: 
                          source.spectrograms)
         training = run_folder.training_state(optimizer, scheduler, loader_generator, precision)
         metrics = run.save_epoch(model, metrics, info, training)
-        log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+        dist.log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
     return run.history[-1]
 
 

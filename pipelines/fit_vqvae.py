@@ -131,7 +131,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     """Fit the VQ-VAE; returns the last epoch's metrics (with ``kept`` and ``best_epoch``, as logged)."""
     cli.fill_defaults(args, DEFAULTS, data.modality_of(args.dataset))
     check_args(args)
-    with fit_folder(args, "vqvae", metric="test_mse") as (run, dist, device):  # torchrun: pipelines/distributed.py
+    # one process, or one of torchrun's (pipelines/distributed.py)
+    with fit_folder(args, "vqvae", metric="test_mse") as (run, dist, device):
         return fit_in(args, run, dist, device)
 
 
@@ -183,10 +184,9 @@ def fit_in(args: argparse.Namespace, run: RunFolder, dist: Distributed, device: 
     if args.compile:
         model.compile()  # in place: the state dict and the checkpoints are the plain module's
     forward = dist.wrap(model)  # model.forward, through DDP under torchrun
-    log = print if dist.is_main else lambda *_: None
-    log(f"VQ-VAE: {sum(p.numel() for p in model.parameters()):,} parameters, data {splits.sample_shape}, "
-          f"{len(x_train)} train / {len(x_test)} held-out, device {device}"
-        + (f", {dist.world_size} processes" if dist.world_size > 1 else ""))
+    dist.log(f"VQ-VAE: {sum(p.numel() for p in model.parameters()):,} parameters, data {splits.sample_shape}, "
+             f"{len(x_train)} train / {len(x_test)} held-out, device {device}"
+             + (f", {dist.world_size} processes" if dist.world_size > 1 else ""))
     info = {"data": splits.spec, "label_names": list(splits.label_names), "sample_shape": list(splits.sample_shape),
             "args": dict(vars(args))}
 
@@ -196,8 +196,7 @@ def fit_in(args: argparse.Namespace, run: RunFolder, dist: Distributed, device: 
         model.train()
         usage = CodeUsage(config.codebook_size)
         t0 = time.perf_counter()
-        steps = batching.batches(x_train, y_train, args.batch_size, device, loader_generator,
-                                 dist.shard if dist.world_size > 1 else None)
+        steps = batching.batches(x_train, y_train, args.batch_size, device, loader_generator, dist.shard)
         bar = tqdm(steps, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{args.epochs}",
                    disable=args.no_progress or not dist.is_main)
         finite = FiniteLoss(epoch + 1, steps_per_epoch, device, run.last_good)
@@ -226,7 +225,7 @@ def fit_in(args: argparse.Namespace, run: RunFolder, dist: Distributed, device: 
             save_reconstructions(model, x_test, run.out / "reconstructions.png", device, splits.modality == "audio")
         training = run_folder.training_state(optimizer, scheduler, loader_generator, precision)
         metrics = run.save_epoch(model, metrics, info, training)
-        log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+        dist.log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
     return run.history[-1]
 
 

@@ -1,8 +1,8 @@
 """Data-parallel fits under torchrun (gloo, 2 processes on the CPU) compute what one process computes.
 
 Each fit is launched the way users launch it (``python -m torch.distributed.run --nproc_per_node=2 -m
-pipelines.fit_...``) on the 60-digit folder; a launch costs a few seconds of process start-up. The weights of a 2-process
-fit are compared with one process's at the same seed and global batch: they differ only by the order of float sums
+pipelines.fit_...``) on the 60-digit folder; a launch costs a few seconds of process start-up. The weights of a
+2-process fit are compared with one process's at the same seed and global batch: they differ only by the order of float sums
 (the all-reduced gradients, the quantizer's summed statistics), well within ``ATOL``.
 """
 
