@@ -5,13 +5,19 @@ the sizes a test needs: ``tiny_prior(num_classes=3)``, ``make_digit_folder(root,
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
-from vqvae_prior.prior import GatedPixelCNN, PriorConfig
+if not torch.cuda.is_available():
+    # the fused sampler's Triton kernel runs in Triton's CPU interpreter (tests/test_fused_sampler.py). Triton reads
+    # this when it is first imported, and torch's own modules import it early, so it is set before anything else.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from vqvae_prior.prior import GatedPixelCNN, PriorConfig  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -216,7 +216,9 @@ class GatedLayerState:
             return None  # vh: the biases alone, from __init__ (the first row is the first call)
         W, n, C = v_in.shape
         p, k = self.p, self.k
-        self.v_rows = torch.cat([self.v_rows[1:], F.pad(v_in, (0, 0, 0, 0, p, p))[None]])  # (p+1, W+2p, n, C)
+        # in place (a CUDA graph replays the same buffers): move rows up one, the new row last, (p+1, W+2p, n, C)
+        self.v_rows[:-1] = self.v_rows[1:].clone()
+        self.v_rows[-1, p : p + W] = v_in
         windows = rearrange(self.v_rows.unfold(1, k, 1), "r w n c k -> (w n) (r k c)")  # (W*n, (p+1)*k*C)
         v_pre = torch.addmm(self.v_bias, windows, self.v_weight_t)  # (W*n, 2C) sees rows <= r-1
         self.vh = torch.addmm(self.vh_bias, v_pre, self.vh_weight_t).view(W, n, 2 * C)  # (W, n, 2C)

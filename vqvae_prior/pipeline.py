@@ -202,8 +202,8 @@ class VQPriorPipeline:
             temperature: softmax temperature of the prior (> 0).
             generator: a ``torch.Generator`` on :attr:`device`, for reproducible samples; None draws from torch's
                 global generator.
-            method: "auto" (default: the cached sampler where the prior has one), "cached" or "reference" (one
-                full forward pass per position).
+            method: "auto" (default: on CUDA the fused sampler, else the cached sampler, where the prior has
+                one), "fused", "cached" or "reference" (one full forward pass per position).
             guidance: classifier-free guidance weight (>= 0; > 0 needs a prior fitted with label dropout).
 
         Returns:

@@ -47,6 +47,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from vqvae_prior import sampler
+from vqvae_prior.errors import UsageError
 from vqvae_prior.layers import GatedLayer, GatedLayerState, channel_groups, channel_mask
 
 __all__ = ["AutoregressivePrior", "GatedPixelCNN", "GatedPixelCNNState", "Head", "PriorConfig"]
@@ -233,8 +234,9 @@ class AutoregressivePrior(nn.Module):
             generator: a ``torch.Generator`` on the model's device, for reproducible samples.
             given: optional (n, h, w) indices; entries >= 0 are kept as they are and conditioned on, entries < 0
                 are sampled.
-            method: "cached" (fast; a prior with ``sampling_state``), "reference" (one full forward pass per
-                position), or "auto" (the default): cached where the prior has it, else the reference.
+            method: "cached" (fast; a prior with ``sampling_state``), "fused" (the same with one GPU kernel per
+                position; CUDA), "reference" (one full forward pass per position), or "auto" (the default): fused
+                on CUDA where the prior has it, else cached where it has it, else the reference.
             guidance: classifier-free guidance weight w >= 0 (see ``vqvae_prior.prior``); > 0 needs labels and a
                 prior fitted with ``label_dropout`` > 0, and costs twice the sampling work.
 
@@ -276,6 +278,18 @@ class GatedPixelCNN(AutoregressivePrior):
     def sampling_state(self, n: int, shape: tuple[int, int], labels: Tensor | None = None) -> GatedPixelCNNState:
         """This network computed one position at a time, for the cached sampler (eval mode only)."""
         return GatedPixelCNNState(self, n, shape, labels)
+
+    def fused_sampling_state(self, n: int, shape: tuple[int, int], labels: Tensor | None = None) -> GatedPixelCNNState:
+        """The same with each position's work (every layer's horizontal stack and the head) one GPU kernel
+        (``vqvae_prior.fused``; CUDA and Triton, or Triton's CPU interpreter)."""
+        try:
+            from vqvae_prior.fused import FusedGatedPixelCNNState
+        except ImportError as error:
+            raise UsageError(f"the fused sampler needs Triton (installed with PyTorch's CUDA builds on Linux): "
+                             f"{error}; sample with method 'cached'") from error
+        if self.training:
+            raise RuntimeError("GatedPixelCNN.fused_sampling_state computes the eval-mode network: call .eval()")
+        return FusedGatedPixelCNNState(self, n, shape, labels)
 
 
 class GatedPixelCNNState:

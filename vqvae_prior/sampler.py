@@ -8,6 +8,10 @@ raster order: at the start of each row it hands the state the codes of the row a
 for the logits and then hands back the code chosen there. For the gated PixelCNN that is about one full pass of
 arithmetic per sample (each layer caches its input rows: ``vqvae_prior.layers.GatedLayerState``).
 
+The fused sampler is the cached sampler driving the prior's ``fused_sampling_state`` instead: the same
+step-by-step form with each position's work in one GPU kernel (``vqvae_prior.fused``). On CUDA the cached and fused
+samplers also capture one row's work as a CUDA graph and replay it for every later row (:func:`sample_cached`).
+
 Both samplers draw all their uniform random numbers up front, ``u = rand(n, h, w)``, and pick at each position the
 code whose cumulative probability first exceeds u (inverse-CDF sampling): given the same generator they return the
 same indices, and the inner loops have no host synchronization. They run under ``torch.inference_mode`` (less
@@ -21,6 +25,7 @@ own state.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from typing import Protocol
 
@@ -35,7 +40,11 @@ __all__ = [
     "sample_from_logits", "sample_reference",
 ]
 
-METHODS = ("auto", "cached", "reference")
+METHODS = ("auto", "fused", "cached", "reference")
+
+#: On CUDA the cached and fused samplers capture the work of one row as a CUDA graph and replay it for every later
+#: row (no kernel launches from Python); False runs every row eagerly (benchmarks compare the two).
+CUDA_GRAPHS = True
 
 
 class SamplingState(Protocol):
@@ -73,6 +82,9 @@ class Prior(Protocol):
         """The prior's step-by-step form, for :func:`sample_cached` (eval mode). Optional: a prior without it is
         sampled by :func:`sample_reference`."""
 
+    def fused_sampling_state(self, n: int, shape: tuple[int, int], labels: Tensor | None) -> SamplingState:
+        """The same with each position's work fused into one GPU kernel (optional; method "fused")."""
+
     def eval(self) -> Prior: ...
 
     def train(self, mode: bool = True) -> Prior: ...
@@ -91,8 +103,8 @@ def sample(
 ) -> Tensor:
     """Sample n code maps (n, h, w) from ``model`` in eval mode (its mode is restored afterwards).
 
-    Arguments as ``vqvae_prior.prior.AutoregressivePrior.sample``; ``method`` is "cached", "reference" or "auto"
-    (cached for a prior with ``sampling_state``, else the reference).
+    Arguments as ``vqvae_prior.prior.AutoregressivePrior.sample``; ``method`` is "fused", "cached", "reference" or
+    "auto" (:func:`resolve_method`).
     """
     method = resolve_method(model, method)
     labels = model.check_labels(labels, n)
@@ -103,26 +115,31 @@ def sample(
             "guidance > 0 needs a class-conditional prior fitted with label dropout (fit_prior --label-dropout), "
             f"and labels; this prior has {'no null label' if labels is not None else 'no labels'}"
         )
-    fn = sample_cached if method == "cached" else sample_reference
     was_training = model.training
     model.eval()
     try:
-        return fn(model, n, tuple(shape), labels, temperature, generator, given, guidance)
+        if method == "reference":
+            return sample_reference(model, n, tuple(shape), labels, temperature, generator, given, guidance)
+        return sample_cached(model, n, tuple(shape), labels, temperature, generator, given, guidance,
+                             fused=method == "fused")
     finally:
         model.train(was_training)
 
 
 def resolve_method(model: Prior, method: str) -> str:
-    """The sampler, "cached" or "reference", that ``method`` names for this prior; a clear error for a method that
-    does not exist or that the prior cannot run."""
+    """The sampler, "fused", "cached" or "reference", that ``method`` names for this prior; a clear error for a
+    method that does not exist or that the prior cannot run. "auto" is fused on CUDA where the prior has a fused
+    form and Triton is installed, else cached where the prior has a step-by-step form, else the reference."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    cached = hasattr(model, "sampling_state")
+    cached, fused = hasattr(model, "sampling_state"), hasattr(model, "fused_sampling_state")
     if method == "auto":
+        if fused and model.device.type == "cuda" and importlib.util.find_spec("triton") is not None:
+            return "fused"
         return "cached" if cached else "reference"
-    if method == "cached" and not cached:
-        raise UsageError(f"{type(model).__name__} has no step-by-step form for the cached sampler: sample it with "
-                         "method 'reference' (or 'auto')")
+    if method in ("cached", "fused") and not (fused if method == "fused" else cached):
+        raise UsageError(f"{type(model).__name__} has no {'fused ' if method == 'fused' else ''}step-by-step form "
+                         f"for the {method} sampler: sample it with method 'reference' (or 'auto')")
     return method
 
 
@@ -153,9 +170,12 @@ class GuidedState:
     """A :class:`SamplingState` of n code maps under classifier-free guidance, from the prior's own state over 2n:
     the n maps given their labels, then the same maps given the null label."""
 
-    def __init__(self, model: Prior, n: int, shape: tuple[int, int], labels: Tensor, guidance: float) -> None:
+    def __init__(
+        self, model: Prior, n: int, shape: tuple[int, int], labels: Tensor, guidance: float, fused: bool = False
+    ) -> None:
         null = torch.full_like(labels, model.null_label)  # (n,)
-        self.inner = model.sampling_state(2 * n, shape, torch.cat([labels, null]))
+        make = model.fused_sampling_state if fused else model.sampling_state
+        self.inner = make(2 * n, shape, torch.cat([labels, null]))
         self.guidance = guidance
 
     def start_row(self, above: Tensor | None) -> None:
@@ -231,19 +251,57 @@ def sample_cached(
     generator: torch.Generator | None = None,
     given: Tensor | None = None,
     guidance: float = 0.0,
+    fused: bool = False,
 ) -> Tensor:
-    """Cached sampler: the prior's :class:`SamplingState` driven in raster order. Same contract and same samples as
-    :func:`sample_reference` (to float tolerance of the logits)."""
+    """Cached sampler: the prior's :class:`SamplingState` (``fused``: its fused form) driven in raster order. Same
+    contract and same samples as :func:`sample_reference` (to float tolerance of the logits).
+
+    On CUDA (with :data:`CUDA_GRAPHS`) rows 0 and 1 run eagerly (row 1 also warms up every kernel), then one row's
+    work is captured as a CUDA graph over static buffers and replayed for each later row: the same kernels on the
+    same numbers, without launching each from Python."""
     with torch.inference_mode():
         u, indices, keep = _start(model, n, shape, temperature, generator, given)
         if guidance > 0:
-            state: SamplingState = GuidedState(model, n, shape, labels, guidance)
+            state: SamplingState = GuidedState(model, n, shape, labels, guidance, fused)
         else:
-            state = model.sampling_state(n, shape, labels)
+            state = (model.fused_sampling_state if fused else model.sampling_state)(n, shape, labels)
         H, W = shape
-        for r in range(H):
-            state.start_row(indices[:, r - 1] if r > 0 else None)
-            for c in range(W):
-                drawn = sample_from_logits(state.logits(c), u[r * W + c], temperature)  # (n,)
-                state.put(c, _choose(indices, keep, r, c, drawn))
+        u = u.view(H, W, n, 1)  # (h, w, n, 1)
+        graph = CUDA_GRAPHS and indices.is_cuda and H > 2
+        for r in range(2 if graph else H):
+            _sample_row(state, indices[:, r - 1] if r > 0 else None, u[r], indices[:, r],
+                        None if keep is None else keep[:, r], temperature)
+        if graph:
+            _replay_rows(state, indices, keep, u, temperature)
     return indices.clone()  # an ordinary tensor, usable outside inference mode
+
+
+def _sample_row(
+    state: SamplingState, above: Tensor | None, u: Tensor, row: Tensor, keep: Tensor | None, temperature: float
+) -> None:
+    """Sample one row in place: ``row`` (n, w) holds the given codes where ``keep`` (n, w) and receives the drawn
+    ones elsewhere; ``above`` (n, w) the codes of the row above (None in the first row), u (w, n, 1) the uniforms."""
+    state.start_row(above)
+    for c in range(row.shape[1]):
+        drawn = sample_from_logits(state.logits(c), u[c], temperature)  # (n,)
+        if keep is not None:
+            drawn = torch.where(keep[:, c], row[:, c], drawn)
+        row[:, c] = drawn
+        state.put(c, drawn)
+
+
+def _replay_rows(state: SamplingState, indices: Tensor, keep: Tensor | None, u: Tensor, temperature: float) -> None:
+    """Rows 2 .. h-1 of ``indices`` (n, h, w): one row captured as a CUDA graph, replayed for each (CUDA only)."""
+    above, row, u_row = indices[:, 1].clone(), indices[:, 2].clone(), u[2].clone()  # static buffers of the graph
+    keep_row = None if keep is None else keep[:, 2].clone()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        _sample_row(state, above, u_row, row, keep_row, temperature)
+    for r in range(2, indices.shape[1]):
+        above.copy_(indices[:, r - 1])
+        row.copy_(indices[:, r])
+        u_row.copy_(u[r])
+        if keep_row is not None:
+            keep_row.copy_(keep[:, r])
+        graph.replay()
+        indices[:, r] = row
