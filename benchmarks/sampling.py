@@ -33,6 +33,7 @@ from benchmarks.common import (
 )
 from pipelines.cli import pick_device
 from pipelines.generate import generate
+from vqvae_prior import sampler
 from vqvae_prior.checkpoint import load_prior, load_vqvae
 from vqvae_prior.prior import GatedPixelCNN, PriorConfig
 
@@ -46,6 +47,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "on before extrapolating to h*w; 0: all (no extrapolation)")
     parser.add_argument("--check-grid", type=parse_shape, default="7x7", help="grid of the extrapolation check")
     parser.add_argument("--check-batch", type=int, default=16, help="0: no check")
+    parser.add_argument("--methods", nargs="+", default=["cached"], help="samplers timed against the reference: "
+                        "cached, fused; NAME-eager runs it without CUDA graphs (sampler.CUDA_GRAPHS off)")
     parser.add_argument("--min-time", type=float, default=1.0, help="re-run a sampler until this many seconds")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
@@ -113,20 +116,35 @@ def check_extrapolation(model: GatedPixelCNN, shape: tuple[int, int], n: int, P:
             "extrapolated_seconds": extrapolated, "ratio": extrapolated / full}
 
 
-def benchmark_cell(model: GatedPixelCNN, shape: tuple[int, int], n: int, P: int, min_time: float, seed: int) -> dict:
-    """Seconds per sample of both samplers on one grid and batch size."""
+def time_method(model: GatedPixelCNN, name: str, n: int, shape: tuple[int, int], seed: int) -> float:
+    """Seconds of one call of the sampler ``name`` ("cached", "fused", or either + "-eager": no CUDA graphs)."""
+    method, eager = name.removesuffix("-eager"), name.endswith("-eager")
+    graphs, sampler.CUDA_GRAPHS = sampler.CUDA_GRAPHS, not eager
+    try:
+        return time_sampler(model, method, n, shape, seed)[0]
+    finally:
+        sampler.CUDA_GRAPHS = graphs
+
+
+def benchmark_cell(model: GatedPixelCNN, shape: tuple[int, int], n: int, P: int, min_time: float, seed: int,
+                   methods: tuple[str, ...] = ("cached",)) -> dict:
+    """Seconds per sample of the reference and of each of ``methods`` on one grid and batch size."""
     positions = shape[0] * shape[1]
     P = min(P or positions, positions)
     time_sampler(model, "reference", n, shape, seed, clock=model, stop_after=1)  # warm-up: one position
-    time_sampler(model, "cached", n, shape, seed, clock=model.embedding, stop_after=shape[1] + 1)  # warm-up: ~a row
     ref = repeat_timing(lambda: reference_seconds(model, n, shape, P, seed), min_time)  # whole batch, h*w positions
-    cached = repeat_timing(lambda: time_sampler(model, "cached", n, shape, seed)[0], min_time)
-    return {"grid": list(shape), "batch": n, "reference_positions": P, "extrapolated": P < positions,
-            "reference_runs": ref, "cached_runs": cached,
-            "reference_s_per_sample": median(ref) / n, "cached_s_per_sample": median(cached) / n,
-            "speedup": median(ref) / median(cached),
-            "cached_in_full_passes": positions * median(cached) / median(ref),
-            "load_average": os.getloadavg()[0]}  # > threads: other processes competed for the cores
+    cell = {"grid": list(shape), "batch": n, "reference_positions": P, "extrapolated": P < positions,
+            "reference_runs": ref, "reference_s_per_sample": median(ref) / n}
+    for name in methods:
+        time_method(model, name, n, shape, seed)  # warm-up (Triton compiles its kernel at the first call)
+        runs = repeat_timing(lambda: time_method(model, name, n, shape, seed), min_time)
+        cell |= {f"{name}_runs": runs, f"{name}_s_per_sample": median(runs) / n,
+                 f"{name}_speedup": median(ref) / median(runs),
+                 f"{name}_in_full_passes": positions * median(runs) / median(ref)}
+    if "cached" in methods:  # the names of earlier result files
+        cell |= {"speedup": cell["cached_speedup"], "cached_in_full_passes": cell["cached_in_full_passes"]}
+    cell["load_average"] = os.getloadavg()[0]  # > threads: other processes competed for the cores
+    return cell
 
 
 def time_generate(args: argparse.Namespace, device: torch.device) -> dict:
@@ -185,16 +203,19 @@ def main(args: argparse.Namespace) -> dict:
     cells, rows = [], []
     for shape in args.grids:
         for n in args.batches:
-            cell = benchmark_cell(model, shape, n, P, args.min_time, args.seed)
+            cell = benchmark_cell(model, shape, n, P, args.min_time, args.seed, tuple(args.methods))
             cells.append(cell)
             star = " *" if cell["extrapolated"] else ""
-            rows.append([shape_str(shape), str(n), f"{cell['reference_s_per_sample']:.4g}{star}",
-                         f"{cell['cached_s_per_sample']:.4g}", f"{cell['speedup']:.1f}x{star}",
-                         f"{cell['cached_in_full_passes']:.2f}{star}"])
+            rows.append([shape_str(shape), str(n), f"{cell['reference_s_per_sample']:.4g}{star}"])
+            for name in args.methods:
+                rows[-1] += [f"{cell[name + '_s_per_sample']:.4g}", f"{cell[name + '_speedup']:.1f}x{star}",
+                             f"{cell[name + '_in_full_passes']:.2f}{star}"]
             print(" | ".join(rows[-1]), flush=True)
     result["cells"] = cells
-    table = markdown_table(["grid", "batch", "reference s/sample", "cached s/sample", "speedup",
-                            "cached, in full passes"], rows)
+    header = ["grid", "batch", "reference s/sample"]
+    for name in args.methods:
+        header += [f"{name} s/sample", "speedup", f"{name}, in full passes"]
+    table = markdown_table(header, rows)
     if any(cell["extrapolated"] for cell in cells):
         table += f"\n\n\\* reference timed on its first P = {P} positions and extrapolated linearly to h*w"
         table += (f" (check on {shape_str(args.check_grid)}, batch {check['batch']}: extrapolated / full = "

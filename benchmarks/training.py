@@ -31,9 +31,9 @@ from vqvae_prior.vqvae import VQVAE, VQVAEConfig
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--vqvae-shapes", nargs="+", type=parse_shape, default=[(1, 28, 28), (1, 128, 80)],
+    parser.add_argument("--vqvae-shapes", nargs="*", type=parse_shape, default=[(1, 28, 28), (1, 128, 80)],
                         help="VQ-VAE inputs C x H x W")
-    parser.add_argument("--prior-grids", nargs="+", type=parse_shape, default=[(7, 7), (32, 20)],
+    parser.add_argument("--prior-grids", nargs="*", type=parse_shape, default=[(7, 7), (32, 20)],
                         help="prior code maps h x w")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--downsample", type=int, default=VQVAEConfig().downsample, help="of the VQ-VAE")
@@ -43,6 +43,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (as the fit entry points)")
     parser.add_argument("--precision", nargs="+", choices=tuple(PRECISIONS), default=["fp32"],
                         help="one row per precision (fp16: CUDA)")
+    parser.add_argument("--compile", action="store_true", help="also each row with the model torch.compile'd "
+                        "(as fit_* --compile)")
+    parser.add_argument("--prior-layers", type=int, default=PriorConfig.num_layers)
+    parser.add_argument("--prior-head", type=int, default=PriorConfig.head_channels, help="prior head channels")
+    parser.add_argument("--prior-codebook", type=int, default=256, help="prior codebook size K")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -52,10 +57,12 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def vqvae_step(
     shape: tuple[int, int, int], batch: int, lr: float, device: torch.device, downsample: int,
-    precision: MixedPrecision,
+    precision: MixedPrecision, compile: bool = False,
 ) -> Callable[[], None]:
     """One VQ-VAE training step on a fixed random batch (B, C, H, W), as in ``pipelines.fit_vqvae``."""
     model = VQVAE(VQVAEConfig(in_channels=shape[0], downsample=downsample)).to(device).train()
+    if compile:
+        model.compile()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     x = torch.rand(batch, *shape, device=device)  # (B, C, H, W) in [0, 1]
 
@@ -69,10 +76,15 @@ def vqvae_step(
 
 def prior_step(
     grid: tuple[int, int], batch: int, lr: float, device: torch.device, dropout: float, precision: MixedPrecision,
+    compile: bool = False, layers: int = PriorConfig.num_layers, head: int = PriorConfig.head_channels,
+    codebook_size: int = 256,
 ) -> Callable[[], None]:
     """One prior training step on fixed random code maps (B, h, w) and labels (B,), as in ``pipelines.fit_prior``."""
-    config = PriorConfig(codebook_size=256, num_classes=10, dropout=dropout)
+    config = PriorConfig(codebook_size=codebook_size, num_classes=10, num_layers=layers, head_channels=head,
+                         dropout=dropout)
     model = GatedPixelCNN(config).to(device).train()
+    if compile:
+        model.compile()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     codes = torch.randint(config.codebook_size, (batch, *grid), device=device)  # (B, h, w)
     labels = torch.randint(config.num_classes, (batch,), device=device)  # (B,)
@@ -98,12 +110,15 @@ def main(args: argparse.Namespace) -> dict:
     jobs = []
     for name in args.precision:
         precision = MixedPrecision(name, device)
-        jobs += [("VQ-VAE", "images/s", shape, name,
-                  vqvae_step(shape, args.batch_size, args.lr, device, args.downsample, precision))
-                 for shape in args.vqvae_shapes]
-        jobs += [("prior", "code maps/s", grid, name,
-                  prior_step(grid, args.batch_size, args.lr, device, args.dropout, precision))
-                 for grid in args.prior_grids]
+        for compiled in (False, True) if args.compile else (False,):
+            label = name + (" compiled" if compiled else "")
+            jobs += [("VQ-VAE", "images/s", shape, label,
+                      vqvae_step(shape, args.batch_size, args.lr, device, args.downsample, precision, compiled))
+                     for shape in args.vqvae_shapes]
+            jobs += [("prior", "code maps/s", grid, label,
+                      prior_step(grid, args.batch_size, args.lr, device, args.dropout, precision, compiled,
+                                 args.prior_layers, args.prior_head, args.prior_codebook))
+                     for grid in args.prior_grids]
 
     rows, runs = [], []
     for model, unit, shape, precision_name, step in jobs:

@@ -25,7 +25,6 @@ import math
 import re
 from pathlib import Path
 
-import soundfile
 import torch
 from PIL import Image
 from torch import Tensor
@@ -105,7 +104,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--method", choices=METHODS, default="auto",
-                        help="sampler: auto (cached where the prior has one), cached, or reference")
+                        help="sampler: auto (fused on CUDA, else cached, where the prior has them), fused, cached, "
+                        "or reference")
     parser.add_argument("--out", default="samples.png", help="PNG grid; WAV files of audio go beside it")
     parser.add_argument("--nrow", type=int, help="images per row of the grid (default: --repeat, or 8)")
     return parser
@@ -193,6 +193,7 @@ def labels_from_names(files: list[Path], pipe: VQPriorPipeline) -> list[int]:
 
 def complete_files(pipe: VQPriorPipeline, args: argparse.Namespace, out: Path) -> CompletionOutput:
     """``--complete``: read the inputs, complete them, write the PNG ``out`` (and WAVs beside it)."""
+    import soundfile as sf  # only where WAVs are written: generate() and images need no audio library
     if args.keep_rows is None:
         raise UsageError("--complete needs --keep-rows N, the code rows to keep")
     files = input_files(Path(args.complete), pipe.modality)
@@ -210,12 +211,14 @@ def complete_files(pipe: VQPriorPipeline, args: argparse.Namespace, out: Path) -
     if result.waveforms is not None:
         for i, (f, waves) in enumerate(zip(files, result.waveforms)):
             for j, wave in enumerate(waves):
-                soundfile.write(out.with_name(f"{out.stem}_{i:03d}_{f.stem}_{j}.wav"), wave.numpy(), result.sample_rate)
+                sf.write(out.with_name(f"{out.stem}_{i:03d}_{f.stem}_{j}.wav"), wave.numpy(), result.sample_rate)
         print(f"wrote {result.waveforms.shape[0] * result.waveforms.shape[1]} WAV files beside it")
     return result
 
 
 def main(args: argparse.Namespace) -> PipelineOutput | CompletionOutput:
+    import soundfile as sf  # only where WAVs are written: generate() and images need no audio library
+
     cli.at_least(args, 1, "n", "repeat", "nrow")
     cli.at_least(args, 0, "keep_rows")
     cli.positive(args, "temperature")
@@ -244,7 +247,7 @@ def main(args: argparse.Namespace) -> PipelineOutput | CompletionOutput:
     if result.waveforms is not None:
         for i, wave in enumerate(result.waveforms):
             name = result.label_names[int(result.labels[i])] if result.labels is not None else "x"
-            soundfile.write(out.with_name(f"{out.stem}_{i:03d}_{name}.wav"), wave.numpy(), result.sample_rate)
+            sf.write(out.with_name(f"{out.stem}_{i:03d}_{name}.wav"), wave.numpy(), result.sample_rate)
         print(f"wrote {n} WAV files beside it")
     return result
 

@@ -66,12 +66,17 @@ def test_sampling_main_writes_its_table(benchmarks, tiny_checkpoints, tmp_path):
 
 def test_sampling_main_without_check(benchmarks, tmp_path):
     args = benchmarks.sampling.get_args_parser().parse_args([
-        "--grids", "7x7", "--batches", "1", "--reference-positions", "1", "--check-batch", "0", "--min-time", "0",
-        "--device", "cpu", "--out", str(tmp_path / "sampling.json"),
+        "--grids", "3x3", "--batches", "1", "--reference-positions", "1", "--check-batch", "0", "--min-time", "0",
+        "--device", "cpu", "--methods", "cached", "cached-eager", "--out", str(tmp_path / "sampling.json"),
     ])
     result = benchmarks.sampling.main(args)
     assert result["check"] is None and "generate" not in result
     assert result["table"].endswith("extrapolated linearly to h*w.")
+    (cell,) = result["cells"]
+    for name in ("cached", "cached-eager"):  # a column of each (on the CPU both run eagerly)
+        assert cell[f"{name}_s_per_sample"] > 0 and f"{name}, in full passes" in result["table"]
+        assert cell[f"{name}_speedup"] == pytest.approx(cell["reference_s_per_sample"] / cell[f"{name}_s_per_sample"])
+    assert benchmarks.sampling.sampler.CUDA_GRAPHS  # restored after the eager column
 
 
 def test_sampling_main_needs_both_checkpoints(benchmarks, tmp_path):
@@ -96,6 +101,20 @@ def test_training_main_writes_its_table(benchmarks, tmp_path):
         assert run["batch"] == 1 and len(run["step_runs"]) == 1
         assert run["per_second"] == pytest.approx(1 / run["step_seconds"])
     assert result["table"].count("\n") == 5  # header, rule, four rows
+
+
+def test_training_main_prior_only_at_another_size(benchmarks, tmp_path, monkeypatch):
+    sizes = []
+    record = lambda config: sizes.append(config) or GatedPixelCNN(config)  # noqa: E731
+    monkeypatch.setattr(benchmarks.training, "GatedPixelCNN", record)
+    args = benchmarks.training.get_args_parser().parse_args([
+        "--vqvae-shapes", "--prior-grids", "4x4", "--prior-layers", "3", "--prior-head", "32", "--prior-codebook",
+        "16", "--batch-size", "2", "--warmup", "0", "--steps", "1", "--device", "cpu",
+        "--out", str(tmp_path / "t.json"),
+    ])
+    result = benchmarks.training.main(args)
+    assert [(r["model"], r["input"]) for r in result["runs"]] == [("prior", [4, 4])]
+    assert (sizes[0].num_layers, sizes[0].head_channels, sizes[0].codebook_size) == (3, 32, 16)
 
 
 def test_processes_main_runs_each_fit_under_torchrun(benchmarks, tmp_path, digit_folder):
