@@ -163,9 +163,10 @@ class GatedLayerState:
 
     Per row r: :meth:`begin_row` takes the layer's vertical input at row r - 1 (complete by then), runs the vertical
     convolution once over it and stores the 1x1 projection that the horizontal stack adds in row r. Per position
-    (r, c): :meth:`put` writes the horizontal input at column c, :meth:`step` runs the horizontal convolution on its
-    cached window and returns the layer's outputs there. The results equal :meth:`GatedLayer.forward` at each
-    position (eval mode: no dropout) to float rounding: the same sums, in another order.
+    (r, c): the layer's horizontal input at column c is written (by :meth:`put`, or by the layer below, see
+    :meth:`connect`), :meth:`step` runs the horizontal convolution on its cached window and writes the layer's
+    outputs there. The results equal :meth:`GatedLayer.forward` at each position (eval mode: no dropout) to float
+    rounding: the same sums, in another order.
 
     Every convolution is one matrix product (``torch.addmm``) over rows laid out column-major, ``(w n)``: batch n,
     C channels, W the code map's width, p = k // 2, kw the horizontal kernel's width. The caches:
@@ -178,8 +179,10 @@ class GatedLayerState:
     - ``vh`` (W, n, 2C): what the vertical stack adds to the current row's horizontal pre-activation, with the
       horizontal convolution's bias and the label bias folded in (above the grid: those biases alone).
 
-    :meth:`step` runs once per layer and position, so it is written for few operator calls: weights transposed
-    once, the window read in place, the outputs written into preallocated buffers whose halves are views.
+    Every buffer is written in place (a CUDA graph can replay the same addresses), and :meth:`step` runs once per
+    layer and position, so it is written for few operator calls: the views it reads and writes are made once per
+    column here (the window, vh's column, the input and the next layer's input there), weights are transposed
+    once, and the outputs go into preallocated buffers: five operators a step.
     """
 
     def __init__(self, layer: GatedLayer, n: int, width: int, labels: Tensor | None) -> None:
@@ -198,13 +201,23 @@ class GatedLayerState:
             self.bias_v, bias_h = bias_v, bias_h + label_h  # (n, 2C) each
         # what every row's vh starts from: the biases of the horizontal pre-activation, for each column
         self.vh_bias = bias_h.expand(width, n, 2 * C).reshape(width * n, 2 * C)  # (W*n, 2C)
-        self.vh = self.vh_bias.view(width, n, 2 * C)  # above the grid: the vertical stack adds nothing but biases
+        self.vh = self.vh_bias.clone().view(width, n, 2 * C)  # above the grid: nothing but the biases
         self.v_rows = weight.new_zeros(p + 1, width + 2 * p, n, C)
         self.h_row = weight.new_zeros(n, width + p, C)
-        self.h_pre = weight.new_empty(n, 2 * C)  # the horizontal pre-activation, and its two halves (views)
-        self.h_pre_a, self.h_pre_b = self.h_pre[:, :C], self.h_pre[:, C:]
-        self.out = weight.new_empty(n, 2 * C)  # the residual and skip outputs, and each (views)
-        self.residual, self.skip = self.out[:, :C], self.out[:, C:]
+        self.h_pre = weight.new_empty(n, 2 * C)  # the horizontal pre-activation, and its first half (a view)
+        self.h_pre_a = self.h_pre[:, :C]
+        # per column c: the window (n, kw*C), vh (n, 2C) and the input (n, C) there, all views of the caches
+        self.windows = [self.h_row[:, c : c + self.kw].flatten(1) for c in range(width)]
+        self.vh_columns = list(self.vh)
+        self.inputs = [self.h_row[:, c + p] for c in range(width)]
+        self.connect(weight.new_empty(n, 2 * C), None)
+
+    def connect(self, out: Tensor, after: GatedLayerState | None) -> None:
+        """Where :meth:`step` writes: the residual and skip outputs into ``out`` (n, 2C), and the horizontal output
+        into ``after``'s input at the same column (the next layer; None for the last, whose output nobody reads)."""
+        C = out.shape[1] // 2
+        self.out, self.residual, self.skip = out, out[:, :C], out[:, C:]
+        self.next_inputs = None if after is None else after.inputs
 
     def begin_row(self, v_in: Tensor | None) -> Tensor | None:
         """Start a row, given this layer's vertical input of the row above, (W, n, C), or None in the first row.
@@ -216,30 +229,32 @@ class GatedLayerState:
             return None  # vh: the biases alone, from __init__ (the first row is the first call)
         W, n, C = v_in.shape
         p, k = self.p, self.k
-        # in place (a CUDA graph replays the same buffers): move rows up one, the new row last, (p+1, W+2p, n, C)
+        # move the cached rows up one, the new row last, (p+1, W+2p, n, C)
         self.v_rows[:-1] = self.v_rows[1:].clone()
         self.v_rows[-1, p : p + W] = v_in
         windows = rearrange(self.v_rows.unfold(1, k, 1), "r w n c k -> (w n) (r k c)")  # (W*n, (p+1)*k*C)
         v_pre = torch.addmm(self.v_bias, windows, self.v_weight_t)  # (W*n, 2C) sees rows <= r-1
-        self.vh = torch.addmm(self.vh_bias, v_pre, self.vh_weight_t).view(W, n, 2 * C)  # (W, n, 2C)
+        torch.addmm(self.vh_bias, v_pre, self.vh_weight_t, out=self.vh.view(W * n, 2 * C))  # (W, n, 2C)
         v_pre = v_pre.view(W, n, 2 * C)
         return gate(v_pre if self.bias_v is None else v_pre + self.bias_v, dim=-1)  # (W, n, C)
 
     def put(self, c: int, x: Tensor, start: int = 0) -> None:
         """Write the horizontal input x (n, C) at column c of the current row; x (n, C') with C' < C writes
         channels ``start`` .. ``start + C'`` only (one image channel of a pixel)."""
-        self.h_row[:, c + self.p, start : start + x.shape[1]] = x
+        self.inputs[c][:, start : start + x.shape[1]] = x
 
-    def step(self, c: int) -> tuple[Tensor, Tensor]:
+    def step(self, c: int) -> None:
         """The layer at column c of the current row, from the inputs put so far: columns <= c (< c if first).
-
-        Returns:
-            (h, skip), each (n, C): the horizontal stack's output (the next layer's input) and the skip output;
-            valid until the next call (they may be views of this state's buffers).
-        """
-        window = self.h_row[:, c : c + self.kw].flatten(1)  # (n, kw*C) view: input columns c-p .. c (.. c-1 if first)
-        torch.addmm(self.vh[c], window, self.h_weight_t, out=self.h_pre)  # (n, 2C)
-        gated = torch.tanh(self.h_pre_a) * torch.sigmoid(self.h_pre_b)  # (n, C), as gate()
+        Writes the residual and skip outputs (n, C) each (``residual``, ``skip``: views of ``out``) and the
+        horizontal stack's output into the next layer's input at column c (:meth:`connect`)."""
+        torch.addmm(self.vh_columns[c], self.windows[c], self.h_weight_t, out=self.h_pre)  # (n, 2C)
+        self.h_pre_a.tanh_()
+        gated = F.glu(self.h_pre, dim=1)  # (n, C): tanh(a) * sigmoid(b), as gate()
         torch.addmm(self.out_bias, gated, self.out_weight_t, out=self.out)  # (n, 2C): residual and skip
+        if self.next_inputs is None:
+            return
         # no residual on the first layer: its input holds the current position, which it must not see
-        return (self.residual if self.first else self.h_row[:, c + self.p] + self.residual), self.skip
+        if self.first:
+            self.next_inputs[c].copy_(self.residual)
+        else:
+            torch.add(self.inputs[c], self.residual, out=self.next_inputs[c])

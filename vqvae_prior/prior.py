@@ -307,6 +307,12 @@ class GatedPixelCNNState:
         self.offsets = torch.arange(self.G, device=model.device) * self.K  # (G,) each channel's embedding rows
         width = shape[1] // self.G  # pixels per row
         self.layers: list[GatedLayerState] = [layer.sampling_state(n, width, labels) for layer in model.layers]
+        C = model.config.channels
+        # every layer's residual and skip outputs, side by side: the skips are summed with one operator
+        self.outputs = model.embedding.weight.new_empty(len(self.layers), n, 2 * C)  # (L, n, 2C)
+        for layer, out, after in zip(self.layers, self.outputs, self.layers[1:] + [None]):
+            layer.connect(out, after)
+        self.skips = self.outputs[:, :, C:]  # (L, n, C)
         self.head = model.head.step()
 
     def start_row(self, above: Tensor | None) -> None:
@@ -321,19 +327,15 @@ class GatedPixelCNNState:
     def logits(self, c: int) -> Tensor:
         """Logits (n, K) at column c of the current row, given the codes put before it."""
         pixel, channel = divmod(c, self.G)
-        skips: Tensor | int = 0
-        for layer, after in zip(self.layers, self.layers[1:] + [None]):
-            h, skip = layer.step(pixel)  # (n, C) each
-            skips = skips + skip
-            if after is not None:
-                after.put(pixel, h)
-        logits = self.head(skips)  # (n, G*K)
+        for layer in self.layers:
+            layer.step(pixel)  # its skip output, and the next layer's input at this pixel
+        logits = self.head(self.skips.sum(0))  # (n, G*K)
         return logits if self.G == 1 else logits[:, channel * self.K : (channel + 1) * self.K]  # (n, K)
 
     def put(self, c: int, codes: Tensor) -> None:
         """The codes (n,) chosen at column c of the current row: the first layer's input for what comes after."""
         if self.G == 1:  # one value per position: as few operators as possible
-            self.layers[0].put(c, self.embedding(codes))  # (n, C)
+            self.layers[0].inputs[c].copy_(self.embedding(codes))  # (n, C)
             return
         pixel, channel = divmod(c, self.G)
         self.layers[0].put(pixel, self.embedding(codes + self.offsets[channel]), channel * self.d)  # (n, C / G)

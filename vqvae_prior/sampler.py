@@ -150,8 +150,8 @@ def sample_from_logits(logits: Tensor, u: Tensor, temperature: float) -> Tensor:
     to -inf (probability 0) instead of overflowing, and the most likely code is drawn (argmax).
     """
     logits = logits.float()
-    logits = logits - logits.amax(dim=-1, keepdim=True)  # (B, K), max 0
-    if temperature != 1.0:  # dividing by 1 changes nothing: skip the operator
+    if temperature != 1.0:  # at 1 the shift changes nothing that softmax (which shifts by the maximum) computes
+        logits = logits - logits.amax(dim=-1, keepdim=True)  # (B, K), max 0
         logits = logits / max(temperature, torch.finfo(torch.float32).tiny)  # not 0 in float32: 0 / 0 would be NaN
     cdf = torch.softmax(logits, dim=-1).cumsum(dim=-1)  # (B, K)
     u = u.reshape(-1, 1).contiguous()  # (B, 1)
