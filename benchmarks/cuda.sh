@@ -1,25 +1,33 @@
 #!/usr/bin/env bash
-# Every CUDA figure of BENCHMARKS.md in one run (about 8 minutes on one H100/H200), results and logs in $OUT
-# (default benchmarks/results/cuda): the exactness tests of the samplers on CUDA, the samplers against the
-# reference, training throughput (fp32, bf16, torch.compile, and the peer-size prior). Each step has its own time
-# limit, so one that hangs cannot take the others' results with it.
+# Every CUDA figure of BENCHMARKS.md in one run (at most 10 minutes on one H100/H200), results and logs in $OUT
+# (default benchmarks/results/cuda): the exactness tests of the samplers on CUDA, the fused kernel alone, the
+# samplers against the reference, training throughput (fp32, bf16, torch.compile, and the peer-size prior). Each
+# step has its own time limit, so one that hangs cannot take the others' results with it.
 #     bash benchmarks/cuda.sh
 set -u
 OUT=${OUT:-benchmarks/results/cuda}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH=.
 PY=${PYTHON:-python3}
-step() { local limit=$1 name=$2; shift 2; echo "=== $name: $*"; timeout "$limit" "$@" 2>&1 | tee "$OUT/$name.log"; echo "=== $name: exit ${PIPESTATUS[0]}"; }
+# one log for all steps (the device tool brings back at most 8 files: this log and the JSON files)
+step() {
+    local limit=$1 name=$2; shift 2
+    echo "=== $name: $*" | tee -a "$OUT/cuda.log"
+    timeout "$limit" "$@" 2>&1 | tee -a "$OUT/cuda.log"
+    echo "=== $name: exit ${PIPESTATUS[0]}" | tee -a "$OUT/cuda.log"
+}
 
 nvidia-smi -L
 $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
 step 150 tests $PY -m pytest -q -p no:cacheprovider tests/test_fused_sampler.py
+step 90 kernel $PY -m benchmarks.fused_kernel --device cuda --batches 1 16 64 256 --warps 4 8 \
+    --out "$OUT/fused-kernel-cuda.json"
 step 170 sampling $PY -m benchmarks.sampling --device cuda --grids 7x7 32x32 --batches 1 64 \
     --methods fused fused-eager cached cached-eager --reference-positions 64 --check-grid 16x16 --check-batch 64 \
     --out "$OUT/sampling-cuda.json"
 step 60 training $PY -m benchmarks.training --device cuda --precision fp32 bf16 --warmup 5 --steps 20 \
     --out "$OUT/training-cuda.json"
-step 60 training-peer $PY -m benchmarks.training --device cuda --vqvae-shapes --prior-grids 7x7 16x16 \
+step 40 training-peer $PY -m benchmarks.training --device cuda --vqvae-shapes --prior-grids 7x7 16x16 \
     --prior-layers 15 --prior-head 512 --prior-codebook 512 --warmup 5 --steps 20 --out "$OUT/training-peer-cuda.json"
-step 150 training-compile $PY -m benchmarks.training --device cuda --precision fp32 bf16 --compile \
+step 80 training-compile $PY -m benchmarks.training --device cuda --precision fp32 bf16 --compile \
     --vqvae-shapes 1x28x28 --prior-grids 7x7 --warmup 5 --steps 20 --out "$OUT/training-compile-cuda.json"

@@ -3,6 +3,7 @@
 No timing is asserted (only that every duration is positive): the numbers belong in BENCHMARKS.md, not in tests.
 """
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -20,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def benchmarks(monkeypatch):
     """The ``benchmarks`` package, importable from the repository root (it is not installed)."""
     monkeypatch.syspath_prepend(str(ROOT))
+    import benchmarks.fused_kernel
     import benchmarks.loading
     import benchmarks.pipeline
     import benchmarks.processes
@@ -168,3 +170,14 @@ def test_pipeline_main_refuses_a_folder_that_is_no_checkout(benchmarks, tmp_path
     args = benchmarks.pipeline.get_args_parser().parse_args(["--baseline", str(tmp_path)])
     with pytest.raises(ValueError, match="expected a checkout of vqvae_prior"):
         benchmarks.pipeline.main(args)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
+def test_fused_kernel_main_times_each_batch_and_warp_count(benchmarks, tmp_path):
+    args = benchmarks.fused_kernel.get_args_parser().parse_args([
+        "--grid", "2x3", "--batches", "1", "17", "--warps", "4", "--launches", "2", "--steps", "1",
+        "--out", str(tmp_path / "k.json"),
+    ])
+    result = benchmarks.fused_kernel.main(args)  # in Triton's interpreter without CUDA (conftest)
+    assert [(r["batch"], r["num_warps"]) for r in result["runs"]] == [(1, 4), (17, 4)]
+    assert all(r["launch_seconds"] > 0 for r in result["runs"])

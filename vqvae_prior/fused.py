@@ -187,15 +187,20 @@ class FusedGatedPixelCNNState(GatedPixelCNNState):
         for layer, vh in zip(self.layers, self.vh):  # vh: (W, Np, two, Cp)
             vh[:, : self.n, :, :C] = layer.vh.view(self.width, self.n, 2, C)
 
-    def logits(self, c: int) -> Tensor:
-        """Logits (n, K) at column c of the current row, given the codes put before it."""
-        pixel, channel = divmod(c, self.G)
+    def launch(self, pixel: int, **options: int) -> None:
+        """One launch of the kernel at ``pixel`` of the current row, into ``out``; ``options``: Triton's launch
+        options (``num_warps``, ``num_stages``), for ``benchmarks.fused_kernel``."""
         position_kernel[(self.NP // BN,)](
             self.h, self.vh, self.w_first, self.w_h, self.w_out, self.b_out, self.w1, self.b1, self.w2, self.b2,
             self.out, pixel, len(self.layers), self.NP, self.width,
             P=self.P, KW0=self.kw0, P0=self.p0, KW=self.kw, CP=self.CP, HP=self.HP, KP=self.KP, BN=BN,
-            BH=min(64, self.HP), BK=min(64, self.KP),
+            BH=min(64, self.HP), BK=min(64, self.KP), **options,
         )
+
+    def logits(self, c: int) -> Tensor:
+        """Logits (n, K) at column c of the current row, given the codes put before it."""
+        pixel, channel = divmod(c, self.G)
+        self.launch(pixel)
         return self.out[: self.n, channel * self.K : (channel + 1) * self.K]  # (n, K)
 
     def put(self, c: int, codes: Tensor) -> None:
