@@ -111,3 +111,43 @@ def test_cuda_graph_replay_equals_eager_rows(monkeypatch):
         monkeypatch.setattr(sampler, "CUDA_GRAPHS", False)
         assert torch.equal(draw(model, 4, (6, 5), labels, method), replayed)
         monkeypatch.setattr(sampler, "CUDA_GRAPHS", True)
+
+
+def buffers(obj, seen=None) -> dict[str, int]:
+    """Address of every tensor a sampling state holds (in its attributes, its lists, its layers' states)."""
+    seen = set() if seen is None else seen
+    found = {}
+    if id(obj) in seen or isinstance(obj, torch.nn.Module) or not hasattr(obj, "__dict__"):
+        return found
+    seen.add(id(obj))
+    for name, value in vars(obj).items():
+        for i, item in enumerate(value if isinstance(value, list) else [value]):
+            if isinstance(item, torch.Tensor):
+                found[f"{type(obj).__name__}.{name}[{i}]"] = item.data_ptr()
+            else:
+                found |= {f"{name}[{i}].{k}": v for k, v in buffers(item, seen).items()}
+    return found
+
+
+@pytest.mark.parametrize("method", ["cached", "fused"])
+def test_row_replay_protocol_on_any_device(method, monkeypatch):
+    """The CUDA-graph driver with the capture replaced by its contract (the row's work recorded, not run; each
+    replay runs it on the same static buffers): the samples are the reference's, so the driver copies each row's
+    inputs in and its codes out correctly; and no row moves a buffer of the state to another address (a graph's
+    kernels read and write the addresses they were captured with). On CUDA the real capture is checked above."""
+    monkeypatch.setattr(sampler, "_use_graphs", lambda indices: True)
+    monkeypatch.setattr(sampler, "_capture", lambda work: work)
+    addresses = []
+    sample_row = sampler._sample_row
+    monkeypatch.setattr(sampler, "_sample_row", lambda state, *a: addresses.append(buffers(state)) or
+                        sample_row(state, *a))
+    model = prior(num_classes=3, label_dropout=0.1)
+    labels = torch.tensor([0, 1, 2], device=DEVICE)
+    given = torch.full((3, 5, 4), -1, device=DEVICE)
+    given[:, 3, 1], given[1, 4] = 6, 2
+    for kw in ({}, {"given": given}, {"guidance": 1.5}):
+        addresses.clear()
+        reference = draw(model, 3, (5, 4), labels, "reference", **kw)
+        assert torch.equal(draw(model, 3, (5, 4), labels, method, **kw), reference)
+        assert len(addresses) == 5 and len(addresses[1]) > 10
+        assert all(a == addresses[1] for a in addresses[1:])  # from row 1 (after the first) on, nothing moves

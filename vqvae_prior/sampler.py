@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+from collections.abc import Callable
 from typing import Protocol
 
 import torch
@@ -267,7 +268,7 @@ def sample_cached(
             state = (model.fused_sampling_state if fused else model.sampling_state)(n, shape, labels)
         H, W = shape
         u = u.view(H, W, n, 1)  # (h, w, n, 1)
-        graph = CUDA_GRAPHS and indices.is_cuda and H > 2
+        graph = _use_graphs(indices) and H > 2
         for r in range(2 if graph else H):
             _sample_row(state, indices[:, r - 1] if r > 0 else None, u[r], indices[:, r],
                         None if keep is None else keep[:, r], temperature)
@@ -290,18 +291,30 @@ def _sample_row(
         state.put(c, drawn)
 
 
-def _replay_rows(state: SamplingState, indices: Tensor, keep: Tensor | None, u: Tensor, temperature: float) -> None:
-    """Rows 2 .. h-1 of ``indices`` (n, h, w): one row captured as a CUDA graph, replayed for each (CUDA only)."""
-    above, row, u_row = indices[:, 1].clone(), indices[:, 2].clone(), u[2].clone()  # static buffers of the graph
-    keep_row = None if keep is None else keep[:, 2].clone()
+def _use_graphs(indices: Tensor) -> bool:
+    """Whether rows are replayed as CUDA graphs: on CUDA, unless :data:`CUDA_GRAPHS` is off."""
+    return CUDA_GRAPHS and indices.is_cuda
+
+
+def _capture(work: Callable[[], None]) -> Callable[[], None]:
+    """``work``'s kernels captured once as a CUDA graph (not run); returns the graph's replay."""
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        _sample_row(state, above, u_row, row, keep_row, temperature)
+        work()
+    return graph.replay
+
+
+def _replay_rows(state: SamplingState, indices: Tensor, keep: Tensor | None, u: Tensor, temperature: float) -> None:
+    """Rows 2 .. h-1 of ``indices`` (n, h, w): one row's work captured (:func:`_capture`), replayed for each row
+    after copying its inputs into the capture's static buffers. The state must keep its buffers in place."""
+    above, row, u_row = indices[:, 1].clone(), indices[:, 2].clone(), u[2].clone()  # static buffers of the graph
+    keep_row = None if keep is None else keep[:, 2].clone()
+    replay = _capture(lambda: _sample_row(state, above, u_row, row, keep_row, temperature))
     for r in range(2, indices.shape[1]):
         above.copy_(indices[:, r - 1])
         row.copy_(indices[:, r])
         u_row.copy_(u[r])
         if keep_row is not None:
             keep_row.copy_(keep[:, r])
-        graph.replay()
+        replay()
         indices[:, r] = row
