@@ -21,6 +21,7 @@ nvidia-smi -L
 $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
 step 150 tests $PY -m pytest -q -p no:cacheprovider tests/test_fused_sampler.py
 step 90 kernel $PY -m benchmarks.fused_kernel --device cuda --batches 1 16 64 256 --warps 4 8 \
+    --precisions ieee tf32x3 \
     --out "$OUT/fused-kernel-cuda.json"
 step 170 sampling $PY -m benchmarks.sampling --device cuda --grids 7x7 32x32 --batches 1 64 \
     --methods fused fused-eager cached cached-eager --reference-positions 64 --check-grid 16x16 --check-batch 64 \

@@ -179,5 +179,5 @@ def test_fused_kernel_main_times_each_batch_and_warp_count(benchmarks, tmp_path)
         "--out", str(tmp_path / "k.json"),
     ])
     result = benchmarks.fused_kernel.main(args)  # in Triton's interpreter without CUDA (conftest)
-    assert [(r["batch"], r["num_warps"]) for r in result["runs"]] == [(1, 4), (17, 4)]
+    assert [(r["batch"], r["num_warps"], r["precision"]) for r in result["runs"]] == [(1, 4, "ieee"), (17, 4, "ieee")]
     assert all(r["launch_seconds"] > 0 for r in result["runs"])

@@ -58,9 +58,10 @@ def check_device(device: torch.device) -> None:
 
 
 @triton.jit
-def dot(x, w):
-    """x @ w in IEEE fp32 (no TF32), as the eager step computes it."""
-    return tl.dot(x, w, input_precision="ieee")
+def dot(x, w, PRECISION: tl.constexpr):
+    """x @ w in fp32: "ieee" (plain fp32, no TF32, as the eager step computes it) or "tf32x3" (three TF32 tensor-core
+    products, about fp32's accuracy; for ``benchmarks.fused_kernel`` to compare)."""
+    return tl.dot(x, w, input_precision=PRECISION)
 
 
 @triton.jit
@@ -70,13 +71,13 @@ def tile(ptr, rows, cols, stride):
 
 
 @triton.jit
-def gate_out(acc_a, acc_b, w_out, b_out, layer, rc, CP: tl.constexpr):
+def gate_out(acc_a, acc_b, w_out, b_out, layer, rc, CP: tl.constexpr, PRECISION: tl.constexpr):
     """Gated units of the pre-activation halves (BN, Cp) each, then the 1x1 residual and skip outputs."""
     gated = (2 * tl.sigmoid(2 * acc_a) - 1) * tl.sigmoid(acc_b)  # tanh(a) * sigmoid(b)
     w = w_out + layer * 2 * CP * CP
     b = b_out + layer * 2 * CP
-    residual = dot(gated, tile(w, rc, rc, CP)) + tl.load(b + rc)[None, :]
-    skip = dot(gated, tile(w + CP * CP, rc, rc, CP)) + tl.load(b + CP + rc)[None, :]
+    residual = dot(gated, tile(w, rc, rc, CP), PRECISION) + tl.load(b + rc)[None, :]
+    skip = dot(gated, tile(w + CP * CP, rc, rc, CP), PRECISION) + tl.load(b + CP + rc)[None, :]
     return residual, skip
 
 
@@ -85,7 +86,7 @@ def position_kernel(
     h, vh, w_first, w_h, w_out, b_out, w1, b1, w2, b2, out, c, L, NP, W,
     P: tl.constexpr, KW0: tl.constexpr, P0: tl.constexpr, KW: tl.constexpr,
     CP: tl.constexpr, HP: tl.constexpr, KP: tl.constexpr, BN: tl.constexpr, BH: tl.constexpr,
-    BK: tl.constexpr,
+    BK: tl.constexpr, PRECISION: tl.constexpr = "ieee",
 ):
     """Logits ``out`` (Np, Kp) at pixel c of the current row; writes every later layer's input at column c."""
     WP = W + P
@@ -98,9 +99,9 @@ def position_kernel(
     for j in tl.static_range(KW0):
         x = tl.load(h + (rn[:, None] * WP + c + P - P0 + j) * CP + rc[None, :])  # (BN, Cp)
         w = w_first + j * 2 * CP * CP
-        acc_a += dot(x, tile(w, rc, rc, CP))
-        acc_b += dot(x, tile(w + CP * CP, rc, rc, CP))
-    x, skips = gate_out(acc_a, acc_b, w_out, b_out, 0, rc, CP)  # no residual in the first layer
+        acc_a += dot(x, tile(w, rc, rc, CP), PRECISION)
+        acc_b += dot(x, tile(w + CP * CP, rc, rc, CP), PRECISION)
+    x, skips = gate_out(acc_a, acc_b, w_out, b_out, 0, rc, CP, PRECISION)  # no residual in the first layer
     for layer in range(1, L):
         row = h + layer * NP * WP * CP
         tl.store(row + (rn[:, None] * WP + c + P) * CP + rc[None, :], x)  # its input at column c, for later
@@ -110,12 +111,12 @@ def position_kernel(
         for j in tl.static_range(KW - 1):  # the columns left of c, from memory
             xj = tl.load(row + (rn[:, None] * WP + c + P - (KW - 1) + j) * CP + rc[None, :])
             w = w_h + ((layer - 1) * KW + j) * 2 * CP * CP
-            acc_a += dot(xj, tile(w, rc, rc, CP))
-            acc_b += dot(xj, tile(w + CP * CP, rc, rc, CP))
+            acc_a += dot(xj, tile(w, rc, rc, CP), PRECISION)
+            acc_b += dot(xj, tile(w + CP * CP, rc, rc, CP), PRECISION)
         w = w_h + ((layer - 1) * KW + KW - 1) * 2 * CP * CP  # column c: the previous layer's output, in registers
-        acc_a += dot(x, tile(w, rc, rc, CP))
-        acc_b += dot(x, tile(w + CP * CP, rc, rc, CP))
-        residual, skip = gate_out(acc_a, acc_b, w_out, b_out, layer, rc, CP)
+        acc_a += dot(x, tile(w, rc, rc, CP), PRECISION)
+        acc_b += dot(x, tile(w + CP * CP, rc, rc, CP), PRECISION)
+        residual, skip = gate_out(acc_a, acc_b, w_out, b_out, layer, rc, CP, PRECISION)
         x = x + residual
         skips += skip
     # the head: relu, 1x1 (Cp -> Hp), relu, 1x1 (Hp -> Kp), in blocks of BK logits and BH hidden units
@@ -125,8 +126,8 @@ def position_kernel(
         logits = tl.zeros((BN, BK), dtype=tl.float32)
         for h0 in tl.static_range(0, HP, BH):
             rh = h0 + tl.arange(0, BH)
-            hidden = tl.maximum(dot(skips, tile(w1, rc, rh, HP)) + tl.load(b1 + rh)[None, :], 0.0)
-            logits += dot(hidden, tile(w2, rh, rk, KP))
+            hidden = tl.maximum(dot(skips, tile(w1, rc, rh, HP), PRECISION) + tl.load(b1 + rh)[None, :], 0.0)
+            logits += dot(hidden, tile(w2, rh, rk, KP), PRECISION)
         tl.store(out + rn[:, None] * KP + rk[None, :], logits + tl.load(b2 + rk)[None, :])
 
 
@@ -187,9 +188,9 @@ class FusedGatedPixelCNNState(GatedPixelCNNState):
         for layer, vh in zip(self.layers, self.vh):  # vh: (W, Np, two, Cp)
             vh[:, : self.n, :, :C] = layer.vh.view(self.width, self.n, 2, C)
 
-    def launch(self, pixel: int, **options: int) -> None:
+    def launch(self, pixel: int, **options: int | str) -> None:
         """One launch of the kernel at ``pixel`` of the current row, into ``out``; ``options``: Triton's launch
-        options (``num_warps``, ``num_stages``), for ``benchmarks.fused_kernel``."""
+        options (``num_warps``, ``num_stages``) or ``PRECISION`` (:func:`dot`), for ``benchmarks.fused_kernel``."""
         position_kernel[(self.NP // BN,)](
             self.h, self.vh, self.w_first, self.w_h, self.w_out, self.b_out, self.w1, self.b1, self.w2, self.b2,
             self.out, pixel, len(self.layers), self.NP, self.width,
