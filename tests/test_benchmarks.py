@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def benchmarks(monkeypatch):
     """The ``benchmarks`` package, importable from the repository root (it is not installed)."""
     monkeypatch.syspath_prepend(str(ROOT))
+    import benchmarks.first_layer
     import benchmarks.fused_kernel
     import benchmarks.loading
     import benchmarks.pipeline
@@ -181,3 +182,14 @@ def test_fused_kernel_main_times_each_batch_and_warp_count(benchmarks, tmp_path)
     result = benchmarks.fused_kernel.main(args)  # in Triton's interpreter without CUDA (conftest)
     assert [(r["batch"], r["num_warps"], r["precision"]) for r in result["runs"]] == [(1, 4, "ieee"), (17, 4, "ieee")]
     assert all(r["launch_seconds"] > 0 for r in result["runs"])
+
+
+def test_first_layer_main_times_both_paths_interleaved(benchmarks, tmp_path):
+    args = benchmarks.first_layer.get_args_parser().parse_args([
+        "--grids", "3x4", "--rounds", "2", "--batch-size", "2", "--layers", "2", "--head", "16", "--codebook", "8",
+        "--device", "cpu", "--out", str(tmp_path / "f.json"),
+    ])
+    result = benchmarks.first_layer.main(args)
+    (run,) = result["runs"]
+    assert run["grid"] == [3, 4] and len(run["codes_runs"]) == len(run["embeddings_runs"]) == 2
+    assert run["speedup"] == pytest.approx(run["embeddings_step_seconds"] / run["codes_step_seconds"])

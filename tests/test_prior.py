@@ -118,3 +118,25 @@ def test_masked_conv_masks():
     a, b = MaskedConv2d(1, 1, 3, "A").mask, MaskedConv2d(1, 1, 3, "B").mask
     assert a.tolist() == [[1, 1, 1], [1, 0, 0], [0, 0, 0]]
     assert b.tolist() == [[1, 1, 1], [1, 1, 0], [0, 0, 0]]
+
+
+@pytest.mark.parametrize("fields,shape", [
+    ({"num_classes": 3}, (5, 6)),
+    ({"image_channels": 3, "channels": 12, "head_channels": 24, "codebook_size": 8}, (4, 9)),  # RGB: G tables, masks
+    ({"first_kernel_size": 5, "num_layers": 1}, (3, 7)),
+])
+def test_forward_from_codes_equals_forward_from_embeddings(fields, shape):
+    """The first layer's convolutions computed from the codes (a table per kernel tap) are the convolutions of the
+    embedded codes: the same logits and the same gradients, to float rounding."""
+    torch.manual_seed(0)
+    model = GatedPixelCNN(PriorConfig(**{"codebook_size": 16, "channels": 8, "num_layers": 3, "head_channels": 16,
+                                         **fields}))
+    indices = torch.randint(model.config.codebook_size, (4, *shape))
+    labels = torch.tensor([0, 2, 1, 0]) if model.config.num_classes else None
+    from_codes = model(indices, labels)
+    from_embeddings = model.code_map_logits(model.embed(indices), labels)
+    torch.testing.assert_close(from_codes, from_embeddings, rtol=1e-5, atol=1e-6)
+    params = list(model.parameters())
+    grads = torch.autograd.grad(from_codes.square().sum(), params)
+    for g, g_ref in zip(grads, torch.autograd.grad(from_embeddings.square().sum(), params)):
+        torch.testing.assert_close(g, g_ref, rtol=1e-4, atol=1e-5)

@@ -28,7 +28,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-__all__ = ["GatedLayer", "GatedLayerState", "MaskedConv2d", "channel_groups", "channel_mask", "gate", "shift_down"]
+__all__ = [
+    "GatedLayer", "GatedLayerState", "MaskedConv2d", "channel_groups", "channel_mask", "gate", "shift_down", "tap_sum",
+]
 
 
 def gate(x: Tensor, dim: int = 1) -> Tensor:
@@ -57,6 +59,25 @@ def channel_mask(out_groups: Tensor, in_groups: Tensor, mask_type: str) -> Tenso
         raise ValueError(f"mask_type must be 'A' or 'B', got {mask_type!r}")
     sees = out_groups[:, None] > in_groups[None] if mask_type == "A" else out_groups[:, None] >= in_groups[None]
     return sees.float()
+
+
+def tap_sum(levels: Tensor, weight: Tensor, embedding: Tensor, H: int, W: int) -> Tensor:
+    """The unpadded convolution (B, O, H, W), without bias, with ``weight`` (O, C, R, S) of embedded codes,
+    computed from the codes ``levels`` (B, G, H + R - 1, W + S - 1): rows of ``embedding`` (G*K, C/G), or
+    ``len(embedding)`` for an all-zero vector (padding); image channel g's vector in channels g*C/G .. (g+1)*C/G.
+
+    Each tap (r, s) is a table, ``embedding @ weight[:, channels of g, r, s].T`` for the rows of g, plus a zero row;
+    the output at (h, w) is the sum over the taps and image channels of the rows the codes at (h + r, w + s) pick
+    (one ``F.embedding_bag``, whose gradient reaches the embedding and the weight through the tables)."""
+    O, C, R, S = weight.shape
+    G = levels.shape[1]
+    tables = torch.einsum("gkd,ogdrs->rsgko", embedding.view(G, -1, C // G), weight.view(O, G, C // G, R, S))
+    tables = F.pad(tables.reshape(R * S, -1, O), (0, 0, 0, 1))  # (R*S, G*K + 1, O): the last row zero
+    rows = tables.shape[1]
+    taps = [levels[:, :, r : r + H, s : s + W] + (r * S + s) * rows for r in range(R) for s in range(S)]
+    ids = rearrange(torch.stack(taps, dim=-1), "b g h w t -> (b h w) (t g)")  # (B*H*W, R*S*G)
+    out = F.embedding_bag(ids, tables.reshape(-1, O), mode="sum")  # (B*H*W, O)
+    return rearrange(out, "(b h w) o -> b o h w", h=H, w=W)
 
 
 class MaskedConv2d(nn.Conv2d):
@@ -131,15 +152,23 @@ class GatedLayer(nn.Module):
         """The 1x1 output convolution's kernel (2C, C, 1, 1), channel-masked when groups > 1."""
         return self.h_out.weight * self.out_mask if self.groups > 1 else self.h_out.weight
 
-    def forward(self, v: Tensor, h: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """One layer on the vertical and horizontal inputs v, h (B, C, H, W).
+    def forward(
+        self, v: Tensor | None, h: Tensor | None, labels: Tensor | None = None,
+        convolutions: tuple[Tensor, Tensor] | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """One layer on the vertical and horizontal inputs v, h (B, C, H, W); ``convolutions``: the vertical and
+        horizontal convolutions of them (B, 2C, H, W) each, when already computed (:meth:`convolutions_from_codes`;
+        then v, and h in the first layer, are not read).
 
         Returns:
             (v, h, skip), each (B, C, H, W): the vertical and horizontal stacks' outputs and the skip output.
         """
-        H, W = h.shape[2:]
-        v_pre = self.v_conv(F.pad(v, (self.pad, self.pad, self.pad, 0)))  # (B, 2C, H, W) sees rows <= r
-        h_pre = F.conv2d(F.pad(h, (self.pad, 0, 0, 0)), self.h_weight, self.h_conv.bias)[..., :W]  # (B, 2C, H, W)
+        if convolutions is None:
+            W = h.shape[3]
+            v_pre = self.v_conv(F.pad(v, (self.pad, self.pad, self.pad, 0)))  # (B, 2C, H, W) sees rows <= r
+            h_pre = F.conv2d(F.pad(h, (self.pad, 0, 0, 0)), self.h_weight, self.h_conv.bias)[..., :W]  # (B, 2C, H, W)
+        else:
+            v_pre, h_pre = convolutions
         # h_pre sees columns <= c (< c in the first layer without channel groups)
         h_pre = h_pre + self.v_to_h(shift_down(v_pre))  # rows < r reach the horizontal stack
         if self.label_bias is not None:
@@ -150,6 +179,23 @@ class GatedLayer(nn.Module):
         # no residual on the first layer: its input holds the current position, which it must not see
         h_next = residual if self.first else h + residual
         return gate(v_pre), h_next, skip
+
+    def convolutions_from_codes(self, levels: Tensor, embedding: Tensor) -> tuple[Tensor, Tensor]:
+        """The vertical and horizontal convolutions (B, 2C, H, W) each, biases included, that :meth:`forward`
+        computes of embedded codes, computed from the codes: ``levels`` (B, H, W, G), rows of ``embedding``
+        (G*K, C/G) whose vectors go to channels g*C/G .. (g+1)*C/G (as ``AutoregressivePrior.embed`` lays them out).
+
+        A convolution of embedded codes is, for each kernel tap, a table look-up: the tap's (2C, C) weights times
+        each row of the embedding, (G*K, 2C), summed over the taps (:func:`tap_sum`). The same function with far
+        fewer products: the first layer's 4x7 kernel on 64 channels costs 28 table rows of 2C additions a position
+        instead of 28 * C * 2C multiply-adds."""
+        B, H, W, G = levels.shape
+        levels = rearrange(levels, "b h w g -> b g h w")
+        blank = embedding.shape[0]  # padding: an all-zero row
+        p = self.pad
+        v_pre = tap_sum(F.pad(levels, (p, p, p, 0), value=blank), self.v_conv.weight, embedding, H, W)
+        h_pre = tap_sum(F.pad(levels, (p, 0), value=blank), self.h_weight, embedding, H, W)
+        return v_pre + self.v_conv.bias[:, None, None], h_pre + self.h_conv.bias[:, None, None]
 
     def sampling_state(self, n: int, width: int, labels: Tensor | None = None) -> GatedLayerState:
         """This layer's step-by-step computation for sampling n code maps of the given width (eval mode only)."""

@@ -175,9 +175,12 @@ class AutoregressivePrior(nn.Module):
         """Embedded code maps (B, C, h, w) of indices (B, h, w*G): with G > 1, the G values of a position (each in
         [0, K)) are embedded by G tables of C / G channels each (rows g*K .. (g+1)*K - 1), image channel g's
         embedding in feature channels of group g."""
+        return rearrange(self.embedding(self.levels(indices)), "b h w g d -> b (g d) h w")  # (B, C, h, w)
+
+    def levels(self, indices: Tensor) -> Tensor:
+        """The embedding rows (B, h, w, G) of indices (B, h, w*G): image channel g's value v is row g*K + v."""
         G, K = self.image_channels, self.config.codebook_size
-        levels = rearrange(indices, "b h (w g) -> b h w g", g=G) + torch.arange(G, device=indices.device) * K
-        return rearrange(self.embedding(levels), "b h w g d -> b (g d) h w")  # (B, C, h, w)
+        return rearrange(indices, "b h (w g) -> b h w g", g=G) + torch.arange(G, device=indices.device) * K
 
     def forward(self, indices: Tensor, labels: Tensor | None = None) -> Tensor:
         """Logits (B, K, h, w*G) of each position (and image channel) given those before it in raster order.
@@ -185,13 +188,21 @@ class AutoregressivePrior(nn.Module):
         Axes: B batch, h and w the code map's height and width (any, square or not), C channels, K codebook size,
         G image channels (RGB pixels: 3, the map (h, w*G) holding each pixel's R, G, B side by side; else 1).
         """
-        return self.code_map_logits(self.embed(indices), labels)
+        return self._code_map(self.logits_from_codes(indices, labels))
 
     def code_map_logits(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         """Logits (B, K, h, w*G) laid out as the code map, of embedded code maps x (B, C, h, w): each pixel's G
         channels side by side, as :meth:`forward` returns them (differentiable in x)."""
-        logits = self.logits_from_embeddings(x, labels)  # (B, G*K, h, w)
+        return self._code_map(self.logits_from_embeddings(x, labels))
+
+    def _code_map(self, logits: Tensor) -> Tensor:
+        """Logits (B, G*K, h, w) laid out as the code map, (B, K, h, w*G)."""
         return rearrange(logits, "b (g k) h w -> b k h (w g)", g=self.image_channels)
+
+    def logits_from_codes(self, indices: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Logits (B, G*K, h, w) of code maps (B, h, w*G): those of their embeddings; a subclass may compute the
+        same function from the codes themselves, more cheaply."""
+        return self.logits_from_embeddings(self.embed(indices), labels)
 
     def logits_from_embeddings(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         """Logits (B, G*K, h, w) of embedded code maps x (B, C, h, w): the differentiable part of :meth:`forward`."""
@@ -269,10 +280,22 @@ class GatedPixelCNN(AutoregressivePrior):
     def logits_from_embeddings(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         """Logits (B, G*K, h, w) of embedded code maps x (B, C, h, w): the differentiable part of
         :meth:`forward`."""
-        v, h, skips = x, x, 0
+        return self._logits(labels, x, x)
+
+    def logits_from_codes(self, indices: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Logits (B, G*K, h, w) of code maps (B, h, w*G): :meth:`logits_from_embeddings` of their embeddings, with
+        the first layer's convolutions of the embedded codes computed from the codes
+        (``GatedLayer.convolutions_from_codes``: a table row per kernel tap, far fewer products)."""
+        first = self.layers[0].convolutions_from_codes(self.levels(indices), self.embedding.weight)
+        return self._logits(labels, convolutions=first)
+
+    def _logits(self, labels: Tensor | None, v: Tensor | None = None, h: Tensor | None = None,
+                convolutions: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """The layers and the head, from the first layer's inputs v, h (B, C, h, w) or its convolutions."""
+        skips = 0
         for layer in self.layers:
-            v, h, skip = layer(v, h, labels)  # (B, C, h, w) each
-            skips = skips + skip
+            v, h, skip = layer(v, h, labels, convolutions)  # (B, C, h, w) each
+            skips, convolutions = skips + skip, None
         return self.head(skips)  # (B, G*K, h, w)
 
     def sampling_state(self, n: int, shape: tuple[int, int], labels: Tensor | None = None) -> GatedPixelCNNState:
