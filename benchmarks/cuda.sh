@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every CUDA figure of BENCHMARKS.md in one run (at most 10 minutes on one H100/H200), results and logs in $OUT
 # (default benchmarks/results/cuda): the exactness tests of the samplers on CUDA, the fused kernel alone, the
-# samplers against the reference, training throughput (fp32, bf16, torch.compile, and the peer-size prior). Each
-# step has its own time limit, so one that hangs cannot take the others' results with it.
+# samplers against the reference, training throughput (fp32, bf16, torch.compile, the peer-size prior, and the
+# prior's first layer from tap tables against its convolutions). Each step has its own time limit (590 s in all),
+# so one that hangs cannot take the others' results with it.
 #     bash benchmarks/cuda.sh
 set -u
 OUT=${OUT:-benchmarks/results/cuda}
@@ -19,7 +20,7 @@ step() {
 
 nvidia-smi -L
 $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
-step 150 tests $PY -m pytest -q -p no:cacheprovider tests/test_fused_sampler.py
+step 130 tests $PY -m pytest -q -p no:cacheprovider tests/test_fused_sampler.py
 step 90 kernel $PY -m benchmarks.fused_kernel --device cuda --batches 1 16 64 256 --warps 4 8 \
     --precisions ieee tf32x3 \
     --out "$OUT/fused-kernel-cuda.json"
@@ -30,5 +31,7 @@ step 60 training $PY -m benchmarks.training --device cuda --precision fp32 bf16 
     --out "$OUT/training-cuda.json"
 step 40 training-peer $PY -m benchmarks.training --device cuda --vqvae-shapes --prior-grids 7x7 16x16 \
     --prior-layers 15 --prior-head 512 --prior-codebook 512 --warmup 5 --steps 20 --out "$OUT/training-peer-cuda.json"
-step 80 training-compile $PY -m benchmarks.training --device cuda --precision fp32 bf16 --compile \
+step 40 first-layer $PY -m benchmarks.first_layer --device cuda --grids 7x7 16x16 --rounds 10 10 \
+    --out "$OUT/first-layer-cuda.json"
+step 60 training-compile $PY -m benchmarks.training --device cuda --precision fp32 bf16 --compile \
     --vqvae-shapes 1x28x28 --prior-grids 7x7 --warmup 5 --steps 20 --out "$OUT/training-compile-cuda.json"
