@@ -154,10 +154,9 @@ class FusedGatedPixelCNNState(GatedPixelCNNState):
         layers, device = model.layers, model.device
         C, L = model.config.channels, len(layers)
         self.n, self.width = n, shape[1] // self.G
-        self.p0, self.pad = layers[0].pad, layers[-1].pad if L > 1 else layers[0].pad
+        self.p0, self.P = layers[0].pad, max(layer.pad for layer in layers)  # P: the widest padding
         self.kw0 = layers[0].h_weight.shape[-1]
         self.kw = layers[1].h_weight.shape[-1] if L > 1 else 1
-        self.P = max(self.p0, self.pad)
         self.CP, self.HP, self.KP = _pow2(C), _pow2(model.config.head_channels), _pow2(self.G * self.K)
         self.NP = -(-n // BN) * BN
         CP = self.CP

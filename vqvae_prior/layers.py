@@ -189,7 +189,7 @@ class GatedLayer(nn.Module):
         each row of the embedding, (G*K, 2C), summed over the taps (:func:`tap_sum`). The same function with far
         fewer products: the first layer's 4x7 kernel on 64 channels costs 28 table rows of 2C additions a position
         instead of 28 * C * 2C multiply-adds."""
-        B, H, W, G = levels.shape
+        H, W = levels.shape[1:3]
         levels = rearrange(levels, "b h w g -> b g h w")
         blank = embedding.shape[0]  # padding: an all-zero row
         p = self.pad
