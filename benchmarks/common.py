@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -65,6 +66,58 @@ def time_steps(step: Callable[[], None], warmup: int, steps: int, device: torch.
         step()
         sync(device)
         times.append(time.perf_counter() - t0)
+    return times
+
+
+def prior_step_arguments(parser: argparse.ArgumentParser, rounds: list[int]) -> None:
+    """The arguments of an interleaved comparison of prior training steps (benchmarks.prior_step, .first_layer): the
+    grids, rounds per grid, and the prior's size (ritheshkumar95/pytorch-vqvae's GatedPixelCNN by default)."""
+    parser.add_argument("--grids", nargs="+", type=parse_shape, default=[(7, 7), (16, 16)])
+    parser.add_argument("--rounds", nargs="+", type=int, default=rounds, help="rounds per grid (one number: all)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=15)
+    parser.add_argument("--head", type=int, default=512, help="head channels")
+    parser.add_argument("--codebook", type=int, default=512, help="codebook size K")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+
+
+def rounds_per_grid(args: argparse.Namespace) -> list[int]:
+    """``--rounds``: one number for every grid, or one per grid."""
+    if len(args.rounds) == 1:
+        return args.rounds * len(args.grids)
+    if len(args.rounds) != len(args.grids):
+        raise ValueError(f"--rounds: one number, or one per grid ({len(args.grids)}), got {len(args.rounds)}")
+    return args.rounds
+
+
+def prior_training_step(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, codes: torch.Tensor, labels: torch.Tensor,
+    device: torch.device,
+) -> Callable[[], float]:
+    """One timed training step of a prior: forward + cross-entropy (``model.nll``) + backward + the optimizer."""
+    def step() -> float:
+        sync(device)
+        t0 = time.perf_counter()
+        optimizer.zero_grad()
+        model.nll(codes, labels).backward()
+        optimizer.step()
+        sync(device)
+        return time.perf_counter() - t0
+
+    return step
+
+
+def interleaved(steps: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
+    """Durations of each named step over ``rounds`` rounds, after one untimed warm-up each: every round runs each
+    step once, in alternating order, so that the machine's noise falls on all alike."""
+    for step in steps.values():
+        step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for r in range(rounds):
+        for name in steps if r % 2 == 0 else reversed(steps):
+            times[name].append(steps[name]())
     return times
 
 

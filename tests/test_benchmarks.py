@@ -25,6 +25,7 @@ def benchmarks(monkeypatch):
     import benchmarks.fused_kernel
     import benchmarks.loading
     import benchmarks.pipeline
+    import benchmarks.prior_step
     import benchmarks.processes
     import benchmarks.profile_sampler
     import benchmarks.sampling
@@ -193,3 +194,21 @@ def test_first_layer_main_times_both_paths_interleaved(benchmarks, tmp_path):
     (run,) = result["runs"]
     assert run["grid"] == [3, 4] and len(run["codes_runs"]) == len(run["embeddings_runs"]) == 2
     assert run["speedup"] == pytest.approx(run["embeddings_step_seconds"] / run["codes_step_seconds"])
+
+
+@pytest.mark.skipif(not (ROOT / ".git").exists(), reason="benchmarks.prior_step reads its baseline from git history")
+def test_prior_step_times_a_baseline_commit_beside_this_checkout(benchmarks, tmp_path):
+    args = benchmarks.prior_step.get_args_parser().parse_args([
+        "--baseline", "HEAD", "--grids", "3x4", "--rounds", "3", "--batch-size", "2", "--layers", "2", "--head",
+        "16", "--codebook", "8", "--device", "cpu", "--out", str(tmp_path / "p.json"),
+    ])
+    result = benchmarks.prior_step.main(args)
+    (run,) = result["runs"]
+    assert len(run["this_runs"]) == len(run["baseline_runs"]) == 3
+    assert run["first_losses"]["this"] == pytest.approx(run["first_losses"]["baseline"], rel=1e-5)
+    import vqvae_prior.prior  # the baseline's modules were imported under the same name and put aside
+
+    assert Path(vqvae_prior.prior.__file__).parent == ROOT / "vqvae_prior"
+    args.baseline = "no-such-revision"
+    with pytest.raises(ValueError, match="--baseline 'no-such-revision'"):
+        benchmarks.prior_step.main(args)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from vqvae_prior.layers import MaskedConv2d
+from vqvae_prior.layers import MaskedConv2d, gate, shift_down
 from vqvae_prior.prior import GatedPixelCNN, PriorConfig
 
 
@@ -29,6 +29,21 @@ def raster_masks(shape: tuple[int, int], position: tuple[int, int]) -> tuple[tor
 def sees_every_earlier_position(grad: torch.Tensor, position: tuple[int, int]) -> bool:
     before, _ = raster_masks(tuple(grad.shape), position)
     return bool((grad[before] > 0).all())
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_gate_and_shift_down_equal_their_definitions_and_gradients(layout):
+    """The layer's two hand-written autograd functions: values as the plain expressions (tanh . sigmoid of the halves;
+    a zero-padded shift), gradients checked against finite differences, the input's memory layout kept."""
+    x = torch.randn(2, 6, 4, 3, dtype=torch.float64).contiguous(memory_format=layout).requires_grad_()
+    assert torch.allclose(gate(x), torch.tanh(x[:, :3]) * torch.sigmoid(x[:, 3:]), rtol=0, atol=1e-15)
+    for rows in (1, 2, 4, 5):
+        expected = torch.cat([torch.zeros_like(x[:, :, :rows]), x[:, :, : max(4 - rows, 0)]], dim=2)[:, :, :4]
+        assert torch.equal(shift_down(x, rows), expected)
+        assert shift_down(x, rows).is_contiguous(memory_format=layout)
+        assert torch.autograd.gradcheck(lambda t: shift_down(t, rows), (x,))
+    assert torch.autograd.gradcheck(gate, (x,))
+    assert torch.autograd.gradcheck(lambda t: gate(t, dim=-1), (x[..., :2].detach().requires_grad_(),))
 
 
 class PlainPixelCNN(nn.Module):

@@ -35,13 +35,57 @@ __all__ = [
 
 def gate(x: Tensor, dim: int = 1) -> Tensor:
     """Gated activation ``tanh(a) * sigmoid(b)`` of x split in two halves (a, b) along ``dim``."""
-    a, b = x.chunk(2, dim=dim)
-    return torch.tanh(a) * torch.sigmoid(b)
+    return _Gate.apply(x, dim)
+
+
+class _Gate(torch.autograd.Function):
+    """:func:`gate` with its backward written into one gradient tensor of x's layout, half by half (autograd's own
+    backward of chunk, tanh, sigmoid and the product makes four tensors and concatenates two of them)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, dim: int) -> Tensor:
+        a, b = x.chunk(2, dim=dim)
+        t, s = torch.tanh(a), torch.sigmoid(b)
+        ctx.save_for_backward(t, s)
+        ctx.dim, ctx.shape, ctx.stride = dim, x.shape, x.stride()
+        return t * s
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        t, s = ctx.saved_tensors
+        grad_x = grad.new_empty_strided(ctx.shape, ctx.stride)
+        grad_a, grad_b = grad_x.chunk(2, dim=ctx.dim)
+        torch.ops.aten.tanh_backward.grad_input(torch.mul(grad, s, out=grad_a), t, grad_input=grad_a)  # g s (1 - t^2)
+        torch.ops.aten.sigmoid_backward.grad_input(torch.mul(grad, t, out=grad_b), s, grad_input=grad_b)  # g t s (1-s)
+        return grad_x, None
 
 
 def shift_down(x: Tensor, rows: int = 1) -> Tensor:
     """x (B, C, H, W) moved down by ``rows``: zeros in the top rows, the last ``rows`` rows cut."""
-    return F.pad(x, (0, 0, rows, 0))[:, :, : x.shape[2]]
+    return _ShiftDown.apply(x, rows)
+
+
+class _ShiftDown(torch.autograd.Function):
+    """:func:`shift_down` as one copy into a tensor of x's layout, and its backward as one copy back (a pad and a
+    slice would fill a taller tensor, hand the next convolution a strided view that it copies again, and fill one more
+    in the backward)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, rows: int) -> Tensor:
+        H = x.shape[2]
+        ctx.kept = kept = max(H - rows, 0)
+        out = torch.empty_like(x)  # (B, C, H, W)
+        out[:, :, : H - kept].zero_()
+        out[:, :, H - kept :].copy_(x[:, :, :kept])
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        H, kept = grad.shape[2], ctx.kept
+        grad_x = torch.empty_like(grad)  # (B, C, H, W)
+        grad_x[:, :, :kept].copy_(grad[:, :, H - kept :])
+        grad_x[:, :, kept:].zero_()
+        return grad_x, None
 
 
 def channel_groups(channels: int, groups: int, halves: int = 1) -> Tensor:
@@ -158,7 +202,7 @@ class GatedLayer(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor]:
         """One layer on the vertical and horizontal inputs v, h (B, C, H, W); ``convolutions``: the vertical and
         horizontal convolutions of them (B, 2C, H, W) each, when already computed (:meth:`convolutions_from_codes`;
-        then v, and h in the first layer, are not read).
+        then v, and h in the first layer, are not read; the label bias is added to them in place).
 
         Returns:
             (v, h, skip), each (B, C, H, W): the vertical and horizontal stacks' outputs and the skip output.
@@ -171,9 +215,9 @@ class GatedLayer(nn.Module):
             v_pre, h_pre = convolutions
         # h_pre sees columns <= c (< c in the first layer without channel groups)
         h_pre = h_pre + self.v_to_h(shift_down(v_pre))  # rows < r reach the horizontal stack
-        if self.label_bias is not None:
+        if self.label_bias is not None:  # added in place: no new tensors, and their layout kept
             bias_v, bias_h = self.label_bias(labels)[:, :, None, None].chunk(2, dim=1)  # (B, 2C, 1, 1) each
-            v_pre, h_pre = v_pre + bias_v, h_pre + bias_h
+            v_pre, h_pre = v_pre.add_(bias_v), h_pre.add_(bias_h)
         residual, skip = F.conv2d(self.dropout(gate(h_pre)), self.out_weight, self.h_out.bias).chunk(2, dim=1)
         # residual, skip: (B, C, H, W) each
         # no residual on the first layer: its input holds the current position, which it must not see

@@ -217,7 +217,10 @@ class AutoregressivePrior(nn.Module):
         if self.training and self.null_label is not None and labels is not None:
             dropped = torch.rand(labels.shape, device=labels.device) < self.config.label_dropout  # (B,)
             labels = torch.where(dropped, torch.full_like(labels, self.null_label), labels)
-        return F.cross_entropy(self(indices, labels), indices)
+        logits = self(indices, labels)  # (B, K, h, w*G)
+        # rows of K logits: a view of channels-last logits (the layout the gated prior's activations take from the
+        # embedding), which log_softmax then reads in place, without the copy it makes of logits split over channels
+        return F.cross_entropy(rearrange(logits, "b k h w -> (b h w) k"), indices.flatten())
 
     def bits_per_code(self, indices: Tensor, labels: Tensor | None = None) -> Tensor:
         """Mean negative log2-likelihood per code (a scalar) of indices (B, h, w)."""
@@ -292,10 +295,11 @@ class GatedPixelCNN(AutoregressivePrior):
     def _logits(self, labels: Tensor | None, v: Tensor | None = None, h: Tensor | None = None,
                 convolutions: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """The layers and the head, from the first layer's inputs v, h (B, C, h, w) or its convolutions."""
-        skips = 0
+        skips = None
         for layer in self.layers:
             v, h, skip = layer(v, h, labels, convolutions)  # (B, C, h, w) each
-            skips, convolutions = skips + skip, None
+            skips = skip.clone() if skips is None else skips.add_(skip)  # summed in place: one tensor, not one a layer
+            convolutions = None
         return self.head(skips)  # (B, G*K, h, w)
 
     def sampling_state(self, n: int, shape: tuple[int, int], labels: Tensor | None = None) -> GatedPixelCNNState:

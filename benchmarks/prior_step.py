@@ -1,0 +1,113 @@
+"""The gated prior's training step of this checkout against a baseline commit's, side by side in one process.
+
+    python -m benchmarks.prior_step --threads 2 --baseline 6745da7 --grids 7x7 16x16 --rounds 12 6
+
+The baseline's ``vqvae_prior`` package is extracted from git (``git archive``) into a temporary folder and imported
+under its own name beside this checkout's, so both models live in one process and their steps alternate: the
+machine's noise falls on both alike. Both are built with the same config and hold the same weights (the baseline's
+loaded from this checkout's state dict); their first losses are printed and must agree, so that the two steps compute
+the same function. A step: forward + cross-entropy (``model.nll``) + backward + Adam on fixed random code maps and
+labels, batch ``--batch-size``, ``--layers`` x 64 channels, head ``--head``, K ``--codebook``, 10 classes (the size of
+ritheshkumar95/pytorch-vqvae's GatedPixelCNN by default). Reported: the median step of each, the ratio of the medians,
+and the median of each round's ratio (its two steps back to back, so the machine's drift between rounds cancels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+from benchmarks.common import (
+    interleaved, jsonable, machine, markdown_table, median, prior_step_arguments, prior_training_step,
+    rounds_per_grid, shape_str, write_json,
+)
+from pipelines.cli import pick_device
+from vqvae_prior.prior import GatedPixelCNN, PriorConfig
+
+PACKAGE = "vqvae_prior"
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--baseline", default="6745da7", help="git revision whose prior to time against this checkout")
+    prior_step_arguments(parser, rounds=[12, 6])
+    parser.add_argument("--out", default="benchmarks/results/prior-step.json", help="JSON results")
+    return parser
+
+
+def import_baseline(revision: str, folder: Path) -> ModuleType:
+    """The ``vqvae_prior.prior`` module of a git revision, imported beside this checkout's package: the revision's
+    package is extracted into ``folder``, imported, and its modules kept out of ``sys.modules`` afterwards (they hold
+    their own globals), so that this checkout's package is the one every later import finds."""
+    root = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True)
+    archive = subprocess.run(["git", "-C", root.stdout.strip(), "archive", revision, PACKAGE], capture_output=True)
+    if archive.returncode:
+        raise ValueError(f"--baseline {revision!r}: git archive failed: {archive.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
+
+    def ours(name: str) -> bool:
+        return name == PACKAGE or name.startswith(PACKAGE + ".")
+
+    current = {name: sys.modules.pop(name) for name in list(sys.modules) if ours(name)}
+    sys.path.insert(0, str(folder))
+    try:
+        module = importlib.import_module(f"{PACKAGE}.prior")
+    finally:
+        sys.path.remove(str(folder))
+        for name in [name for name in sys.modules if ours(name)]:
+            del sys.modules[name]
+        sys.modules.update(current)
+    return module
+
+
+def main(args: argparse.Namespace) -> dict:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    rounds = rounds_per_grid(args)
+    result = {"machine": machine(device), "args": jsonable(vars(args)), "runs": []}
+    print(result["machine"])
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        baseline = import_baseline(args.baseline, Path(folder))
+        for grid, n_rounds in zip(args.grids, rounds):
+            torch.manual_seed(args.seed)
+            sizes = dict(codebook_size=args.codebook, num_classes=10, num_layers=args.layers, head_channels=args.head)
+            models = {"this": GatedPixelCNN(PriorConfig(**sizes)).to(device).train()}
+            models["baseline"] = baseline.GatedPixelCNN(baseline.PriorConfig(**sizes)).to(device).train()
+            models["baseline"].load_state_dict(models["this"].state_dict())
+            codes = torch.randint(args.codebook, (args.batch_size, *grid), device=device)  # (B, h, w)
+            labels = torch.randint(10, (args.batch_size,), device=device)  # (B,)
+            losses = {name: model.nll(codes, labels).item() for name, model in models.items()}
+            print(f"{shape_str(grid)}: first losses {losses}")
+            steps = {name: prior_training_step(model, torch.optim.Adam(model.parameters(), lr=1e-3), codes, labels,
+                                               device) for name, model in models.items()}
+            times = interleaved(steps, n_rounds)
+            this_s, baseline_s = median(times["this"]), median(times["baseline"])
+            # each round's two steps ran back to back: their ratio is robust to the machine's drift between rounds
+            paired = median([b / t for b, t in zip(times["baseline"], times["this"])])
+            result["runs"].append({"grid": list(grid), "rounds": n_rounds, "first_losses": losses,
+                                   "this_step_seconds": this_s, "baseline_step_seconds": baseline_s,
+                                   "speedup": baseline_s / this_s, "paired_speedup": paired,
+                                   "this_runs": times["this"], "baseline_runs": times["baseline"]})
+            rows.append([shape_str(grid), str(n_rounds), f"{baseline_s:.4g}", f"{this_s:.4g}",
+                         f"{args.batch_size / baseline_s:.1f}", f"{args.batch_size / this_s:.1f}",
+                         f"{baseline_s / this_s:.3f}x", f"{paired:.3f}x"])
+            print(" | ".join(rows[-1]), flush=True)
+    result["table"] = markdown_table(["grid", "rounds", f"{args.baseline} s/step", "this s/step",
+                                      f"{args.baseline} code maps/s", "this code maps/s", "speedup (medians)",
+                                      "speedup (median of rounds' ratios)"], rows)
+    print("\n" + result["table"])
+    write_json(args.out, result)
+    return result
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
