@@ -6,8 +6,10 @@ The baseline's ``vqvae_prior`` package is extracted from git (``git archive``) i
 under its own name beside this checkout's, so both models live in one process and their steps alternate: the
 machine's noise falls on both alike. Both are built with the same config and hold the same weights (the baseline's
 loaded from this checkout's state dict); their first losses are printed and must agree, so that the two steps compute
-the same function. A step: forward + cross-entropy (``model.nll``) + backward + Adam on fixed random code maps and
-labels, batch ``--batch-size``, ``--layers`` x 64 channels, head ``--head``, K ``--codebook``, 10 classes (the size of
+the same function. A step: forward + cross-entropy (``model.nll``) + backward + Adam, each side's as its
+``fit_prior`` builds it (here ``pipelines.training.adam``, PyTorch's fused update; the baseline's plain
+``torch.optim.Adam``, as fit_prior built it up to 3dc0049), on fixed random code maps and labels, batch
+``--batch-size``, ``--layers`` x 64 channels, head ``--head``, K ``--codebook``, 10 classes (the size of
 ritheshkumar95/pytorch-vqvae's GatedPixelCNN by default). Reported: the median step of each, the ratio of the medians,
 and the median of each round's ratio (its two steps back to back, so the machine's drift between rounds cancels).
 """
@@ -29,6 +31,7 @@ from benchmarks.common import (
     rounds_per_grid, shape_str, write_json,
 )
 from pipelines.cli import pick_device
+from pipelines.training import adam
 from vqvae_prior.prior import GatedPixelCNN, PriorConfig
 
 PACKAGE = "vqvae_prior"
@@ -87,8 +90,10 @@ def main(args: argparse.Namespace) -> dict:
             labels = torch.randint(10, (args.batch_size,), device=device)  # (B,)
             losses = {name: model.nll(codes, labels).item() for name, model in models.items()}
             print(f"{shape_str(grid)}: first losses {losses}")
-            steps = {name: prior_training_step(model, torch.optim.Adam(model.parameters(), lr=1e-3), codes, labels,
-                                               device) for name, model in models.items()}
+            optimizers = {"this": adam(models["this"], 1e-3),  # each side's Adam as its fit_prior builds it
+                          "baseline": torch.optim.Adam(models["baseline"].parameters(), lr=1e-3)}
+            steps = {name: prior_training_step(model, optimizers[name], codes, labels, device)
+                     for name, model in models.items()}
             times = interleaved(steps, n_rounds)
             this_s, baseline_s = median(times["this"]), median(times["baseline"])
             # each round's two steps ran back to back: their ratio is robust to the machine's drift between rounds

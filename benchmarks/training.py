@@ -24,7 +24,7 @@ from benchmarks.common import (
     jsonable, machine, markdown_table, median, parse_shape, shape_str, time_steps, write_json,
 )
 from pipelines.cli import pick_device
-from pipelines.training import PRECISIONS, MixedPrecision
+from pipelines.training import PRECISIONS, MixedPrecision, adam
 from vqvae_prior.prior import GatedPixelCNN, PriorConfig
 from vqvae_prior.vqvae import VQVAE, VQVAEConfig
 
@@ -63,7 +63,7 @@ def vqvae_step(
     model = VQVAE(VQVAEConfig(in_channels=shape[0], downsample=downsample)).to(device).train()
     if compile:
         model.compile()
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = adam(model, lr)  # as the fits build it
     x = torch.rand(batch, *shape, device=device)  # (B, C, H, W) in [0, 1]
 
     def step() -> None:
@@ -85,7 +85,7 @@ def prior_step(
     model = GatedPixelCNN(config).to(device).train()
     if compile:
         model.compile()
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = adam(model, lr)  # as the fits build it
     codes = torch.randint(config.codebook_size, (batch, *grid), device=device)  # (B, h, w)
     labels = torch.randint(config.num_classes, (batch,), device=device)  # (B,)
 

@@ -47,7 +47,7 @@ import data
 from pipelines import batching, cli, figures, run_folder
 from pipelines.distributed import Distributed, fit_folder
 from pipelines.run_folder import RunFolder
-from pipelines.training import FiniteLoss, MixedPrecision, lr_schedule
+from pipelines.training import FiniteLoss, MixedPrecision, adam, lr_schedule
 from vqvae_prior.checkpoint import atomic_save, load_checkpoint, load_vqvae, require, weights_digest
 from vqvae_prior.errors import UsageError
 from vqvae_prior.pixels import BINARIZE_SEED, PixelCodec, PixelConfig, binarize
@@ -378,7 +378,7 @@ def fit_in(args: argparse.Namespace, run: RunFolder, dist: Distributed, device: 
     config = model_config(args, source.decoder.config.codebook_size, len(source.codes["label_names"]),
                           source.decoder.config.in_channels if args.pixels is not None else 1)
     model = prior_architecture(ARCHITECTURES[args.arch]).model(config).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    optimizer = adam(model, args.lr)
     loader_generator = torch.Generator().manual_seed(args.seed)
     steps_per_epoch = math.ceil(len(train_labels) / args.batch_size)
     scheduler = lr_schedule(optimizer, args.lr_schedule, args.epochs * steps_per_epoch)

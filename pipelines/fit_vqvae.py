@@ -34,7 +34,7 @@ from pipelines import batching, cli, figures, run_folder
 from pipelines.audio_eval import HeldOutLSD
 from pipelines.distributed import Distributed, fit_folder
 from pipelines.run_folder import RunFolder
-from pipelines.training import FiniteLoss, MixedPrecision, lr_schedule
+from pipelines.training import FiniteLoss, MixedPrecision, adam, lr_schedule
 from vqvae_prior.quantizer import CodeUsage
 from vqvae_prior.vqvae import VQVAE, VQVAEConfig
 
@@ -173,7 +173,7 @@ def fit_in(args: argparse.Namespace, run: RunFolder, dist: Distributed, device: 
         lsd = HeldOutLSD(splits, x_test, args.lsd_clips, args.lsd_every, args.epochs, args.batch_size, device)
     config = model_config(args, in_channels=splits.sample_shape[0])
     model = VQVAE(config).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    optimizer = adam(model, args.lr)
     loader_generator = torch.Generator().manual_seed(args.seed)
     steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
     scheduler = lr_schedule(optimizer, args.lr_schedule, args.epochs * steps_per_epoch)

@@ -214,7 +214,7 @@ class GatedLayer(nn.Module):
         else:
             v_pre, h_pre = convolutions
         # h_pre sees columns <= c (< c in the first layer without channel groups)
-        h_pre = h_pre + self.v_to_h(shift_down(v_pre))  # rows < r reach the horizontal stack
+        h_pre = self.v_to_h(shift_down(v_pre)).add_(h_pre)  # rows < r reach the horizontal stack
         if self.label_bias is not None:  # added in place: no new tensors, and their layout kept
             bias_v, bias_h = self.label_bias(labels)[:, :, None, None].chunk(2, dim=1)  # (B, 2C, 1, 1) each
             v_pre, h_pre = v_pre.add_(bias_v), h_pre.add_(bias_h)
