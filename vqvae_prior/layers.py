@@ -35,7 +35,10 @@ __all__ = [
 
 def gate(x: Tensor, dim: int = 1) -> Tensor:
     """Gated activation ``tanh(a) * sigmoid(b)`` of x split in two halves (a, b) along ``dim``."""
-    return _Gate.apply(x, dim)
+    if x.requires_grad and torch.is_grad_enabled():
+        return _Gate.apply(x, dim)
+    a, b = x.chunk(2, dim=dim)  # without autograd (sampling): the same operators, without a Function's overhead
+    return torch.tanh(a) * torch.sigmoid(b)
 
 
 class _Gate(torch.autograd.Function):
