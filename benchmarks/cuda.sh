@@ -2,8 +2,10 @@
 # Every CUDA figure of BENCHMARKS.md in one run (at most 10 minutes on one H100/H200), results and logs in $OUT
 # (default benchmarks/results/cuda): the exactness tests of the samplers on CUDA, the fused kernel alone, the
 # samplers against the reference, training throughput (fp32, bf16, torch.compile, the peer-size prior, and the
-# prior's first layer from tap tables against its convolutions). Each step has its own time limit (590 s in all),
-# so one that hangs cannot take the others' results with it.
+# prior's training step against 6745da7's side by side). Each step has its own time limit (590 s in all), so one
+# that hangs cannot take the others' results with it. The device machine has no git history: extract the baseline
+# here first and carry it (runs/ is git-ignored):
+#     mkdir -p runs/baseline-6745da7 && git archive 6745da7 vqvae_prior | tar -x -C runs/baseline-6745da7
 #     bash benchmarks/cuda.sh
 set -u
 OUT=${OUT:-benchmarks/results/cuda}
@@ -31,7 +33,7 @@ step 60 training $PY -m benchmarks.training --device cuda --precision fp32 bf16 
     --out "$OUT/training-cuda.json"
 step 40 training-peer $PY -m benchmarks.training --device cuda --vqvae-shapes --prior-grids 7x7 16x16 \
     --prior-layers 15 --prior-head 512 --prior-codebook 512 --warmup 5 --steps 20 --out "$OUT/training-peer-cuda.json"
-step 40 first-layer $PY -m benchmarks.first_layer --device cuda --grids 7x7 16x16 --rounds 10 10 \
-    --out "$OUT/first-layer-cuda.json"
+step 40 prior-step $PY -m benchmarks.prior_step --device cuda --baseline "${BASELINE:-runs/baseline-6745da7}" \
+    --grids 7x7 16x16 --rounds 10 10 --out "$OUT/prior-step-cuda.json"
 step 60 training-compile $PY -m benchmarks.training --device cuda --precision fp32 bf16 --compile \
     --vqvae-shapes 1x28x28 --prior-grids 7x7 --warmup 5 --steps 20 --out "$OUT/training-compile-cuda.json"

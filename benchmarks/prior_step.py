@@ -2,8 +2,8 @@
 
     python -m benchmarks.prior_step --threads 2 --baseline 6745da7 --grids 7x7 16x16 --rounds 12 6
 
-The baseline's ``vqvae_prior`` package is extracted from git (``git archive``) into a temporary folder and imported
-under its own name beside this checkout's, so both models live in one process and their steps alternate: the
+The baseline's ``vqvae_prior`` package is extracted from git (``git archive``) into a temporary folder, or read from a
+folder given as ``--baseline``, and imported under its own name beside this checkout's, so both models live in one process and their steps alternate: the
 machine's noise falls on both alike. Both are built with the same config and hold the same weights (the baseline's
 loaded from this checkout's state dict); their first losses are printed and must agree, so that the two steps compute
 the same function. A step: forward + cross-entropy (``model.nll``) + backward + Adam, each side's as its
@@ -39,21 +39,30 @@ PACKAGE = "vqvae_prior"
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--baseline", default="6745da7", help="git revision whose prior to time against this checkout")
+    parser.add_argument("--baseline", default="6745da7",
+                        help="the prior to time against this checkout's: a git revision, or a folder holding its "
+                             "vqvae_prior package")
     prior_step_arguments(parser, rounds=[12, 6])
     parser.add_argument("--out", default="benchmarks/results/prior-step.json", help="JSON results")
     return parser
 
 
-def import_baseline(revision: str, folder: Path) -> ModuleType:
-    """The ``vqvae_prior.prior`` module of a git revision, imported beside this checkout's package: the revision's
-    package is extracted into ``folder``, imported, and its modules kept out of ``sys.modules`` afterwards (they hold
-    their own globals), so that this checkout's package is the one every later import finds."""
-    root = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True)
-    archive = subprocess.run(["git", "-C", root.stdout.strip(), "archive", revision, PACKAGE], capture_output=True)
-    if archive.returncode:
-        raise ValueError(f"--baseline {revision!r}: git archive failed: {archive.stderr.decode().strip()}")
-    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
+def import_baseline(baseline: str, folder: Path) -> ModuleType:
+    """The ``vqvae_prior.prior`` module of a baseline, imported beside this checkout's package. ``baseline``: a folder
+    that holds a ``vqvae_prior`` package (for a machine without the git history: ``git archive REV vqvae_prior | tar
+    -x -C FOLDER`` beforehand), or a git revision, whose package is extracted into ``folder``. The baseline's modules
+    are kept out of ``sys.modules`` after the import (they hold their own globals), so that this checkout's package is
+    the one every later import finds."""
+    if (Path(baseline) / PACKAGE / "prior.py").is_file():
+        folder = Path(baseline)
+    else:
+        root = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True)
+        archive = subprocess.run(["git", "-C", root.stdout.strip() or ".", "archive", baseline, PACKAGE],
+                                 capture_output=True)
+        if archive.returncode:
+            raise ValueError(f"--baseline {baseline!r}: neither a folder holding {PACKAGE}/ nor a git revision here "
+                             f"({archive.stderr.decode().strip()})")
+        subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
 
     def ours(name: str) -> bool:
         return name == PACKAGE or name.startswith(PACKAGE + ".")

@@ -5,6 +5,7 @@ No timing is asserted (only that every duration is positive): the numbers belong
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -210,5 +211,9 @@ def test_prior_step_times_a_baseline_commit_beside_this_checkout(benchmarks, tmp
 
     assert Path(vqvae_prior.prior.__file__).parent == ROOT / "vqvae_prior"
     args.baseline = "no-such-revision"
-    with pytest.raises(ValueError, match="--baseline 'no-such-revision'"):
+    with pytest.raises(ValueError, match="--baseline 'no-such-revision': neither a folder"):
         benchmarks.prior_step.main(args)
+    shutil.copytree(ROOT / "vqvae_prior", tmp_path / "baseline" / "vqvae_prior")  # a folder, as on a GPU machine
+    args.baseline = str(tmp_path / "baseline")
+    (run,) = benchmarks.prior_step.main(args)["runs"]
+    assert run["first_losses"]["this"] == pytest.approx(run["first_losses"]["baseline"], rel=1e-5)
