@@ -126,6 +126,11 @@ def time_method(model: GatedPixelCNN, name: str, n: int, shape: tuple[int, int],
         sampler.CUDA_GRAPHS = graphs
 
 
+def progress(line: str) -> None:
+    """A line of progress as each sampler of a cell finishes, with the clock: where a run that is cut short stood."""
+    print(f"  [{time.strftime('%H:%M:%S')}] {line}", flush=True)
+
+
 def benchmark_cell(model: GatedPixelCNN, shape: tuple[int, int], n: int, P: int, min_time: float, seed: int,
                    methods: tuple[str, ...] = ("cached",)) -> dict:
     """Seconds per sample of the reference and of each of ``methods`` on one grid and batch size."""
@@ -135,9 +140,11 @@ def benchmark_cell(model: GatedPixelCNN, shape: tuple[int, int], n: int, P: int,
     ref = repeat_timing(lambda: reference_seconds(model, n, shape, P, seed), min_time)  # whole batch, h*w positions
     cell = {"grid": list(shape), "batch": n, "reference_positions": P, "extrapolated": P < positions,
             "reference_runs": ref, "reference_s_per_sample": median(ref) / n}
+    progress(f"{shape_str(shape)} x {n}: reference {median(ref):.4g} s ({len(ref)} runs)")
     for name in methods:
-        time_method(model, name, n, shape, seed)  # warm-up (Triton compiles its kernel at the first call)
+        warm_up = time_method(model, name, n, shape, seed)  # Triton compiles its kernel at the first call
         runs = repeat_timing(lambda: time_method(model, name, n, shape, seed), min_time)
+        progress(f"{shape_str(shape)} x {n}: {name} {median(runs):.4g} s ({len(runs)} runs; warm-up {warm_up:.3g} s)")
         cell |= {f"{name}_runs": runs, f"{name}_s_per_sample": median(runs) / n,
                  f"{name}_speedup": median(ref) / median(runs),
                  f"{name}_in_full_passes": positions * median(runs) / median(ref)}
