@@ -37,7 +37,9 @@ def test_gate_and_shift_down_equal_their_definitions_and_gradients(layout):
     a zero-padded shift), gradients checked against finite differences, the input's memory layout kept."""
     x = torch.randn(2, 6, 4, 3, dtype=torch.float64).contiguous(memory_format=layout).requires_grad_()
     assert torch.allclose(gate(x), torch.tanh(x[:, :3]) * torch.sigmoid(x[:, 3:]), rtol=0, atol=1e-15)
-    for rows in (1, 2, 4, 5):
+    with pytest.raises(ValueError, match="rows must be >= 0"):
+        shift_down(x, -1)
+    for rows in (0, 1, 2, 4, 5):
         expected = torch.cat([torch.zeros_like(x[:, :, :rows]), x[:, :, : max(4 - rows, 0)]], dim=2)[:, :, :4]
         assert torch.equal(shift_down(x, rows), expected)
         assert shift_down(x, rows).is_contiguous(memory_format=layout)

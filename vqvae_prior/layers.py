@@ -64,7 +64,9 @@ class _Gate(torch.autograd.Function):
 
 
 def shift_down(x: Tensor, rows: int = 1) -> Tensor:
-    """x (B, C, H, W) moved down by ``rows``: zeros in the top rows, the last ``rows`` rows cut."""
+    """x (B, C, H, W) moved down by ``rows`` >= 0: zeros in the top rows, the last ``rows`` rows cut."""
+    if rows < 0:
+        raise ValueError(f"shift_down moves rows down: rows must be >= 0, got {rows}")
     return _ShiftDown.apply(x, rows)
 
 
