@@ -2,16 +2,17 @@
 
     python -m benchmarks.prior_step --threads 2 --baseline 6745da7 --grids 7x7 16x16 --rounds 12 6
 
-The baseline's ``vqvae_prior`` package is extracted from git (``git archive``) into a temporary folder, or read from a
-folder given as ``--baseline``, and imported under its own name beside this checkout's, so both models live in one process and their steps alternate: the
-machine's noise falls on both alike. Both are built with the same config and hold the same weights (the baseline's
-loaded from this checkout's state dict); their first losses are printed and must agree, so that the two steps compute
-the same function. A step: forward + cross-entropy (``model.nll``) + backward + Adam, each side's as its
-``fit_prior`` builds it (here ``pipelines.training.adam``, PyTorch's fused update; the baseline's plain
-``torch.optim.Adam``, as fit_prior built it up to 3dc0049), on fixed random code maps and labels, batch
-``--batch-size``, ``--layers`` x 64 channels, head ``--head``, K ``--codebook``, 10 classes (the size of
-ritheshkumar95/pytorch-vqvae's GatedPixelCNN by default). Reported: the median step of each, the ratio of the medians,
-and the median of each round's ratio (its two steps back to back, so the machine's drift between rounds cancels).
+The baseline's ``vqvae_prior`` package is extracted from git (``git archive``) into a temporary folder, or read from
+a folder given as ``--baseline``, and imported under its own name beside this checkout's, so both models live in one
+process and their steps alternate: the machine's noise falls on both alike. Both are built with the same config and
+hold the same weights (the baseline's loaded from this checkout's state dict); their first losses are printed and
+must agree, so that the two steps compute the same function. A step: forward + cross-entropy (``model.nll``) +
+backward + Adam, each side's as its ``fit_prior`` builds it (here ``pipelines.training.adam``, PyTorch's fused
+update; the baseline's plain ``torch.optim.Adam``, as fit_prior built it up to 3dc0049), on fixed random code maps
+and labels, batch ``--batch-size``, ``--layers`` x 64 channels, head ``--head``, K ``--codebook``, 10 classes (the
+size of ritheshkumar95/pytorch-vqvae's GatedPixelCNN by default). Reported: the median step of each, the ratio of
+the medians, and the median of each round's ratio (its two steps back to back, so the machine's drift between rounds
+cancels).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Pieces of the fit loops: the optimizer, mixed precision, the learning-rate schedule, and stopping a fit whose loss is no longer
-finite.
+"""Pieces of the fit loops: the optimizer, mixed precision, the learning-rate schedule, and stopping a fit whose loss
+is no longer finite.
 
 A diverged fit (too high a learning rate, a NaN in the data or a loss weight) must not write NaN weights over its
 last good checkpoint and exit 0. :class:`FiniteLoss` notes on the device the first step whose loss is not finite,
