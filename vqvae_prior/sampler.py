@@ -172,10 +172,11 @@ class GuidedState:
     the n maps given their labels, then the same maps given the null label."""
 
     def __init__(
-        self, model: Prior, n: int, shape: tuple[int, int], labels: Tensor, guidance: float, fused: bool = False
+        self, make: Callable[..., SamplingState], null_label: int, n: int, shape: tuple[int, int], labels: Tensor,
+        guidance: float,
     ) -> None:
-        null = torch.full_like(labels, model.null_label)  # (n,)
-        make = model.fused_sampling_state if fused else model.sampling_state
+        """``make``: the prior's ``sampling_state`` (or ``fused_sampling_state``), built here for 2n maps."""
+        null = torch.full_like(labels, null_label)  # (n,)
         self.inner = make(2 * n, shape, torch.cat([labels, null]))
         self.guidance = guidance
 
@@ -262,10 +263,11 @@ def sample_cached(
     same numbers, without launching each from Python."""
     with torch.inference_mode():
         u, indices, keep = _start(model, n, shape, temperature, generator, given)
+        make = model.fused_sampling_state if fused else model.sampling_state
         if guidance > 0:
-            state: SamplingState = GuidedState(model, n, shape, labels, guidance, fused)
+            state: SamplingState = GuidedState(make, model.null_label, n, shape, labels, guidance)
         else:
-            state = (model.fused_sampling_state if fused else model.sampling_state)(n, shape, labels)
+            state = make(n, shape, labels)
         H, W = shape
         u = u.view(H, W, n, 1)  # (h, w, n, 1)
         graph = _use_graphs(indices) and H > 2
