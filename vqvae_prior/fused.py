@@ -1,8 +1,8 @@
 """The gated PixelCNN's step at one position as one GPU kernel: every layer's horizontal stack and the head, fused.
 
 The cached sampler's step-by-step form (:class:`vqvae_prior.prior.GatedPixelCNNState`) computes a position with
-about 40 small operators per layer; on a GPU each is a kernel launch of a few microseconds for a few kilo-FLOP, so
-the sampler is launch-bound. :class:`FusedGatedPixelCNNState` computes the same thing with one Triton kernel per
+four small operators per layer and a few more for the head; on a GPU each is a kernel launch of a few microseconds
+for a few kilo-FLOP, so the sampler is launch-bound. :class:`FusedGatedPixelCNNState` computes the same thing with one Triton kernel per
 position (:func:`position_kernel`): each program takes ``BN`` of the n code maps through all L layers and the head,
 keeping the horizontal stack's output of the current position in registers from one layer to the next, and writes
 the logits. What does not change per position stays in PyTorch: the vertical stacks, run once per row by each

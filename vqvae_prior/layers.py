@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "GatedLayer", "GatedLayerState", "MaskedConv2d", "channel_groups", "channel_mask", "gate", "shift_down", "tap_sum",
+    "with_bias",
 ]
 
 
@@ -261,28 +262,36 @@ class GatedLayer(nn.Module):
 class GatedLayerState:
     """A :class:`GatedLayer` computed one position at a time in raster order, from caches of its inputs.
 
-    Per row r: :meth:`begin_row` takes the layer's vertical input at row r - 1 (complete by then), runs the vertical
-    convolution once over it and stores the 1x1 projection that the horizontal stack adds in row r. Per position
-    (r, c): the layer's horizontal input at column c is written (by :meth:`put`, or by the layer below, see
-    :meth:`connect`), :meth:`step` runs the horizontal convolution on its cached window and writes the layer's
-    outputs there. The results equal :meth:`GatedLayer.forward` at each position (eval mode: no dropout) to float
-    rounding: the same sums, in another order.
+    Per row r: the layer's vertical input at row r - 1 (complete by then) is written into ``v_new`` (by the layer
+    below, or by the prior's state for the first layer); :meth:`begin_row` runs the vertical convolution once over
+    the rows cached so far, stores the 1x1 projection that the horizontal stack adds in row r, and writes the vertical
+    output into the next layer's ``v_new``. Per position (r, c): the layer's horizontal input at column c is written
+    (by :meth:`put`, or by the layer below, see :meth:`connect`), :meth:`step` runs the horizontal convolution on its
+    cached window and writes the layer's outputs. The results equal :meth:`GatedLayer.forward` at each position (eval
+    mode: no dropout) to float rounding: the same sums, in another order.
 
     Every convolution is one matrix product (``torch.addmm``) over rows laid out column-major, ``(w n)``: batch n,
     C channels, W the code map's width, p = k // 2, kw the horizontal kernel's width. The caches:
 
     - ``v_rows`` (p + 1, W + 2p, n, C): the last p + 1 rows of the vertical input (rows above the grid zero), padded
-      p columns on each side; the vertical convolution of a row is its windows (W n, (p+1) k C) times the kernel;
+      p columns on each side, the newest last (``v_new``, (W, n, C), its unpadded part); the vertical convolution of
+      a row is its windows (W n, (p+1) k C), copied into one matrix, times the kernel;
     - ``h_row`` (n, W + p, C): the current row of the horizontal input, padded p columns on the left (never written,
       so zero). The window of column c, ``h_row[:, c : c + kw]``, is a (n, kw C) matrix as it lies (no copy);
       a column is written before any window reads it, so the row from before is never cleared;
     - ``vh`` (W, n, 2C): what the vertical stack adds to the current row's horizontal pre-activation, with the
-      horizontal convolution's bias and the label bias folded in (above the grid: those biases alone).
+      horizontal convolution's bias and the label bias folded in (above the grid: those biases alone). Column c's is
+      turned into the pre-activation in place by :meth:`step` (with G image channels, each pixel's G steps write
+      theirs into ``h_pre`` instead);
+    - ``gated`` (n, C + 1): the gated units of the current position and a constant 1, given by :meth:`connect`. The
+      1x1 output convolution's weights get the bias as one more row (:func:`with_bias`; ``res_weight_t`` and
+      ``skip_weight_t``, (C+1, C) each), so that a product of ``gated`` adds it.
 
     Every buffer is written in place (a CUDA graph can replay the same addresses), and :meth:`step` runs once per
     layer and position, so it is written for few operator calls: the views it reads and writes are made once per
     column here (the window, vh's column, the input and the next layer's input there), weights are transposed
-    once, and the outputs go into preallocated buffers: five operators a step.
+    once, and the outputs go into preallocated buffers: four operators a step. The skip output is left to the
+    prior's state, which sums every layer's with one product of their ``gated`` and ``skip_weight_t``.
     """
 
     def __init__(self, layer: GatedLayer, n: int, width: int, labels: Tensor | None) -> None:
@@ -292,8 +301,9 @@ class GatedLayerState:
         self.h_weight_t = rearrange(weight, "o c 1 k -> (k c) o")  # (kw*C, 2C), as the window lies
         self.v_weight_t = rearrange(layer.v_conv.weight, "o c r k -> (r k c) o")  # ((p+1)*k*C, 2C)
         self.vh_weight_t = rearrange(layer.v_to_h.weight, "o i 1 1 -> i o")  # (2C, 2C)
-        self.out_weight_t = rearrange(layer.out_weight, "o i 1 1 -> i o")  # (C, 2C)
-        self.v_bias, self.out_bias = layer.v_conv.bias, layer.h_out.bias  # (2C,) each
+        out_weight_t = with_bias(rearrange(layer.out_weight, "o i 1 1 -> i o"), layer.h_out.bias)  # (C+1, 2C)
+        self.res_weight_t, self.skip_weight_t = out_weight_t[:, :C].contiguous(), out_weight_t[:, C:].contiguous()
+        self.v_bias = layer.v_conv.bias  # (2C,)
         bias_h = layer.v_to_h.bias + layer.h_conv.bias  # (2C,)
         self.bias_v = None
         if layer.label_bias is not None:
@@ -303,40 +313,48 @@ class GatedLayerState:
         self.vh_bias = bias_h.expand(width, n, 2 * C).reshape(width * n, 2 * C)  # (W*n, 2C)
         self.vh = self.vh_bias.clone().view(width, n, 2 * C)  # above the grid: nothing but the biases
         self.v_rows = weight.new_zeros(p + 1, width + 2 * p, n, C)
+        self.v_new = self.v_rows[-1, p : p + width]  # (W, n, C), contiguous
+        self.v_windows = rearrange(self.v_rows.unfold(1, k, 1), "r w n c k -> w n r k c")  # a view of v_rows
+        self.v_windows_copy = weight.new_empty(width * n, (p + 1) * k * C)  # (W*n, (p+1)*k*C), as the kernel lies
+        self.v_pre = weight.new_empty(width, n, 2 * C)  # the vertical pre-activation, and its first half
+        self.v_pre_a = self.v_pre[..., :C]
         self.h_row = weight.new_zeros(n, width + p, C)
-        self.h_pre = weight.new_empty(n, 2 * C)  # the horizontal pre-activation, and its first half (a view)
-        self.h_pre_a = self.h_pre[:, :C]
-        # per column c: the window (n, kw*C), vh (n, 2C) and the input (n, C) there, all views of the caches
+        # per column c: the window (n, kw*C), vh (n, 2C) and its first half, and the input (n, C) there, all views
         self.windows = [self.h_row[:, c : c + self.kw].flatten(1) for c in range(width)]
         self.vh_columns = list(self.vh)
+        # column c's pre-activation: vh's column itself, turned into it in place, unless the layer steps G times over
+        # each pixel (G image channels), which each need vh's column as it was
+        self.h_pre = self.vh_columns if layer.groups == 1 else [weight.new_empty(n, 2 * C)] * width
+        self.h_pre_a = [column[:, :C] for column in self.h_pre]  # their first halves
         self.inputs = [self.h_row[:, c + p] for c in range(width)]
-        self.connect(weight.new_empty(n, 2 * C), None)
+        self.connect(torch.cat([weight.new_empty(n, C), weight.new_ones(n, 1)], dim=1), None)
 
-    def connect(self, out: Tensor, after: GatedLayerState | None) -> None:
-        """Where :meth:`step` writes: the residual and skip outputs into ``out`` (n, 2C), and the horizontal output
-        into ``after``'s input at the same column (the next layer; None for the last, whose output nobody reads)."""
-        C = out.shape[1] // 2
-        self.out, self.residual, self.skip = out, out[:, :C], out[:, C:]
+    def connect(self, gated: Tensor, after: GatedLayerState | None) -> None:
+        """Where :meth:`step` writes: the gated units into ``gated`` (n, C + 1), whose last column must be 1, and the
+        horizontal and vertical outputs into ``after``'s inputs (the next layer; None for the last, whose outputs
+        nobody reads)."""
+        self.gated, self.units = gated, gated[:, :-1]  # (n, C + 1), (n, C)
         self.next_inputs = None if after is None else after.inputs
+        self.next_v = None if after is None else after.v_new
 
-    def begin_row(self, v_in: Tensor | None) -> Tensor | None:
-        """Start a row, given this layer's vertical input of the row above, (W, n, C), or None in the first row.
-
-        Returns:
-            the next layer's vertical input of the row above, (W, n, C), or None in the first row.
-        """
-        if v_in is None:
-            return None  # vh: the biases alone, from __init__ (the first row is the first call)
-        W, n, C = v_in.shape
-        p, k = self.p, self.k
-        # move the cached rows up one, the new row last, (p+1, W+2p, n, C)
-        self.v_rows[:-1] = self.v_rows[1:].clone()
-        self.v_rows[-1, p : p + W] = v_in
-        windows = rearrange(self.v_rows.unfold(1, k, 1), "r w n c k -> (w n) (r k c)")  # (W*n, (p+1)*k*C)
-        v_pre = torch.addmm(self.v_bias, windows, self.v_weight_t)  # (W*n, 2C) sees rows <= r-1
-        torch.addmm(self.vh_bias, v_pre, self.vh_weight_t, out=self.vh.view(W * n, 2 * C))  # (W, n, 2C)
-        v_pre = v_pre.view(W, n, 2 * C)
-        return gate(v_pre if self.bias_v is None else v_pre + self.bias_v, dim=-1)  # (W, n, C)
+    def begin_row(self, first: bool) -> None:
+        """Start a row: the vertical convolution over the cached rows (``v_new`` written beforehand: the vertical
+        input of the row above), vh from it, and the next layer's vertical input (its ``v_new``). ``first``: the
+        first row, with nothing above: vh holds the biases alone (step consumed the last row's vh)."""
+        if first:
+            self.vh.view(self.vh_bias.shape).copy_(self.vh_bias)
+            return
+        W, n, C2 = self.v_pre.shape
+        self.v_windows_copy.view(self.v_windows.shape).copy_(self.v_windows)  # (W, n, p+1, k, C)
+        v_pre = torch.addmm(self.v_bias, self.v_windows_copy, self.v_weight_t, out=self.v_pre.view(W * n, C2))
+        torch.addmm(self.vh_bias, v_pre, self.vh_weight_t, out=self.vh.view(W * n, C2))  # (W*n, 2C) sees rows < r
+        if self.next_v is not None:
+            if self.bias_v is not None:
+                self.v_pre.add_(self.bias_v)  # (W, n, 2C)
+            self.v_pre_a.tanh_()
+            _glu(self.v_pre, -1, self.next_v)  # (W, n, C): tanh(a) * sigmoid(b), as gate()
+        # the rows up one, the oldest dropped: v_new is free for the next row's input (overlapping unless p = 1)
+        self.v_rows[:-1].copy_(self.v_rows[1:] if self.p == 1 else self.v_rows[1:].clone())
 
     def put(self, c: int, x: Tensor, start: int = 0) -> None:
         """Write the horizontal input x (n, C) at column c of the current row; x (n, C') with C' < C writes
@@ -345,16 +363,28 @@ class GatedLayerState:
 
     def step(self, c: int) -> None:
         """The layer at column c of the current row, from the inputs put so far: columns <= c (< c if first).
-        Writes the residual and skip outputs (n, C) each (``residual``, ``skip``: views of ``out``) and the
-        horizontal stack's output into the next layer's input at column c (:meth:`connect`)."""
-        torch.addmm(self.vh_columns[c], self.windows[c], self.h_weight_t, out=self.h_pre)  # (n, 2C)
-        self.h_pre_a.tanh_()
-        gated = F.glu(self.h_pre, dim=1)  # (n, C): tanh(a) * sigmoid(b), as gate()
-        torch.addmm(self.out_bias, gated, self.out_weight_t, out=self.out)  # (n, 2C): residual and skip
+        Writes the gated units into ``gated`` and the horizontal stack's output into the next layer's input at
+        column c (:meth:`connect`)."""
+        h_pre = torch.addmm(self.vh_columns[c], self.windows[c], self.h_weight_t, out=self.h_pre[c])  # (n, 2C)
+        self.h_pre_a[c].tanh_()
+        _glu(h_pre, 1, self.units)  # (n, C): tanh(a) * sigmoid(b), as gate()
         if self.next_inputs is None:
             return
         # no residual on the first layer: its input holds the current position, which it must not see
         if self.first:
-            self.next_inputs[c].copy_(self.residual)
+            torch.mm(self.gated, self.res_weight_t, out=self.next_inputs[c])  # (n, C), bias included
         else:
-            torch.add(self.inputs[c], self.residual, out=self.next_inputs[c])
+            torch.addmm(self.inputs[c], self.gated, self.res_weight_t, out=self.next_inputs[c])
+
+
+def with_bias(weight_t: Tensor, bias: Tensor) -> Tensor:
+    """A matrix product's weights (I, O) with the bias (O,) as one more row, (I + 1, O): ``x @ with_bias(w, b)``, x
+    (n, I + 1) ending in a column of ones, is ``x[:, :I] @ w + b``, the bias added without a copy of it per call."""
+    return torch.cat([weight_t, bias[None]])
+
+
+def _glu(x: Tensor, dim: int, out: Tensor) -> Tensor:
+    """``F.glu(x, dim)`` written into ``out``: the same operator, without the functional's Python wrapper (which
+    takes no ``out``) and without a new tensor; about 3 us less a call, which the samplers make per layer and
+    position."""
+    return torch._C._nn.glu(x, dim, out=out)

@@ -48,7 +48,7 @@ from torch import Tensor, nn
 
 from vqvae_prior import sampler
 from vqvae_prior.errors import UsageError
-from vqvae_prior.layers import GatedLayer, GatedLayerState, channel_groups, channel_mask
+from vqvae_prior.layers import GatedLayer, GatedLayerState, channel_groups, channel_mask, with_bias
 
 __all__ = ["AutoregressivePrior", "GatedPixelCNN", "GatedPixelCNNState", "Head", "PriorConfig"]
 
@@ -113,15 +113,20 @@ class Head(nn.Sequential):
         w_in, w_out = self.weights()
         return F.conv2d(F.relu(F.conv2d(F.relu(skips), w_in, conv_in.bias)), w_out, conv_out.bias)
 
-    def step(self) -> Callable[[Tensor], Tensor]:
-        """The head at one position, skips (n, C) -> logits (n, G*K): its 1x1 convolutions as two matrix products
-        (``torch.addmm``, as ``F.linear`` computes them), their weights read and transposed once."""
+    def step(self, n: int) -> Callable[[Tensor], Tensor]:
+        """The head at one position of n code maps, for the cached sampler: ``skips`` (n, C + 1), the summed skip
+        outputs and a column of ones (put through the ReLU in place) -> logits (n, G*K). Its 1x1 convolutions are two
+        matrix products whose weights, read and transposed once, carry the bias as one more row (:func:`with_bias`),
+        for the column of ones; the hidden units have a buffer of their own, with its column of ones."""
         _, conv_in, _, conv_out = self
         w_in, w_out = (rearrange(w, "o i 1 1 -> i o") for w in self.weights())  # (C, H), (H, G*K)
-        b_in, b_out = conv_in.bias, conv_out.bias
+        w_in, w_out = with_bias(w_in, conv_in.bias), with_bias(w_out, conv_out.bias)  # (C+1, H), (H+1, G*K)
+        hidden = w_in.new_ones(n, w_in.shape[1] + 1)  # (n, H + 1)
+        units = hidden[:, :-1]  # (n, H)
 
         def head(skips: Tensor) -> Tensor:
-            return torch.addmm(b_out, F.relu(torch.addmm(b_in, F.relu(skips), w_in)), w_out)  # (n, K)
+            torch.mm(skips.relu_(), w_in, out=units)  # (n, H); relu(1) = 1
+            return torch.mm(hidden.relu_(), w_out)  # (n, G*K)
 
         return head
 
@@ -334,35 +339,39 @@ class GatedPixelCNNState:
         self.offsets = torch.arange(self.G, device=model.device) * self.K  # (G,) each channel's embedding rows
         width = shape[1] // self.G  # pixels per row
         self.layers: list[GatedLayerState] = [layer.sampling_state(n, width, labels) for layer in model.layers]
-        C = model.config.channels
-        # every layer's residual and skip outputs, side by side: the skips are summed with one operator
-        self.outputs = model.embedding.weight.new_empty(len(self.layers), n, 2 * C)  # (L, n, 2C)
-        for layer, out, after in zip(self.layers, self.outputs, self.layers[1:] + [None]):
-            layer.connect(out, after)
-        self.skips = self.outputs[:, :, C:]  # (L, n, C)
-        self.head = model.head.step()
+        C, L = model.config.channels, len(self.layers)
+        # every layer's gated units and a constant 1, side by side: the skip outputs' sum (biases included) is one
+        # product of them with the layers' skip weights, stacked
+        self.gated = model.embedding.weight.new_ones(n, L, C + 1)  # (n, L, C+1)
+        self.gated_rows = self.gated.view(n, L * (C + 1))
+        for i, (layer, after) in enumerate(zip(self.layers, self.layers[1:] + [None])):
+            layer.connect(self.gated[:, i], after)
+        self.skip_weight_t = torch.cat([layer.skip_weight_t for layer in self.layers])  # (L*(C+1), C)
+        self.skips = model.embedding.weight.new_ones(n, C + 1)  # (n, C + 1): the skips' sum and a column of ones
+        self.skip_sum = self.skips[:, :C]
+        self.head = model.head.step(n)
 
     def start_row(self, above: Tensor | None) -> None:
         """Start a row, given the codes of the row above (n, w*G), or None in the first row."""
-        v_in = None
-        if above is not None:
+        if above is not None:  # the first layer's vertical input
             levels = rearrange(above, "n (w g) -> w n g", g=self.G) + self.offsets  # (w, n, G)
-            v_in = rearrange(self.embedding(levels), "w n g d -> w n (g d)")  # (w, n, C)
+            self.layers[0].v_new.copy_(rearrange(self.embedding(levels), "w n g d -> w n (g d)"))  # (w, n, C)
         for layer in self.layers:
-            v_in = layer.begin_row(v_in)  # the vertical stack over the row above
+            layer.begin_row(first=above is None)  # the vertical stack over the row above; the next layer's input
 
     def logits(self, c: int) -> Tensor:
         """Logits (n, K) at column c of the current row, given the codes put before it."""
         pixel, channel = divmod(c, self.G)
         for layer in self.layers:
-            layer.step(pixel)  # its skip output, and the next layer's input at this pixel
-        logits = self.head(self.skips.sum(0))  # (n, G*K)
+            layer.step(pixel)  # its gated units, and the next layer's input at this pixel
+        torch.mm(self.gated_rows, self.skip_weight_t, out=self.skip_sum)  # (n, C): the skips' sum
+        logits = self.head(self.skips)  # (n, G*K)
         return logits if self.G == 1 else logits[:, channel * self.K : (channel + 1) * self.K]  # (n, K)
 
     def put(self, c: int, codes: Tensor) -> None:
         """The codes (n,) chosen at column c of the current row: the first layer's input for what comes after."""
         if self.G == 1:  # one value per position: as few operators as possible
-            self.layers[0].inputs[c].copy_(self.embedding(codes))  # (n, C)
+            torch.index_select(self.embedding.weight, 0, codes, out=self.layers[0].inputs[c])  # (n, C)
             return
         pixel, channel = divmod(c, self.G)
         self.layers[0].put(pixel, self.embedding(codes + self.offsets[channel]), channel * self.d)  # (n, C / G)

@@ -285,11 +285,11 @@ def _sample_row(
     """Sample one row in place: ``row`` (n, w) holds the given codes where ``keep`` (n, w) and receives the drawn
     ones elsewhere; ``above`` (n, w) the codes of the row above (None in the first row), u (w, n, 1) the uniforms."""
     state.start_row(above)
-    for c in range(row.shape[1]):
-        drawn = sample_from_logits(state.logits(c), u[c], temperature)  # (n,)
+    for c, (column, u_c) in enumerate(zip(row.unbind(1), u.unbind(0))):  # (n,), (n, 1): views, made once a row
+        drawn = sample_from_logits(state.logits(c), u_c, temperature)  # (n,)
         if keep is not None:
-            drawn = torch.where(keep[:, c], row[:, c], drawn)
-        row[:, c] = drawn
+            drawn = torch.where(keep[:, c], column, drawn)
+        column.copy_(drawn)
         state.put(c, drawn)
 
 
