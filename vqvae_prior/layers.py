@@ -121,18 +121,24 @@ def tap_sum(levels: Tensor, weight: Tensor, embedding: Tensor, H: int, W: int) -
     computed from the codes ``levels`` (B, G, H + R - 1, W + S - 1): rows of ``embedding`` (G*K, C/G), or
     ``len(embedding)`` for an all-zero vector (padding); image channel g's vector in channels g*C/G .. (g+1)*C/G.
 
-    Each tap (r, s) is a table, ``embedding @ weight[:, channels of g, r, s].T`` for the rows of g, plus a zero row;
-    the output at (h, w) is the sum over the taps and image channels of the rows the codes at (h + r, w + s) pick
-    (one ``F.embedding_bag``, whose gradient reaches the embedding and the weight through the tables)."""
+    Each tap (r, s) is a table (:func:`tap_tables`); the output at (h, w) is the sum over the taps and image channels
+    of the rows the codes at (h + r, w + s) pick (one ``F.embedding_bag``, whose gradient reaches the embedding and
+    the weight through the tables)."""
     O, C, R, S = weight.shape
-    G = levels.shape[1]
-    tables = torch.einsum("gkd,ogdrs->rsgko", embedding.view(G, -1, C // G), weight.view(O, G, C // G, R, S))
-    tables = F.pad(tables.reshape(R * S, -1, O), (0, 0, 0, 1))  # (R*S, G*K + 1, O): the last row zero
-    rows = tables.shape[1]
+    rows = embedding.shape[0] + 1  # rows of each tap's table
     taps = [levels[:, :, r : r + H, s : s + W] + (r * S + s) * rows for r in range(R) for s in range(S)]
     ids = rearrange(torch.stack(taps, dim=-1), "b g h w t -> (b h w) (t g)")  # (B*H*W, R*S*G)
-    out = F.embedding_bag(ids, tables.reshape(-1, O), mode="sum")  # (B*H*W, O)
+    out = F.embedding_bag(ids, tap_tables(weight, embedding), mode="sum")  # (B*H*W, O)
     return rearrange(out, "(b h w) o -> b o h w", h=H, w=W)
+
+
+def tap_tables(weight: Tensor, embedding: Tensor) -> Tensor:
+    """The tables of :func:`tap_sum`, (R*S*(G*K + 1), O): tap t = r*S + s's are rows t*(G*K + 1) .., its rows
+    ``embedding @ weight[:, channels of g, r, s].T`` for the G*K rows of ``embedding`` (G*K, C/G), then a zero row."""
+    O, C, R, S = weight.shape
+    G = C // embedding.shape[1]
+    tables = torch.einsum("gkd,ogdrs->rsgko", embedding.view(G, -1, C // G), weight.view(O, G, C // G, R, S))
+    return F.pad(tables.reshape(R * S, -1, O), (0, 0, 0, 1)).reshape(-1, O)  # a zero row after each tap's
 
 
 class MaskedConv2d(nn.Conv2d):
@@ -252,11 +258,14 @@ class GatedLayer(nn.Module):
         h_pre = tap_sum(F.pad(levels, (p, 0), value=blank), self.h_weight, embedding, H, W)
         return v_pre + self.v_conv.bias[:, None, None], h_pre + self.h_conv.bias[:, None, None]
 
-    def sampling_state(self, n: int, width: int, labels: Tensor | None = None) -> GatedLayerState:
-        """This layer's step-by-step computation for sampling n code maps of the given width (eval mode only)."""
+    def sampling_state(
+        self, n: int, width: int, labels: Tensor | None = None, embedding: Tensor | None = None,
+    ) -> GatedLayerState:
+        """This layer's step-by-step computation for sampling n code maps of the given width (eval mode only);
+        with ``embedding``, its vertical input is codes, embedded by it (as :meth:`convolutions_from_codes`)."""
         if self.training:
             raise RuntimeError("GatedLayer.sampling_state computes the eval-mode layer (no dropout): call .eval()")
-        return GatedLayerState(self, n, width, labels)
+        return GatedLayerState(self, n, width, labels, embedding)
 
 
 class GatedLayerState:
@@ -275,7 +284,10 @@ class GatedLayerState:
 
     - ``v_rows`` (p + 1, W + 2p, n, C): the last p + 1 rows of the vertical input (rows above the grid zero), padded
       p columns on each side, the newest last (``v_new``, (W, n, C), its unpadded part); the vertical convolution of
-      a row is its windows (W n, (p+1) k C), copied into one matrix, times the kernel;
+      a row is its windows (W n, C (p+1) k), copied into one matrix, times the kernel. With ``embedding`` (the first
+      layer's, whose input is embedded codes), ``v_rows`` (p + 1, W + 2p, n, G) holds the codes' embedding rows
+      instead (the blank row G*K as padding), and the convolution is a sum of table rows, one per kernel tap and
+      image channel (:func:`tap_tables`, as :meth:`GatedLayer.convolutions_from_codes` computes it);
     - ``h_row`` (n, W + p, C): the current row of the horizontal input, padded p columns on the left (never written,
       so zero). The window of column c, ``h_row[:, c : c + kw]``, is a (n, kw C) matrix as it lies (no copy);
       a column is written before any window reads it, so the row from before is never cleared;
@@ -294,13 +306,17 @@ class GatedLayerState:
     prior's state, which sums every layer's with one product of their ``gated`` and ``skip_weight_t``.
     """
 
-    def __init__(self, layer: GatedLayer, n: int, width: int, labels: Tensor | None) -> None:
+    def __init__(
+        self, layer: GatedLayer, n: int, width: int, labels: Tensor | None, embedding: Tensor | None = None,
+    ) -> None:
         C, p, k = layer.channels, layer.pad, layer.kernel_size
         weight = layer.h_weight  # (2C, C, 1, kw), channel-masked
         self.first, self.p, self.k, self.kw = layer.first, p, k, weight.shape[-1]
         self.h_weight_t = rearrange(weight, "o c 1 k -> (k c) o")  # (kw*C, 2C), as the window lies
-        self.v_weight_t = rearrange(layer.v_conv.weight, "o c r k -> (r k c) o")  # ((p+1)*k*C, 2C)
-        self.vh_weight_t = rearrange(layer.v_to_h.weight, "o i 1 1 -> i o")  # (2C, 2C)
+        # the vertical kernels, once a row: transposed views of the weights (a transposing copy costs more than the
+        # products it would speed up over a whole sample)
+        self.v_weight_t = layer.v_conv.weight.flatten(1).t()  # (C*(p+1)*k, 2C)
+        self.vh_weight_t = layer.v_to_h.weight.flatten(1).t()  # (2C, 2C)
         out_weight_t = with_bias(rearrange(layer.out_weight, "o i 1 1 -> i o"), layer.h_out.bias)  # (C+1, 2C)
         self.res_weight_t, self.skip_weight_t = out_weight_t[:, :C].contiguous(), out_weight_t[:, C:].contiguous()
         self.v_bias = layer.v_conv.bias  # (2C,)
@@ -312,22 +328,35 @@ class GatedLayerState:
         # what every row's vh starts from: the biases of the horizontal pre-activation, for each column
         self.vh_bias = bias_h.expand(width, n, 2 * C).reshape(width * n, 2 * C)  # (W*n, 2C)
         self.vh = self.vh_bias.clone().view(width, n, 2 * C)  # above the grid: nothing but the biases
-        self.v_rows = weight.new_zeros(p + 1, width + 2 * p, n, C)
-        self.v_new = self.v_rows[-1, p : p + width]  # (W, n, C), contiguous
-        self.v_windows = rearrange(self.v_rows.unfold(1, k, 1), "r w n c k -> w n r k c")  # a view of v_rows
-        self.v_windows_copy = weight.new_empty(width * n, (p + 1) * k * C)  # (W*n, (p+1)*k*C), as the kernel lies
+        self.tables = None if embedding is None else tap_tables(layer.v_conv.weight, embedding)  # (taps*rows, 2C)
+        if self.tables is None:
+            self.v_rows = weight.new_zeros(p + 1, width + 2 * p, n, C)
+            self.v_windows = rearrange(self.v_rows.unfold(1, k, 1), "r w n c k -> w n c r k")  # a view of v_rows
+            self.v_windows_copy = weight.new_empty(width * n, C * (p + 1) * k)  # (W*n, C*(p+1)*k), as the kernel
+        else:  # codes: each window's table rows, tap t = r*k + s's rows from t * rows on (rows = G*K + 1)
+            rows = embedding.shape[0] + 1
+            self.v_rows = torch.full((p + 1, width + 2 * p, n, layer.groups), rows - 1, device=weight.device)
+            self.v_windows = rearrange(self.v_rows.unfold(1, k, 1), "r w n g k -> w n r k g")  # a view of v_rows
+            self.tap_offsets = rows * torch.arange((p + 1) * k, device=weight.device).view(p + 1, k, 1)
+            self.v_windows_copy = self.v_rows.new_empty(width * n, (p + 1) * k * layer.groups)  # (W*n, (p+1)*k*G)
+        self.v_new = self.v_rows[-1, p : p + width]  # (W, n, C or G), contiguous
         self.v_pre = weight.new_empty(width, n, 2 * C)  # the vertical pre-activation, and its first half
         self.v_pre_a = self.v_pre[..., :C]
         self.h_row = weight.new_zeros(n, width + p, C)
-        # per column c: the window (n, kw*C), vh (n, 2C) and its first half, and the input (n, C) there, all views
-        self.windows = [self.h_row[:, c : c + self.kw].flatten(1) for c in range(width)]
-        self.vh_columns = list(self.vh)
+        # per column c: the window (n, kw*C), vh (n, 2C), the pre-activation and its first half, and the input (n, C)
+        # there, all views (each list made by one unbind). The window: columns c .. c + kw - 1 of h_row, kw*C
+        # consecutive floats per code map
+        self.windows = self.h_row.as_strided((width, n, self.kw * C), (C, (width + p) * C, 1)).unbind(0)
+        self.vh_columns = self.vh.unbind(0)
         # column c's pre-activation: vh's column itself, turned into it in place, unless the layer steps G times over
         # each pixel (G image channels), which each need vh's column as it was
-        self.h_pre = self.vh_columns if layer.groups == 1 else [weight.new_empty(n, 2 * C)] * width
-        self.h_pre_a = [column[:, :C] for column in self.h_pre]  # their first halves
-        self.inputs = [self.h_row[:, c + p] for c in range(width)]
-        self.connect(torch.cat([weight.new_empty(n, C), weight.new_ones(n, 1)], dim=1), None)
+        if layer.groups == 1:
+            self.h_pre, self.h_pre_a = self.vh_columns, self.vh[..., :C].unbind(0)  # (n, 2C), (n, C) per column
+        else:
+            h_pre = weight.new_empty(n, 2 * C)
+            self.h_pre, self.h_pre_a = [h_pre] * width, [h_pre[:, :C]] * width
+        self.inputs = self.h_row[:, p:].unbind(1)
+        self.connect(weight.new_ones(n, C + 1), None)
 
     def connect(self, gated: Tensor, after: GatedLayerState | None) -> None:
         """Where :meth:`step` writes: the gated units into ``gated`` (n, C + 1), whose last column must be 1, and the
@@ -345,8 +374,13 @@ class GatedLayerState:
             self.vh.view(self.vh_bias.shape).copy_(self.vh_bias)
             return
         W, n, C2 = self.v_pre.shape
-        self.v_windows_copy.view(self.v_windows.shape).copy_(self.v_windows)  # (W, n, p+1, k, C)
-        v_pre = torch.addmm(self.v_bias, self.v_windows_copy, self.v_weight_t, out=self.v_pre.view(W * n, C2))
+        v_pre = self.v_pre.view(W * n, C2)
+        if self.tables is None:
+            self.v_windows_copy.view(self.v_windows.shape).copy_(self.v_windows)  # (W, n, C, p+1, k)
+            torch.addmm(self.v_bias, self.v_windows_copy, self.v_weight_t, out=v_pre)
+        else:
+            torch.add(self.v_windows, self.tap_offsets, out=self.v_windows_copy.view(self.v_windows.shape))
+            torch.add(F.embedding_bag(self.v_windows_copy, self.tables, mode="sum"), self.v_bias, out=v_pre)
         torch.addmm(self.vh_bias, v_pre, self.vh_weight_t, out=self.vh.view(W * n, C2))  # (W*n, 2C) sees rows < r
         if self.next_v is not None:
             if self.bias_v is not None:

@@ -338,7 +338,10 @@ class GatedPixelCNNState:
         self.embedding, self.d = model.embedding, model.embedding.embedding_dim  # d = C / G
         self.offsets = torch.arange(self.G, device=model.device) * self.K  # (G,) each channel's embedding rows
         width = shape[1] // self.G  # pixels per row
-        self.layers: list[GatedLayerState] = [layer.sampling_state(n, width, labels) for layer in model.layers]
+        self.layers: list[GatedLayerState] = [
+            layer.sampling_state(n, width, labels, model.embedding.weight if i == 0 else None)
+            for i, layer in enumerate(model.layers)
+        ]  # the first layer's vertical input: codes (its convolution by table look-ups), as logits_from_codes
         C, L = model.config.channels, len(self.layers)
         # every layer's gated units and a constant 1, side by side: the skip outputs' sum (biases included) is one
         # product of them with the layers' skip weights, stacked
@@ -353,9 +356,8 @@ class GatedPixelCNNState:
 
     def start_row(self, above: Tensor | None) -> None:
         """Start a row, given the codes of the row above (n, w*G), or None in the first row."""
-        if above is not None:  # the first layer's vertical input
-            levels = rearrange(above, "n (w g) -> w n g", g=self.G) + self.offsets  # (w, n, G)
-            self.layers[0].v_new.copy_(rearrange(self.embedding(levels), "w n g d -> w n (g d)"))  # (w, n, C)
+        if above is not None:  # the first layer's vertical input: the embedding rows of the codes
+            self.layers[0].v_new.copy_(rearrange(above, "n (w g) -> w n g", g=self.G) + self.offsets)  # (w, n, G)
         for layer in self.layers:
             layer.begin_row(first=above is None)  # the vertical stack over the row above; the next layer's input
 
