@@ -47,14 +47,6 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def repeat_timing(fn: Callable[[], float], min_time: float, max_runs: int = 100) -> list[float]:
-    """Results of ``fn()`` (each a duration in seconds), run at least once and until they add up to ``min_time``."""
-    runs = [fn()]
-    while sum(runs) < min_time and len(runs) < max_runs:
-        runs.append(fn())
-    return runs
-
-
 def time_steps(step: Callable[[], None], warmup: int, steps: int, device: torch.device) -> list[float]:
     """Seconds of each of ``steps`` timed steps, after ``warmup`` untimed ones."""
     for _ in range(warmup):
@@ -109,15 +101,23 @@ def prior_training_step(
     return step
 
 
-def interleaved(steps: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
-    """Durations of each named step over ``rounds`` rounds, after one untimed warm-up each: every round runs each
-    step once, in alternating order, so that the machine's noise falls on all alike."""
-    for step in steps.values():
-        step()
+def interleaved(
+    steps: dict[str, Callable[[], float]], rounds: int, min_time: float = 0.0, max_rounds: int = 100,
+    warm_up: bool = True,
+) -> dict[str, list[float]]:
+    """Durations of each named step over at least ``rounds`` rounds, and more (up to ``max_rounds``) until every
+    step's durations add up to ``min_time``; after one untimed warm-up call each unless ``warm_up`` is False. Every
+    round runs each step once, in alternating order, so that the machine's noise falls on all alike, and a ratio of
+    two steps can be taken round by round."""
+    if warm_up:
+        for step in steps.values():
+            step()
     times: dict[str, list[float]] = {name: [] for name in steps}
-    for r in range(rounds):
+    r = 0
+    while r < rounds or (r < max_rounds and min(sum(t) for t in times.values()) < min_time):
         for name in steps if r % 2 == 0 else reversed(steps):
             times[name].append(steps[name]())
+        r += 1
     return times
 
 

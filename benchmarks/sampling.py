@@ -11,8 +11,10 @@ is constant: it is timed on its first P positions (``--reference-positions``) an
 (cells marked ``*``). The script checks that claim first: one full reference run on ``--check-grid``, compared
 with the extrapolation from its own first P positions. The cached sampler is always timed in full; its time is
 also given in full passes, units of one forward pass of the network over the batch (the reference's cost per
-position; the cached sampler's arithmetic is about one). Each cell is warmed up once; a sampler is re-run until its
-runs add up to ``--min-time`` seconds and the median is reported.
+position; the cached sampler's arithmetic is about one). Each cell is warmed up once, then timed in rounds, each
+running every sampler once, back to back (at least ``--rounds``, and until each sampler's runs add up to
+``--min-time`` seconds): seconds per sample are the medians of the runs, the speedup and the full passes the medians
+of each round's ratio, so that the machine's drift between rounds cancels.
 
 With ``--vqvae`` and ``--prior`` checkpoints it also times ``pipelines.generate.generate(n=64, labels)`` end to end
 (checkpoint loading included), and its sample + decode chain on models already loaded: median of ``--runs``.
@@ -29,7 +31,7 @@ import torch
 from torch import nn
 
 from benchmarks.common import (
-    jsonable, machine, markdown_table, median, parse_shape, repeat_timing, shape_str, sync, write_json,
+    interleaved, jsonable, machine, markdown_table, median, parse_shape, shape_str, sync, write_json,
 )
 from pipelines.cli import pick_device
 from pipelines.generate import generate
@@ -49,7 +51,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--check-batch", type=int, default=16, help="0: no check")
     parser.add_argument("--methods", nargs="+", default=["cached"], help="samplers timed against the reference: "
                         "cached, fused; NAME-eager runs it without CUDA graphs (sampler.CUDA_GRAPHS off)")
-    parser.add_argument("--min-time", type=float, default=1.0, help="re-run a sampler until this many seconds")
+    parser.add_argument("--min-time", type=float, default=1.0,
+                        help="time rounds until each sampler's runs add up to this many seconds")
+    parser.add_argument("--rounds", type=int, default=3, help="at least this many rounds of every sampler")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -132,22 +136,29 @@ def progress(line: str) -> None:
 
 
 def benchmark_cell(model: GatedPixelCNN, shape: tuple[int, int], n: int, P: int, min_time: float, seed: int,
-                   methods: tuple[str, ...] = ("cached",)) -> dict:
-    """Seconds per sample of the reference and of each of ``methods`` on one grid and batch size."""
+                   methods: tuple[str, ...] = ("cached",), min_rounds: int = 3) -> dict:
+    """Seconds per sample of the reference and of each of ``methods`` on one grid and batch size, timed in rounds
+    (:func:`benchmarks.common.interleaved`): at least ``min_rounds``, and until each sampler's runs add up to
+    ``min_time`` seconds."""
     positions = shape[0] * shape[1]
     P = min(P or positions, positions)
     time_sampler(model, "reference", n, shape, seed, clock=model, stop_after=1)  # warm-up: one position
-    ref = repeat_timing(lambda: reference_seconds(model, n, shape, P, seed), min_time)  # whole batch, h*w positions
+    warm_ups = {name: time_method(model, name, n, shape, seed) for name in methods}  # Triton compiles at the first
+    samplers = {"reference": lambda: reference_seconds(model, n, shape, P, seed)}  # whole batch, h*w positions
+    samplers |= {name: (lambda name=name: time_method(model, name, n, shape, seed)) for name in methods}
+    times = interleaved(samplers, min_rounds, min_time, warm_up=False)
+    ref = times["reference"]
     cell = {"grid": list(shape), "batch": n, "reference_positions": P, "extrapolated": P < positions,
             "reference_runs": ref, "reference_s_per_sample": median(ref) / n}
     progress(f"{shape_str(shape)} x {n}: reference {median(ref):.4g} s ({len(ref)} runs)")
     for name in methods:
-        warm_up = time_method(model, name, n, shape, seed)  # Triton compiles its kernel at the first call
-        runs = repeat_timing(lambda: time_method(model, name, n, shape, seed), min_time)
-        progress(f"{shape_str(shape)} x {n}: {name} {median(runs):.4g} s ({len(runs)} runs; warm-up {warm_up:.3g} s)")
+        runs = times[name]
+        progress(f"{shape_str(shape)} x {n}: {name} {median(runs):.4g} s ({len(runs)} runs; warm-up "
+                 f"{warm_ups[name]:.3g} s)")
+        # speedup and full passes: the median of each round's, its runs back to back (the machine's drift cancels)
         cell |= {f"{name}_runs": runs, f"{name}_s_per_sample": median(runs) / n,
-                 f"{name}_speedup": median(ref) / median(runs),
-                 f"{name}_in_full_passes": positions * median(runs) / median(ref)}
+                 f"{name}_speedup": median([r / t for r, t in zip(ref, runs)]),
+                 f"{name}_in_full_passes": median([positions * t / r for r, t in zip(ref, runs)])}
     if "cached" in methods:  # the names of earlier result files
         cell |= {"speedup": cell["cached_speedup"], "cached_in_full_passes": cell["cached_in_full_passes"]}
     cell["load_average"] = os.getloadavg()[0]  # > threads: other processes competed for the cores
@@ -210,7 +221,7 @@ def main(args: argparse.Namespace) -> dict:
     cells, rows = [], []
     for shape in args.grids:
         for n in args.batches:
-            cell = benchmark_cell(model, shape, n, P, args.min_time, args.seed, tuple(args.methods))
+            cell = benchmark_cell(model, shape, n, P, args.min_time, args.seed, tuple(args.methods), args.rounds)
             cells.append(cell)
             star = " *" if cell["extrapolated"] else ""
             rows.append([shape_str(shape), str(n), f"{cell['reference_s_per_sample']:.4g}{star}"])
