@@ -284,7 +284,7 @@ class GatedLayerState:
 
     - ``v_rows`` (p + 1, W + 2p, n, C): the last p + 1 rows of the vertical input (rows above the grid zero), padded
       p columns on each side, the newest last (``v_new``, (W, n, C), its unpadded part); the vertical convolution of
-      a row is its windows (W n, C (p+1) k), copied into one matrix, times the kernel. With ``embedding`` (the first
+      a row is its windows (W n, (p+1) k C), copied into one matrix, times the kernel. With ``embedding`` (the first
       layer's, whose input is embedded codes), ``v_rows`` (p + 1, W + 2p, n, G) holds the codes' embedding rows
       instead (the blank row G*K as padding), and the convolution is a sum of table rows, one per kernel tap and
       image channel (:func:`tap_tables`, as :meth:`GatedLayer.convolutions_from_codes` computes it);
@@ -313,10 +313,7 @@ class GatedLayerState:
         weight = layer.h_weight  # (2C, C, 1, kw), channel-masked
         self.first, self.p, self.k, self.kw = layer.first, p, k, weight.shape[-1]
         self.h_weight_t = rearrange(weight, "o c 1 k -> (k c) o")  # (kw*C, 2C), as the window lies
-        # the vertical kernels, once a row: transposed views of the weights (a transposing copy costs more than the
-        # products it would speed up over a whole sample)
-        self.v_weight_t = layer.v_conv.weight.flatten(1).t()  # (C*(p+1)*k, 2C)
-        self.vh_weight_t = layer.v_to_h.weight.flatten(1).t()  # (2C, 2C)
+        self.vh_weight_t = rearrange(layer.v_to_h.weight, "o i 1 1 -> i o")  # (2C, 2C)
         out_weight_t = with_bias(rearrange(layer.out_weight, "o i 1 1 -> i o"), layer.h_out.bias)  # (C+1, 2C)
         self.res_weight_t, self.skip_weight_t = out_weight_t[:, :C].contiguous(), out_weight_t[:, C:].contiguous()
         self.v_bias = layer.v_conv.bias  # (2C,)
@@ -330,9 +327,10 @@ class GatedLayerState:
         self.vh = self.vh_bias.clone().view(width, n, 2 * C)  # above the grid: nothing but the biases
         self.tables = None if embedding is None else tap_tables(layer.v_conv.weight, embedding)  # (taps*rows, 2C)
         if self.tables is None:
+            self.v_weight_t = rearrange(layer.v_conv.weight, "o c r k -> (r k c) o")  # ((p+1)*k*C, 2C)
             self.v_rows = weight.new_zeros(p + 1, width + 2 * p, n, C)
-            self.v_windows = rearrange(self.v_rows.unfold(1, k, 1), "r w n c k -> w n c r k")  # a view of v_rows
-            self.v_windows_copy = weight.new_empty(width * n, C * (p + 1) * k)  # (W*n, C*(p+1)*k), as the kernel
+            self.v_windows = rearrange(self.v_rows.unfold(1, k, 1), "r w n c k -> w n r k c")  # a view of v_rows
+            self.v_windows_copy = weight.new_empty(width * n, (p + 1) * k * C)  # (W*n, (p+1)*k*C), as the kernel
         else:  # codes: each window's table rows, tap t = r*k + s's rows from t * rows on (rows = G*K + 1)
             rows = embedding.shape[0] + 1
             self.v_rows = torch.full((p + 1, width + 2 * p, n, layer.groups), rows - 1, device=weight.device)
@@ -376,7 +374,7 @@ class GatedLayerState:
         W, n, C2 = self.v_pre.shape
         v_pre = self.v_pre.view(W * n, C2)
         if self.tables is None:
-            self.v_windows_copy.view(self.v_windows.shape).copy_(self.v_windows)  # (W, n, C, p+1, k)
+            self.v_windows_copy.view(self.v_windows.shape).copy_(self.v_windows)  # (W, n, p+1, k, C)
             torch.addmm(self.v_bias, self.v_windows_copy, self.v_weight_t, out=v_pre)
         else:
             torch.add(self.v_windows, self.tap_offsets, out=self.v_windows_copy.view(self.v_windows.shape))
