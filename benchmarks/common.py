@@ -1,19 +1,26 @@
-"""Pieces shared by the benchmarks: shapes on the command line, device sync, repeated timing, machine, tables."""
+"""Pieces shared by the benchmarks: shapes on the command line, device sync, interleaved timing, a baseline
+commit's package beside this checkout's, machine, tables."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
+
+from pipelines.cli import pick_device
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -70,9 +77,25 @@ def prior_step_arguments(parser: argparse.ArgumentParser, rounds: list[int]) -> 
     parser.add_argument("--layers", type=int, default=15)
     parser.add_argument("--head", type=int, default=512, help="head channels")
     parser.add_argument("--codebook", type=int, default=512, help="codebook size K")
+    run_arguments(parser)
+
+
+def run_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--seed``, ``--device`` and ``--threads``, for :func:`start`."""
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+
+
+def start(args: argparse.Namespace) -> tuple[torch.device, dict[str, Any]]:
+    """The torch threads set and the device picked from :func:`run_arguments`; the results' start, the machine
+    (printed) and the arguments."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    result = {"machine": machine(device), "args": jsonable(vars(args))}
+    print(result["machine"])
+    return device, result
 
 
 def rounds_per_grid(args: argparse.Namespace) -> list[int]:
@@ -119,6 +142,41 @@ def interleaved(
             times[name].append(steps[name]())
         r += 1
     return times
+
+
+PACKAGE = "vqvae_prior"
+
+
+def import_baseline(baseline: str, folder: Path) -> ModuleType:
+    """The ``vqvae_prior.prior`` module of a baseline, imported beside this checkout's package. ``baseline``: a folder
+    that holds a ``vqvae_prior`` package (for a machine without the git history: ``git archive REV vqvae_prior | tar
+    -x -C FOLDER`` beforehand), or a git revision, whose package is extracted into ``folder``. The baseline's modules
+    are kept out of ``sys.modules`` after the import (they hold their own globals), so that this checkout's package is
+    the one every later import finds."""
+    if (Path(baseline) / PACKAGE / "prior.py").is_file():
+        folder = Path(baseline)
+    else:
+        root = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True)
+        archive = subprocess.run(["git", "-C", root.stdout.strip() or ".", "archive", baseline, PACKAGE],
+                                 capture_output=True)
+        if archive.returncode:
+            raise ValueError(f"--baseline {baseline!r}: neither a folder holding {PACKAGE}/ nor a git revision here "
+                             f"({archive.stderr.decode().strip()})")
+        subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
+
+    def ours(name: str) -> bool:
+        return name == PACKAGE or name.startswith(PACKAGE + ".")
+
+    current = {name: sys.modules.pop(name) for name in list(sys.modules) if ours(name)}
+    sys.path.insert(0, str(folder))
+    try:
+        module = importlib.import_module(f"{PACKAGE}.prior")
+    finally:
+        sys.path.remove(str(folder))
+        for name in [name for name in sys.modules if ours(name)]:
+            del sys.modules[name]
+        sys.modules.update(current)
+    return module
 
 
 def median(xs: list[float]) -> float:

@@ -16,10 +16,9 @@ import argparse
 import torch
 
 from benchmarks.common import (
-    interleaved, jsonable, machine, markdown_table, median, prior_step_arguments, prior_training_step,
-    rounds_per_grid, shape_str, write_json,
+    interleaved, markdown_table, median, prior_step_arguments, prior_training_step, rounds_per_grid, shape_str,
+    start, write_json,
 )
-from pipelines.cli import pick_device
 from vqvae_prior.prior import AutoregressivePrior, GatedPixelCNN, PriorConfig
 
 
@@ -31,11 +30,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> dict:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
-    result = {"machine": machine(device), "args": jsonable(vars(args)), "runs": []}
-    print(result["machine"])
+    device, result = start(args)
+    result["runs"] = []
     paths = {"codes": GatedPixelCNN.logits_from_codes, "embeddings": AutoregressivePrior.logits_from_codes}
     rows = []
     for grid, n_rounds in zip(args.grids, rounds_per_grid(args)):

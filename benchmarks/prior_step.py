@@ -18,25 +18,17 @@ cancels).
 from __future__ import annotations
 
 import argparse
-import importlib
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
-from types import ModuleType
 
 import torch
 
 from benchmarks.common import (
-    interleaved, jsonable, machine, markdown_table, median, prior_step_arguments, prior_training_step,
-    rounds_per_grid, shape_str, write_json,
+    import_baseline, interleaved, markdown_table, median, prior_step_arguments, prior_training_step,
+    rounds_per_grid, shape_str, start, write_json,
 )
-from pipelines.cli import pick_device
 from pipelines.training import adam
 from vqvae_prior.prior import GatedPixelCNN, PriorConfig
-
-PACKAGE = "vqvae_prior"
-
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -48,45 +40,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def import_baseline(baseline: str, folder: Path) -> ModuleType:
-    """The ``vqvae_prior.prior`` module of a baseline, imported beside this checkout's package. ``baseline``: a folder
-    that holds a ``vqvae_prior`` package (for a machine without the git history: ``git archive REV vqvae_prior | tar
-    -x -C FOLDER`` beforehand), or a git revision, whose package is extracted into ``folder``. The baseline's modules
-    are kept out of ``sys.modules`` after the import (they hold their own globals), so that this checkout's package is
-    the one every later import finds."""
-    if (Path(baseline) / PACKAGE / "prior.py").is_file():
-        folder = Path(baseline)
-    else:
-        root = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True)
-        archive = subprocess.run(["git", "-C", root.stdout.strip() or ".", "archive", baseline, PACKAGE],
-                                 capture_output=True)
-        if archive.returncode:
-            raise ValueError(f"--baseline {baseline!r}: neither a folder holding {PACKAGE}/ nor a git revision here "
-                             f"({archive.stderr.decode().strip()})")
-        subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
-
-    def ours(name: str) -> bool:
-        return name == PACKAGE or name.startswith(PACKAGE + ".")
-
-    current = {name: sys.modules.pop(name) for name in list(sys.modules) if ours(name)}
-    sys.path.insert(0, str(folder))
-    try:
-        module = importlib.import_module(f"{PACKAGE}.prior")
-    finally:
-        sys.path.remove(str(folder))
-        for name in [name for name in sys.modules if ours(name)]:
-            del sys.modules[name]
-        sys.modules.update(current)
-    return module
-
-
 def main(args: argparse.Namespace) -> dict:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
+    device, result = start(args)
     rounds = rounds_per_grid(args)
-    result = {"machine": machine(device), "args": jsonable(vars(args)), "runs": []}
-    print(result["machine"])
+    result["runs"] = []
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         baseline = import_baseline(args.baseline, Path(folder))

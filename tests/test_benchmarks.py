@@ -31,6 +31,7 @@ def benchmarks(monkeypatch):
     import benchmarks.processes
     import benchmarks.profile_sampler
     import benchmarks.sampling
+    import benchmarks.sampling_baseline
     import benchmarks.training
 
     return benchmarks
@@ -203,6 +204,21 @@ def test_first_layer_main_times_both_paths_interleaved(benchmarks, tmp_path):
 
 
 @pytest.mark.skipif(not (ROOT / ".git").exists(), reason="benchmarks.prior_step reads its baseline from git history")
+def test_sampling_baseline_times_both_cached_samplers_and_a_forward_pass(benchmarks, tmp_path):
+    args = benchmarks.sampling_baseline.get_args_parser().parse_args([
+        "--baseline", "HEAD", "--grids", "2x3", "--batches", "1", "2", "--rounds", "2", "--min-time", "0",
+        "--device", "cpu", "--out", str(tmp_path / "s.json"),
+    ])
+    result = benchmarks.sampling_baseline.main(args)
+    assert [(c["grid"], c["batch"]) for c in result["cells"]] == [([2, 3], 1), ([2, 3], 2)]
+    for cell in result["cells"]:
+        assert cell["same_codes"]
+        assert len(cell["this_runs"]) == len(cell["baseline_runs"]) == len(cell["forward_runs"]) == 2
+        passes = [t / f for t, f in zip(cell["this_runs"], cell["forward_runs"])]
+        assert cell["this_in_full_passes"] == pytest.approx(statistics.median(passes))
+    assert json.loads((tmp_path / "s.json").read_text())["table"] == result["table"]
+
+
 def test_prior_step_times_a_baseline_commit_beside_this_checkout(benchmarks, tmp_path):
     args = benchmarks.prior_step.get_args_parser().parse_args([
         "--baseline", "HEAD", "--grids", "3x4", "--rounds", "3", "--batch-size", "2", "--layers", "2", "--head",

@@ -2,12 +2,12 @@
 
 The cached sampler's step-by-step form (:class:`vqvae_prior.prior.GatedPixelCNNState`) computes a position with
 four small operators per layer and a few more for the head; on a GPU each is a kernel launch of a few microseconds
-for a few kilo-FLOP, so the sampler is launch-bound. :class:`FusedGatedPixelCNNState` computes the same thing with one Triton kernel per
-position (:func:`position_kernel`): each program takes ``BN`` of the n code maps through all L layers and the head,
-keeping the horizontal stack's output of the current position in registers from one layer to the next, and writes
-the logits. What does not change per position stays in PyTorch: the vertical stacks, run once per row by each
-layer's :class:`vqvae_prior.layers.GatedLayerState` (a few large matrix products), whose contribution to every
-column's pre-activation (``vh``) the kernel reads.
+for a few kilo-FLOP, so the sampler is launch-bound. :class:`FusedGatedPixelCNNState` computes the same thing with
+one Triton kernel per position (:func:`position_kernel`): each program takes ``BN`` of the n code maps through all L
+layers and the head, keeping the horizontal stack's output of the current position in registers from one layer to
+the next, and writes the logits. What does not change per position stays in PyTorch: the vertical stacks, run once
+per row by each layer's :class:`vqvae_prior.layers.GatedLayerState` (a few large matrix products), whose
+contribution to every column's pre-activation (``vh``) the kernel reads.
 
 Numbers: fp32 throughout, products in IEEE fp32 (``input_precision="ieee"``, no TF32), so the logits equal the
 eager step's to float rounding (the same sums in another order; ``tanh(a)`` as ``2 sigmoid(2a) - 1``).
