@@ -92,7 +92,7 @@ def main(args: argparse.Namespace) -> dict:
                              "yes" if same else "NO"])
                 print(" | ".join(rows[-1]), flush=True)
     result["table"] = markdown_table(
-        ["grid", "batch", "rounds", f"{args.baseline} s/sample (batch)", "this s/sample (batch)", "forward pass ms",
+        ["grid", "batch", "rounds", f"{args.baseline} s a call", "this s a call", "forward pass ms",
          "speedup", f"{args.baseline} in full passes", "this in full passes", "same codes"], rows)
     print("\n" + result["table"])
     write_json(args.out, result)
