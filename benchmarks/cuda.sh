@@ -29,10 +29,10 @@ step 90 kernel $PY -m benchmarks.fused_kernel --device cuda --batches 1 16 64 25
 # two steps, so that the 7x7 rows come back even if the 32x32 ones (never measured yet) run out of time
 step 60 sampling-7x7 $PY -m benchmarks.sampling --device cuda --grids 7x7 --batches 1 64 \
     --methods fused fused-eager cached cached-eager --reference-positions 64 --check-grid 16x16 --check-batch 64 \
-    --out "$OUT/sampling-cuda-7x7.json"
+    --rounds 3 --min-time 0 --out "$OUT/sampling-cuda-7x7.json"
 step 110 sampling-32x32 $PY -m benchmarks.sampling --device cuda --grids 32x32 --batches 64 1 \
     --methods fused cached fused-eager cached-eager --reference-positions 64 --check-batch 0 \
-    --out "$OUT/sampling-cuda-32x32.json"
+    --rounds 2 --min-time 0 --out "$OUT/sampling-cuda-32x32.json"
 step 60 training $PY -m benchmarks.training --device cuda --precision fp32 bf16 --warmup 5 --steps 20 \
     --out "$OUT/training-cuda.json"
 step 40 training-peer $PY -m benchmarks.training --device cuda --vqvae-shapes --prior-grids 7x7 16x16 \
