@@ -361,8 +361,10 @@ class GatedLayerState:
         horizontal and vertical outputs into ``after``'s inputs (the next layer; None for the last, whose outputs
         nobody reads)."""
         self.gated, self.units = gated, gated[:, :-1]  # (n, C + 1), (n, C)
-        self.next_inputs = None if after is None else after.inputs
         self.next_v = None if after is None else after.v_new
+        next_inputs = [None] * len(self.inputs) if after is None else after.inputs
+        # per column c, every view that step reads or writes there, in one tuple (fewer look-ups a step)
+        self.columns = list(zip(self.vh_columns, self.windows, self.h_pre, self.h_pre_a, self.inputs, next_inputs))
 
     def begin_row(self, first: bool) -> None:
         """Start a row: the vertical convolution over the cached rows (``v_new`` written beforehand: the vertical
@@ -384,7 +386,7 @@ class GatedLayerState:
             if self.bias_v is not None:
                 self.v_pre.add_(self.bias_v)  # (W, n, 2C)
             self.v_pre_a.tanh_()
-            _glu(self.v_pre, -1, self.next_v)  # (W, n, C): tanh(a) * sigmoid(b), as gate()
+            _glu(self.v_pre, -1, out=self.next_v)  # (W, n, C): tanh(a) * sigmoid(b), as gate()
         # the rows up one, the oldest dropped: v_new is free for the next row's input (overlapping unless p = 1)
         self.v_rows[:-1].copy_(self.v_rows[1:] if self.p == 1 else self.v_rows[1:].clone())
 
@@ -397,16 +399,17 @@ class GatedLayerState:
         """The layer at column c of the current row, from the inputs put so far: columns <= c (< c if first).
         Writes the gated units into ``gated`` and the horizontal stack's output into the next layer's input at
         column c (:meth:`connect`)."""
-        h_pre = torch.addmm(self.vh_columns[c], self.windows[c], self.h_weight_t, out=self.h_pre[c])  # (n, 2C)
-        self.h_pre_a[c].tanh_()
-        _glu(h_pre, 1, self.units)  # (n, C): tanh(a) * sigmoid(b), as gate()
-        if self.next_inputs is None:
+        vh, window, h_pre, h_pre_a, x, x_next = self.columns[c]
+        torch.addmm(vh, window, self.h_weight_t, out=h_pre)  # (n, 2C); h_pre is vh itself unless G > 1
+        h_pre_a.tanh_()
+        _glu(h_pre, 1, out=self.units)  # (n, C): tanh(a) * sigmoid(b), as gate()
+        if x_next is None:
             return
         # no residual on the first layer: its input holds the current position, which it must not see
         if self.first:
-            torch.mm(self.gated, self.res_weight_t, out=self.next_inputs[c])  # (n, C), bias included
+            torch.mm(self.gated, self.res_weight_t, out=x_next)  # (n, C), bias included
         else:
-            torch.addmm(self.inputs[c], self.gated, self.res_weight_t, out=self.next_inputs[c])
+            torch.addmm(x, self.gated, self.res_weight_t, out=x_next)
 
 
 def with_bias(weight_t: Tensor, bias: Tensor) -> Tensor:
@@ -415,8 +418,6 @@ def with_bias(weight_t: Tensor, bias: Tensor) -> Tensor:
     return torch.cat([weight_t, bias[None]])
 
 
-def _glu(x: Tensor, dim: int, out: Tensor) -> Tensor:
-    """``F.glu(x, dim)`` written into ``out``: the same operator, without the functional's Python wrapper (which
-    takes no ``out``) and without a new tensor; about 3 us less a call, which the samplers make per layer and
-    position."""
-    return torch._C._nn.glu(x, dim, out=out)
+# F.glu(x, dim) written into out=: the same operator, without the functional's Python wrapper (which takes no out)
+# and without a new tensor; about 3 us less a call, which the cached sampler makes per layer and position
+_glu = torch._C._nn.glu
