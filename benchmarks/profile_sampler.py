@@ -46,26 +46,29 @@ def timed(fn, repeat: int) -> float:
 
 
 def arithmetic_floor(model: GatedPixelCNN, n: int, shape: tuple[int, int]) -> tuple[float, float]:
-    """Seconds of the cached sampler's matrix products per position, and of its row convolutions per row."""
-    W, layers = shape[1], model.layers
-    h_weights = [(layer.h_conv.weight.flatten(1), layer.h_conv.bias) for layer in layers]  # (2C, C*kw), (2C,)
-    out_weights = [(layer.h_out.weight.flatten(1), layer.h_out.bias) for layer in layers]  # (2C, C), (2C,)
-    head_weights = [model.head[1].weight.flatten(1), model.head[3].weight.flatten(1)]  # (256, C), (K, 256)
-    h_in = [torch.randn(n, w.shape[1]) for w, _ in h_weights]  # (n, C*kw): each layer's window
-    x = torch.randn(n, model.config.channels)  # (n, C)
-    v_in = [torch.randn(n, layer.channels, layer.pad + 1, W + 2 * layer.pad) for layer in layers]  # row caches
+    """Seconds of the cached sampler's matrix products per position, and of its row convolutions per row: the
+    products of its own state (``GatedPixelCNNState``, its buffers and prepared weights), timed alone in a loop."""
+    with torch.inference_mode():
+        state = model.sampling_state(n, shape, torch.arange(n) % model.config.num_classes)
+        state.start_row(None)
+        state.start_row(torch.zeros(n, shape[1], dtype=torch.long))  # every row buffer filled once
+        layers = state.layers
 
-    def per_position() -> None:
-        for (hw, hb), (ow, ob), window in zip(h_weights, out_weights, h_in):
-            F.linear(window, hw, hb)  # (n, 2C)
-            F.linear(x, ow, ob)  # (n, 2C)
-        F.linear(F.linear(x, head_weights[0]), head_weights[1])  # (n, K)
+        def per_position() -> None:
+            for layer in layers:
+                torch.mm(layer.windows[0], layer.h_weight_t)  # (n, 2C): the horizontal convolution
+                torch.mm(layer.gated, layer.res_weight_t)  # (n, C): the residual
+            torch.mm(state.gated_rows, state.skip_weight_t)  # (n, C): the skips' sum
+            state.head(state.skips)  # (n, K): its two products (and two ReLUs)
 
-    def per_row() -> None:
-        for layer, rows in zip(layers, v_in):
-            F.conv2d(F.conv2d(rows, layer.v_conv.weight, layer.v_conv.bias), layer.v_to_h.weight)  # (n, 2C, 1, W)
+        def per_row() -> None:
+            for layer in layers:
+                if layer.tables is None:  # the vertical convolution: a product, or table rows (the first layer)
+                    v_pre = torch.mm(layer.v_windows_copy, layer.v_weight_t)  # (W*n, 2C)
+                else:
+                    v_pre = F.embedding_bag(layer.v_windows_copy, layer.tables, mode="sum")  # (W*n, 2C)
+                torch.mm(v_pre, layer.vh_weight_t)  # (W*n, 2C): what the horizontal stack adds
 
-    with torch.no_grad():
         return timed(per_position, 100), timed(per_row, 10)
 
 
