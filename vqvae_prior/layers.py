@@ -279,8 +279,9 @@ class GatedLayerState:
     cached window and writes the layer's outputs. The results equal :meth:`GatedLayer.forward` at each position (eval
     mode: no dropout) to float rounding: the same sums, in another order.
 
-    Every convolution is one matrix product (``torch.addmm``) over rows laid out column-major, ``(w n)``: batch n,
-    C channels, W the code map's width, p = k // 2, kw the horizontal kernel's width. The caches:
+    Every convolution is one matrix product (``torch.addmm``; the first layer's vertical one, table rows) over rows
+    laid out column-major, ``(w n)``: batch n, C channels, W the code map's width, p = k // 2, kw the horizontal
+    kernel's width. The caches:
 
     - ``v_rows`` (p + 1, W + 2p, n, C): the last p + 1 rows of the vertical input (rows above the grid zero), padded
       p columns on each side, the newest last (``v_new``, (W, n, C), its unpadded part); the vertical convolution of
