@@ -31,9 +31,8 @@ import torch
 from torch import nn
 
 from benchmarks.common import (
-    interleaved, jsonable, machine, markdown_table, median, parse_shape, shape_str, sync, write_json,
+    interleaved, markdown_table, median, parse_shape, run_arguments, shape_str, start, sync, write_json,
 )
-from pipelines.cli import pick_device
 from pipelines.generate import generate
 from vqvae_prior import sampler
 from vqvae_prior.checkpoint import load_prior, load_vqvae
@@ -54,9 +53,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-time", type=float, default=1.0,
                         help="time rounds until each sampler's runs add up to this many seconds")
     parser.add_argument("--rounds", type=int, default=3, help="at least this many rounds of every sampler")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    run_arguments(parser)
     parser.add_argument("--vqvae", help="VQ-VAE checkpoint: also time generate() (needs --prior)")
     parser.add_argument("--prior", help="prior checkpoint fitted on that VQ-VAE's codes")
     parser.add_argument("--n", type=int, default=64, help="samples per generate() call")
@@ -196,18 +193,14 @@ def time_generate(args: argparse.Namespace, device: torch.device) -> dict:
 
 
 def main(args: argparse.Namespace) -> dict:
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if (args.vqvae is None) != (args.prior is None):
         raise ValueError("pass both --vqvae and --prior to time generate(), or neither")
-    device = pick_device(args.device)
+    device, result = start(args)
     torch.manual_seed(args.seed)
     config = PriorConfig(codebook_size=256, num_classes=10)
     model = GatedPixelCNN(config).to(device).eval()
     P = args.reference_positions
-    result = {"machine": machine(device), "prior": dataclasses.asdict(config), "reference_positions": P,
-              "args": jsonable(vars(args))}
-    print(result["machine"])
+    result |= {"prior": dataclasses.asdict(config), "reference_positions": P}
 
     check = None
     if P and args.check_batch:
