@@ -3,7 +3,8 @@
 Each fit is launched the way users launch it (``python -m torch.distributed.run --nproc_per_node=2 -m
 pipelines.fit_...``) on the 60-digit folder; a launch costs a few seconds of process start-up. The weights of a
 2-process fit are compared with one process's at the same seed and global batch: they differ only by the order of float sums
-(the all-reduced gradients, the quantizer's summed statistics), well within ``ATOL``.
+(the all-reduced gradients, the quantizer's summed statistics), well within ``ATOL``, except where Adam magnifies it
+(see ``assert_same_weights``).
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ import torch.multiprocessing as mp
 
 from pipelines import fit_prior, fit_vqvae
 from pipelines.distributed import Distributed
-from vqvae_prior.checkpoint import load_checkpoint
+from vqvae_prior.checkpoint import load_prior, load_vqvae
 from vqvae_prior.errors import UsageError
 from vqvae_prior.quantizer import VectorQuantizer
 
 ROOT = Path(__file__).resolve().parents[1]
 ATOL = 1e-4  # on weights of size ~0.1 to 1 after 8 to 12 Adam steps: float-sum order alone moves them ~1e-6
+ROUNDING_GRADIENT = 1e-7  # a gradient whose running RMS is below this is at the level of its sums' rounding (~1e-9)
 TINY_VQVAE = ["--channels", "16", "--residual-channels", "8", "--codebook-size", "16", "--code-dim", "8",
               "--batch-size", "16", "--lr-schedule", "constant", "--no-progress", "--device", "cpu"]
 TINY_PRIOR = ["--layers", "2", "--channels", "8", "--head-channels", "16", "--samples-per-class", "1",
@@ -44,10 +46,27 @@ def torchrun(module: str, *args: str, processes: int = 2) -> subprocess.Complete
 
 
 def assert_same_weights(a: Path, b: Path, kind: str) -> None:
-    wa, wb = load_checkpoint(a, kind)["model"], load_checkpoint(b, kind)["model"]
-    assert wa.keys() == wb.keys()
-    for name in wa:
-        torch.testing.assert_close(wa[name], wb[name], atol=ATOL, rtol=0, msg=f"{name} differs")
+    """The weights of fits ``a`` (one process) and ``b`` agree within ``ATOL``, but for Adam's magnified entries.
+
+    Adam divides each step by the root of the gradient's running square, so where a weight's gradient is at the
+    level of float rounding (~1e-9 behind a unit that is almost never active), the order of the sums alone changes
+    the step by a fraction of the learning rate: there the bound is what Adam can move a weight, lr a step. Which
+    entries those are is read from the single process's optimizer state (in its ``-last.pt``).
+    """
+    load = load_vqvae if kind == "vqvae" else load_prior
+    model, wb = load(a)[0], load(b)[1]["model"]
+    last = torch.load(a.with_name(f"{a.stem}-last.pt"), map_location="cpu", weights_only=False)
+    state, lr = last["optimizer"]["state"], last["optimizer"]["param_groups"][0]["lr"]
+    tolerance = {}
+    for i, (name, _) in enumerate(model.named_parameters()):  # Adam's state is indexed in parameter order
+        if i not in state:  # the EMA codebook: a parameter that Adam never steps
+            continue
+        rounding = state[i]["exp_avg_sq"].sqrt() < ROUNDING_GRADIENT
+        tolerance[name] = torch.where(rounding, lr * float(state[i]["step"]), ATOL)
+    assert model.state_dict().keys() == wb.keys()
+    for name, wa in model.state_dict().items():
+        excess = (wa - wb[name]).abs() - tolerance.get(name, ATOL) if wa.is_floating_point() else wa != wb[name]
+        assert not bool((excess > 0).any()), f"{name} differs: {int((excess > 0).sum())} entries beyond tolerance"
 
 
 def metrics(out: Path) -> list[dict]:
