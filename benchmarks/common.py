@@ -184,16 +184,23 @@ def median(xs: list[float]) -> float:
 
 
 def machine(device: torch.device) -> dict[str, Any]:
-    """What the numbers were measured on."""
-    cpu = platform.processor() or platform.machine()
+    """What the numbers were measured on. A virtual machine may name its CPU vaguely ("AMD EPYC"): its family and
+    model numbers and the vector instructions PyTorch's CPU kernels use tell one generation from another."""
+    cpu, cpu_id = platform.processor() or platform.machine(), None
     if Path("/proc/cpuinfo").is_file():
-        names = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")]
-        cpu = names[0] if names else cpu
+        first = open("/proc/cpuinfo").read().split("\n\n")[0]  # the first processor's block
+        info = dict(line.split(":", 1) for line in first.splitlines() if ":" in line)
+        info = {key.strip(): value.strip() for key, value in info.items()}
+        cpu = info.get("model name", cpu)
+        if "cpu family" in info:
+            cpu_id = f"family {info['cpu family']} model {info.get('model')}"
     return {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "cpu": cpu,
+        "cpu_id": cpu_id,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
