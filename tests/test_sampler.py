@@ -44,6 +44,34 @@ def test_cached_logits_equal_a_full_forward_pass_at_every_step(shape, num_classe
         torch.testing.assert_close(logits, full, rtol=1e-5, atol=1e-5)
 
 
+def test_sampling_weights_are_laid_out_once_and_again_after_any_change(tiny_prior):
+    # the cached sampler's weights are prepared once per model (GatedPixelCNN.sampling_weights) and again after an
+    # optimizer's step, load_state_dict or a replaced parameter: its samples stay the reference sampler's
+    model = tiny_prior(3)
+    labels = torch.tensor([0, 1, 2, 1])
+    weights = model.sampling_weights()
+    assert model.sampling_weights() is weights  # nothing changed: kept
+    assert torch.equal(draw(model, (5, 5), labels), draw(model, (5, 5), labels, method="reference"))
+
+    def optimizer_step():
+        model.train()
+        model.nll(torch.randint(0, 16, (4, 5, 5)), labels).backward()
+        torch.optim.Adam(model.parameters(), lr=0.1).step()
+        model.eval()
+
+    def replace_a_parameter():
+        model.head[3].bias = torch.nn.Parameter(torch.randn_like(model.head[3].bias))
+
+    changes = [optimizer_step, lambda: model.load_state_dict(tiny_prior(3).state_dict()), replace_a_parameter]
+    for change in changes:
+        before = draw(model, (5, 5), labels)
+        change()
+        assert model.sampling_weights() is not weights
+        weights = model.sampling_weights()
+        cached, reference = draw(model, (5, 5), labels), draw(model, (5, 5), labels, method="reference")
+        assert torch.equal(cached, reference) and not torch.equal(cached, before)
+
+
 def test_dropout_model_samples_in_eval_mode_and_keeps_its_mode():
     """A prior with dropout, left in training mode: both samplers sample without dropout (and agree); the model's
     mode is restored; training-mode forward passes do drop units."""

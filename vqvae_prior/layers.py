@@ -23,15 +23,20 @@ beside ``forward``, so that a change to the layer changes both.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple, TypeVar
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
 __all__ = [
-    "GatedLayer", "GatedLayerState", "MaskedConv2d", "channel_groups", "channel_mask", "gate", "shift_down", "tap_sum",
-    "with_bias",
+    "GatedLayer", "GatedLayerState", "GatedLayerWeights", "MaskedConv2d", "channel_groups", "channel_mask", "gate",
+    "prepared", "shift_down", "tap_sum", "with_bias",
 ]
+
+T = TypeVar("T")
 
 
 def gate(x: Tensor, dim: int = 1) -> Tensor:
@@ -258,14 +263,47 @@ class GatedLayer(nn.Module):
         h_pre = tap_sum(F.pad(levels, (p, 0), value=blank), self.h_weight, embedding, H, W)
         return v_pre + self.v_conv.bias[:, None, None], h_pre + self.h_conv.bias[:, None, None]
 
+    def sampling_weights(self, embedding: Tensor | None = None) -> GatedLayerWeights:
+        """This layer's kernels laid out for :class:`GatedLayerState` (eval mode: channel masks applied); with
+        ``embedding``, the vertical convolution of embedded codes as tap tables (:meth:`convolutions_from_codes`)."""
+        C = self.channels
+        out_weight_t = with_bias(rearrange(self.out_weight, "o i 1 1 -> i o"), self.h_out.bias)  # (C+1, 2C)
+        if embedding is None:
+            v_weight_t, tables = rearrange(self.v_conv.weight, "o c r k -> (r k c) o"), None  # ((p+1)*k*C, 2C)
+        else:
+            v_weight_t, tables = None, tap_tables(self.v_conv.weight, embedding)  # (taps*(G*K + 1), 2C)
+        return GatedLayerWeights(
+            h=rearrange(self.h_weight, "o c 1 k -> (k c) o"),  # (kw*C, 2C), as the window lies
+            vh=rearrange(self.v_to_h.weight, "o i 1 1 -> i o"),  # (2C, 2C)
+            residual=out_weight_t[:, :C].contiguous(), skip=out_weight_t[:, C:].contiguous(),  # (C+1, C) each
+            v=v_weight_t, tables=tables, v_bias=self.v_conv.bias, h_bias=self.v_to_h.bias + self.h_conv.bias,
+        )
+
     def sampling_state(
         self, n: int, width: int, labels: Tensor | None = None, embedding: Tensor | None = None,
+        weights: GatedLayerWeights | None = None,
     ) -> GatedLayerState:
         """This layer's step-by-step computation for sampling n code maps of the given width (eval mode only);
-        with ``embedding``, its vertical input is codes, embedded by it (as :meth:`convolutions_from_codes`)."""
+        with ``embedding``, its vertical input is codes, embedded by it (as :meth:`convolutions_from_codes`).
+        ``weights``: :meth:`sampling_weights` of the same ``embedding``, when already prepared."""
         if self.training:
             raise RuntimeError("GatedLayer.sampling_state computes the eval-mode layer (no dropout): call .eval()")
-        return GatedLayerState(self, n, width, labels, embedding)
+        weights = self.sampling_weights(embedding) if weights is None else weights
+        return GatedLayerState(self, n, width, labels, weights)
+
+
+class GatedLayerWeights(NamedTuple):
+    """A :class:`GatedLayer`'s kernels as :class:`GatedLayerState` multiplies by them: transposed to (in, out), in
+    the order its windows lie, the 1x1 output convolution's bias as one more row (:func:`with_bias`)."""
+
+    h: Tensor  # (kw*C, 2C): the horizontal convolution
+    vh: Tensor  # (2C, 2C): the vertical stack's 1x1 convolution into the horizontal one
+    residual: Tensor  # (C+1, C): the output convolution's residual half, bias last
+    skip: Tensor  # (C+1, C): its skip half, bias last
+    v: Tensor | None  # ((p+1)*k*C, 2C): the vertical convolution; None when the input is codes (then tables)
+    tables: Tensor | None  # (taps*(G*K + 1), 2C): the vertical convolution of embedded codes (:func:`tap_tables`)
+    v_bias: Tensor  # (2C,)
+    h_bias: Tensor  # (2C,): the biases that every horizontal pre-activation starts from
 
 
 class GatedLayerState:
@@ -285,8 +323,8 @@ class GatedLayerState:
 
     - ``v_rows`` (p + 1, W + 2p, n, C): the last p + 1 rows of the vertical input (rows above the grid zero), padded
       p columns on each side, the newest last (``v_new``, (W, n, C), its unpadded part); the vertical convolution of
-      a row is its windows (W n, (p+1) k C), copied into one matrix, times the kernel. With ``embedding`` (the first
-      layer's, whose input is embedded codes), ``v_rows`` (p + 1, W + 2p, n, G) holds the codes' embedding rows
+      a row is its windows (W n, (p+1) k C), copied into one matrix, times the kernel. With ``weights.tables`` (the
+      first layer's, whose input is embedded codes), ``v_rows`` (p + 1, W + 2p, n, G) holds the codes' embedding rows
       instead (the blank row G*K as padding), and the convolution is a sum of table rows, one per kernel tap and
       image channel (:func:`tap_tables`, as :meth:`GatedLayer.convolutions_from_codes` computes it);
     - ``h_row`` (n, W + p, C): the current row of the horizontal input, padded p columns on the left (never written,
@@ -302,23 +340,20 @@ class GatedLayerState:
 
     Every buffer is written in place (a CUDA graph can replay the same addresses), and :meth:`step` runs once per
     layer and position, so it is written for few operator calls: the views it reads and writes are made once per
-    column here (the window, vh's column, the input and the next layer's input there), weights are transposed
-    once, and the outputs go into preallocated buffers: four operators a step. The skip output is left to the
+    column here (the window, vh's column, the input and the next layer's input there), the weights come laid out
+    for the products (:meth:`GatedLayer.sampling_weights`, which a prior may prepare once for many states), and the
+    outputs go into preallocated buffers: four operators a step. The skip output is left to the
     prior's state, which sums every layer's with one product of their ``gated`` and ``skip_weight_t``.
     """
 
     def __init__(
-        self, layer: GatedLayer, n: int, width: int, labels: Tensor | None, embedding: Tensor | None = None,
+        self, layer: GatedLayer, n: int, width: int, labels: Tensor | None, weights: GatedLayerWeights,
     ) -> None:
-        C, p, k = layer.channels, layer.pad, layer.kernel_size
-        weight = layer.h_weight  # (2C, C, 1, kw), channel-masked
-        self.first, self.p, self.k, self.kw = layer.first, p, k, weight.shape[-1]
-        self.h_weight_t = rearrange(weight, "o c 1 k -> (k c) o")  # (kw*C, 2C), as the window lies
-        self.vh_weight_t = rearrange(layer.v_to_h.weight, "o i 1 1 -> i o")  # (2C, 2C)
-        out_weight_t = with_bias(rearrange(layer.out_weight, "o i 1 1 -> i o"), layer.h_out.bias)  # (C+1, 2C)
-        self.res_weight_t, self.skip_weight_t = out_weight_t[:, :C].contiguous(), out_weight_t[:, C:].contiguous()
-        self.v_bias = layer.v_conv.bias  # (2C,)
-        bias_h = layer.v_to_h.bias + layer.h_conv.bias  # (2C,)
+        C, p, k, G = layer.channels, layer.pad, layer.kernel_size, layer.groups
+        self.first, self.p, self.k, self.kw = layer.first, p, k, weights.h.shape[0] // C
+        self.h_weight_t, self.vh_weight_t = weights.h, weights.vh  # (kw*C, 2C), (2C, 2C)
+        self.res_weight_t, self.skip_weight_t = weights.residual, weights.skip  # (C+1, C) each
+        self.v_bias, bias_h = weights.v_bias, weights.h_bias  # (2C,) each
         self.bias_v = None
         if layer.label_bias is not None:
             bias_v, label_h = layer.label_bias(labels).chunk(2, dim=1)  # (n, 2C) each
@@ -326,22 +361,22 @@ class GatedLayerState:
         # what every row's vh starts from: the biases of the horizontal pre-activation, for each column
         self.vh_bias = bias_h.expand(width, n, 2 * C).reshape(width * n, 2 * C)  # (W*n, 2C)
         self.vh = self.vh_bias.clone().view(width, n, 2 * C)  # above the grid: nothing but the biases
-        self.tables = None if embedding is None else tap_tables(layer.v_conv.weight, embedding)  # (taps*rows, 2C)
+        self.tables, self.v_weight_t = weights.tables, weights.v
         if self.tables is None:
-            self.v_weight_t = rearrange(layer.v_conv.weight, "o c r k -> (r k c) o")  # ((p+1)*k*C, 2C)
-            self.v_rows = weight.new_zeros(p + 1, width + 2 * p, n, C)
+            self.v_rows = weights.h.new_zeros(p + 1, width + 2 * p, n, C)
             self.v_windows = rearrange(self.v_rows.unfold(1, k, 1), "r w n c k -> w n r k c")  # a view of v_rows
-            self.v_windows_copy = weight.new_empty(width * n, (p + 1) * k * C)  # (W*n, (p+1)*k*C), as the kernel
+            self.v_windows_copy = weights.h.new_empty(width * n, (p + 1) * k * C)  # (W*n, (p+1)*k*C), as the kernel
         else:  # codes: each window's table rows, tap t = r*k + s's rows from t * rows on (rows = G*K + 1)
-            rows = embedding.shape[0] + 1
-            self.v_rows = torch.full((p + 1, width + 2 * p, n, layer.groups), rows - 1, device=weight.device)
+            rows = self.tables.shape[0] // ((p + 1) * k)
+            device = self.tables.device
+            self.v_rows = torch.full((p + 1, width + 2 * p, n, G), rows - 1, device=device)
             self.v_windows = rearrange(self.v_rows.unfold(1, k, 1), "r w n g k -> w n r k g")  # a view of v_rows
-            self.tap_offsets = rows * torch.arange((p + 1) * k, device=weight.device).view(p + 1, k, 1)
-            self.v_windows_copy = self.v_rows.new_empty(width * n, (p + 1) * k * layer.groups)  # (W*n, (p+1)*k*G)
+            self.tap_offsets = rows * torch.arange((p + 1) * k, device=device).view(p + 1, k, 1)
+            self.v_windows_copy = self.v_rows.new_empty(width * n, (p + 1) * k * G)  # (W*n, (p+1)*k*G)
         self.v_new = self.v_rows[-1, p : p + width]  # (W, n, C or G), contiguous
-        self.v_pre = weight.new_empty(width, n, 2 * C)  # the vertical pre-activation, and its first half
+        self.v_pre = weights.h.new_empty(width, n, 2 * C)  # the vertical pre-activation, and its first half
         self.v_pre_a = self.v_pre[..., :C]
-        self.h_row = weight.new_zeros(n, width + p, C)
+        self.h_row = weights.h.new_zeros(n, width + p, C)
         # per column c: the window (n, kw*C), vh (n, 2C), the pre-activation and its first half, and the input (n, C)
         # there, all views (each list made by one unbind). The window: columns c .. c + kw - 1 of h_row, kw*C
         # consecutive floats per code map
@@ -349,13 +384,13 @@ class GatedLayerState:
         self.vh_columns = self.vh.unbind(0)
         # column c's pre-activation: vh's column itself, turned into it in place, unless the layer steps G times over
         # each pixel (G image channels), which each need vh's column as it was
-        if layer.groups == 1:
+        if G == 1:
             self.h_pre, self.h_pre_a = self.vh_columns, self.vh[..., :C].unbind(0)  # (n, 2C), (n, C) per column
         else:
-            h_pre = weight.new_empty(n, 2 * C)
+            h_pre = weights.h.new_empty(n, 2 * C)
             self.h_pre, self.h_pre_a = [h_pre] * width, [h_pre[:, :C]] * width
         self.inputs = self.h_row[:, p:].unbind(1)
-        self.connect(weight.new_ones(n, C + 1), None)
+        self.connect(weights.h.new_ones(n, C + 1), None)
 
     def connect(self, gated: Tensor, after: GatedLayerState | None) -> None:
         """Where :meth:`step` writes: the gated units into ``gated`` (n, C + 1), whose last column must be 1, and the
@@ -417,6 +452,28 @@ def with_bias(weight_t: Tensor, bias: Tensor) -> Tensor:
     """A matrix product's weights (I, O) with the bias (O,) as one more row, (I + 1, O): ``x @ with_bias(w, b)``, x
     (n, I + 1) ending in a column of ones, is ``x[:, :I] @ w + b``, the bias added without a copy of it per call."""
     return torch.cat([weight_t, bias[None]])
+
+
+def prepared(module: nn.Module, build: Callable[[], T]) -> T:
+    """``build()``, made of ``module``'s parameters and buffers, kept on the module and built again only when one of
+    them has changed since: replaced by another tensor (``.to``, a new ``Parameter``) or written in place (an
+    optimizer's step, ``load_state_dict``: PyTorch's version counter moves). Writes through ``.data`` are not
+    counted by PyTorch, so are not seen: after one, ``del module._prepared``. The samplers' states read their
+    weights through this: a model sampled again and again lays its weights out once."""
+    tensors = [*module.parameters(), *module.buffers()]
+    cached = module.__dict__.get("_prepared")
+    if cached is not None:
+        kept, storages, versions, value = cached
+        if len(kept) == len(tensors) and all(
+            t is k and t.data_ptr() == s.data_ptr() and t._version == v
+            for t, k, s, v in zip(tensors, kept, storages, versions)
+        ):
+            return value
+    value = build()
+    # each tensor's storage is held too (detach shares it), so that no other tensor can take its address while the
+    # entry lives
+    module.__dict__["_prepared"] = (tensors, [t.detach() for t in tensors], [t._version for t in tensors], value)
+    return value
 
 
 # F.glu(x, dim) written into out=: the same operator, without the functional's Python wrapper (which takes no out)
