@@ -109,7 +109,7 @@ def reference_seconds(model: GatedPixelCNN, n: int, shape: tuple[int, int], P: i
 
 def check_extrapolation(model: GatedPixelCNN, shape: tuple[int, int], n: int, P: int, seed: int) -> dict:
     """One full reference run; its time against the extrapolation from its own first P positions."""
-    time_sampler(model, "reference", n, shape, seed, clock=model, stop_after=1)  # warm-up
+    time_sampler(model, "reference", n, shape, seed, clock=model, stop_after=P)  # warm-up: P positions, as timed
     full, marks = time_sampler(model, "reference", n, shape, seed, clock=model)  # marks[i]: start of position i
     P = min(P, len(marks) - 1)
     extrapolated = marks[0] + (marks[P] - marks[0]) * len(marks) / P
