@@ -15,7 +15,6 @@ order that it does not see (the plain PixelCNN's blind spot) in orange, the posi
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 from einops import rearrange, repeat

@@ -1,6 +1,6 @@
 """Tests of vqvae_prior/audio.py (spectrograms, Griffin-Lim, metrics) and data/audio.py (the audio-folder loader)."""
 
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import librosa

@@ -90,7 +90,7 @@ def test_generate_is_the_pipeline(checkpoints):
 def check_completion(pipe: VQPriorPipeline, x: Tensor, keep: int, labels: list[int]) -> None:
     """Kept rows are the inputs' own codes; the rest is what the prior samples given them (with the same
     generator); completions of one input differ; the kept picture is the input above the kept rows, blank below."""
-    S, h = 4, pipe.code_shape[0]
+    S = 4
     done = pipe.complete(x, keep=keep, labels=labels, completions=S, generator=seeded(1))
     N = len(labels)
     codes = pipe.vqvae.encode(pipe.inputs(x))  # (N, h, w)
