@@ -14,7 +14,8 @@ also given in full passes, units of one forward pass of the network over the bat
 position; the cached sampler's arithmetic is about one). Each cell is warmed up once, then timed in rounds, each
 running every sampler once, back to back (at least ``--rounds``, and until each sampler's runs add up to
 ``--min-time`` seconds): seconds per sample are the medians of the runs, the speedup and the full passes the medians
-of each round's ratio, so that the machine's drift between rounds cancels.
+of each round's ratio, so that the machine's drift between rounds cancels; the table gives each cell's rounds and
+the range of the full passes over them.
 
 With ``--vqvae`` and ``--prior`` checkpoints it also times ``pipelines.generate.generate(n=64, labels)`` end to end
 (checkpoint loading included), and its sample + decode chain on models already loaded: median of ``--runs``.
@@ -153,9 +154,10 @@ def benchmark_cell(model: GatedPixelCNN, shape: tuple[int, int], n: int, P: int,
         progress(f"{shape_str(shape)} x {n}: {name} {median(runs):.4g} s ({len(runs)} runs; warm-up "
                  f"{warm_ups[name]:.3g} s)")
         # speedup and full passes: the median of each round's, its runs back to back (the machine's drift cancels)
+        passes = [positions * t / r for r, t in zip(ref, runs)]
         cell |= {f"{name}_runs": runs, f"{name}_s_per_sample": median(runs) / n,
                  f"{name}_speedup": median([r / t for r, t in zip(ref, runs)]),
-                 f"{name}_in_full_passes": median([positions * t / r for r, t in zip(ref, runs)])}
+                 f"{name}_in_full_passes": median(passes), f"{name}_full_passes_range": [min(passes), max(passes)]}
     if "cached" in methods:  # the names of earlier result files
         cell |= {"speedup": cell["cached_speedup"], "cached_in_full_passes": cell["cached_in_full_passes"]}
     cell["load_average"] = os.getloadavg()[0]  # > threads: other processes competed for the cores
@@ -217,15 +219,17 @@ def main(args: argparse.Namespace) -> dict:
             cell = benchmark_cell(model, shape, n, P, args.min_time, args.seed, tuple(args.methods), args.rounds)
             cells.append(cell)
             star = " *" if cell["extrapolated"] else ""
-            rows.append([shape_str(shape), str(n), f"{cell['reference_s_per_sample']:.4g}{star}"])
+            rows.append([shape_str(shape), str(n), str(len(cell["reference_runs"])),
+                         f"{cell['reference_s_per_sample']:.4g}{star}"])
             for name in args.methods:
+                low, high = cell[f"{name}_full_passes_range"]
                 rows[-1] += [f"{cell[name + '_s_per_sample']:.4g}", f"{cell[name + '_speedup']:.1f}x{star}",
-                             f"{cell[name + '_in_full_passes']:.2f}{star}"]
+                             f"{cell[name + '_in_full_passes']:.2f}{star} ({low:.2f} to {high:.2f})"]
             print(" | ".join(rows[-1]), flush=True)
     result["cells"] = cells
-    header = ["grid", "batch", "reference s/sample"]
+    header = ["grid", "batch", "rounds", "reference s/sample"]
     for name in args.methods:
-        header += [f"{name} s/sample", "speedup", f"{name}, in full passes"]
+        header += [f"{name} s/sample", "speedup", f"{name}, in full passes (rounds' range)"]
     table = markdown_table(header, rows)
     if any(cell["extrapolated"] for cell in cells):
         table += f"\n\n\\* reference timed on its first P = {P} positions and extrapolated linearly to h*w"

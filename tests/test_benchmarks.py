@@ -67,8 +67,11 @@ def test_sampling_main_writes_its_table(benchmarks, tiny_checkpoints, tmp_path):
     ref, cached = cell["reference_runs"], cell["cached_runs"]
     assert len(ref) == len(cached) == 3  # --rounds 3 (the default), interleaved, --min-time 0
     assert cell["speedup"] == pytest.approx(statistics.median([r / t for r, t in zip(ref, cached)]))
-    assert cell["cached_in_full_passes"] == pytest.approx(statistics.median([49 * t / r for r, t in zip(ref, cached)]))
-    assert "| 7x7 | 1 |" in result["table"] and "*" in result["table"]
+    passes = [49 * t / r for r, t in zip(ref, cached)]
+    assert cell["cached_in_full_passes"] == pytest.approx(statistics.median(passes))
+    assert cell["cached_full_passes_range"] == pytest.approx([min(passes), max(passes)])
+    assert "| 7x7 | 1 | 3 |" in result["table"] and "*" in result["table"]  # 3 rounds
+    assert f"({min(passes):.2f} to {max(passes):.2f})" in result["table"]
     gen = result["generate"]
     assert gen["n"] == 4 and gen["code_shape"] == [7, 7]
     assert gen["end_to_end_seconds"] > 0 and gen["sample_seconds"] > 0 and gen["decode_seconds"] > 0
