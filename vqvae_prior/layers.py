@@ -336,14 +336,14 @@ class GatedLayerState:
       theirs into ``h_pre`` instead);
     - ``gated`` (n, C + 1): the gated units of the current position and a constant 1, given by :meth:`connect`. The
       1x1 output convolution's weights get the bias as one more row (:func:`with_bias`; ``res_weight_t`` and
-      ``skip_weight_t``, (C+1, C) each), so that a product of ``gated`` adds it.
+      ``weights.skip``, (C+1, C) each), so that a product of ``gated`` adds it.
 
     Every buffer is written in place (a CUDA graph can replay the same addresses), and :meth:`step` runs once per
     layer and position, so it is written for few operator calls: the views it reads and writes are made once per
     column here (the window, vh's column, the input and the next layer's input there), the weights come laid out
     for the products (:meth:`GatedLayer.sampling_weights`, which a prior may prepare once for many states), and the
     outputs go into preallocated buffers: four operators a step. The skip output is left to the
-    prior's state, which sums every layer's with one product of their ``gated`` and ``skip_weight_t``.
+    prior's state, which sums every layer's with one product of their ``gated`` and their stacked ``weights.skip``.
     """
 
     def __init__(
@@ -352,7 +352,7 @@ class GatedLayerState:
         C, p, k, G = layer.channels, layer.pad, layer.kernel_size, layer.groups
         self.first, self.p, self.k, self.kw = layer.first, p, k, weights.h.shape[0] // C
         self.h_weight_t, self.vh_weight_t = weights.h, weights.vh  # (kw*C, 2C), (2C, 2C)
-        self.res_weight_t, self.skip_weight_t = weights.residual, weights.skip  # (C+1, C) each
+        self.res_weight_t = weights.residual  # (C+1, C); the skip half is the prior's state's (weights.skip)
         self.v_bias, bias_h = weights.v_bias, weights.h_bias  # (2C,) each
         self.bias_v = None
         if layer.label_bias is not None:
