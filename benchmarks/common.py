@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from pipelines.cli import pick_device
+from vqvae_prior.training.steps import pick_device
 
 
 def parse_shape(text: str) -> tuple[int, ...]:

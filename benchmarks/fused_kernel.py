@@ -19,7 +19,7 @@ import itertools
 import torch
 
 from benchmarks.common import jsonable, machine, markdown_table, median, parse_shape, time_steps, write_json
-from pipelines.cli import pick_device
+from vqvae_prior.training.steps import pick_device
 from vqvae_prior.prior import GatedPixelCNN, PriorConfig
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import jsonable, machine, markdown_table, median, sync, write_json
-from pipelines.cli import pick_device
+from vqvae_prior.training.steps import pick_device
 from vqvae_prior import VQPriorPipeline
 
 ROOT = Path(__file__).resolve().parents[1]

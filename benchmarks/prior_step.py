@@ -7,7 +7,7 @@ a folder given as ``--baseline``, and imported under its own name beside this ch
 process and their steps alternate: the machine's noise falls on both alike. Both are built with the same config and
 hold the same weights (the baseline's loaded from this checkout's state dict); their first losses are printed and
 must agree, so that the two steps compute the same function. A step: forward + cross-entropy (``model.nll``) +
-backward + Adam, each side's as its ``fit_prior`` builds it (here ``pipelines.training.adam``, PyTorch's fused
+backward + Adam, each side's as its ``fit_prior`` builds it (here ``vqvae_prior.training.steps.adam``, PyTorch's fused
 update; the baseline's plain ``torch.optim.Adam``, as fit_prior built it up to 3dc0049), on fixed random code maps
 and labels, batch ``--batch-size``, ``--layers`` x 64 channels, head ``--head``, K ``--codebook``, 10 classes (the
 size of ritheshkumar95/pytorch-vqvae's GatedPixelCNN by default). Reported: the median step of each, the ratio of
@@ -27,7 +27,7 @@ from benchmarks.common import (
     import_baseline, interleaved, markdown_table, median, prior_step_arguments, prior_training_step,
     rounds_per_grid, shape_str, start, write_json,
 )
-from pipelines.training import adam
+from vqvae_prior.training.steps import adam
 from vqvae_prior.prior import GatedPixelCNN, PriorConfig
 
 def get_args_parser() -> argparse.ArgumentParser:

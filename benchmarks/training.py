@@ -23,8 +23,8 @@ import torch
 from benchmarks.common import (
     jsonable, machine, markdown_table, median, parse_shape, shape_str, time_steps, write_json,
 )
-from pipelines.cli import pick_device
-from pipelines.training import PRECISIONS, MixedPrecision, adam
+from vqvae_prior.training.steps import pick_device
+from vqvae_prior.training.steps import PRECISIONS, MixedPrecision, adam
 from vqvae_prior.prior import GatedPixelCNN, PriorConfig
 from vqvae_prior.vqvae import VQVAE, VQVAEConfig
 

@@ -4,7 +4,8 @@ Every data set is loaded through :func:`load_dataset`, which returns a :class:`D
 held-out split whose items are ``(x, label)`` with ``x`` a float tensor ``(C, H, W)`` in ``[0, 1]`` (an image, or a
 normalized spectrogram with ``C = 1``), the label names, and ``spec``: a JSON-able description that is saved in
 every checkpoint so that the same data (and, for audio, the same spectrogram settings) can be rebuilt later. The
-spec's ``modality``, ``"image"`` or ``"audio"``, is the one place that says which kind of data it is.
+spec's ``modality`` (a name in ``vqvae_prior.registry.MODALITIES``) is the one place that says which kind of data
+it is; :attr:`DatasetSplits.modality` is that modality as an object.
 
 | name            | what                                                                  | needs ``root`` |
 | --------------- | --------------------------------------------------------------------- | -------------- |
@@ -25,13 +26,11 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from vqvae_prior.errors import VQPriorError
+from vqvae_prior.errors import DataError
+from vqvae_prior.modality import Modality
+from vqvae_prior.registry import modality_class, modality_of_spec
 
-__all__ = ["DATASETS", "MODALITIES", "DataError", "DatasetSplits", "load_dataset", "modality_of"]
-
-
-class DataError(VQPriorError, ValueError):
-    """A data set could not be found or read; the message names the path or argument and what was expected."""
+__all__ = ["DATASETS", "DataError", "DatasetSplits", "load_dataset", "modality_of"]
 
 
 @dataclass(frozen=True)
@@ -52,9 +51,9 @@ class DatasetSplits:
     spec: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def modality(self) -> str:
-        """``"image"`` or ``"audio"`` (the spec's, written by :func:`load_dataset`)."""
-        return self.spec["modality"]
+    def modality(self) -> Modality:
+        """The kind of data (the spec's, written by :func:`load_dataset`), as an object."""
+        return modality_of_spec(self.spec)
 
     @property
     def sample_shape(self) -> tuple[int, int, int]:
@@ -63,7 +62,7 @@ class DatasetSplits:
         return tuple(x.shape)  # type: ignore[return-value]
 
 
-# name -> (modality, module of data/, loader function): whether a data set is audio or images is decided here, once;
+# name -> (modality, module of data/, loader function): the kind of data each data set holds is decided here, once;
 # load_dataset writes it into every spec ("modality"), which checkpoints carry to everything downstream.
 _DATASETS = {
     "mnist-sample": ("image", "images", "load_mnist_sample"),
@@ -74,7 +73,6 @@ _DATASETS = {
     "audio-folder": ("audio", "audio", "load_audio_folder"),
 }
 DATASETS = tuple(_DATASETS)
-MODALITIES = ("image", "audio")
 
 
 def _check_name(name: str) -> None:
@@ -82,10 +80,10 @@ def _check_name(name: str) -> None:
         raise DataError(f"unknown data set {name!r}; expected one of {', '.join(DATASETS)}")
 
 
-def modality_of(name: str) -> str:
-    """``"image"`` or ``"audio"``: what data set ``name`` (one of :data:`DATASETS`) holds."""
+def modality_of(name: str) -> type[Modality]:
+    """The modality of the data that data set ``name`` (one of :data:`DATASETS`) holds."""
     _check_name(name)
-    return _DATASETS[name][0]
+    return modality_class(_DATASETS[name][0])
 
 
 def load_dataset(

@@ -27,17 +27,15 @@ from typing import Any
 
 import librosa
 import numpy as np
-import soundfile as sf
 import torch
 from einops import rearrange
 from torch.utils.data import Dataset
 
 from data import DataError, DatasetSplits
-from vqvae_prior.audio import SpectrogramConfig, magnitude_db, normalize_db
+from vqvae_prior.audio import AUDIO_EXTENSIONS, SpectrogramConfig, magnitude_db, normalize_db, read_clip, read_wave
 
-__all__ = ["AUDIO_EXTENSIONS", "FSDD_PATTERN", "SpectrogramDataset", "load_audio_folder", "read_clip", "read_wave"]
+__all__ = ["FSDD_PATTERN", "SpectrogramDataset", "load_audio_folder"]
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 FSDD_PATTERN = r"(?P<label>\d+)_(?P<speaker>[^_]+)_(?P<index>\d+)"
 FSDD_TEST_INDICES = range(5)  # files with index 0-4 are the held-out split
 DYNAMIC_RANGE_DB = 80.0  # db_min = db_max - 80 when db_min is not given
@@ -67,26 +65,6 @@ class SpectrogramDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return self.images[i], int(self.labels[i])
-
-
-def read_wave(path: str | Path, sample_rate: int) -> np.ndarray:
-    """The whole recording at ``path``: mono float32 ``(T,)`` at ``sample_rate``."""
-    try:
-        data, rate = sf.read(path, dtype="float32", always_2d=True)  # (T, C)
-    except Exception as e:  # soundfile raises LibsndfileError (a RuntimeError) and others for undecodable files
-        raise DataError(f"cannot decode audio file {path}: {e}") from e
-    if data.shape[0] == 0:
-        raise DataError(f"audio file {path} has no samples")
-    wave = data.mean(axis=1)  # (T,)
-    if rate != sample_rate:
-        wave = librosa.resample(wave, orig_sr=rate, target_sr=sample_rate)
-    return wave.astype(np.float32)
-
-
-def read_clip(path: str | Path, cfg: SpectrogramConfig) -> np.ndarray:
-    """The waveform behind a spectrogram of this data set: mono float32 ``(cfg.num_samples,)`` at
-    ``cfg.sample_rate``, padded with zeros / trimmed at the end as :func:`vqvae_prior.audio.spectrogram` does."""
-    return librosa.util.fix_length(read_wave(path, cfg.sample_rate), size=cfg.num_samples)
 
 
 def _split(stems: list[str], labels: np.ndarray, pattern: re.Pattern, test_fraction: float, seed: int) -> np.ndarray:

@@ -25,6 +25,7 @@ from torchvision.datasets.folder import has_file_allowed_extension, make_dataset
 from torchvision.transforms import functional as TF
 
 from data import DataError, DatasetSplits
+from vqvae_prior.modality import IMAGE_EXTENSIONS
 
 __all__ = ["ImageTensorDataset", "load_cifar10", "load_fashion_mnist", "load_image_folder", "load_mnist",
            "load_mnist_sample", "read_idx"]  # fmt: skip
@@ -34,7 +35,6 @@ DIGITS = tuple(str(d) for d in range(10))
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")  # fmt: skip
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "F")
 
 

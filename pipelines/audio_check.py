@@ -48,9 +48,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from data.audio import read_wave
-from pipelines import batching, cli, judge
-from pipelines.generate import seeded
+from vqvae_prior.audio import read_wave
+from pipelines import cli, judge
+from vqvae_prior.training import batching
+from vqvae_prior.pipeline import seeded
 from vqvae_prior.audio import invert
 from vqvae_prior.errors import UsageError
 
@@ -196,7 +197,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     vqvae, spec, device = pipe.vqvae, pipe.data_spec, pipe.device
     if not pipe.prior.config.num_classes:
         raise UsageError(f"--prior {args.prior} is unconditional: fit it without --unconditional to ask for classes")
-    cfg = pipe.spectrogram_config
+    cfg = pipe.modality.config
     hearing, aug = Hearing(), AugmentSettings()
 
     with watch("data"):

@@ -37,7 +37,7 @@ class HeldOutLSD:
 
     def __init__(self, splits: data.DatasetSplits, x_test: Tensor, clips: int, every: int, epochs: int,
                  batch_size: int, device: torch.device) -> None:
-        from data.audio import read_clip
+        from vqvae_prior.audio import read_clip
         from vqvae_prior.audio import SpectrogramConfig
 
         self.cfg = SpectrogramConfig(**splits.spec["spectrogram"])
@@ -95,7 +95,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     """Print and return ``test_lsd_db``, ``ceiling_lsd_db`` and ``lsd_clips`` of the checkpoint's held-out clips."""
-    from pipelines import batching, cli
+    from pipelines import cli
+    from vqvae_prior.training import batching
     from vqvae_prior.checkpoint import load_vqvae
     from vqvae_prior.errors import UsageError
 

@@ -22,18 +22,14 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torch import Tensor
-from torchvision.transforms import functional as TF
 
-from data.images import IMAGE_EXTENSIONS
-from pipelines import cli, figures, run_folder
+from pipelines import cli
 from vqvae_prior.errors import UsageError
-from vqvae_prior.pipeline import CompletionOutput, PipelineOutput, VQPriorPipeline
+from vqvae_prior.pipeline import CompletionOutput, PipelineOutput, VQPriorPipeline, seeded
 from vqvae_prior.sampler import METHODS
 
 GenerateOutput = PipelineOutput  # what generate() returns (its name before the pipeline existed)
@@ -76,11 +72,6 @@ def generate(
     device = cli.pick_device(None if device is None else str(device))
     pipe = VQPriorPipeline.from_checkpoints(vqvae_checkpoint, prior_checkpoint, device)
     return pipe(n, labels, temperature, seeded(seed, device), method, guidance)
-
-
-def seeded(seed: int | None, device: torch.device) -> torch.Generator | None:
-    """A ``torch.Generator`` on ``device`` seeded by ``seed``; None (torch's global generator) when seed is None."""
-    return torch.Generator(device).manual_seed(seed) if seed is not None else None
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -141,84 +132,53 @@ def parse_labels(words: list[str] | None, label_names: list[str]) -> list[int] |
     return labels
 
 
-def input_files(path: Path, modality: str) -> list[Path]:
-    """The image (or, for audio, recording) files at ``path``: the file itself, or those under the folder, sorted."""
-    from data.audio import AUDIO_EXTENSIONS  # imported where used: image runs do not load librosa
-
-    extensions = AUDIO_EXTENSIONS if modality == "audio" else IMAGE_EXTENSIONS
-    if path.is_file():
-        files = [path] if path.suffix.lower() in extensions else []
-    else:
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
-    if not path.exists() or not files:
-        raise UsageError(f"--complete: {path} is no {modality} file and no folder holding any "
-                         f"({', '.join(extensions)}, any case)")
-    return files
-
-
 def read_inputs(files: list[Path], pipe: VQPriorPipeline) -> Tensor:
-    """Images (N, C, H, W) in [0, 1] of the VQ-VAE's size, or waveforms (N, T) for an audio pipeline."""
-    if pipe.modality == "audio":
-        from data.audio import read_clip
-
-        return torch.stack([torch.from_numpy(read_clip(f, pipe.spectrogram_config)) for f in files])  # (N, T)
-    channels, H, W = pipe.sample_shape
-    images = []
-    for f in files:
-        with Image.open(f) as img:
-            x = TF.pil_to_tensor(img.convert("L" if channels == 1 else "RGB")).float() / 255  # (C, h, w)
-        if tuple(x.shape[1:]) != (H, W):
-            raise UsageError(f"--complete: {f} is {x.shape[1]}x{x.shape[2]}, expected {H}x{W} (H x W), the size "
-                             "the VQ-VAE was fitted on")
-        images.append(x)
-    return torch.stack(images)
+    """The inputs of the files, as the pipeline's modality reads them: images (N, C, H, W) in [0, 1] of the
+    VQ-VAE's size, or waveforms (N, T) of recordings."""
+    return torch.stack([pipe.modality.read(f, pipe.sample_shape) for f in files])
 
 
 def labels_from_names(files: list[Path], pipe: VQPriorPipeline) -> list[int]:
-    """Each file's class by its data set's convention: audio by the spec's label pattern, images by the name of
-    the folder holding them."""
+    """Each file's class by its data set's convention (the modality's: a recording's name, an image's folder)."""
     labels = []
     for f in files:
-        if pipe.modality == "audio":
-            match = re.fullmatch(pipe.data_spec["label_pattern"], f.stem)
-            name = match["label"] if match else None
-        else:
-            name = f.parent.name
+        name = pipe.modality.label_of(f)
         if name not in pipe.label_names:
-            where = "its name" if pipe.modality == "audio" else "its folder's name"
-            raise UsageError(f"--complete: {where} gives {f} no class of {pipe.label_names}; pass --labels")
+            raise UsageError(f"--complete: {pipe.modality.where_label()} gives {f} no class of {pipe.label_names}; "
+                             "pass --labels")
         labels.append(pipe.label_names.index(name))
     return labels
 
 
 def complete_files(pipe: VQPriorPipeline, args: argparse.Namespace, out: Path) -> CompletionOutput:
     """``--complete``: read the inputs, complete them, write the PNG ``out`` (and WAVs beside it)."""
-    import soundfile as sf  # only where WAVs are written: generate() and images need no audio library
     if args.keep_rows is None:
         raise UsageError("--complete needs --keep-rows N, the code rows to keep")
-    files = input_files(Path(args.complete), pipe.modality)
+    try:
+        files = pipe.modality.files(Path(args.complete))
+        inputs = read_inputs(files, pipe)
+    except UsageError as e:
+        raise UsageError(f"--complete: {e}") from None
     labels = parse_labels(args.labels, pipe.label_names)
     if labels is not None and len(labels) not in (1, len(files)):
         raise UsageError(f"--labels: give one label per input ({len(files)}) or one for all, got {len(labels)}")
     if labels is None and pipe.prior.config.num_classes:
         labels = labels_from_names(files, pipe)
     labels = labels * len(files) if labels is not None and len(labels) == 1 else labels
-    result = pipe.complete(read_inputs(files, pipe), args.keep_rows, labels, args.repeat, args.temperature,
+    result = pipe.complete(inputs, args.keep_rows, labels, args.repeat, args.temperature,
                            seeded(args.seed, pipe.device), args.method, args.guidance)
     rows = torch.cat([result.inputs[:, None], result.kept[:, None], result.images], dim=1)  # (N, 2 + S, C, H, W)
-    figures.save_grid(rows.flatten(0, 1), out, rows.shape[1], spectrograms=pipe.modality == "audio")
+    pipe.modality.save_grid(rows.flatten(0, 1), out, rows.shape[1])
     print(f"wrote {len(files)} inputs, each with its kept part and {args.repeat} completions, to {out}")
     if result.waveforms is not None:
-        for i, (f, waves) in enumerate(zip(files, result.waveforms)):
-            for j, wave in enumerate(waves):
-                sf.write(out.with_name(f"{out.stem}_{i:03d}_{f.stem}_{j}.wav"), wave.numpy(), result.sample_rate)
-        print(f"wrote {result.waveforms.shape[0] * result.waveforms.shape[1]} WAV files beside it")
+        paths = [out.with_name(f"{out.stem}_{i:03d}_{f.stem}_{j}.wav")
+                 for i, f in enumerate(files) for j in range(result.waveforms.shape[1])]  # fmt: skip
+        pipe.modality.write_outputs((result.waveforms.flatten(0, 1), result.sample_rate), paths)
+        print(f"wrote {len(paths)} WAV files beside it")
     return result
 
 
 def main(args: argparse.Namespace) -> PipelineOutput | CompletionOutput:
-    import soundfile as sf  # only where WAVs are written: generate() and images need no audio library
-
     cli.at_least(args, 1, "n", "repeat", "nrow")
     cli.at_least(args, 0, "keep_rows")
     cli.positive(args, "temperature")
@@ -227,7 +187,7 @@ def main(args: argparse.Namespace) -> PipelineOutput | CompletionOutput:
         raise UsageError("--keep-rows N goes with --complete FILE_OR_FOLDER")
     if args.complete is None and args.repeat != 1 and args.labels is None:
         raise UsageError("--repeat gives the samples per label of --labels; without --labels, ask for --n samples")
-    out = run_folder.check_image_path(args.out)
+    out = cli.check_image_path(args.out)
     device = cli.pick_device(args.device)
     pipe = VQPriorPipeline.from_checkpoints(args.vqvae, args.prior, device)
     if args.complete is not None:
@@ -242,12 +202,12 @@ def main(args: argparse.Namespace) -> PipelineOutput | CompletionOutput:
     n = len(labels) if labels is not None else args.n
     result = pipe(n, labels, args.temperature, seeded(args.seed, device), args.method, args.guidance)
     nrow = args.nrow or (args.repeat if labels is not None and args.repeat > 1 else 8)
-    figures.save_grid(result.images, out, nrow, spectrograms=pipe.modality == "audio")
+    pipe.modality.save_grid(result.images, out, nrow)
     print(f"wrote {n} samples to {out}")
     if result.waveforms is not None:
-        for i, wave in enumerate(result.waveforms):
-            name = result.label_names[int(result.labels[i])] if result.labels is not None else "x"
-            sf.write(out.with_name(f"{out.stem}_{i:03d}_{name}.wav"), wave.numpy(), result.sample_rate)
+        names = [result.label_names[int(y)] for y in result.labels] if result.labels is not None else ["x"] * n
+        paths = [out.with_name(f"{out.stem}_{i:03d}_{name}.wav") for i, name in enumerate(names)]
+        pipe.modality.write_outputs((result.waveforms, result.sample_rate), paths)
         print(f"wrote {n} WAV files beside it")
     return result
 

@@ -44,8 +44,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipelines import batching, cli, figures, judge
-from pipelines.generate import seeded
+from pipelines import cli, judge
+from vqvae_prior.modality import save_grid
+from vqvae_prior.training import batching
+from vqvae_prior.pipeline import seeded
 from vqvae_prior.errors import UsageError
 
 # ---------------------------------------------------------------------------------------------- classifier
@@ -207,7 +209,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     order, worst = worst_samples(gen_pred.probs, asked, label_names, args.worst)
     worst_png = out.with_name(f"{out.stem}-worst.png")
     if args.worst:
-        figures.save_grid(result.images[order], worst_png, nrow=10)
+        save_grid(result.images[order], worst_png, nrow=10)
 
     report = {
         "vqvae": str(args.vqvae),

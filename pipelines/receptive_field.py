@@ -20,12 +20,12 @@ import torch
 from einops import rearrange, repeat
 from torch import Tensor
 
-from pipelines import cli, figures, run_folder
-from pipelines.fit_prior import ARCHITECTURES
+from pipelines import cli
 from vqvae_prior.checkpoint import load_prior
 from vqvae_prior.errors import UsageError
+from vqvae_prior.modality import save_grid
 from vqvae_prior.prior import AutoregressivePrior
-from vqvae_prior.registry import prior_architecture
+from vqvae_prior.registry import ARCHITECTURES, prior_architecture
 
 __all__ = ["before", "receptive_field", "picture"]
 
@@ -105,7 +105,7 @@ def main(args: argparse.Namespace) -> Tensor:
     """Write the picture; returns the field (h, w)."""
     if (args.arch is None) == (args.prior is None):
         raise UsageError("pass --arch (a freshly initialized prior) or --prior (a checkpoint), one of them")
-    out = run_folder.check_image_path(args.out, "--out")
+    out = cli.check_image_path(args.out, "--out")
     cli.at_least(args, 1, "layers")
     if args.prior is not None:
         model, payload = load_prior(args.prior, "cpu")
@@ -118,7 +118,7 @@ def main(args: argparse.Namespace) -> Tensor:
         raise UsageError(f"--size must be two numbers >= 1, got {' '.join(map(str, shape))}")
     position = tuple(args.position) if args.position else (shape[0] // 2, shape[1] // 2)
     field = receptive_field(model, shape, position)
-    figures.save_grid(picture(field, position)[None], out, nrow=1)
+    save_grid(picture(field, position)[None], out, nrow=1)
     blind = int((before(shape, position) & ~field).sum())
     print(f"wrote {out}: {int(field.sum())} positions seen, {blind} before {position} not seen (blind spot)")
     return field

@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, 
 
 import torch  # noqa: E402
 
-from pipelines import fit_prior, fit_vqvae, run_folder  # noqa: E402
+from pipelines import fit_prior, fit_vqvae  # noqa: E402
+from vqvae_prior.training import run_folder  # noqa: E402
 
 MODULES = {"fit_vqvae": (fit_vqvae, "vqvae"), "fit_prior": (fit_prior, "prior")}
 

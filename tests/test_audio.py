@@ -200,7 +200,7 @@ def test_fsdd_like_folder(fsdd_like):
 
 def test_spec_round_trip(fsdd_like):
     splits = load_dataset("audio-folder", fsdd_like, representation="stft")
-    assert splits.sample_shape[2] == 128 and splits.spec["name"] == "audio-folder" and splits.modality == "audio"
+    assert splits.sample_shape[2] == 128 and splits.spec["name"] == "audio-folder" and splits.modality.name == "audio"
     again = load_dataset(**splits.spec)
     assert torch.equal(again.train.images, splits.train.images) and torch.equal(again.test.images, splits.test.images)
     assert again.spec == splits.spec

@@ -13,8 +13,11 @@ import pytest
 import soundfile as sf
 import torch
 
-from pipelines import audio_check, audio_eval, batching, fit_prior, fit_vqvae, generate
-from pipelines.cli import dataset_options, fill_defaults
+from pipelines import audio_check, audio_eval, fit_prior, fit_vqvae, generate
+from vqvae_prior.audio import Spectrograms
+from vqvae_prior.modality import Images
+from vqvae_prior.training import PriorFit, VQVAEFit, batching
+from vqvae_prior.training.codes import draw_shifts, encode_splits
 from vqvae_prior.audio import SpectrogramConfig
 from vqvae_prior.checkpoint import CheckpointError, load_vqvae, save_checkpoint
 from vqvae_prior.errors import UsageError
@@ -107,16 +110,14 @@ def test_fit_vqvae_mel(recordings, tmp_path):
     assert ckpt["config"]["downsample"] == 8  # 3 x 2 codes
 
 
-@pytest.mark.parametrize("module", [fit_vqvae, fit_prior])
-def test_defaults_by_kind_of_data(module):
+def test_defaults_by_kind_of_data():
     """--epochs and --batch-size not given take the defaults of the kind of data; given ones are kept."""
-    required = ["--vqvae", "x.pt"] if module is fit_prior else []
-    args = module.get_args_parser().parse_args(required)
-    fill_defaults(args, module.DEFAULTS, "audio")
-    assert (args.epochs, args.batch_size) == (module.DEFAULTS["audio"]["epochs"], 32)
-    args = module.get_args_parser().parse_args([*required, "--epochs", "3"])
-    fill_defaults(args, module.DEFAULTS, "image")
-    assert (args.epochs, args.batch_size) == (3, module.DEFAULTS["image"]["batch_size"])
+    audio = VQVAEFit(dataset="audio-folder").resolved()
+    assert (audio.epochs, audio.batch_size) == (Spectrograms.vqvae_defaults["epochs"], 32)
+    image = VQVAEFit(dataset="mnist", epochs=3).resolved()
+    assert (image.epochs, image.batch_size) == (3, Images.vqvae_defaults["batch_size"])
+    args = fit_prior.get_args_parser().parse_args(["--vqvae", "x.pt"])
+    assert PriorFit(**vars(args)) == PriorFit(vqvae="x.pt")  # the command line and Python agree
 
 
 def test_frequency_major_audio_checkpoint_is_refused(fitted, tmp_path):
@@ -131,7 +132,7 @@ def test_fit_prior_audio(fitted):
     assert np.isfinite(fitted["prior_metrics"]["test_bits_per_code"])
     prior = torch.load(fitted["prior"], weights_only=True)
     assert prior["code_shape"] == [6, 8] and prior["config"]["num_classes"] == 3
-    assert prior["shifts"] == fit_prior.DEFAULTS["audio"]["shifts"] == 8
+    assert prior["shifts"] == Spectrograms.prior_defaults["shifts"] == 8
     assert (fitted["runs"] / "prior" / "samples.png").is_file()
 
 
@@ -140,7 +141,7 @@ def test_prior_trains_on_shifted_encodings(fitted, tmp_path):
     frames (silence in front); held-out codes are those of the inputs as they are."""
     vqvae, ckpt = load_vqvae(fitted["vqvae"])
     splits = batching.load_splits(ckpt["data"])
-    codes = fit_prior.encode_splits(vqvae, tmp_path, ckpt["data"], None, torch.device("cpu"), shifts=3)
+    codes = encode_splits(vqvae, tmp_path, ckpt["data"], None, torch.device("cpu"), shifts=3)
     train_codes, train_labels = codes["train"]
     x_train, y_train = batching.as_tensors(splits.train)  # (N, 1, 24, 32)
     assert train_codes.shape == (3, len(x_train), 6, 8) and torch.equal(train_labels, y_train)
@@ -155,11 +156,11 @@ def test_draw_shifts():
     """One of the S code maps of every input, each with its own draw; S = 1 draws no random numbers."""
     codes = torch.arange(4).view(4, 1, 1, 1).expand(4, 500, 2, 3)  # (S, N, h, w): value = shift
     generator = torch.Generator().manual_seed(0)
-    drawn = fit_prior.draw_shifts(codes, generator)  # (N, h, w)
+    drawn = draw_shifts(codes, generator)  # (N, h, w)
     assert drawn.shape == (500, 2, 3) and (drawn == drawn[:, :1, :1]).all()  # a whole map from one shift
     assert sorted(drawn[:, 0, 0].unique().tolist()) == [0, 1, 2, 3]
     state = generator.get_state()
-    assert torch.equal(fit_prior.draw_shifts(codes[:1], generator), codes[0])
+    assert torch.equal(draw_shifts(codes[:1], generator), codes[0])
     assert torch.equal(generator.get_state(), state)
 
 
@@ -281,13 +282,16 @@ def test_perturb_and_mask():
 
 def test_audio_options_only_for_audio():
     parser = fit_vqvae.get_args_parser()
-    options = dataset_options(parser.parse_args(["--dataset", "audio-folder", "--representation", "mel"]))
-    assert options == {"representation": "mel"}
-    assert dataset_options(parser.parse_args(["--dataset", "audio-folder"])) == {}  # the loader's defaults
+
+    def dataset_options(argv):
+        return VQVAEFit(**vars(parser.parse_args(argv))).dataset_options()
+
+    assert dataset_options(["--dataset", "audio-folder", "--representation", "mel"]) == {"representation": "mel"}
+    assert dataset_options(["--dataset", "audio-folder"]) == {}  # the loader's defaults
     with pytest.raises(ValueError, match="--n-fft does not apply to --dataset mnist"):
-        dataset_options(parser.parse_args(["--dataset", "mnist", "--n-fft", "126"]))
+        dataset_options(["--dataset", "mnist", "--n-fft", "126"])
     with pytest.raises(ValueError, match="--image-size does not apply to --dataset audio-folder"):
-        dataset_options(parser.parse_args(["--dataset", "audio-folder", "--image-size", "32"]))
+        dataset_options(["--dataset", "audio-folder", "--image-size", "32"])
 
 
 def test_audio_check_refusals(fitted, tmp_path):

@@ -21,7 +21,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from pipelines import fit_prior, fit_vqvae
-from pipelines.distributed import Distributed
+from vqvae_prior.training.distributed import Distributed
 from vqvae_prior.checkpoint import load_prior, load_vqvae
 from vqvae_prior.errors import UsageError
 from vqvae_prior.quantizer import VectorQuantizer

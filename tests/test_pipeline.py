@@ -77,7 +77,7 @@ def test_pipeline_checks_once_and_equals_sample_then_decode(checkpoints, monkeyp
     assert torch.equal(first.codes, codes)
     assert torch.equal(first.images, vqvae.decode_indices(codes).clamp(0, 1))
     assert first.images.shape == (5, 1, 28, 28) and first.labels.tolist() == labels and first.waveforms is None
-    assert first.label_names == ["a", "b", "c"] and pipe.modality == "image"
+    assert first.label_names == ["a", "b", "c"] and pipe.modality.name == "image"
 
 
 def test_generate_is_the_pipeline(checkpoints):

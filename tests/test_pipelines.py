@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from pipelines import cli, fit_prior, fit_vqvae, generate, quickstart
-from pipelines.run_folder import RunFolder, RunFolderError
+from vqvae_prior.training import PriorFit
+from vqvae_prior.training.codes import offsets, translate
+from vqvae_prior.training.run_folder import RunFolder, RunFolderError
 from vqvae_prior.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vqvae_prior.errors import UsageError
 from vqvae_prior.layers import shift_down
@@ -171,22 +173,22 @@ def test_quickstart_writes_samples_png(tmp_path, digit_folder):
 
 def test_jitter_offsets_and_translation():
     """--jitter P: every (dy, dx) in [-P, P]^2, the image as it is first; translate moves pixels and fills zeros."""
-    moves = fit_prior.offsets(jitter=1)
+    moves = offsets(jitter=1)
     assert moves[0] == (0, 0) and len(set(moves)) == 9 and all(max(map(abs, m)) <= 1 for m in moves)
-    assert fit_prior.offsets(shifts=3) == [(0, 0), (1, 0), (2, 0)]
+    assert offsets(shifts=3) == [(0, 0), (1, 0), (2, 0)]
     for bad, match in (({"shifts": 2, "jitter": 1}, "pass one of them"), ({"jitter": -1}, "--jitter must be >= 0")):
         with pytest.raises(ValueError, match=match):
-            fit_prior.offsets(**bad)
+            offsets(**bad)
     x = torch.arange(1, 13, dtype=torch.float32).view(1, 1, 3, 4)  # (B, C, H, W)
     for dy, dx in [(1, 0), (-1, 2), (2, -3), (0, -1)]:
-        moved = fit_prior.translate(x, dy, dx)
+        moved = translate(x, dy, dx)
         assert moved.shape == x.shape
         for r in range(3):
             for c in range(4):
                 src = (r - dy, c - dx)
                 inside = 0 <= src[0] < 3 and 0 <= src[1] < 4
                 assert moved[0, 0, r, c] == (x[0, 0, src[0], src[1]] if inside else 0)
-    assert torch.equal(fit_prior.translate(x, 2, 0), shift_down(x, 2))  # what --shifts did before --jitter
+    assert torch.equal(translate(x, 2, 0), shift_down(x, 2))  # what --shifts did before --jitter
 
 
 def test_prior_fits_on_jittered_encodings(tmp_path):
@@ -252,11 +254,11 @@ def test_fits_from_python_take_the_command_line_options_as_keywords(tmp_path, di
             assert torch.equal(by_py["model"][name], tensor), f"{path}: {name} differs"
     with pytest.raises(UsageError, match="unknown options batchsize"):
         fit_vqvae.fit(tmp_path / "x", batchsize=16)
-    with pytest.raises(UsageError, match="quantizer='kmeans' is not one of"):
+    with pytest.raises(UsageError, match="--quantizer 'kmeans' is not one of"):
         fit_vqvae.fit(tmp_path / "x", quantizer="kmeans")
     with pytest.raises(UsageError, match="pass --vqvae CHECKPOINT .* or --pixels LEVELS"):
         fit_prior.fit(tmp_path / "x")
-    assert cli.given_options(fit_prior.get_args_parser(), ["--layers", "3", "--unconditional"]) == {
+    assert cli.given_options(PriorFit, ["--layers", "3", "--unconditional"]) == {
         "layers": 3, "unconditional": True}
     assert not (tmp_path / "x").exists()
 

@@ -117,7 +117,7 @@ def test_pixel_fits_and_pipelines_refuse_what_does_not_fit(tmp_path, digit_folde
         fit_prior.main(parse(["--pixels", "2", "--out", str(tmp_path / "a")]))
     with pytest.raises(UsageError, match="--pixels must be a number of levels in 2 .. 256, got 1"):
         fit_prior.main(parse(["--pixels", "1", "--dataset", "mnist", "--out", str(tmp_path / "a")]))
-    with pytest.raises(UsageError, match="--pixels models images; --dataset audio-folder is audio"):
+    with pytest.raises(UsageError, match="--pixels models images; --dataset audio-folder holds recordings"):
         fit_prior.main(parse(["--pixels", "2", "--dataset", "audio-folder", "--out", str(tmp_path / "a")]))
     with pytest.raises(UsageError, match="--vqvae CHECKPOINT .* one of them"):
         fit_prior.main(parse(["--pixels", "2", "--vqvae", "x.pt", "--out", str(tmp_path / "a")]))

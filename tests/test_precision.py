@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from pipelines import fit_prior, fit_vqvae
-from pipelines.training import MixedPrecision
+from vqvae_prior.training.steps import MixedPrecision
 from tests.test_pipelines import TINY_PRIOR, TINY_VQVAE
 from vqvae_prior import load_prior, load_vqvae
 from vqvae_prior.errors import UsageError

@@ -20,14 +20,15 @@ import pytest
 import torch
 
 from data import DataError, load_dataset
-from pipelines import cli, fit_prior, fit_vqvae, generate, run_folder
+from pipelines import cli, fit_prior, fit_vqvae, generate
 from pipelines.generate import parse_labels
-from pipelines.run_folder import LOCK_NAME, RunFolder, RunFolderError
-from pipelines.training import DivergedError
-from vqvae_prior.checkpoint import (
-    CheckpointError, load_checkpoint, load_prior, load_vqvae, save_checkpoint, stale_temporaries,
-)
+from vqvae_prior.training import prior_fit, run_folder, vqvae_fit
+from vqvae_prior.training.lock import LOCK_NAME
+from vqvae_prior.training.run_folder import RunFolder, RunFolderError
+from vqvae_prior.training.steps import DivergedError
+from vqvae_prior.checkpoint import CheckpointError, load_checkpoint, load_prior, load_vqvae, save_checkpoint
 from vqvae_prior.errors import UsageError
+from vqvae_prior.files import stale_temporaries
 from vqvae_prior.sampler import sample_from_logits
 from vqvae_prior.vqvae import VQVAE, VQVAEConfig
 
@@ -234,7 +235,7 @@ def test_a_kill_before_the_metrics_are_written_never_duplicates_an_epoch(tmp_pat
 
 def test_a_kill_between_the_last_and_the_best_checkpoint_is_repaired_on_resume(tmp_path, vq_args, monkeypatch):
     fit_vq(vq_args(tmp_path / "straight", "--epochs", "2"))
-    monkeypatch.setattr(fit_vqvae, "evaluate", scripted(fit_vqvae, "test_mse", [0.5, 0.4]))  # epoch 2 is the best
+    monkeypatch.setattr(vqvae_fit, "evaluate", scripted(vqvae_fit, "test_mse", [0.5, 0.4]))  # epoch 2 is the best
     save = run_folder.save_checkpoint
 
     def killed_before_the_best(path, *args, **kwargs):
@@ -270,7 +271,7 @@ def test_a_new_fit_does_not_append_to_an_old_metrics_file(tmp_path, vq_args, cap
 
 def test_the_best_epoch_is_kept_and_patience_stops_a_fit_that_does_not_improve(tmp_path, vq_args, monkeypatch):
     fit_vq(vq_args(tmp_path / "two", "--epochs", "2"))
-    monkeypatch.setattr(fit_vqvae, "evaluate", scripted(fit_vqvae, "test_mse", [0.5, 0.3, 0.4, 0.45, 0.2, 0.1]))
+    monkeypatch.setattr(vqvae_fit, "evaluate", scripted(vqvae_fit, "test_mse", [0.5, 0.3, 0.4, 0.45, 0.2, 0.1]))
     metrics = fit_vq(vq_args(tmp_path / "run", "--epochs", "6", "--patience", "2"))
     run = tmp_path / "run"
     logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -288,7 +289,7 @@ def test_the_best_epoch_is_kept_and_patience_stops_a_fit_that_does_not_improve(t
 
 def test_resume_after_a_best_epoch_continues_from_the_last_one(tmp_path, vq_args, monkeypatch):
     fit_vq(vq_args(tmp_path / "straight", "--epochs", "4"))
-    monkeypatch.setattr(fit_vqvae, "evaluate", scripted(fit_vqvae, "test_mse", [0.5, 0.3, 0.4, 0.6]))
+    monkeypatch.setattr(vqvae_fit, "evaluate", scripted(vqvae_fit, "test_mse", [0.5, 0.3, 0.4, 0.6]))
     fit_vq(vq_args(tmp_path / "resumed", "--epochs", "3"))
     assert load_checkpoint(tmp_path / "resumed" / "vqvae.pt")["epoch"] == 2
     fit_vq(vq_args(tmp_path / "resumed", "--epochs", "4", "--resume"))
@@ -302,7 +303,7 @@ def test_resume_after_a_best_epoch_continues_from_the_last_one(tmp_path, vq_args
 
 def test_the_prior_keeps_its_best_epoch(tiny_fit, tmp_path, monkeypatch):
     vqvae, _ = tiny_fit
-    monkeypatch.setattr(fit_prior, "evaluate", scripted(fit_prior, "test_bits_per_code", [5.0, 4.0, 4.5, 4.6]))
+    monkeypatch.setattr(prior_fit, "evaluate", scripted(prior_fit, "test_bits_per_code", [5.0, 4.0, 4.5, 4.6]))
     fit_pr(vqvae, tmp_path, "--epochs", "4", "--patience", "2")
     assert logged_epochs(tmp_path) == [1, 2, 3, 4]
     best = load_prior(tmp_path / "prior.pt")[1]
@@ -363,7 +364,7 @@ def test_an_unwritable_out_is_refused_before_any_work(tmp_path, vq_args, monkeyp
 
     (tmp_path / "ro").mkdir()
     monkeypatch.setattr(os, "open", read_only)
-    monkeypatch.setattr(fit_vqvae.data, "load_dataset", lambda *a, **k: pytest.fail("loaded data"))
+    monkeypatch.setattr(vqvae_fit.data, "load_dataset", lambda *a, **k: pytest.fail("loaded data"))
     with pytest.raises(RunFolderError, match=r"--out .*ro is not writable: cannot create .*fit\.lock"):
         fit_vq(vq_args(tmp_path / "ro"))
 

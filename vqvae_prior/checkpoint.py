@@ -6,13 +6,12 @@ A checkpoint is a dict saved with ``torch.save``::
      "arch": "gated_pixelcnn",               # a prior's architecture: its name in vqvae_prior.registry.PRIORS
      "config": dataclasses.asdict(config),   # rebuilds the model (a VQ-VAE's names its quantizer)
      "model": state_dict,                    # of the unwrapped module (no DDP / torch.compile prefixes)
-     "data": {...},                          # the data set's spec: its "modality" ("image" or "audio") and, for
-                                             # audio, the spectrogram settings
+     "data": {...},                          # the data set's spec: its "modality" (a name in
+                                             # vqvae_prior.registry.MODALITIES) and that modality's settings
      ...}                                    # epoch, metrics, args; training state for --resume (pipelines.run_folder)
 
-It is written to a temporary file in the same folder and renamed over the target, so an interrupted write never
-destroys the previous checkpoint; a temporary left by a writer that was killed is removed at the next write of the
-same target. Weights that are not finite (a diverged fit) are refused when saving and when loading.
+It is written atomically (:func:`vqvae_prior.files.atomic_save`), so an interrupted write never destroys the
+previous checkpoint. Weights that are not finite (a diverged fit) are refused when saving and when loading.
 
 Loading brings older checkpoints up to date (:func:`load_checkpoint`): version 1 named no architecture (its priors
 are ``"gated_pixelcnn"``, its VQ-VAEs' quantizers ``"vq"``), and a data spec without a modality is an audio one
@@ -25,32 +24,25 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
-import re
-import secrets
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-from vqvae_prior.errors import VQPriorError
-from vqvae_prior.registry import prior_architecture, prior_name
+from vqvae_prior.errors import CheckpointError
+from vqvae_prior.files import atomic_save
+from vqvae_prior.registry import modality_of_spec, prior_architecture, prior_name
 from vqvae_prior.vqvae import VQVAE, VQVAEConfig
 
 __all__ = [
-    "CheckpointError", "atomic_save", "atomic_write", "load_checkpoint", "load_prior", "load_vqvae", "nonfinite",
-    "require", "save_checkpoint", "stale_temporaries", "unwrap", "weights_digest",
+    "CheckpointError", "load_checkpoint", "load_prior", "load_vqvae", "nonfinite", "require", "save_checkpoint",
+    "unwrap", "weights_digest",
 ]
 
 FORMAT, VERSION = "vqvae_prior", 2
 KINDS = ("vqvae", "prior")
 _REQUIRED = ("format", "version", "kind", "config", "model")  # the keys every checkpoint has
-
-
-class CheckpointError(VQPriorError, ValueError):
-    """A checkpoint is missing, unreadable, of the wrong kind, or does not fit the model it is used with."""
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -82,60 +74,6 @@ def save_checkpoint(path: str | Path, kind: str, model: nn.Module, **extra: Any)
         **extra,
     }
     atomic_save(payload, path)
-
-
-def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save(obj)`` to a temporary file beside ``path``, then rename it over ``path``."""
-    atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
-    """Write ``path`` with ``write(file)`` into a temporary file beside it, then rename that over ``path``: readers
-    see the old content or the new, never a part of it.
-
-    The temporary, ``.NAME.PID.RANDOM.tmp``, names the writing process; the temporaries of the same target whose
-    process is gone (killed mid-write) are removed first. The file gets the permissions of any new file (0666 less
-    the umask).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in stale_temporaries(path):
-        stale.unlink(missing_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def stale_temporaries(path: str | Path) -> list[Path]:
-    """The temporaries that :func:`atomic_write` left beside ``path`` in processes that are no longer running, and
-    those of the earlier naming (``.NAME.XXXXXXXX.tmp``, which named no process)."""
-    path = Path(path)
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.(?:(\d+)\.[0-9a-f]{{16}}|[a-z0-9_]{{8}})\.tmp")
-    if not path.parent.is_dir():
-        return []
-    found = (pattern.fullmatch(p.name) for p in path.parent.iterdir() if p.name.startswith(f".{path.name}."))
-    return [path.with_name(m[0]) for m in found if m and not (m[1] and _running(int(m[1])))]
-
-
-def _running(pid: int) -> bool:
-    """Whether process ``pid`` exists; True where that cannot be known (not POSIX), so nothing live is removed."""
-    if pid == os.getpid() or os.name != "posix":
-        return True
-    try:
-        os.kill(pid, 0)  # signal 0 only checks that the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, owned by another user
-        return True
-    return True
 
 
 def nonfinite(weights: dict[str, torch.Tensor]) -> list[str]:
@@ -191,8 +129,7 @@ def _upgrade(payload: dict[str, Any], path: Path) -> dict[str, Any]:
     if payload["kind"] == "prior":
         payload.setdefault("arch", "gated_pixelcnn")  # version 1 had this one prior
     elif isinstance(payload.get("data"), dict) and "modality" not in payload["data"]:
-        data = payload["data"]
-        payload["data"] = {**data, "modality": "audio" if "spectrogram" in data else "image"}  # the rule until then
+        payload["data"] = {**payload["data"], "modality": modality_of_spec(payload["data"]).name}
     config_cls = _classes(payload, path)[1]
     try:
         payload["config"] = dataclasses.asdict(config_cls(**payload["config"]))
@@ -252,16 +189,8 @@ def load_vqvae(path: str | Path, device: torch.device | str | None = None) -> tu
     fitted on frequency-major ``(1, F, n_frames)`` images (before time ran down the rows) is refused.
     """
     payload = load_checkpoint(path, "vqvae")
-    data = payload.get("data", {})
-    if data.get("modality") == "audio" and "sample_shape" in payload:
-        from vqvae_prior.audio import SpectrogramConfig
-
-        expected = [1, *SpectrogramConfig(**data["spectrogram"]).shape]
-        if list(payload["sample_shape"]) != expected:
-            raise CheckpointError(
-                f"{path}: an audio VQ-VAE fitted on {list(payload['sample_shape'])} spectrograms, but its settings "
-                f"now give {expected} (1, n_frames, F: time down the rows); refit it with pipelines.fit_vqvae"
-            )
+    if "data" in payload and "sample_shape" in payload:
+        modality_of_spec(payload["data"]).check_sample_shape(payload["sample_shape"], path)
     return _build(payload, path, device), payload  # type: ignore[return-value]
 
 

@@ -8,7 +8,7 @@ and keeps its traceback.
 
 from __future__ import annotations
 
-__all__ = ["UsageError", "VQPriorError"]
+__all__ = ["CheckpointError", "DataError", "UsageError", "VQPriorError"]
 
 
 class VQPriorError(Exception):
@@ -17,3 +17,12 @@ class VQPriorError(Exception):
 
 class UsageError(VQPriorError, ValueError):
     """An argument is out of range, or contradicts another argument or the files it names."""
+
+
+class DataError(VQPriorError, ValueError):
+    """A data set or an input file could not be found or read; the message names the path or argument and what was
+    expected."""
+
+
+class CheckpointError(VQPriorError, ValueError):
+    """A checkpoint is missing, unreadable, of the wrong kind, or does not fit the model it is used with."""

@@ -14,8 +14,8 @@ the fits live in ``pipelines/``.
   each code map (for audio, whose spectrograms run time down the rows: the first frames) are kept and the rest is
   sampled from the prior, conditioned on them and on the label (:class:`CompletionOutput`).
 
-For an audio VQ-VAE (its data spec's ``modality`` is ``"audio"``) the decoded spectrograms are also inverted to
-waveforms by Griffin-Lim, and ``complete`` also takes waveforms.
+The VQ-VAE's data spec gives the pipeline its modality (:mod:`vqvae_prior.modality`): for recordings, the decoded
+spectrograms are also inverted to waveforms by Griffin-Lim, and ``complete`` also takes waveforms.
 """
 
 from __future__ import annotations
@@ -31,10 +31,12 @@ from torch import Tensor, nn
 
 from vqvae_prior.checkpoint import CheckpointError, load_prior, load_vqvae, require, weights_digest
 from vqvae_prior.errors import UsageError
+from vqvae_prior.modality import Modality
 from vqvae_prior.pixels import PixelCodec, PixelConfig
+from vqvae_prior.registry import modality_of_spec
 from vqvae_prior.vqvae import VQVAE
 
-__all__ = ["CompletionOutput", "PipelineOutput", "VQPriorPipeline"]
+__all__ = ["CompletionOutput", "PipelineOutput", "VQPriorPipeline", "seeded"]
 
 
 @dataclass
@@ -87,6 +89,12 @@ class CompletionOutput:
     sample_rate: int | None = None
 
 
+def seeded(seed: int | None, device: str | torch.device) -> torch.Generator | None:
+    """A ``torch.Generator`` on ``device`` seeded by ``seed``, for reproducible samples; None (torch's global
+    generator) when seed is None."""
+    return torch.Generator(device).manual_seed(seed) if seed is not None else None
+
+
 def _guided(guidance: float) -> dict[str, float]:
     """The ``guidance`` keyword for a prior's ``sample``, only when it is used: a prior architecture without
     classifier-free guidance need not take the argument."""
@@ -102,9 +110,8 @@ class VQPriorPipeline:
             model the VQ-VAE's K codes. Both on one device.
         code_shape: (h, w) of the code maps the prior was fitted on.
         label_names: the class names of a class-conditional prior's labels.
-        data_spec: the spec of the VQ-VAE's data set (``checkpoint["data"]``); its ``modality``, ``"image"`` or
-            ``"audio"``, decides whether outputs are also inverted to waveforms (with its ``spectrogram``
-            settings). None: images.
+        data_spec: the spec of the VQ-VAE's data set (``checkpoint["data"]``), which gives the pipeline its
+            :attr:`modality` (waveforms of recordings beside their spectrograms, ...). None: images.
     """
 
     def __init__(
@@ -119,14 +126,8 @@ class VQPriorPipeline:
         self.vqvae, self.prior = vqvae.eval(), prior.eval()
         self.code_shape = (int(code_shape[0]), int(code_shape[1]))
         self.label_names = list(label_names)
-        self.data_spec = dict(data_spec) if data_spec is not None else {"modality": "image"}
-        if self.data_spec.get("modality") not in ("image", "audio"):
-            raise UsageError(f"data_spec must name its modality, 'image' or 'audio', got {self.data_spec!r}")
-        self.spectrogram_config = None
-        if self.modality == "audio":
-            from vqvae_prior.audio import SpectrogramConfig
-
-            self.spectrogram_config = SpectrogramConfig(**self.data_spec["spectrogram"])
+        self.data_spec = dict(data_spec) if data_spec is not None else {}
+        self.modality: Modality = modality_of_spec(self.data_spec)
         self.sample_shape = vqvae.decoded_shape(self.code_shape)  # (C, H, W)
 
     @classmethod
@@ -173,11 +174,6 @@ class VQPriorPipeline:
     def device(self) -> torch.device:
         return self.prior.device
 
-    @property
-    def modality(self) -> str:
-        """``"image"`` or ``"audio"``, as the VQ-VAE's data spec says."""
-        return self.data_spec["modality"]
-
     def to(self, device: str | torch.device) -> VQPriorPipeline:
         """Move both models to ``device``; returns the pipeline."""
         self.vqvae.to(device)
@@ -217,7 +213,7 @@ class VQPriorPipeline:
         )  # (n, h, w)
         images = self.decode(codes)  # (n, C, H, W)
         labels_out = None if label_tensor is None else label_tensor.cpu()
-        return PipelineOutput(images, codes.cpu(), labels_out, self.label_names, *self._waveforms(images))
+        return PipelineOutput(images, codes.cpu(), labels_out, self.label_names, *self.modality.outputs(images))
 
     @torch.no_grad()
     def complete(
@@ -261,7 +257,7 @@ class VQPriorPipeline:
         images = self.decode(sampled)  # (N*S, C, H, W)
         kept = x.clone()
         kept[:, :, keep * self.vqvae.config.downsample :] = 0  # (N, C, H, W)
-        waveforms, sample_rate = self._waveforms(images)
+        waveforms, sample_rate = self.modality.outputs(images)
         return CompletionOutput(
             inputs=x.cpu(),
             kept=kept.cpu(),
@@ -275,34 +271,11 @@ class VQPriorPipeline:
         )
 
     def inputs(self, x: Tensor | np.ndarray) -> Tensor:
-        """Checked model inputs (N, C, H, W) on the device: x itself, or the spectrograms of waveforms (N, T) for
-        an audio pipeline."""
-        if self.modality == "audio" and np.ndim(x) == 2:
-            from vqvae_prior.audio import spectrogram
-
-            waves = x.cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
-            x = torch.from_numpy(spectrogram(waves, self.spectrogram_config)).unsqueeze(1)  # (N, 1, T, F)
-        x = torch.as_tensor(x)
-        if x.ndim != 4 or tuple(x.shape[1:]) != self.sample_shape or not x.is_floating_point():
-            also = " or waveforms (N, T)" if self.modality == "audio" else ""
-            raise UsageError(f"expected float inputs (N, {', '.join(map(str, self.sample_shape))}){also}, "
-                             f"got {x.dtype} {tuple(x.shape)}")
-        if x.numel() and (x.min() < 0 or x.max() > 1):
-            raise UsageError(f"expected inputs in [0, 1], got values in [{float(x.min()):.3g}, {float(x.max()):.3g}]")
-        return x.to(self.device)
+        """Checked model inputs (N, C, H, W) on the device, from what the modality takes (images, spectrograms, or
+        waveforms (N, T) of recordings)."""
+        return self.modality.inputs(x, self.sample_shape).to(self.device)
 
     @torch.no_grad()
     def decode(self, codes: Tensor) -> Tensor:
         """Images (or spectrograms) (N, C, H, W) in [0, 1], on the CPU, of code maps (N, h, w)."""
         return self.vqvae.decode_indices(codes).clamp(0, 1).cpu()
-
-    def _waveforms(self, images: Tensor) -> tuple[Tensor | None, int | None]:
-        """Griffin-Lim waveforms (N, T) of decoded spectrograms (N, 1, n_frames, F) and their sample rate; (None,
-        None) for images."""
-        cfg = self.spectrogram_config
-        if cfg is None:
-            return None, None
-        from vqvae_prior.audio import invert
-
-        waves = [invert(spec[0].numpy(), cfg) for spec in images]  # each (T,) from (n_frames, F)
-        return torch.from_numpy(np.stack(waves)).float(), cfg.sample_rate

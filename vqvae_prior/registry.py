@@ -5,12 +5,17 @@
 - :data:`QUANTIZERS`: the VQ-VAE's quantizers. ``VQVAEConfig.quantizer`` names one; the class is built with
   ``cls.from_config(vqvae_config)``.
 
+- :data:`MODALITIES`: kinds of data (:mod:`vqvae_prior.modality`). A data set's spec names its modality
+  (``"modality"``), and :func:`modality_of_spec` rebuilds the object from the spec.
+
 A new prior is one module plus one entry in :data:`PRIORS`; it needs what ``vqvae_prior.sampler.Prior`` lists
 (``forward(indices, labels) -> logits``, ``check_labels``, ``device``, and optionally ``sampling_state`` for the
 cached sampler) and a ``config`` attribute; ``vqvae_prior.prior.AutoregressivePrior`` gives most of it. A new quantizer is one module plus one entry in :data:`QUANTIZERS`; it needs
 ``from_config``, ``forward(z_e) -> QuantizerOutput`` in training and eval, ``encode(z_e) -> indices`` and
 ``decode(indices) -> quantized maps`` (see ``vqvae_prior.quantizer``). Code outside the package may add entries to
 both dictionaries before loading its checkpoints.
+
+A new modality is one class (:class:`vqvae_prior.modality.Modality`) plus one entry in :data:`MODALITIES`.
 
 Checkpoints written before architecture names existed name none: they hold today's classes,
 ``"gated_pixelcnn"`` and ``"vq"`` (``vqvae_prior.checkpoint`` fills the names in when it loads them).
@@ -20,13 +25,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import Any
+
 from torch import nn
 
+from vqvae_prior.audio import Spectrograms
+from vqvae_prior.errors import DataError
+from vqvae_prior.modality import Images, Modality
 from vqvae_prior.plain_prior import PlainPixelCNN, PlainPriorConfig
 from vqvae_prior.prior import GatedPixelCNN, PriorConfig
 from vqvae_prior.quantizer import VectorQuantizer
 
-__all__ = ["PRIORS", "QUANTIZERS", "PriorArchitecture", "prior_architecture", "prior_name", "quantizer_class"]
+__all__ = ["ARCHITECTURES", "MODALITIES", "PRIORS", "QUANTIZERS", "PriorArchitecture", "modality_class", "modality_of_spec",
+           "prior_architecture", "prior_name", "quantizer_class"]
 
 
 @dataclass(frozen=True)
@@ -42,8 +53,16 @@ PRIORS: dict[str, PriorArchitecture] = {
     "plain_pixelcnn": PriorArchitecture(PlainPixelCNN, PlainPriorConfig),
 }
 
+# the short names that fit_prior --arch takes, of entries of PRIORS
+ARCHITECTURES = {"gated": "gated_pixelcnn", "plain": "plain_pixelcnn"}
+
 QUANTIZERS: dict[str, type[nn.Module]] = {
     "vq": VectorQuantizer,
+}
+
+MODALITIES: dict[str, type[Modality]] = {
+    "image": Images,
+    "audio": Spectrograms,
 }
 
 
@@ -70,3 +89,18 @@ def prior_name(model: nn.Module) -> str:
             return name
     raise ValueError(f"{type(model).__name__} is not a registered prior architecture; add it to "
                    "vqvae_prior.registry.PRIORS")
+
+
+def modality_class(name: str) -> type[Modality]:
+    """The registered modality ``name``; a clear error naming the known ones otherwise."""
+    if name not in MODALITIES:
+        raise DataError(f"unknown modality {name!r}; registered: {', '.join(sorted(MODALITIES))} "
+                        "(add one to vqvae_prior.registry.MODALITIES)")
+    return MODALITIES[name]
+
+
+def modality_of_spec(spec: dict[str, Any]) -> Modality:
+    """The modality of a data set, rebuilt from its spec. A spec written before specs named their modality is of
+    spectrograms when it holds spectrogram settings, else of images."""
+    name = spec.get("modality") or (Spectrograms.name if "spectrogram" in spec else Images.name)
+    return modality_class(name).from_spec(spec)

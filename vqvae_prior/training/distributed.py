@@ -24,7 +24,6 @@ Without torchrun (no ``WORLD_SIZE`` in the environment) a fit is one process, as
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime
 import os
@@ -37,11 +36,13 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from pipelines.cli import pick_device
-from pipelines.run_folder import RunFolder
 from vqvae_prior.errors import UsageError
+from vqvae_prior.training.options import FitOptions
+from vqvae_prior.training.run_folder import RunFolder
+from vqvae_prior.training.steps import pick_device
 
 __all__ = ["Distributed", "fit_folder"]
+
 
 
 class _Method(nn.Module):
@@ -165,14 +166,14 @@ class Distributed:
 
 @contextlib.contextmanager
 def fit_folder(
-    args: argparse.Namespace, kind: str, metric: str
+    options: FitOptions, kind: str, metric: str
 ) -> Iterator[tuple[RunFolder, Distributed, torch.device]]:
-    """The output folder of a fit (``RunFolder(args.out, kind, metric)``, written by rank 0 alone), this process's
-    place among the fit's processes and its device; the process group ends with the block."""
-    dist, device = Distributed.start(args.device)
+    """The output folder of a fit (``RunFolder(options.out, kind, metric)``, written by rank 0 alone), this
+    process's place among the fit's processes and its device; the process group ends with the block."""
+    dist, device = Distributed.start(options.device)
     try:
-        dist.check_batch_size(args.batch_size)
-        with RunFolder(args.out, kind, metric=metric, writer=dist.is_main) as run:
+        dist.check_batch_size(options.batch_size)
+        with RunFolder(options.out, kind, metric=metric, writer=dist.is_main) as run:
             yield run, dist, device
     finally:
         dist.close()

@@ -1,5 +1,5 @@
-"""Pieces of the fit loops: the optimizer, mixed precision, the learning-rate schedule, and stopping a fit whose loss
-is no longer finite.
+"""What a training step needs: the device, the optimizer, mixed precision, the learning-rate schedule, and stopping a
+fit whose loss is no longer finite.
 
 A diverged fit (too high a learning rate, a NaN in the data or a loss weight) must not write NaN weights over its
 last good checkpoint and exit 0. :class:`FiniteLoss` notes on the device the first step whose loss is not finite,
@@ -20,7 +20,9 @@ from torch import Tensor, nn
 from vqvae_prior.checkpoint import nonfinite
 from vqvae_prior.errors import UsageError, VQPriorError
 
-__all__ = ["CHECK_EVERY", "PRECISIONS", "DivergedError", "FiniteLoss", "MixedPrecision", "adam", "lr_schedule"]
+__all__ = [
+    "CHECK_EVERY", "PRECISIONS", "DivergedError", "FiniteLoss", "MixedPrecision", "adam", "lr_schedule", "pick_device",
+]
 
 CHECK_EVERY = 20  # steps between reads of the device's note: one wait for the device per 20 steps
 
@@ -114,6 +116,16 @@ class FiniteLoss:
     def _fail(self, what: str) -> None:
         raise DivergedError(f"the fit diverged: {what}; it stopped without writing it: {self.after()}. Lower --lr, "
                             "or look for NaN or infinite values in the data")
+
+
+def pick_device(name: str | None) -> torch.device:
+    """``name`` ("cpu", "cuda", "cuda:1", ...) or, when None / "auto", CUDA if available, else the CPU."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: CUDA is not available on this machine; pass --device cpu")
+    return device
 
 
 def adam(model: nn.Module, lr: float) -> torch.optim.Adam:

@@ -1,0 +1,73 @@
+"""Files written atomically: a reader sees the old content or the new, never a part of it.
+
+A file is written to a temporary file in the same folder and renamed over the target; a temporary left by a writer
+that was killed is removed at the next write of the same target. Checkpoints, metrics, reports, code caches and
+pictures are all written this way.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+__all__ = ["atomic_save", "atomic_write", "stale_temporaries"]
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """``torch.save(obj)`` to a temporary file beside ``path``, then rename it over ``path``."""
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
+    """Write ``path`` with ``write(file)`` into a temporary file beside it, then rename that over ``path``: readers
+    see the old content or the new, never a part of it.
+
+    The temporary, ``.NAME.PID.RANDOM.tmp``, names the writing process; the temporaries of the same target whose
+    process is gone (killed mid-write) are removed first. The file gets the permissions of any new file (0666 less
+    the umask).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in stale_temporaries(path):
+        stale.unlink(missing_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def stale_temporaries(path: str | Path) -> list[Path]:
+    """The temporaries that :func:`atomic_write` left beside ``path`` in processes that are no longer running, and
+    those of the earlier naming (``.NAME.XXXXXXXX.tmp``, which named no process)."""
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(?:(\d+)\.[0-9a-f]{{16}}|[a-z0-9_]{{8}})\.tmp")
+    if not path.parent.is_dir():
+        return []
+    found = (pattern.fullmatch(p.name) for p in path.parent.iterdir() if p.name.startswith(f".{path.name}."))
+    return [path.with_name(m[0]) for m in found if m and not (m[1] and _running(int(m[1])))]
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists; True where that cannot be known (not POSIX), so nothing live is removed."""
+    if pid == os.getpid() or os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0 only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by another user
+        return True
+    return True

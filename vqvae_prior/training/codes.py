@@ -1,0 +1,104 @@
+"""The code maps a prior is fitted on: a data set encoded once by a frozen VQ-VAE, cached, and augmented.
+
+:func:`encode_splits` encodes the train and held-out splits of a VQ-VAE's data set and caches the code maps under a
+digest of the VQ-VAE's weights, the data spec and the offsets. Augmentation for the small data sets: each training
+input is also encoded moved by some pixel offsets (:func:`offsets`): delayed by 1 .. S-1 rows (``shifts``, for
+spectrograms, zero rows in front) or translated by up to P pixels each way (``jitter``, for images, zeros fill the
+border it uncovers), and every epoch draws one of each input's code maps (:func:`draw_shifts`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from vqvae_prior.checkpoint import weights_digest
+from vqvae_prior.errors import UsageError
+from vqvae_prior.files import atomic_save
+from vqvae_prior.training.batching import as_tensors, batches, load_splits
+from vqvae_prior.vqvae import VQVAE
+
+__all__ = ["draw_shifts", "encode_splits", "offsets", "translate"]
+
+
+@torch.no_grad()
+def encode_splits(
+    vqvae: VQVAE, cache_dir: Path, data_spec: dict[str, Any], data_root: str | None, device: torch.device,
+    shifts: int = 1,
+    jitter: int = 0,
+) -> dict[str, Any]:
+    """Code maps and labels of the train and held-out splits, cached in ``cache_dir`` (the fit's folder).
+
+    ``train`` holds (S, N, h, w) code maps, one per offset of :func:`offsets` (the inputs as they are first),
+    ``test`` (N, h, w) code maps of the inputs as they are. The cache key is the digest of the VQ-VAE weights, the
+    data spec and the offsets, so a refitted VQ-VAE or other data never reuse stale codes; an unreadable cache is
+    rebuilt, with a warning.
+    """
+    moves = offsets(shifts, jitter)
+    spec = {**data_spec, **({"root": data_root} if data_root else {})}
+    digest = weights_digest(vqvae.state_dict())
+    # the key of a fit without jitter is as before --jitter existed, so its cached codes stay valid
+    key_parts = [digest, spec, shifts] + ([jitter] if jitter else [])
+    key = hashlib.sha256(json.dumps(key_parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    cache = Path(cache_dir) / f"codes-{key}.pt"
+    if cache.is_file():
+        try:
+            codes = torch.load(cache, weights_only=True)
+            if codes["vqvae_digest"] == digest and len(codes["train"][0]) == len(moves):
+                return codes
+            problem = "it holds the codes of other weights or offsets"
+        except Exception as e:  # torch raises several types for a corrupt file; a foreign one lacks keys
+            problem = f"{type(e).__name__}: {' '.join(str(e).split())}"
+        print(f"warning: the code cache {cache} is unreadable ({problem}); rebuilding it", file=sys.stderr)
+    splits = load_splits(spec)
+    codes: dict[str, Any] = {"vqvae_digest": digest, "label_names": list(splits.label_names)}
+
+    def encode(x: Tensor, y: Tensor, dy: int, dx: int) -> Tensor:  # (N, h, w) int64 of the inputs moved by dy, dx
+        return torch.cat([vqvae.encode(translate(xb, dy, dx)).cpu() for xb, _ in batches(x, y, 512, device)])
+
+    x, y = as_tensors(splits.train)
+    codes["train"] = (torch.stack([encode(x, y, dy, dx) for dy, dx in moves]), y.clone())  # (S, N, h, w), (N,)
+    x, y = as_tensors(splits.test)
+    codes["test"] = (encode(x, y, 0, 0), y.clone())  # (N, h, w), (N,)
+    atomic_save(codes, cache)
+    return codes
+
+
+def offsets(shifts: int = 1, jitter: int = 0) -> list[tuple[int, int]]:
+    """The (dy, dx) pixel offsets at which each training input is encoded, (0, 0) first: (s, 0) for s < ``shifts``
+    (delays of a spectrogram), or every (dy, dx) with |dy|, |dx| <= ``jitter`` (translations of an image)."""
+    if shifts < 1:
+        raise UsageError(f"--shifts must be >= 1, got {shifts}")
+    if jitter < 0:
+        raise UsageError(f"--jitter must be >= 0, got {jitter}")
+    if shifts > 1 and jitter > 0:
+        raise UsageError(f"--shifts {shifts} and --jitter {jitter}: pass one of them (shifts delay, jitter translates)")
+    if jitter == 0:
+        return [(s, 0) for s in range(shifts)]
+    moves = [(dy, dx) for dy in range(-jitter, jitter + 1) for dx in range(-jitter, jitter + 1)]
+    return sorted(moves, key=lambda m: m != (0, 0))  # stable: (0, 0) first, the rest in raster order
+
+
+def translate(x: Tensor, dy: int, dx: int) -> Tensor:
+    """x (B, C, H, W) moved down by dy and right by dx pixels (negative: up, left); zeros fill the uncovered border."""
+    if dy == 0 and dx == 0:
+        return x
+    H, W = x.shape[2:]
+    padded = F.pad(x, (max(dx, 0), max(-dx, 0), max(dy, 0), max(-dy, 0)))  # (B, C, H + |dy|, W + |dx|)
+    top, left = max(-dy, 0), max(-dx, 0)
+    return padded[:, :, top : top + H, left : left + W]
+
+
+def draw_shifts(codes: Tensor, generator: torch.Generator) -> Tensor:
+    """One of the S code maps of each input, drawn uniformly: (S, N, h, w) -> (N, h, w)."""
+    S, N = codes.shape[:2]
+    if S == 1:  # draws nothing: a fit without shifts shuffles exactly as before they existed
+        return codes[0]
+    return codes[torch.randint(S, (N,), generator=generator), torch.arange(N)]
