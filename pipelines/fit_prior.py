@@ -51,5 +51,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     return fit_prior(PriorFit(**vars(args)))
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """The console command (pyproject.toml's [project.scripts]): ``python -m`` without the module path."""
     cli.run(main, get_args_parser())
+
+
+if __name__ == "__main__":
+    console()

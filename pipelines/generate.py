@@ -75,7 +75,7 @@ def generate(
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
     parser.add_argument("--vqvae", help="checkpoint written by pipelines.fit_vqvae (none for a prior over pixels)")
     parser.add_argument("--prior", required=True, help="checkpoint written by pipelines.fit_prior")
     parser.add_argument("--n", type=int, default=64, help="number of samples (without --labels)")
@@ -212,5 +212,10 @@ def main(args: argparse.Namespace) -> PipelineOutput | CompletionOutput:
     return result
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """The console command (pyproject.toml's [project.scripts]): ``python -m`` without the module path."""
     cli.run(main, get_args_parser())
+
+
+if __name__ == "__main__":
+    console()

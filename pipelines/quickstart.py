@@ -33,7 +33,7 @@ QUICKSTART_VQVAE = {"channels": 128, "residual_channels": 64, "lr": 1e-3, "lr_sc
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
     parser.add_argument("--out", default="runs/quickstart", help="folder of the two fits")
     parser.add_argument("--samples", default="samples.png", help="the PNG grid of generated digits")
     parser.add_argument("--vqvae-epochs", type=int, default=12)
@@ -72,5 +72,10 @@ def main(args: argparse.Namespace) -> PipelineOutput:
     return result
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """The console command (pyproject.toml's [project.scripts]): ``python -m`` without the module path."""
     cli.run(main, get_args_parser())
+
+
+if __name__ == "__main__":
+    console()

@@ -89,7 +89,7 @@ def picture(field: Tensor, position: tuple[int, int], cell: int = 16) -> Tensor:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
     parser.add_argument("--arch", choices=tuple(ARCHITECTURES), help="a freshly initialized prior of this kind")
     parser.add_argument("--prior", help="a prior checkpoint (fit_prior) instead of --arch")
     parser.add_argument("--layers", type=int, default=6, help="--arch: layers of the network")
@@ -124,5 +124,10 @@ def main(args: argparse.Namespace) -> Tensor:
     return field
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """The console command (pyproject.toml's [project.scripts]): ``python -m`` without the module path."""
     cli.run(main, get_args_parser())
+
+
+if __name__ == "__main__":
+    console()
