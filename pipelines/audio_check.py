@@ -52,6 +52,7 @@ from data.audio import read_wave
 from pipelines import batching, cli, judge
 from pipelines.generate import seeded
 from vqvae_prior.audio import invert
+from vqvae_prior.checkpoint import weights_digest
 from vqvae_prior.errors import UsageError
 
 # ---------------------------------------------------------------------------------------------- how the judges hear
@@ -224,7 +225,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
     # each judge: trained (or from the cache), then the figures of every set
     config = judge.ClassifierConfig(1, len(label_names), args.classifier_channels)
-    data_digest = judge.tensor_digest(train_waves, y_train)
+    data_digest = weights_digest([train_waves, y_train])
     per_seed, cached = [], []
     for seed in range(args.classifier_seed, args.classifier_seed + args.seeds):
         settings = judge.TrainSettings(args.classifier_epochs, args.classifier_batch_size, seed=seed)

@@ -46,6 +46,7 @@ from torch import Tensor, nn
 
 from pipelines import batching, cli, figures, judge
 from pipelines.generate import seeded
+from vqvae_prior.checkpoint import weights_digest
 from vqvae_prior.errors import UsageError
 
 # ---------------------------------------------------------------------------------------------- classifier
@@ -165,7 +166,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     settings = judge.TrainSettings(args.classifier_epochs or default_epochs(len(x_train)), args.classifier_batch_size,
                                    seed=args.classifier_seed)
     aug = AugmentSettings(args.shift, args.rotate)
-    key = {"kind": "image-classifier", "data": judge.tensor_digest(x_train, y_train), "label_names": label_names,
+    key = {"kind": "image-classifier", "data": weights_digest([x_train, y_train]), "label_names": label_names,
            "config": asdict(config), "train": asdict(settings), "augment": asdict(aug)}
     with watch("classifier"):
         model, cached = judge.cached_classifier(

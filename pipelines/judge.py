@@ -177,16 +177,6 @@ def predict(
     return Prediction(torch.cat(probs), torch.cat(features))
 
 
-def tensor_digest(*tensors: Tensor) -> str:
-    """A short SHA-256 of tensors' shapes, dtypes and values (identifies a data set's content)."""
-    h = hashlib.sha256()
-    for t in tensors:
-        t = t.detach().cpu().contiguous()
-        h.update(f"{t.dtype} {tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 def cached_classifier(
     cache_dir: str | Path | None,
     key: dict[str, Any],

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from pipelines import judge
+from vqvae_prior.checkpoint import weights_digest
 
 
 def test_frechet_distance_of_a_set_with_itself_is_zero():
@@ -137,7 +138,7 @@ def test_classifier_cache_hit_and_corrupt_entry(tmp_path):
         trained.append(1)
         return judge.train_classifier(_Linear, x, y, settings, torch.device("cpu"))
 
-    key = {"data": judge.tensor_digest(x, y), "settings": settings.epochs}
+    key = {"data": weights_digest([x, y]), "settings": settings.epochs}
     first, hit = judge.cached_classifier(tmp_path, key, _Linear, train, torch.device("cpu"))
     assert not hit and len(trained) == 1
     second, hit = judge.cached_classifier(tmp_path, key, _Linear, train, torch.device("cpu"))
@@ -155,13 +156,19 @@ def test_classifier_cache_hit_and_corrupt_entry(tmp_path):
     assert hit  # rebuilt
 
 
-def test_tensor_digest_sees_values_and_shapes():
+def test_weights_digest_of_tensors_sees_values_and_shapes():
     x = torch.zeros(4, 3, dtype=torch.uint8)
-    assert judge.tensor_digest(x) == judge.tensor_digest(x.clone())
-    assert judge.tensor_digest(x) != judge.tensor_digest(x.view(3, 4))
+    assert weights_digest([x]) == weights_digest([x.clone()])
+    assert weights_digest([x]) != weights_digest([x.view(3, 4)])
     y = x.clone()
     y[0, 0] = 1
-    assert judge.tensor_digest(x) != judge.tensor_digest(y)
+    assert weights_digest([x]) != weights_digest([y])
+
+
+def test_weights_digest_keeps_the_values_that_caches_and_checkpoints_hold():
+    """A data set's digest (in the classifier cache keys) and a state dict's (in prior checkpoints), pinned."""
+    assert weights_digest([torch.arange(6, dtype=torch.uint8).view(2, 3), torch.tensor([0, 1])]) == "13e2287523ef74f4"
+    assert weights_digest({"b": torch.ones(2), "a": torch.arange(3.0)}) == "1357edb2abe1a7aa"
 
 
 @pytest.mark.slow
