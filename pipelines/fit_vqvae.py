@@ -31,10 +31,10 @@ from tqdm import tqdm
 
 import data
 from pipelines import batching, cli, figures, run_folder
-from pipelines.audio_eval import HeldOutLSD
 from pipelines.distributed import Distributed, fit_folder
 from pipelines.run_folder import RunFolder
 from pipelines.training import FiniteLoss, MixedPrecision, adam, lr_schedule
+from vqvae_prior.evaluation.lsd import HeldOutLSD
 from vqvae_prior.quantizer import CodeUsage
 from vqvae_prior.vqvae import VQVAE, VQVAEConfig
 
