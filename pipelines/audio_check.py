@@ -4,27 +4,27 @@ ears, recognize the class asked for, and how far are the generated clips from re
     python -m pipelines.audio_check --vqvae runs/fsdd/vqvae.pt --prior runs/fsdd-prior/prior.pt \
         --out runs/fsdd-check.json
 
-1. **The judges**: ``--seeds`` small CNNs (:class:`pipelines.judge.ConvClassifier`, seeds ``--classifier-seed``,
-   +1, ...) trained on the real train recordings of the VQ-VAE's data set (the files named in its data spec,
-   ``--data-root`` reads them from another folder), read as waveforms, not through the VQ-VAE's spectrograms. Each
-   hears a clip through its own front end (:class:`LogMel`, :class:`Hearing`): a 1 s window at 8 kHz, 512-sample
-   FFTs every 128 samples, 40 mel bands of log power floored at -100 dB, standardized by the train clips' mean and
-   deviation; settings independent of the model's (FSDD's VQ-VAE: 254-sample FFTs every 64 samples, 64 mel bands
-   of log magnitude, 0.632 s). Trained with augmentation (:class:`AugmentSettings`): a random time shift (up to
-   0.1 s), gain (up to 6 dB), speed (up to 8% faster or slower, pitch with it), then one time mask (up to 8 frames)
-   and one frequency mask (up to 6 bands). Each judge is cached in ``--cache-dir`` under a digest of the train waveforms
-   and every setting.
+1. **The judges**: ``--seeds`` small CNNs (:class:`vqvae_prior.evaluation.classifier.ConvClassifier`, seeds
+   ``--classifier-seed``, +1, ...) trained on the real train recordings of the VQ-VAE's data set (the files named in
+   its data spec, ``--data-root`` reads them from another folder), read as waveforms, not through the VQ-VAE's
+   spectrograms. Each hears a clip through its own front end (:class:`LogMel`, :class:`Hearing`): a 1 s window at
+   8 kHz, 512-sample FFTs every 128 samples, 40 mel bands of log power floored at -100 dB, standardized by the train
+   clips' mean and deviation; settings independent of the model's (FSDD's VQ-VAE: 254-sample FFTs every 64 samples,
+   64 mel bands of log magnitude, 0.632 s). Trained with augmentation (:class:`AugmentSettings`): a random time shift
+   (up to 0.1 s), gain (up to 6 dB), speed (up to 8% faster or slower, pitch with it), then one time mask (up to 8
+   frames) and one frequency mask (up to 6 bands). Each judge is cached in ``--cache-dir`` under a digest of the
+   train waveforms and every setting.
 2. **What they judge**: the real held-out clips three ways, as they are (``real``: the judges' own accuracy),
    through the VQ-VAE's spectrogram and Griffin-Lim (``real_griffin_lim``: what the representation and inversion
    cost) and through the VQ-VAE's reconstruction and Griffin-Lim (``reconstructed_griffin_lim``: what the codes
    cost on top, the ceiling of the prior); and ``--per-class`` clips of every class from the class-conditional
    prior (``generated``, at ``--temperature`` and ``--guidance``, Griffin-Lim waveforms as ``generate`` writes them).
-3. **Figures** of each set (:mod:`pipelines.judge`): the fraction recognized as the class asked for, overall and
-   per class, with the confusion matrix (rows: class asked for, columns: class recognized); the inception-style
-   score; and, for all but ``real``, the Frechet distance of the judge's penultimate features to real held-out half
-   A beside the real-vs-real floor FD(B, A) at the same set size m = min(n, N_held_out // 2), and their ratio (the
-   Griffin-Lim sets judged by their clips of half B, so none is paired with a clip of A). Every figure is given for
-   each judge (``per_seed``) and as the ``mean`` and ``std`` (population) over the judges.
+3. **Figures** of each set (:mod:`vqvae_prior.evaluation.metrics`): the fraction recognized as the class asked for,
+   overall and per class, with the confusion matrix (rows: class asked for, columns: class recognized); the
+   inception-style score; and, for all but ``real``, the Frechet distance of the judge's penultimate features to real
+   held-out half A beside the real-vs-real floor FD(B, A) at the same set size m = min(n, N_held_out // 2), and their
+   ratio (the Griffin-Lim sets judged by their clips of half B, so none is paired with a clip of A). Every figure is
+   given for each judge (``per_seed``) and as the ``mean`` and ``std`` (population) over the judges.
 4. **Copying**: the distance from each generated code map to its nearest train code map (the fraction of
    positions whose codes differ), beside the same for real held-out code maps, and the number of exact copies.
 
@@ -49,11 +49,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from data.audio import read_wave
-from pipelines import batching, cli, judge
+from pipelines import batching, check_cli, cli
 from pipelines.generate import seeded
 from vqvae_prior.audio import invert
 from vqvae_prior.checkpoint import weights_digest
 from vqvae_prior.errors import UsageError
+from vqvae_prior.evaluation import classifier, copying, metrics, reports
 
 # ---------------------------------------------------------------------------------------------- how the judges hear
 
@@ -149,13 +150,14 @@ def mask(features: Tensor, aug: AugmentSettings, generator: torch.Generator) -> 
 
 
 def train_judge(
-    waves: Tensor, labels: Tensor, front: LogMel, config: judge.ClassifierConfig, settings: judge.TrainSettings,
-    aug: AugmentSettings, device: torch.device,
+    waves: Tensor, labels: Tensor, front: LogMel, config: classifier.ClassifierConfig,
+    settings: classifier.TrainSettings, aug: AugmentSettings, device: torch.device,
 ) -> nn.Module:
-    """A judge (:class:`pipelines.judge.ConvClassifier`) trained on waveforms (N, T) at the front end's rate with
-    labels (N,): each batch perturbed (:func:`perturb`), heard (``front``) and masked (:func:`mask`)."""
-    return judge.train_classifier(
-        lambda: judge.ConvClassifier(config), waves, labels, settings, device,
+    """A judge (:class:`vqvae_prior.evaluation.classifier.ConvClassifier`) trained on waveforms (N, T) at the front
+    end's rate with labels (N,): each batch perturbed (:func:`perturb`), heard (``front``) and masked
+    (:func:`mask`)."""
+    return classifier.train_classifier(
+        lambda: classifier.ConvClassifier(config), waves, labels, settings, device,
         lambda w, g: mask(front(perturb(w, aug, front.hearing.sample_rate, g)), aug, g),
     )
 
@@ -179,8 +181,8 @@ def read_clips(paths: list[Path], hearing: Hearing) -> Tensor:
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    group = judge.add_check_args(parser, "audio", epochs=20, batch_size=64,
-                                 epochs_help="epochs of each judge (20)")
+    group = check_cli.add_check_args(parser, "audio", epochs=20, batch_size=64,
+                                     epochs_help="epochs of each judge (20)")
     group.add_argument("--seeds", type=int, default=3, help="judges, each trained with its own seed; figures averaged")
     parser.add_argument("--per-class", type=int, default=50,
                         help="generated clips per class (50: a per-class accuracy within about +-7 points)")
@@ -189,11 +191,11 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     """Run the check; returns the report (also written to ``args.out``)."""
-    watch = judge.Stopwatch()
+    watch = reports.Stopwatch()
     # every refusal before any long work
-    out = judge.check_common_args(args)
+    out = check_cli.check_shared_args(args)
     cli.at_least(args, 1, "per_class", "seeds")
-    pipe = judge.load_pipeline(args, "audio")  # refuses an out-of-date audio checkpoint too
+    pipe = check_cli.load_pipeline(args, "audio")  # refuses an out-of-date audio checkpoint too
     vqvae, spec, device = pipe.vqvae, pipe.data_spec, pipe.device
     if not pipe.prior.config.num_classes:
         raise UsageError(f"--prior {args.prior} is unconditional: fit it without --unconditional to ask for classes")
@@ -205,7 +207,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         label_names = list(splits.label_names)
         train_waves, y_train = read_clips(splits.train.paths, hearing), splits.train.labels  # (N, T), (N,)
         real_waves, y_test = read_clips(splits.test.paths, hearing), splits.test.labels
-        halves = judge.RealHalves.draw(len(real_waves), args.per_class * len(label_names), args.seed)
+        halves = metrics.RealHalves.draw(len(real_waves), args.per_class * len(label_names), args.seed)
         front = LogMel(hearing).fit(train_waves).to(device)
 
     # the sets to judge: real held-out clips three ways, and generated clips of every class
@@ -224,38 +226,37 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 "generated": (to_hearing(result.waveforms, result.sample_rate, hearing), asked)}
 
     # each judge: trained (or from the cache), then the figures of every set
-    config = judge.ClassifierConfig(1, len(label_names), args.classifier_channels)
+    config = classifier.ClassifierConfig(1, len(label_names), args.classifier_channels)
     data_digest = weights_digest([train_waves, y_train])
     per_seed, cached = [], []
     for seed in range(args.classifier_seed, args.classifier_seed + args.seeds):
-        settings = judge.TrainSettings(args.classifier_epochs, args.classifier_batch_size, seed=seed)
+        settings = classifier.TrainSettings(args.classifier_epochs, args.classifier_batch_size, seed=seed)
         key = {"kind": "audio-classifier", "data": data_digest, "label_names": label_names, "hearing": asdict(hearing),
                "augment": asdict(aug), "config": asdict(config), "train": asdict(settings)}
         with watch("classifiers"):
-            model, hit = judge.cached_classifier(
-                None if args.cache_dir == "none" else args.cache_dir, key, lambda: judge.ConvClassifier(config),
+            model, hit = classifier.cached_classifier(
+                check_cli.cache_dir(args), key, lambda: classifier.ConvClassifier(config),
                 lambda: train_judge(train_waves, y_train, front, config, settings, aug, device), device,
             )
         cached.append(hit)
         print(f"judge {seed}: " + ("from the cache" if hit else f"{settings.epochs} epochs on {len(train_waves)} "
                                    f"real train clips") + f" ({watch.seconds['classifiers']:.0f} s so far)")
         with watch("figures"):
-            predictions = {name: judge.predict(model, w, device, prepare=front) for name, (w, _) in sets.items()}
+            predictions = {name: classifier.predict(model, w, device, prepare=front) for name, (w, _) in sets.items()}
             real = predictions["real"]
             per_seed.append({
-                "real": {**judge.accuracy(real.labels, y_test, label_names),
-                         "inception_score": judge.inception_score(real.probs)},
-                **{name: judge.judge_set(predictions[name], real, halves, label_names, args.seed, target,
-                                         None if name == "generated" else halves.b)
+                "real": {**metrics.accuracy(real.labels, y_test, label_names),
+                         "inception_score": metrics.inception_score(real.probs)},
+                **{name: metrics.judge_set(predictions[name], real, halves, label_names, args.seed, target,
+                                           None if name == "generated" else halves.b)
                    for name, (_, target) in sets.items() if name != "real"},
             })
-    mean, std = judge.mean_and_std(per_seed)
+    mean, std = metrics.mean_and_std(per_seed)
 
     # copying, from code maps cached beside the judges
     with watch("copying"):
-        train_maps, _ = judge.code_maps(vqvae, spec, args.data_root, device,
-                                        None if args.cache_dir == "none" else args.cache_dir)
-        report_copying = judge.copying(result.codes, held_out_maps, train_maps)
+        train_maps, _ = copying.code_maps(vqvae, spec, args.data_root, device, check_cli.cache_dir(args))
+        report_copying = copying.copying(result.codes, held_out_maps, train_maps)
 
     report = {
         "vqvae": str(args.vqvae),
@@ -263,7 +264,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "args": vars(args),
         "label_names": label_names,
         "classifier": {"hearing": asdict(hearing), "augment": asdict(aug), "config": asdict(config),
-                       "train": asdict(judge.TrainSettings(args.classifier_epochs, args.classifier_batch_size)),
+                       "train": asdict(classifier.TrainSettings(args.classifier_epochs, args.classifier_batch_size)),
                        "seeds": list(range(args.classifier_seed, args.classifier_seed + args.seeds)),
                        "parameters": sum(p.numel() for p in model.parameters()), "train_clips": len(train_waves),
                        "cached": cached},
@@ -273,7 +274,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "copying": report_copying,
         "seconds": watch.seconds,
     }
-    judge.write_report(report, out)
+    reports.write_report(report, out)
     print_report(report)
     print(f"wrote {out}")
     return report
@@ -291,7 +292,7 @@ def print_report(report: dict[str, Any]) -> None:
             fd, fs = r["frechet"], s["frechet"]
             line += f" Frechet {fd['ratio']:.2f} ({fs['ratio']:.2f}) x the real floor (m={fd['m']})"
         print(line)
-    judge.print_copying(report["copying"])
+    reports.print_copying(report["copying"])
 
 
 if __name__ == "__main__":

@@ -329,17 +329,17 @@ def test_audio_judge_on_fsdd(shared_data):
     """audio_check's first default judge on the real FSDD recordings recognizes at least 98% of the 250 held-out
     clips (measured: 99.2%); a few CPU-minutes. Skips without ../shared/data/fsdd."""
     from data import load_dataset
-    from pipelines import judge
+    from vqvae_prior.evaluation import classifier
 
     splits = load_dataset("audio-folder", shared_data("fsdd", "recordings"))
     hearing, aug = audio_check.Hearing(), audio_check.AugmentSettings()
     x, y = audio_check.read_clips(splits.train.paths, hearing), splits.train.labels
     front = audio_check.LogMel(hearing).fit(x)
-    config = judge.ClassifierConfig(1, 10)
+    config = classifier.ClassifierConfig(1, 10)
     defaults = audio_check.get_args_parser().parse_args(["--vqvae", "v.pt", "--prior", "p.pt"])
-    settings = judge.TrainSettings(defaults.classifier_epochs, defaults.classifier_batch_size)
+    settings = classifier.TrainSettings(defaults.classifier_epochs, defaults.classifier_batch_size)
     model = audio_check.train_judge(x, y, front, config, settings, aug, torch.device("cpu"))
-    prediction = judge.predict(model, audio_check.read_clips(splits.test.paths, hearing), torch.device("cpu"),
+    prediction = classifier.predict(model, audio_check.read_clips(splits.test.paths, hearing), torch.device("cpu"),
                                prepare=front)
     assert float((prediction.labels == splits.test.labels).float().mean()) >= 0.98
 
