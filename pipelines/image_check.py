@@ -6,10 +6,11 @@ they from real ones?
 
 1. **Classifier**: a small CNN (:class:`vqvae_prior.evaluation.classifier.ConvClassifier`) trained on the real train
    split of the VQ-VAE's data set, rebuilt from the data spec in its checkpoint (``--data-root`` reads it from
-   another folder), with light augmentation (:func:`augment`: random translations by up to ``--shift`` pixels and
-   rotations by up to ``--rotate`` degrees). Seeded by ``--classifier-seed`` alone and cached in ``--cache-dir``
-   under a digest of the train images and labels and every classifier setting, so checks of other models on the same
-   data reuse it. ``real``: its accuracy on the real held-out split, and the inception-style score of that split.
+   another folder), with light augmentation (:func:`vqvae_prior.evaluation.image_judges.augment`: random translations
+   by up to ``--shift`` pixels and rotations by up to ``--rotate`` degrees). Seeded by ``--classifier-seed`` alone
+   and cached in ``--cache-dir`` under a digest of the train images and labels and every classifier setting, so
+   checks of other models on the same data reuse it. ``real``: its accuracy on the real held-out split, and the
+   inception-style score of that split.
 2. **Reconstructed** (the ceiling the prior can reach through this VQ-VAE): the VQ-VAE's reconstructions of the
    held-out images, judged like the generated ones.
 3. **Generated**: ``--per-class`` samples of every class from a class-conditional prior (``--n`` samples from an
@@ -36,72 +37,25 @@ mostly the classifier, and some 20 seconds once the classifier is cached.
 from __future__ import annotations
 
 import argparse
-import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
 
 from pipelines import batching, check_cli, cli, figures
 from pipelines.generate import seeded
 from vqvae_prior.checkpoint import weights_digest
 from vqvae_prior.errors import UsageError
-from vqvae_prior.evaluation import classifier, copying, metrics, reports
-
-# ---------------------------------------------------------------------------------------------- classifier
-
-
-@dataclass(frozen=True)
-class AugmentSettings:
-    """Random affine distortions of each training image: a shift of up to ``shift`` pixels along each axis and a
-    rotation of up to ``rotate`` degrees, both uniform; bilinear, zeros outside the image."""
-
-    shift: float = 2.0
-    rotate: float = 10.0
-
-
-def augment(x: Tensor, settings: AugmentSettings, generator: torch.Generator) -> Tensor:
-    """Images x (B, C, H, W), each moved and turned at random (draws from the CPU ``generator``)."""
-    B, _, H, W = x.shape
-    u = torch.rand(B, 3, generator=generator) * 2 - 1  # (B, 3) in [-1, 1): shift x, shift y, angle
-    angle = u[:, 2] * math.radians(settings.rotate)  # (B,)
-    cos, sin = angle.cos(), angle.sin()
-    # affine_grid maps output to input coordinates in [-1, 1]: one pixel is 2 / W horizontally, 2 / H vertically
-    theta = torch.stack([
-        torch.stack([cos, -sin * H / W, u[:, 0] * settings.shift * 2 / W], 1),
-        torch.stack([sin * W / H, cos, u[:, 1] * settings.shift * 2 / H], 1),
-    ], 1).to(x)  # (B, 2, 3)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (B, H, W, 2)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # (B, C, H, W)
-
-
-def train_classifier(
-    x: Tensor, y: Tensor, config: classifier.ClassifierConfig, settings: classifier.TrainSettings,
-    aug: AugmentSettings, device: torch.device,
-) -> nn.Module:
-    """A :class:`vqvae_prior.evaluation.classifier.ConvClassifier` trained on images x (N, C, H, W) with labels
-    (N,), each batch distorted by :func:`augment`."""
-    return classifier.train_classifier(lambda: classifier.ConvClassifier(config), x, y, settings, device,
-                                       lambda xb, g: augment(xb, aug, g))
-
-
-def default_epochs(n_train: int) -> int:
-    """Epochs that show the classifier about 150,000 train images, at least 2: 34 of mnist-sample's 4,500 digits,
-    3 of MNIST's 60,000."""
-    return max(2, math.ceil(150_000 / n_train))
-
-
-# ---------------------------------------------------------------------------------------------- the check
+from vqvae_prior.evaluation import classifier, copying, image_judges, metrics, reports
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     group = check_cli.add_check_args(parser, "image", epochs=None, batch_size=classifier.TrainSettings.batch_size,
                                      epochs_help="(default: enough to see about 150,000 train images, at least 2)")
-    group.add_argument("--shift", type=float, default=AugmentSettings.shift, help="augmentation: max shift, pixels")
-    group.add_argument("--rotate", type=float, default=AugmentSettings.rotate,
+    group.add_argument("--shift", type=float, default=image_judges.AugmentSettings.shift,
+                       help="augmentation: max shift, pixels")
+    group.add_argument("--rotate", type=float, default=image_judges.AugmentSettings.rotate,
                        help="augmentation: max rotation, degrees")
     parser.add_argument("--per-class", type=int,
                         help="samples per class of a class-conditional prior (default 100)")
@@ -152,15 +106,15 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
     # 1. the classifier, trained on the real train split (or from the cache), and the real held-out figures
     config = classifier.ClassifierConfig(x_train.shape[1], len(label_names), args.classifier_channels)
-    settings = classifier.TrainSettings(args.classifier_epochs or default_epochs(len(x_train)),
+    settings = classifier.TrainSettings(args.classifier_epochs or image_judges.default_epochs(len(x_train)),
                                         args.classifier_batch_size, seed=args.classifier_seed)
-    aug = AugmentSettings(args.shift, args.rotate)
+    aug = image_judges.AugmentSettings(args.shift, args.rotate)
     key = {"kind": "image-classifier", "data": weights_digest([x_train, y_train]), "label_names": label_names,
            "config": asdict(config), "train": asdict(settings), "augment": asdict(aug)}
     with watch("classifier"):
         model, cached = classifier.cached_classifier(
             check_cli.cache_dir(args), key, lambda: classifier.ConvClassifier(config),
-            lambda: train_classifier(x_train, y_train, config, settings, aug, device),
+            lambda: image_judges.train_classifier(x_train, y_train, config, settings, aug, device),
             device,
         )
     print(f"classifier: {sum(p.numel() for p in model.parameters()):,} parameters, "

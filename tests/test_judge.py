@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from vqvae_prior.checkpoint import weights_digest
-from vqvae_prior.evaluation import classifier, copying, metrics
+from vqvae_prior.evaluation import classifier, copying, image_judges, metrics
 
 
 def test_frechet_distance_of_a_set_with_itself_is_zero():
@@ -177,14 +177,13 @@ def test_image_judge_on_mnist_sample():
     """The image check's default classifier on the embedded 4,500 digits: at least 98.5% of the 500 held out
     (measured: 98.6%); a couple of CPU-minutes."""
     from data.images import load_mnist_sample
-    from pipelines import image_check
 
     splits = load_mnist_sample()
     x, y = splits.train.images, splits.train.labels
     config = classifier.ClassifierConfig(1, 10)
-    settings = classifier.TrainSettings(image_check.default_epochs(len(x)))
-    aug = image_check.AugmentSettings()
-    model = image_check.train_classifier(x, y, config, settings, aug, torch.device("cpu"))
+    settings = classifier.TrainSettings(image_judges.default_epochs(len(x)))
+    aug = image_judges.AugmentSettings()
+    model = image_judges.train_classifier(x, y, config, settings, aug, torch.device("cpu"))
     prediction = classifier.predict(model, splits.test.images, torch.device("cpu"))
     assert float((prediction.labels == splits.test.labels).float().mean()) >= 0.985
 
