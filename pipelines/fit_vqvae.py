@@ -8,7 +8,7 @@ same code statistics over the training epoch); one line per epoch in ``OUT/metri
 log-spectral distance in dB between held-out clips and the Griffin-Lim waveforms of their reconstructed spectrograms
 (``test_lsd_db``), beside the same distance for the original spectrograms (``ceiling_lsd_db``, what Griffin-Lim
 alone costs, computed once per run); both on a fixed subset of ``--lsd-clips`` clips (``lsd_clips``) spread evenly
-over the held-out split, as Griffin-Lim is slow (``pipelines/audio_eval.py``). Writes ``OUT/reconstructions.png``
+over the held-out split, as Griffin-Lim is slow (``vqvae_prior.evaluation.lsd``). Writes ``OUT/reconstructions.png``
 (held-out originals above their reconstructions), ``OUT/vqvae.pt``, the epoch with the lowest held-out MSE so far
 (what ``fit_prior`` reads), and ``OUT/vqvae-last.pt``, the last epoch with the training state that ``--resume``
 continues; ``--patience N`` stops the fit once the held-out MSE has not improved for N epochs. A non-finite loss

@@ -114,8 +114,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     with watch("classifier"):
         model, cached = classifier.cached_classifier(
             check_cli.cache_dir(args), key, lambda: classifier.ConvClassifier(config),
-            lambda: image_judges.train_classifier(x_train, y_train, config, settings, aug, device),
-            device,
+            lambda: image_judges.train_classifier(x_train, y_train, config, settings, aug, device), device,
         )
     print(f"classifier: {sum(p.numel() for p in model.parameters()):,} parameters, "
           + ("from the cache" if cached else f"{settings.epochs} epochs on {len(x_train)} real train images")
