@@ -4,27 +4,27 @@ ears, recognize the class asked for, and how far are the generated clips from re
     python -m pipelines.audio_check --vqvae runs/fsdd/vqvae.pt --prior runs/fsdd-prior/prior.pt \
         --out runs/fsdd-check.json
 
-1. **The judges**: ``--seeds`` small CNNs (:class:`pipelines.judge.ConvClassifier`, seeds ``--classifier-seed``,
-   +1, ...) trained on the real train recordings of the VQ-VAE's data set (the files named in its data spec,
-   ``--data-root`` reads them from another folder), read as waveforms, not through the VQ-VAE's spectrograms. Each
-   hears a clip through its own front end (:class:`LogMel`, :class:`Hearing`): a 1 s window at 8 kHz, 512-sample
-   FFTs every 128 samples, 40 mel bands of log power floored at -100 dB, standardized by the train clips' mean and
-   deviation; settings independent of the model's (FSDD's VQ-VAE: 254-sample FFTs every 64 samples, 64 mel bands
-   of log magnitude, 0.632 s). Trained with augmentation (:class:`AugmentSettings`): a random time shift (up to
-   0.1 s), gain (up to 6 dB), speed (up to 8% faster or slower, pitch with it), then one time mask (up to 8 frames)
-   and one frequency mask (up to 6 bands). Each judge is cached in ``--cache-dir`` under a digest of the train waveforms
-   and every setting.
+1. **The judges**: ``--seeds`` small CNNs (:class:`vqvae_prior.evaluation.classifier.ConvClassifier`, seeds
+   ``--classifier-seed``, +1, ...) trained on the real train recordings of the VQ-VAE's data set (the files named in
+   its data spec, ``--data-root`` reads them from another folder), read as waveforms, not through the VQ-VAE's
+   spectrograms. Each hears a clip through its own front end (:mod:`vqvae_prior.evaluation.audio_judges`): a 1 s
+   window at 8 kHz, 512-sample FFTs every 128 samples, 40 mel bands of log power floored at -100 dB, standardized by
+   the train clips' mean and deviation; settings independent of the model's (FSDD's VQ-VAE: 254-sample FFTs every 64
+   samples, 64 mel bands of log magnitude, 0.632 s). Trained with augmentation: a random time shift (up to 0.1 s),
+   gain (up to 6 dB), speed (up to 8% faster or slower, pitch with it), then one time mask (up to 8 frames) and one
+   frequency mask (up to 6 bands). Each judge is cached in ``--cache-dir`` under a digest of the train waveforms and
+   every setting.
 2. **What they judge**: the real held-out clips three ways, as they are (``real``: the judges' own accuracy),
    through the VQ-VAE's spectrogram and Griffin-Lim (``real_griffin_lim``: what the representation and inversion
    cost) and through the VQ-VAE's reconstruction and Griffin-Lim (``reconstructed_griffin_lim``: what the codes
    cost on top, the ceiling of the prior); and ``--per-class`` clips of every class from the class-conditional
    prior (``generated``, at ``--temperature`` and ``--guidance``, Griffin-Lim waveforms as ``generate`` writes them).
-3. **Figures** of each set (:mod:`pipelines.judge`): the fraction recognized as the class asked for, overall and
-   per class, with the confusion matrix (rows: class asked for, columns: class recognized); the inception-style
-   score; and, for all but ``real``, the Frechet distance of the judge's penultimate features to real held-out half
-   A beside the real-vs-real floor FD(B, A) at the same set size m = min(n, N_held_out // 2), and their ratio (the
-   Griffin-Lim sets judged by their clips of half B, so none is paired with a clip of A). Every figure is given for
-   each judge (``per_seed``) and as the ``mean`` and ``std`` (population) over the judges.
+3. **Figures** of each set (:mod:`vqvae_prior.evaluation.metrics`): the fraction recognized as the class asked for,
+   overall and per class, with the confusion matrix (rows: class asked for, columns: class recognized); the
+   inception-style score; and, for all but ``real``, the Frechet distance of the judge's penultimate features to real
+   held-out half A beside the real-vs-real floor FD(B, A) at the same set size m = min(n, N_held_out // 2), and their
+   ratio (the Griffin-Lim sets judged by their clips of half B, so none is paired with a clip of A). Every figure is
+   given for each judge (``per_seed``) and as the ``mean`` and ``std`` (population) over the judges.
 4. **Copying**: the distance from each generated code map to its nearest train code map (the fraction of
    positions whose codes differ), beside the same for real held-out code maps, and the number of exact copies.
 
@@ -38,149 +38,24 @@ about 5 minutes, as in the earlier check; the rest is seconds.
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict
 from typing import Any
 
-import librosa
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
 
-from vqvae_prior.audio import read_wave
-from pipelines import cli, judge
-from vqvae_prior.training import batching
-from vqvae_prior.pipeline import seeded
-from vqvae_prior.audio import invert
+from pipelines import check_cli, cli
+from vqvae_prior.audio import Spectrograms, invert
+from vqvae_prior.checkpoint import weights_digest
 from vqvae_prior.errors import UsageError
-
-# ---------------------------------------------------------------------------------------------- how the judges hear
-
-
-@dataclass(frozen=True)
-class Hearing:
-    """The judges' own front end, independent of the VQ-VAE's spectrogram settings; see the module docstring."""
-
-    sample_rate: int = 8000
-    seconds: float = 1.0  # clips are padded with silence or trimmed at the end to this
-    n_fft: int = 512
-    hop_length: int = 128
-    n_mels: int = 40
-    floor_db: float = -100.0  # log mel power floor (a full-scale sine: -6 dB in its band)
-
-    @property
-    def num_samples(self) -> int:
-        return round(self.seconds * self.sample_rate)
-
-
-class LogMel(nn.Module):
-    """Waveforms (B, T) at ``hearing.sample_rate`` -> standardized log-mel power (B, 1, frames, n_mels), time down
-    the rows: Hann-windowed STFT (centered frames) normalized so a full-scale sine has power 1/4 in its bin,
-    triangular mel filters of peak 1 (librosa's, unnormalized), ``10 log10`` floored at ``hearing.floor_db``, then
-    ``(x - mean) / std`` with the statistics of the train clips (:meth:`fit`)."""
-
-    def __init__(self, hearing: Hearing) -> None:
-        super().__init__()
-        self.hearing = hearing
-        mel = librosa.filters.mel(sr=hearing.sample_rate, n_fft=hearing.n_fft, n_mels=hearing.n_mels, norm=None)
-        self.register_buffer("mel", torch.from_numpy(mel).float())  # (n_mels, n_fft // 2 + 1)
-        self.register_buffer("window", torch.hann_window(hearing.n_fft))
-        self.register_buffer("stats", torch.tensor([0.0, 1.0]))  # mean, std
-
-    def forward(self, wave: Tensor) -> Tensor:
-        h = self.hearing
-        spec = torch.stft(wave, h.n_fft, h.hop_length, window=self.window, center=True, return_complex=True)
-        power = spec.abs().square() / self.window.sum().square()  # (B, F, frames)
-        db = 10 * torch.log10((self.mel @ power).clamp(min=10 ** (h.floor_db / 10)))  # (B, n_mels, frames)
-        return ((db - self.stats[0]) / self.stats[1]).transpose(1, 2)[:, None]  # (B, 1, frames, n_mels)
-
-    @torch.no_grad()
-    def fit(self, waves: Tensor) -> LogMel:
-        """Set the standardization to the mean and deviation of the log-mel values of waves (N, T)."""
-        self.stats = torch.tensor([0.0, 1.0])
-        db = torch.cat([self(w) for w in waves.split(256)])  # (N, 1, frames, n_mels)
-        self.stats = torch.stack([db.mean(), db.std()]).float()
-        return self
-
-
-@dataclass(frozen=True)
-class AugmentSettings:
-    """The judges' training augmentation; see the module docstring (each drawn uniformly, per clip)."""
-
-    shift_seconds: float = 0.1
-    gain_db: float = 6.0
-    speed: float = 0.08
-    time_mask: int = 8  # frames
-    freq_mask: int = 6  # mel bands
-
-
-def perturb(wave: Tensor, aug: AugmentSettings, sample_rate: int, generator: torch.Generator) -> Tensor:
-    """Waveforms (B, T), each shifted in time, sped up or slowed down (resampled linearly) and scaled; silence
-    where nothing is left to read."""
-    B, T = wave.shape
-    u = torch.rand(B, 3, generator=generator).to(wave.device) * 2 - 1  # (B, 3) in [-1, 1)
-    shift = u[:, :1] * aug.shift_seconds * sample_rate  # (B, 1) samples; > 0: later
-    speed = 1 + u[:, 1:2] * aug.speed  # (B, 1)
-    source = (torch.arange(T, device=wave.device) - shift) * speed  # (B, T) where each output sample reads
-    left = source.floor().long()
-    frac = source - left
-    padded = F.pad(wave, (1, 2))  # (B, T + 3): index i + 1 is sample i, zeros around
-    before = padded.gather(1, (left + 1).clamp(0, T + 2))  # (B, T)
-    after = padded.gather(1, (left + 2).clamp(0, T + 2))
-    out = before * (1 - frac) + after * frac
-    out = torch.where((source > -1) & (source < T), out, torch.zeros_like(out))  # (B, T)
-    return out * 10 ** (u[:, 2:] * aug.gain_db / 20)
-
-
-def mask(features: Tensor, aug: AugmentSettings, generator: torch.Generator) -> Tensor:
-    """Log-mel features (B, 1, frames, n_mels) with one band of frames and one band of mel bands per clip set to
-    0, the train mean (SpecAugment's time and frequency masks)."""
-    B, _, T, M = features.shape
-    out = features.clone()
-    for size, length, axis in ((aug.time_mask, T, 2), (aug.freq_mask, M, 3)):
-        width = torch.randint(0, size + 1, (B, 1), generator=generator)  # (B, 1)
-        start = (torch.rand(B, 1, generator=generator) * (length - width + 1)).long()  # (B, 1)
-        pos = torch.arange(length)[None]  # (1, length)
-        hit = ((pos >= start) & (pos < start + width)).to(features.device)  # (B, length)
-        shape = (B, 1, length, 1) if axis == 2 else (B, 1, 1, length)
-        out = out.masked_fill(hit.view(shape), 0.0)
-    return out
-
-
-def train_judge(
-    waves: Tensor, labels: Tensor, front: LogMel, config: judge.ClassifierConfig, settings: judge.TrainSettings,
-    aug: AugmentSettings, device: torch.device,
-) -> nn.Module:
-    """A judge (:class:`pipelines.judge.ConvClassifier`) trained on waveforms (N, T) at the front end's rate with
-    labels (N,): each batch perturbed (:func:`perturb`), heard (``front``) and masked (:func:`mask`)."""
-    return judge.train_classifier(
-        lambda: judge.ConvClassifier(config), waves, labels, settings, device,
-        lambda w, g: mask(front(perturb(w, aug, front.hearing.sample_rate, g)), aug, g),
-    )
-
-
-def to_hearing(waves: np.ndarray | Tensor, sample_rate: int, hearing: Hearing) -> Tensor:
-    """Waveforms (N, T) at ``sample_rate`` -> (N, hearing.num_samples) at the judges' rate, float32."""
-    waves = np.asarray(waves, dtype=np.float32)
-    if sample_rate != hearing.sample_rate:
-        waves = librosa.resample(waves, orig_sr=sample_rate, target_sr=hearing.sample_rate, axis=-1)
-    return torch.from_numpy(librosa.util.fix_length(waves, size=hearing.num_samples, axis=-1)).float()
-
-
-def read_clips(paths: list[Path], hearing: Hearing) -> Tensor:
-    """The recordings at ``paths``, whole, as the judges hear them: (N, hearing.num_samples)."""
-    return torch.stack([to_hearing(read_wave(p, hearing.sample_rate)[None], hearing.sample_rate, hearing)[0]
-                        for p in paths])  # fmt: skip
-
-
-# ---------------------------------------------------------------------------------------------- the check
-
+from vqvae_prior.evaluation import audio_judges, classifier, copying, metrics, reports
+from vqvae_prior.pipeline import seeded
+from vqvae_prior.training import batching
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    group = judge.add_check_args(parser, "audio", epochs=20, batch_size=64,
-                                 epochs_help="epochs of each judge (20)")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
+    group = check_cli.add_check_args(parser, Spectrograms, epochs=20, batch_size=64,
+                                     epochs_help="epochs of each judge (20)")
     group.add_argument("--seeds", type=int, default=3, help="judges, each trained with its own seed; figures averaged")
     parser.add_argument("--per-class", type=int, default=50,
                         help="generated clips per class (50: a per-class accuracy within about +-7 points)")
@@ -189,24 +64,24 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     """Run the check; returns the report (also written to ``args.out``)."""
-    watch = judge.Stopwatch()
+    watch = reports.Stopwatch()
     # every refusal before any long work
-    out = judge.check_common_args(args)
+    out = check_cli.check_shared_args(args)
     cli.at_least(args, 1, "per_class", "seeds")
-    pipe = judge.load_pipeline(args, "audio")  # refuses an out-of-date audio checkpoint too
+    pipe = check_cli.load_pipeline(args, Spectrograms)  # refuses an out-of-date audio checkpoint too
     vqvae, spec, device = pipe.vqvae, pipe.data_spec, pipe.device
     if not pipe.prior.config.num_classes:
         raise UsageError(f"--prior {args.prior} is unconditional: fit it without --unconditional to ask for classes")
     cfg = pipe.modality.config
-    hearing, aug = Hearing(), AugmentSettings()
+    hearing, aug = audio_judges.Hearing(), audio_judges.AugmentSettings()
 
     with watch("data"):
         splits = batching.load_splits(spec, args.data_root)
         label_names = list(splits.label_names)
-        train_waves, y_train = read_clips(splits.train.paths, hearing), splits.train.labels  # (N, T), (N,)
-        real_waves, y_test = read_clips(splits.test.paths, hearing), splits.test.labels
-        halves = judge.RealHalves.draw(len(real_waves), args.per_class * len(label_names), args.seed)
-        front = LogMel(hearing).fit(train_waves).to(device)
+        train_waves, y_train = audio_judges.read_clips(splits.train.paths, hearing), splits.train.labels  # (N, T), (N,)
+        real_waves, y_test = audio_judges.read_clips(splits.test.paths, hearing), splits.test.labels
+        halves = metrics.RealHalves.draw(len(real_waves), args.per_class * len(label_names), args.seed)
+        front = audio_judges.LogMel(hearing).fit(train_waves).to(device)
 
     # the sets to judge: real held-out clips three ways, and generated clips of every class
     with watch("griffin_lim"):
@@ -215,47 +90,47 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             outputs = [vqvae(xb.to(device)) for xb in x_test.split(256)]
         recon = torch.cat([out.reconstruction.clamp(0, 1).cpu() for out in outputs])  # (N, 1, n_frames, F)
         held_out_maps = torch.cat([out.indices.cpu() for out in outputs])  # (N, h, w)
-        through = {name: to_hearing(np.stack([invert(s[0].numpy(), cfg) for s in specs]), cfg.sample_rate, hearing)
+        through = {name: audio_judges.to_hearing(np.stack([invert(s[0].numpy(), cfg) for s in specs]),
+                                                 cfg.sample_rate, hearing)
                    for name, specs in (("real_griffin_lim", x_test), ("reconstructed_griffin_lim", recon))}
     with watch("generate"):
         asked = torch.arange(len(label_names)).repeat_interleave(args.per_class)  # (n,)
         result = pipe(len(asked), asked, args.temperature, seeded(args.seed, device), guidance=args.guidance)
         sets = {"real": (real_waves, y_test), **{k: (w, y_test) for k, w in through.items()},
-                "generated": (to_hearing(result.waveforms, result.sample_rate, hearing), asked)}
+                "generated": (audio_judges.to_hearing(result.waveforms, result.sample_rate, hearing), asked)}
 
     # each judge: trained (or from the cache), then the figures of every set
-    config = judge.ClassifierConfig(1, len(label_names), args.classifier_channels)
-    data_digest = judge.tensor_digest(train_waves, y_train)
+    config = classifier.ClassifierConfig(1, len(label_names), args.classifier_channels)
+    data_digest = weights_digest([train_waves, y_train])
     per_seed, cached = [], []
     for seed in range(args.classifier_seed, args.classifier_seed + args.seeds):
-        settings = judge.TrainSettings(args.classifier_epochs, args.classifier_batch_size, seed=seed)
+        settings = classifier.TrainSettings(args.classifier_epochs, args.classifier_batch_size, seed=seed)
         key = {"kind": "audio-classifier", "data": data_digest, "label_names": label_names, "hearing": asdict(hearing),
                "augment": asdict(aug), "config": asdict(config), "train": asdict(settings)}
         with watch("classifiers"):
-            model, hit = judge.cached_classifier(
-                None if args.cache_dir == "none" else args.cache_dir, key, lambda: judge.ConvClassifier(config),
-                lambda: train_judge(train_waves, y_train, front, config, settings, aug, device), device,
+            model, hit = classifier.cached_classifier(
+                check_cli.cache_dir(args), key, lambda: classifier.ConvClassifier(config),
+                lambda: audio_judges.train_judge(train_waves, y_train, front, config, settings, aug, device), device,
             )
         cached.append(hit)
         print(f"judge {seed}: " + ("from the cache" if hit else f"{settings.epochs} epochs on {len(train_waves)} "
                                    f"real train clips") + f" ({watch.seconds['classifiers']:.0f} s so far)")
         with watch("figures"):
-            predictions = {name: judge.predict(model, w, device, prepare=front) for name, (w, _) in sets.items()}
+            predictions = {name: classifier.predict(model, w, device, prepare=front) for name, (w, _) in sets.items()}
             real = predictions["real"]
             per_seed.append({
-                "real": {**judge.accuracy(real.labels, y_test, label_names),
-                         "inception_score": judge.inception_score(real.probs)},
-                **{name: judge.judge_set(predictions[name], real, halves, label_names, args.seed, target,
-                                         None if name == "generated" else halves.b)
+                "real": {**metrics.accuracy(real.labels, y_test, label_names),
+                         "inception_score": metrics.inception_score(real.probs)},
+                **{name: metrics.judge_set(predictions[name], real, halves, label_names, args.seed, target,
+                                           None if name == "generated" else halves.b)
                    for name, (_, target) in sets.items() if name != "real"},
             })
-    mean, std = judge.mean_and_std(per_seed)
+    mean, std = metrics.mean_and_std(per_seed)
 
     # copying, from code maps cached beside the judges
     with watch("copying"):
-        train_maps, _ = judge.code_maps(vqvae, spec, args.data_root, device,
-                                        None if args.cache_dir == "none" else args.cache_dir)
-        report_copying = judge.copying(result.codes, held_out_maps, train_maps)
+        train_maps, _ = copying.code_maps(vqvae, spec, args.data_root, device, check_cli.cache_dir(args))
+        report_copying = copying.copying(result.codes, held_out_maps, train_maps)
 
     report = {
         "vqvae": str(args.vqvae),
@@ -263,7 +138,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "args": vars(args),
         "label_names": label_names,
         "classifier": {"hearing": asdict(hearing), "augment": asdict(aug), "config": asdict(config),
-                       "train": asdict(judge.TrainSettings(args.classifier_epochs, args.classifier_batch_size)),
+                       "train": asdict(classifier.TrainSettings(args.classifier_epochs, args.classifier_batch_size)),
                        "seeds": list(range(args.classifier_seed, args.classifier_seed + args.seeds)),
                        "parameters": sum(p.numel() for p in model.parameters()), "train_clips": len(train_waves),
                        "cached": cached},
@@ -273,7 +148,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "copying": report_copying,
         "seconds": watch.seconds,
     }
-    judge.write_report(report, out)
+    reports.write_report(report, out)
     print_report(report)
     print(f"wrote {out}")
     return report
@@ -291,8 +166,13 @@ def print_report(report: dict[str, Any]) -> None:
             fd, fs = r["frechet"], s["frechet"]
             line += f" Frechet {fd['ratio']:.2f} ({fs['ratio']:.2f}) x the real floor (m={fd['m']})"
         print(line)
-    judge.print_copying(report["copying"])
+    reports.print_copying(report["copying"])
+
+
+def console() -> None:
+    """The console command (pyproject.toml's [project.scripts]): ``python -m`` without the module path."""
+    cli.run(main, get_args_parser())
 
 
 if __name__ == "__main__":
-    cli.run(main, get_args_parser())
+    console()

@@ -4,12 +4,13 @@ they from real ones?
     python -m pipelines.image_check --vqvae runs/mnist/vqvae.pt --prior runs/mnist-prior/prior.pt \
         --per-class 100 --out runs/mnist-check.json
 
-1. **Classifier**: a small CNN (:class:`pipelines.judge.ConvClassifier`) trained on the real train split of the
-   VQ-VAE's data set, rebuilt from the data spec in its checkpoint (``--data-root`` reads it from another folder),
-   with light augmentation (:func:`augment`: random translations by up to ``--shift`` pixels and rotations by up to
-   ``--rotate`` degrees). Seeded by ``--classifier-seed`` alone and cached in ``--cache-dir`` under a digest of the
-   train images and labels and every classifier setting, so checks of other models on the same data reuse it.
-   ``real``: its accuracy on the real held-out split, and the inception-style score of that split.
+1. **Classifier**: a small CNN (:class:`vqvae_prior.evaluation.classifier.ConvClassifier`) trained on the real train
+   split of the VQ-VAE's data set, rebuilt from the data spec in its checkpoint (``--data-root`` reads it from
+   another folder), with light augmentation (:func:`vqvae_prior.evaluation.image_judges.augment`: random translations
+   by up to ``--shift`` pixels and rotations by up to ``--rotate`` degrees). Seeded by ``--classifier-seed`` alone
+   and cached in ``--cache-dir`` under a digest of the train images and labels and every classifier setting, so
+   checks of other models on the same data reuse it. ``real``: its accuracy on the real held-out split, and the
+   inception-style score of that split.
 2. **Reconstructed** (the ceiling the prior can reach through this VQ-VAE): the VQ-VAE's reconstructions of the
    held-out images, judged like the generated ones.
 3. **Generated**: ``--per-class`` samples of every class from a class-conditional prior (``--n`` samples from an
@@ -18,8 +19,8 @@ they from real ones?
    columns: class recognized); for an unconditional prior only the two figures below.
 4. For both judged sets: the inception-style score ``exp(E_x KL(p(y|x) || p(y)))``, and the Frechet distance of
    the classifier's penultimate features to real held-out half A beside the real-vs-real floor FD(B, A) at the same
-   set size m = min(n, N_held_out // 2), and their ratio (:mod:`pipelines.judge`; the reconstructions judged are
-   those of half B's images, so none is paired with an image of A).
+   set size m = min(n, N_held_out // 2), and their ratio (:mod:`vqvae_prior.evaluation.metrics`; the
+   reconstructions judged are those of half B's images, so none is paired with an image of A).
 5. **Copying**: the distance from each generated code map to its nearest train code map (the fraction of positions
    whose codes differ), beside the same for real held-out code maps, and the number of exact copies.
 6. ``worst``: the ``--worst`` samples the classifier found least like the class asked for (lowest probability of
@@ -36,72 +37,27 @@ mostly the classifier, and some 20 seconds once the classifier is cached.
 from __future__ import annotations
 
 import argparse
-import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
 
-from pipelines import cli, judge
-from vqvae_prior.modality import save_grid
-from vqvae_prior.training import batching
-from vqvae_prior.pipeline import seeded
+from pipelines import check_cli, cli
+from vqvae_prior.checkpoint import weights_digest
 from vqvae_prior.errors import UsageError
-
-# ---------------------------------------------------------------------------------------------- classifier
-
-
-@dataclass(frozen=True)
-class AugmentSettings:
-    """Random affine distortions of each training image: a shift of up to ``shift`` pixels along each axis and a
-    rotation of up to ``rotate`` degrees, both uniform; bilinear, zeros outside the image."""
-
-    shift: float = 2.0
-    rotate: float = 10.0
-
-
-def augment(x: Tensor, settings: AugmentSettings, generator: torch.Generator) -> Tensor:
-    """Images x (B, C, H, W), each moved and turned at random (draws from the CPU ``generator``)."""
-    B, _, H, W = x.shape
-    u = torch.rand(B, 3, generator=generator) * 2 - 1  # (B, 3) in [-1, 1): shift x, shift y, angle
-    angle = u[:, 2] * math.radians(settings.rotate)  # (B,)
-    cos, sin = angle.cos(), angle.sin()
-    # affine_grid maps output to input coordinates in [-1, 1]: one pixel is 2 / W horizontally, 2 / H vertically
-    theta = torch.stack([
-        torch.stack([cos, -sin * H / W, u[:, 0] * settings.shift * 2 / W], 1),
-        torch.stack([sin * W / H, cos, u[:, 1] * settings.shift * 2 / H], 1),
-    ], 1).to(x)  # (B, 2, 3)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (B, H, W, 2)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # (B, C, H, W)
-
-
-def train_classifier(
-    x: Tensor, y: Tensor, config: judge.ClassifierConfig, settings: judge.TrainSettings, aug: AugmentSettings,
-    device: torch.device,
-) -> nn.Module:
-    """A :class:`pipelines.judge.ConvClassifier` trained on images x (N, C, H, W) with labels (N,), each batch
-    distorted by :func:`augment`."""
-    return judge.train_classifier(lambda: judge.ConvClassifier(config), x, y, settings, device,
-                                  lambda xb, g: augment(xb, aug, g))
-
-
-def default_epochs(n_train: int) -> int:
-    """Epochs that show the classifier about 150,000 train images, at least 2: 34 of mnist-sample's 4,500 digits,
-    3 of MNIST's 60,000."""
-    return max(2, math.ceil(150_000 / n_train))
-
-
-# ---------------------------------------------------------------------------------------------- the check
+from vqvae_prior.evaluation import classifier, copying, image_judges, metrics, reports
+from vqvae_prior.modality import Images, save_grid
+from vqvae_prior.pipeline import seeded
+from vqvae_prior.training import batching
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    group = judge.add_check_args(parser, "image", epochs=None, batch_size=judge.TrainSettings.batch_size,
-                                 epochs_help="(default: enough to see about 150,000 train images, at least 2)")
-    group.add_argument("--shift", type=float, default=AugmentSettings.shift, help="augmentation: max shift, pixels")
-    group.add_argument("--rotate", type=float, default=AugmentSettings.rotate,
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
+    group = check_cli.add_check_args(parser, Images, epochs=None, batch_size=classifier.TrainSettings.batch_size,
+                                     epochs_help="(default: enough to see about 150,000 train images, at least 2)")
+    group.add_argument("--shift", type=float, default=image_judges.AugmentSettings.shift,
+                       help="augmentation: max shift, pixels")
+    group.add_argument("--rotate", type=float, default=image_judges.AugmentSettings.rotate,
                        help="augmentation: max rotation, degrees")
     parser.add_argument("--per-class", type=int,
                         help="samples per class of a class-conditional prior (default 100)")
@@ -133,24 +89,12 @@ def check_args(args: argparse.Namespace, num_classes: int, prior_path: str) -> t
     return per_class, n
 
 
-def worst_samples(
-    probs: Tensor, asked: Tensor | None, label_names: list[str], count: int
-) -> tuple[Tensor, list[dict[str, Any]]]:
-    """Indices of the ``count`` samples with the lowest probability of the class asked for (unconditional: of the
-    most probable class), lowest first, and a description of each."""
-    p = probs.gather(1, asked[:, None]).squeeze(1) if asked is not None else probs.max(1).values  # (n,)
-    order = p.argsort()[:count]
-    rows = [{"index": int(i), "asked": None if asked is None else label_names[int(asked[i])],
-             "recognized": label_names[int(probs[i].argmax())], "probability": float(p[i])} for i in order]  # fmt: skip
-    return order, rows
-
-
 def main(args: argparse.Namespace) -> dict[str, Any]:
     """Run the check; returns the report (also written to ``args.out``)."""
-    watch = judge.Stopwatch()
+    watch = reports.Stopwatch()
     # every refusal before any long work
-    out = judge.check_common_args(args)
-    pipe = judge.load_pipeline(args, "image")
+    out = check_cli.check_shared_args(args)
+    pipe = check_cli.load_pipeline(args, Images)
     vqvae, spec, device = pipe.vqvae, pipe.data_spec, pipe.device
     conditional = pipe.prior.config.num_classes > 0
     per_class, n = check_args(args, pipe.prior.config.num_classes, args.prior)
@@ -160,53 +104,51 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         label_names = list(splits.label_names)
         x_train, y_train = batching.as_tensors(splits.train)  # (N, C, H, W) uint8, (N,)
         x_test, y_test = batching.as_tensors(splits.test)
-        halves = judge.RealHalves.draw(len(x_test), n, args.seed)  # before any long work: refuses < 4 held out
+        halves = metrics.RealHalves.draw(len(x_test), n, args.seed)  # before any long work: refuses < 4 held out
 
     # 1. the classifier, trained on the real train split (or from the cache), and the real held-out figures
-    config = judge.ClassifierConfig(x_train.shape[1], len(label_names), args.classifier_channels)
-    settings = judge.TrainSettings(args.classifier_epochs or default_epochs(len(x_train)), args.classifier_batch_size,
-                                   seed=args.classifier_seed)
-    aug = AugmentSettings(args.shift, args.rotate)
-    key = {"kind": "image-classifier", "data": judge.tensor_digest(x_train, y_train), "label_names": label_names,
+    config = classifier.ClassifierConfig(x_train.shape[1], len(label_names), args.classifier_channels)
+    settings = classifier.TrainSettings(args.classifier_epochs or image_judges.default_epochs(len(x_train)),
+                                        args.classifier_batch_size, seed=args.classifier_seed)
+    aug = image_judges.AugmentSettings(args.shift, args.rotate)
+    key = {"kind": "image-classifier", "data": weights_digest([x_train, y_train]), "label_names": label_names,
            "config": asdict(config), "train": asdict(settings), "augment": asdict(aug)}
     with watch("classifier"):
-        model, cached = judge.cached_classifier(
-            None if args.cache_dir == "none" else args.cache_dir, key, lambda: judge.ConvClassifier(config),
-            lambda: train_classifier(x_train, y_train, config, settings, aug, device),
-            device,
+        model, cached = classifier.cached_classifier(
+            check_cli.cache_dir(args), key, lambda: classifier.ConvClassifier(config),
+            lambda: image_judges.train_classifier(x_train, y_train, config, settings, aug, device), device,
         )
     print(f"classifier: {sum(p.numel() for p in model.parameters()):,} parameters, "
           + ("from the cache" if cached else f"{settings.epochs} epochs on {len(x_train)} real train images")
           + f" ({watch.seconds['classifier']:.0f} s)")
     with watch("real"):
-        real = judge.predict(model, x_test, device)
-        report_real = {**judge.accuracy(real.labels, y_test, label_names),
-                       "inception_score": judge.inception_score(real.probs)}
+        real = classifier.predict(model, x_test, device)
+        report_real = {**metrics.accuracy(real.labels, y_test, label_names),
+                       "inception_score": metrics.inception_score(real.probs)}
 
     # 2. the ceiling: the VQ-VAE's reconstructions of the held-out images (figures of half B's)
     with watch("reconstructed"):
         with torch.no_grad():
             recon = torch.cat([vqvae(xb).reconstruction.clamp(0, 1).cpu()
                                for xb, _ in batching.batches(x_test, y_test, 256, device)])  # (N, C, H, W)
-        recon_pred = judge.predict(model, recon, device)
-        report_recon = judge.judge_set(recon_pred, real, halves, label_names, args.seed, y_test, halves.b)
+        recon_pred = classifier.predict(model, recon, device)
+        report_recon = metrics.judge_set(recon_pred, real, halves, label_names, args.seed, y_test, halves.b)
 
     # 3. generated samples
     with watch("generate"):
         asked = torch.arange(len(label_names)).repeat_interleave(per_class) if conditional else None  # (n,)
         result = pipe(n, asked, args.temperature, seeded(args.seed, device), guidance=args.guidance)
     with watch("generated"):
-        gen_pred = judge.predict(model, result.images, device)
-        report_gen = judge.judge_set(gen_pred, real, halves, label_names, args.seed, asked)
+        gen_pred = classifier.predict(model, result.images, device)
+        report_gen = metrics.judge_set(gen_pred, real, halves, label_names, args.seed, asked)
 
     # 4. copying, from code maps cached beside the classifiers
     with watch("copying"):
-        train_maps, held_out_maps = judge.code_maps(vqvae, spec, args.data_root, device,
-                                                    None if args.cache_dir == "none" else args.cache_dir)
-        report_copying = judge.copying(result.codes, held_out_maps, train_maps)
+        train_maps, held_out_maps = copying.code_maps(vqvae, spec, args.data_root, device, check_cli.cache_dir(args))
+        report_copying = copying.copying(result.codes, held_out_maps, train_maps)
 
     # 5. the samples least like their class
-    order, worst = worst_samples(gen_pred.probs, asked, label_names, args.worst)
+    order, worst = metrics.worst_samples(gen_pred.probs, asked, label_names, args.worst)
     worst_png = out.with_name(f"{out.stem}-worst.png")
     if args.worst:
         save_grid(result.images[order], worst_png, nrow=10)
@@ -227,7 +169,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "worst_png": str(worst_png) if args.worst else None,
         "seconds": watch.seconds,
     }
-    judge.write_report(report, out)
+    reports.write_report(report, out)
     print_report(report)
     print(f"wrote {out}" + (f" and {worst_png}" if args.worst else ""))
     return report
@@ -246,7 +188,12 @@ def print_report(report: dict[str, Any]) -> None:
             line += (f" Frechet {fd['distance']:.3g} = {fd['ratio']:.2f} x the real floor {fd['floor']:.3g} "
                      f"(m={fd['m']})")
         print(line)
-    judge.print_copying(report["copying"])
+    reports.print_copying(report["copying"])
+
+def console() -> None:
+    """The console command (pyproject.toml's [project.scripts]): ``python -m`` without the module path."""
+    cli.run(main, get_args_parser())
+
 
 if __name__ == "__main__":
-    cli.run(main, get_args_parser())
+    console()

@@ -21,6 +21,7 @@ from vqvae_prior.training.codes import draw_shifts, encode_splits
 from vqvae_prior.audio import SpectrogramConfig
 from vqvae_prior.checkpoint import CheckpointError, load_vqvae, save_checkpoint
 from vqvae_prior.errors import UsageError
+from vqvae_prior.evaluation import audio_judges
 from vqvae_prior.vqvae import VQVAE, VQVAEConfig
 
 SR = 8000
@@ -241,19 +242,19 @@ def test_audio_check(fitted, tmp_path):
 def test_hearing_is_its_own():
     """The judges' log-mel front end: 1 s at 8 kHz -> 63 frames x 40 bands, standardized on the clips it was
     fitted on, silence at its floor; none of its settings is the VQ-VAE's."""
-    hearing = audio_check.Hearing()
+    hearing = audio_judges.Hearing()
     model = SpectrogramConfig()
     assert (hearing.n_fft, hearing.hop_length, hearing.n_mels) != (model.n_fft, model.hop_length, model.n_mels)
     waves = np.stack([np.pad(_clip(d, 5), (i * 500, 2650 - i * 500)) for d in DIGITS for i in range(3)])  # (9, 3000)
-    waves = audio_check.to_hearing(waves, SR, hearing)  # (9, 8000): silence after
+    waves = audio_judges.to_hearing(waves, SR, hearing)  # (9, 8000): silence after
     assert waves.shape == (9, 8000)
-    front = audio_check.LogMel(hearing).fit(waves)
+    front = audio_judges.LogMel(hearing).fit(waves)
     features = front(waves)
     assert features.shape == (9, 1, 63, 40)
     assert abs(float(features.mean())) < 1e-4 and float(features.std()) == pytest.approx(1.0, abs=1e-4)
     silent = front(torch.zeros(1, 8000))
     assert torch.all(silent == silent.flatten()[0]) and float(silent.max()) < float(features.max())
-    half_rate = audio_check.to_hearing(waves[:, ::2].numpy(), SR // 2, hearing)  # resampled to 8 kHz
+    half_rate = audio_judges.to_hearing(waves[:, ::2].numpy(), SR // 2, hearing)  # resampled to 8 kHz
     assert half_rate.shape == (9, 8000)
 
 
@@ -261,23 +262,23 @@ def test_perturb_and_mask():
     g = torch.Generator().manual_seed(0)
     wave = torch.zeros(64, 4000)
     wave[:, 2000] = 1.0  # a click
-    still = audio_check.AugmentSettings(shift_seconds=0, gain_db=0, speed=0)
-    torch.testing.assert_close(audio_check.perturb(wave, still, SR, g), wave)
-    gain = audio_check.perturb(wave, audio_check.AugmentSettings(shift_seconds=0, gain_db=6, speed=0), SR, g)
+    still = audio_judges.AugmentSettings(shift_seconds=0, gain_db=0, speed=0)
+    torch.testing.assert_close(audio_judges.perturb(wave, still, SR, g), wave)
+    gain = audio_judges.perturb(wave, audio_judges.AugmentSettings(shift_seconds=0, gain_db=6, speed=0), SR, g)
     scale = gain[:, 2000]
     assert torch.all((scale >= 10 ** (-6 / 20) - 1e-6) & (scale <= 10 ** (6 / 20) + 1e-6)) and scale.std() > 0
-    moving = audio_check.AugmentSettings(shift_seconds=0.01, gain_db=0, speed=0.05)
-    moved = audio_check.perturb(wave, moving, SR, g)
+    moving = audio_judges.AugmentSettings(shift_seconds=0.01, gain_db=0, speed=0.05)
+    moved = audio_judges.perturb(wave, moving, SR, g)
     where = (moved.abs() > 0).float().argmax(1)  # the click's first sample
     assert torch.all((where - 2000).abs() <= 0.01 * SR + 0.05 * 2000 + 1) and where.unique().numel() > 10
     torch.testing.assert_close(moved.sum(1), torch.ones(64), atol=0.1, rtol=0.1)  # moved, not lost
     features = torch.ones(64, 1, 63, 40)
-    masked = audio_check.mask(features, audio_check.AugmentSettings(time_mask=8, freq_mask=6), g)
+    masked = audio_judges.mask(features, audio_judges.AugmentSettings(time_mask=8, freq_mask=6), g)
     zero_frames = (masked == 0).all(3).sum((1, 2))  # (64,) whole frames zeroed
     zero_bands = (masked == 0).all(2).sum((1, 2))
     assert zero_frames.max() <= 8 and zero_bands.max() <= 6 and zero_frames.float().mean() > 2
-    unmasked = audio_check.AugmentSettings(time_mask=0, freq_mask=0)
-    assert torch.equal(audio_check.mask(features, unmasked, g), features)
+    unmasked = audio_judges.AugmentSettings(time_mask=0, freq_mask=0)
+    assert torch.equal(audio_judges.mask(features, unmasked, g), features)
 
 
 def test_audio_options_only_for_audio():
@@ -299,7 +300,7 @@ def test_audio_check_refusals(fitted, tmp_path):
     config = VQVAEConfig(channels=8, residual_channels=4, code_dim=4, codebook_size=16)
     save_checkpoint(image_vqvae, "vqvae", VQVAE(config), data={"name": "mnist-sample"})
     parser = audio_check.get_args_parser()
-    with pytest.raises(ValueError, match="not on audio"):
+    with pytest.raises(ValueError, match="not on recordings"):
         audio_check.main(parser.parse_args(["--vqvae", str(image_vqvae), "--prior", str(fitted["prior"])]))
     prior_args = ["--vqvae", str(fitted["vqvae"]), "--out", str(tmp_path / "unconditional"), "--unconditional",
                   *PRIOR_ARGS, *COMMON_ARGS]
@@ -333,17 +334,17 @@ def test_audio_judge_on_fsdd(shared_data):
     """audio_check's first default judge on the real FSDD recordings recognizes at least 98% of the 250 held-out
     clips (measured: 99.2%); a few CPU-minutes. Skips without ../shared/data/fsdd."""
     from data import load_dataset
-    from pipelines import judge
+    from vqvae_prior.evaluation import classifier
 
     splits = load_dataset("audio-folder", shared_data("fsdd", "recordings"))
-    hearing, aug = audio_check.Hearing(), audio_check.AugmentSettings()
-    x, y = audio_check.read_clips(splits.train.paths, hearing), splits.train.labels
-    front = audio_check.LogMel(hearing).fit(x)
-    config = judge.ClassifierConfig(1, 10)
+    hearing, aug = audio_judges.Hearing(), audio_judges.AugmentSettings()
+    x, y = audio_judges.read_clips(splits.train.paths, hearing), splits.train.labels
+    front = audio_judges.LogMel(hearing).fit(x)
+    config = classifier.ClassifierConfig(1, 10)
     defaults = audio_check.get_args_parser().parse_args(["--vqvae", "v.pt", "--prior", "p.pt"])
-    settings = judge.TrainSettings(defaults.classifier_epochs, defaults.classifier_batch_size)
-    model = audio_check.train_judge(x, y, front, config, settings, aug, torch.device("cpu"))
-    prediction = judge.predict(model, audio_check.read_clips(splits.test.paths, hearing), torch.device("cpu"),
+    settings = classifier.TrainSettings(defaults.classifier_epochs, defaults.classifier_batch_size)
+    model = audio_judges.train_judge(x, y, front, config, settings, aug, torch.device("cpu"))
+    prediction = classifier.predict(model, audio_judges.read_clips(splits.test.paths, hearing), torch.device("cpu"),
                                prepare=front)
     assert float((prediction.labels == splits.test.labels).float().mean()) >= 0.98
 

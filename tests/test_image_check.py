@@ -14,6 +14,7 @@ from PIL import Image
 from pipelines import cli, fit_prior, fit_vqvae, image_check
 from vqvae_prior.checkpoint import CheckpointError, save_checkpoint
 from vqvae_prior.errors import UsageError
+from vqvae_prior.evaluation import image_judges
 from vqvae_prior.vqvae import VQVAE, VQVAEConfig
 
 SHAPES = ("bar", "column", "ring")
@@ -158,7 +159,7 @@ def test_refusals(fitted, tmp_path):
     audio = tmp_path / "audio.pt"
     config = VQVAEConfig(channels=8, residual_channels=4, code_dim=4, codebook_size=16)
     save_checkpoint(audio, "vqvae", VQVAE(config), data={"name": "audio-folder", "spectrogram": {}})
-    with pytest.raises(UsageError, match="fitted on audio.*pipelines.audio_check"):
+    with pytest.raises(UsageError, match="fitted on recordings.*pipelines.audio_check"):
         image_check.main(image_check.get_args_parser().parse_args(
             ["--vqvae", str(audio), "--prior", str(fitted["prior"]), "--out", str(tmp_path / "r.json")]))
     other = tmp_path / "other.pt"
@@ -182,13 +183,13 @@ def test_augment_moves_and_keeps_shape():
     x = torch.zeros(4, 1, 16, 12)
     x[:, :, 6:10, 4:8] = 1
     g = torch.Generator().manual_seed(0)
-    still = image_check.augment(x, image_check.AugmentSettings(shift=0, rotate=0), g)
+    still = image_judges.augment(x, image_judges.AugmentSettings(shift=0, rotate=0), g)
     torch.testing.assert_close(still, x)  # no distortion: the identity
-    moved = image_check.augment(x, image_check.AugmentSettings(shift=2, rotate=10), g)
+    moved = image_judges.augment(x, image_judges.AugmentSettings(shift=2, rotate=10), g)
     assert moved.shape == x.shape and not torch.allclose(moved, x)
     assert (moved.sum((1, 2, 3)) - x.sum((1, 2, 3))).abs().max() < 3  # moved, not lost
 
 
 def test_default_epochs():
-    assert image_check.default_epochs(4500) == 34 and image_check.default_epochs(60000) == 3
-    assert image_check.default_epochs(10**6) == 2
+    assert image_judges.default_epochs(4500) == 34 and image_judges.default_epochs(60000) == 3
+    assert image_judges.default_epochs(10**6) == 2

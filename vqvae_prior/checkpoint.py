@@ -8,7 +8,7 @@ A checkpoint is a dict saved with ``torch.save``::
      "model": state_dict,                    # of the unwrapped module (no DDP / torch.compile prefixes)
      "data": {...},                          # the data set's spec: its "modality" (a name in
                                              # vqvae_prior.registry.MODALITIES) and that modality's settings
-     ...}                                    # epoch, metrics, args; training state for --resume (pipelines.run_folder)
+     ...}                                    # epoch, metrics, args; training state for --resume (vqvae_prior.training.run_folder)
 
 It is written atomically (:func:`vqvae_prior.files.atomic_save`), so an interrupted write never destroys the
 previous checkpoint. Weights that are not finite (a diverged fit) are refused when saving and when loading.
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -90,12 +91,16 @@ def check_finite(weights: dict[str, torch.Tensor], what: str) -> None:
                               "the fit that made them diverged")
 
 
-def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
-    """A short SHA-256 of a state dict's names and values: identifies the exact weights a prior was fitted on."""
+def weights_digest(tensors: Mapping[str, torch.Tensor] | Sequence[torch.Tensor]) -> str:
+    """A short SHA-256 of tensors. Of a state dict: its names and values, which identify the exact weights a prior
+    was fitted on (as prior checkpoints record them). Of a sequence: each tensor's dtype, shape and values, which
+    identify a data set's content (as the judging classifiers' cache keys record it)."""
     h = hashlib.sha256()
-    for name in sorted(state_dict):
-        h.update(name.encode())
-        h.update(state_dict[name].detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    named = isinstance(tensors, Mapping)
+    for name in sorted(tensors) if named else range(len(tensors)):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(name.encode() if named else f"{t.dtype} {tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
 
 

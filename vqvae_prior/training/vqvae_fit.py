@@ -29,6 +29,7 @@ from einops import rearrange
 import data
 from vqvae_prior.audio import Spectrograms
 from vqvae_prior.errors import UsageError
+from vqvae_prior.evaluation.lsd import HeldOutLSD
 from vqvae_prior.quantizer import CodeUsage
 from vqvae_prior.training.batching import as_tensors, batches
 from vqvae_prior.training.distributed import Distributed, fit_folder
@@ -123,8 +124,6 @@ class VQVAETask:
         self.modality = self.splits.modality
         self.lsd = None  # recordings: the Griffin-Lim log-spectral distance on a fixed subset of held-out clips
         if isinstance(self.modality, Spectrograms) and dist.is_main:
-            from pipelines.audio_eval import HeldOutLSD
-
             self.lsd = HeldOutLSD(self.splits, self.x_test, options.lsd_clips, options.lsd_every, options.epochs,
                                   options.batch_size, device)
         self.model = VQVAE(options.model_config(in_channels=self.splits.sample_shape[0])).to(device)

@@ -1,0 +1,80 @@
+"""The command line that ``image_check`` and ``audio_check`` share: their options, the checks of those made before
+any work, and the checkpoints they judge loaded as one pipeline."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pipelines import cli
+from vqvae_prior.checkpoint import load_checkpoint
+from vqvae_prior.errors import UsageError
+from vqvae_prior.evaluation.classifier import CACHE_DIR, ClassifierConfig
+from vqvae_prior.modality import Modality
+from vqvae_prior.pipeline import VQPriorPipeline
+from vqvae_prior.registry import modality_of_spec
+
+__all__ = ["add_check_args", "cache_dir", "check_shared_args", "load_pipeline"]
+
+
+def add_check_args(
+    parser: argparse.ArgumentParser, judged: type[Modality], epochs: int | None, batch_size: int, epochs_help: str
+) -> argparse._ArgumentGroup:
+    """The options that ``image_check`` and ``audio_check`` share; returns the classifier's group for more.
+    ``judged``: the modality whose samples the check judges."""
+    kind = judged.name
+    parser.add_argument("--vqvae", required=True, help=f"checkpoint of a VQ-VAE of {judged.noun}s (pipelines.fit_vqvae)")
+    parser.add_argument("--prior", required=True, help="its prior (pipelines.fit_prior)")
+    parser.add_argument("--data-root", help="read the VQ-VAE's data set from this folder instead")
+    parser.add_argument("--out", default=f"{kind}_check.json", help="JSON report (image_check: and the PNG of the "
+                        "worst samples beside it)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="of the prior")
+    parser.add_argument("--guidance", type=float, default=0.0,
+                        help="classifier-free guidance weight of the samples (> 0 needs a prior fitted with "
+                             "--label-dropout)")
+    parser.add_argument("--seed", type=int, default=0, help="of the samples and of the real halves")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
+    group = parser.add_argument_group("classifier")
+    group.add_argument("--classifier-epochs", type=int, default=epochs, help=epochs_help)
+    group.add_argument("--classifier-channels", type=int, default=ClassifierConfig.channels, help="width")
+    group.add_argument("--classifier-batch-size", type=int, default=batch_size)
+    group.add_argument("--classifier-seed", type=int, default=0)
+    group.add_argument("--cache-dir", default=str(CACHE_DIR), help="trained classifiers; 'none': no cache")
+    return group
+
+
+def check_shared_args(args: argparse.Namespace) -> Path:
+    """Refuse, before any work, a shared option out of range (:func:`add_check_args`) or an ``--out`` that cannot
+    be written (a folder, or in a folder that cannot be made); returns ``--out`` as a path."""
+    cli.positive(args, "temperature")
+    cli.positive(args, "guidance", zero=True)
+    cli.at_least(args, 1, "classifier_epochs", "classifier_channels", "classifier_batch_size")
+    cli.pick_device(args.device)
+    out = Path(args.out)
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a folder; expected the report's file name, e.g. {out / 'check.json'}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--out {out}: cannot make its folder ({e.strerror})") from e
+    return out
+
+
+def cache_dir(args: argparse.Namespace) -> str | None:
+    """The folder of ``--cache-dir``; None for 'none' (no cache)."""
+    return None if args.cache_dir == "none" else args.cache_dir
+
+
+def load_pipeline(args: argparse.Namespace, judged: type[Modality]) -> VQPriorPipeline:
+    """``--vqvae`` and ``--prior`` as a checked :class:`vqvae_prior.VQPriorPipeline` on ``--device``; a VQ-VAE of
+    another modality than ``judged`` is refused, naming the checks."""
+    spec = load_checkpoint(args.vqvae, "vqvae").get("data", {})  # the modality first: the likelier mistake
+    modality = modality_of_spec(spec)
+    if not isinstance(modality, judged):
+        raise UsageError(f"--vqvae {args.vqvae} was fitted on {modality.noun}s ({spec.get('name')!r}), not on "
+                         f"{judged.noun}s; pipelines.image_check judges images, pipelines.audio_check recordings")
+    pipe = VQPriorPipeline.from_checkpoints(args.vqvae, args.prior, cli.pick_device(args.device))
+    if args.guidance > 0 and pipe.prior.null_label is None:
+        raise UsageError(f"--guidance {args.guidance}: {args.prior} was fitted without --label-dropout, so it has no "
+                         "unconditional model to guide by; leave out --guidance")
+    return pipe
