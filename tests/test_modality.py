@@ -117,3 +117,21 @@ def test_no_module_of_pipelines_imports_an_entry_point():
                 imports += [(path.stem, a.name.removeprefix("pipelines.")) for a in node.names
                             if a.name.startswith("pipelines.")]
     assert imports and [(a, b) for a, b in imports if b in entries] == []
+
+
+def test_every_console_command_is_an_entry_point_whose_help_shows_defaults(monkeypatch, capsys):
+    import importlib
+    import sys
+
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
+
+    pyproject = tomllib.loads((PIPELINES.parent / "pyproject.toml").read_text())
+    scripts = pyproject["project"]["scripts"]
+    assert {value.split(":")[0].removeprefix("pipelines.") for value in scripts.values()} == _entry_points()
+    for name, value in scripts.items():
+        module, function = value.split(":")
+        monkeypatch.setattr(sys, "argv", [name, "--help"])
+        with pytest.raises(SystemExit) as exit:
+            getattr(importlib.import_module(module), function)()
+        assert exit.value.code == 0
+        assert f"usage: {name}" in capsys.readouterr().out
