@@ -17,7 +17,7 @@ Deviations from the paper, all aimed at codebook collapse (trap 4 of ../shared/R
 The quantizer always computes in fp32, also under autocast (trap 8). Under ``torch.distributed`` (trap 9) the EMA
 statistics are summed over the ranks, and the initial and restarted codes are drawn from the vectors of all ranks,
 gathered in rank order, with the random state every rank shares: the state of the quantizer is the same on every
-rank, and the same as one process's on the whole batch (``pipelines/distributed.py``: every rank holds an equal,
+rank, and the same as one process's on the whole batch (``vqvae_prior/training/distributed.py``: every rank holds an equal,
 contiguous shard of the global batch).
 """
 
