@@ -168,10 +168,7 @@ def print_report(report: dict[str, Any]) -> None:
         print(line)
     reports.print_copying(report["copying"])
 
-
-def console() -> None:
-    """The console command (pyproject.toml's [project.scripts]): ``python -m`` without the module path."""
-    cli.run(main, get_args_parser())
+console = cli.command(main, get_args_parser)  # the console command (pyproject.toml's [project.scripts])
 
 
 if __name__ == "__main__":

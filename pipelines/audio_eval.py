@@ -54,10 +54,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
           f"(Griffin-Lim of the originals: {result['ceiling_lsd_db']:.2f} dB)")
     return result
 
-
-def console() -> None:
-    """The console command (pyproject.toml's [project.scripts]): ``python -m`` without the module path."""
-    cli.run(main, get_args_parser())
+console = cli.command(main, get_args_parser)  # the console command (pyproject.toml's [project.scripts])
 
 
 if __name__ == "__main__":

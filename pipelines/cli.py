@@ -25,7 +25,7 @@ from vqvae_prior.errors import UsageError, VQPriorError
 from vqvae_prior.training.options import at_least, flag, positive
 from vqvae_prior.training.steps import pick_device
 
-__all__ = ["at_least", "check_image_path", "flag", "given_options", "parser_for", "pick_device", "positive", "run"]
+__all__ = ["at_least", "check_image_path", "command", "flag", "given_options", "parser_for", "pick_device", "positive", "run"]
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -47,6 +47,12 @@ def run(main: Callable[[argparse.Namespace], Any], parser: argparse.ArgumentPars
     except VQPriorError as e:
         print(f"{parser.prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def command(main: Callable[[argparse.Namespace], Any],
+            get_args_parser: Callable[[], argparse.ArgumentParser]) -> Callable[[], None]:
+    """An entry point as a console command: ``run(main, get_args_parser())`` on ``sys.argv``."""
+    return lambda: run(main, get_args_parser())
 
 
 def parser_for(options: type, description: str | None = None, defaults: dict[str, dict[str, Any]] | None = None,

@@ -50,10 +50,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     """Fit the prior; returns the last epoch's metrics (with ``kept`` and ``best_epoch``, as logged)."""
     return fit_prior(PriorFit(**vars(args)))
 
-
-def console() -> None:
-    """The console command (pyproject.toml's [project.scripts]): ``python -m`` without the module path."""
-    cli.run(main, get_args_parser())
+console = cli.command(main, get_args_parser)  # the console command (pyproject.toml's [project.scripts])
 
 
 if __name__ == "__main__":

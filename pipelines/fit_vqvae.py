@@ -38,10 +38,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     """Fit the VQ-VAE; returns the last epoch's metrics (with ``kept`` and ``best_epoch``, as logged)."""
     return fit_vqvae(VQVAEFit(**vars(args)))
 
-
-def console() -> None:
-    """The console command (pyproject.toml's [project.scripts]): ``python -m`` without the module path."""
-    cli.run(main, get_args_parser())
+console = cli.command(main, get_args_parser)  # the console command (pyproject.toml's [project.scripts])
 
 
 if __name__ == "__main__":

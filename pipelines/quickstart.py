@@ -71,10 +71,7 @@ def main(args: argparse.Namespace) -> PipelineOutput:
     print(f"wrote {len(labels)} samples to {samples}")
     return result
 
-
-def console() -> None:
-    """The console command (pyproject.toml's [project.scripts]): ``python -m`` without the module path."""
-    cli.run(main, get_args_parser())
+console = cli.command(main, get_args_parser)  # the console command (pyproject.toml's [project.scripts])
 
 
 if __name__ == "__main__":

@@ -123,10 +123,7 @@ def main(args: argparse.Namespace) -> Tensor:
     print(f"wrote {out}: {int(field.sum())} positions seen, {blind} before {position} not seen (blind spot)")
     return field
 
-
-def console() -> None:
-    """The console command (pyproject.toml's [project.scripts]): ``python -m`` without the module path."""
-    cli.run(main, get_args_parser())
+console = cli.command(main, get_args_parser)  # the console command (pyproject.toml's [project.scripts])
 
 
 if __name__ == "__main__":
