@@ -342,7 +342,7 @@ class GatedLayerState:
     layer and position, so it is written for few operator calls: the views it reads and writes are made once per
     column here (the window, vh's column, the input and the next layer's input there), the weights come laid out
     for the products (:meth:`GatedLayer.sampling_weights`, which a prior may prepare once for many states), and the
-    outputs go into preallocated buffers: four operators a step. The skip output is left to the
+    outputs go into preallocated buffers: five operators a step. The skip output is left to the
     prior's state, which sums every layer's with one product of their ``gated`` and their stacked ``weights.skip``.
     """
 
@@ -374,8 +374,8 @@ class GatedLayerState:
             self.tap_offsets = rows * torch.arange((p + 1) * k, device=device).view(p + 1, k, 1)
             self.v_windows_copy = self.v_rows.new_empty(width * n, (p + 1) * k * G)  # (W*n, (p+1)*k*G)
         self.v_new = self.v_rows[-1, p : p + width]  # (W, n, C or G), contiguous
-        self.v_pre = weights.h.new_empty(width, n, 2 * C)  # the vertical pre-activation, and its first half
-        self.v_pre_a = self.v_pre[..., :C]
+        self.v_pre = weights.h.new_empty(width, n, 2 * C)  # the vertical pre-activation, and its halves
+        self.v_pre_a, self.v_pre_b = self.v_pre.chunk(2, dim=-1)
         self.h_row = weights.h.new_zeros(n, width + p, C)
         # per column c: the window (n, kw*C), vh (n, 2C), the pre-activation and its first half, and the input (n, C)
         # there, all views (each list made by one unbind). The window: columns c .. c + kw - 1 of h_row, kw*C
@@ -385,10 +385,11 @@ class GatedLayerState:
         # column c's pre-activation: vh's column itself, turned into it in place, unless the layer steps G times over
         # each pixel (G image channels), which each need vh's column as it was
         if G == 1:
-            self.h_pre, self.h_pre_a = self.vh_columns, self.vh[..., :C].unbind(0)  # (n, 2C), (n, C) per column
+            self.h_pre = self.vh_columns  # (n, 2C) per column
+            self.h_pre_a, self.h_pre_b = (half.unbind(0) for half in self.vh.chunk(2, dim=-1))  # (n, C) each
         else:
             h_pre = weights.h.new_empty(n, 2 * C)
-            self.h_pre, self.h_pre_a = [h_pre] * width, [h_pre[:, :C]] * width
+            self.h_pre, self.h_pre_a, self.h_pre_b = [h_pre] * width, [h_pre[:, :C]] * width, [h_pre[:, C:]] * width
         self.inputs = self.h_row[:, p:].unbind(1)
         self.connect(weights.h.new_ones(n, C + 1), None)
 
@@ -400,7 +401,8 @@ class GatedLayerState:
         self.next_v = None if after is None else after.v_new
         next_inputs = [None] * len(self.inputs) if after is None else after.inputs
         # per column c, every view that step reads or writes there, in one tuple (fewer look-ups a step)
-        self.columns = list(zip(self.vh_columns, self.windows, self.h_pre, self.h_pre_a, self.inputs, next_inputs))
+        self.columns = list(zip(self.vh_columns, self.windows, self.h_pre, self.h_pre_a, self.h_pre_b, self.inputs,
+                                next_inputs))
 
     def begin_row(self, first: bool) -> None:
         """Start a row: the vertical convolution over the cached rows (``v_new`` written beforehand: the vertical
@@ -421,8 +423,7 @@ class GatedLayerState:
         if self.next_v is not None:
             if self.bias_v is not None:
                 self.v_pre.add_(self.bias_v)  # (W, n, 2C)
-            self.v_pre_a.tanh_()
-            _glu(self.v_pre, -1, out=self.next_v)  # (W, n, C): tanh(a) * sigmoid(b), as gate()
+            torch.mul(self.v_pre_a.tanh_(), self.v_pre_b.sigmoid_(), out=self.next_v)  # (W, n, C), as gate()
         # the rows up one, the oldest dropped: v_new is free for the next row's input (overlapping unless p = 1)
         self.v_rows[:-1].copy_(self.v_rows[1:] if self.p == 1 else self.v_rows[1:].clone())
 
@@ -435,10 +436,9 @@ class GatedLayerState:
         """The layer at column c of the current row, from the inputs put so far: columns <= c (< c if first).
         Writes the gated units into ``gated`` and the horizontal stack's output into the next layer's input at
         column c (:meth:`connect`)."""
-        vh, window, h_pre, h_pre_a, x, x_next = self.columns[c]
+        vh, window, h_pre, a, b, x, x_next = self.columns[c]
         torch.addmm(vh, window, self.h_weight_t, out=h_pre)  # (n, 2C); h_pre is vh itself unless G > 1
-        h_pre_a.tanh_()
-        _glu(h_pre, 1, out=self.units)  # (n, C): tanh(a) * sigmoid(b), as gate()
+        torch.mul(a.tanh_(), b.sigmoid_(), out=self.units)  # (n, C): tanh(a) * sigmoid(b), as gate()
         if x_next is None:
             return
         # no residual on the first layer: its input holds the current position, which it must not see
@@ -475,7 +475,3 @@ def prepared(module: nn.Module, build: Callable[[], T]) -> T:
     module.__dict__["_prepared"] = (tensors, [t.detach() for t in tensors], [t._version for t in tensors], value)
     return value
 
-
-# F.glu(x, dim) written into out=: the same operator, without the functional's Python wrapper (which takes no out)
-# and without a new tensor; about 3 us less a call, which the cached sampler makes per layer and position
-_glu = torch._C._nn.glu
