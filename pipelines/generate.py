@@ -34,7 +34,7 @@ from data.images import IMAGE_EXTENSIONS
 from pipelines import cli, figures, run_folder
 from vqvae_prior.errors import UsageError
 from vqvae_prior.pipeline import CompletionOutput, PipelineOutput, VQPriorPipeline
-from vqvae_prior.sampler import METHODS
+from vqvae_prior.sampling import METHODS
 
 GenerateOutput = PipelineOutput  # what generate() returns (its name before the pipeline existed)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vqvae_prior import sampler
 from vqvae_prior.prior import GatedPixelCNN, PriorConfig
+from vqvae_prior.sampling import stepwise
+from vqvae_prior.sampling.cached import prepared_weights
 
 
 def draw(model, shape, labels=None, seed=0, method="cached", n=4, **kw):
@@ -32,8 +33,8 @@ def test_cached_logits_equal_a_full_forward_pass_at_every_step(shape, num_classe
     model = tiny_prior(num_classes)
     labels = torch.tensor([2, 0, 1, 1]) if num_classes else None
     steps = []
-    original = sampler.sample_from_logits
-    monkeypatch.setattr(sampler, "sample_from_logits", lambda l, u, t: steps.append(l.clone()) or original(l, u, t))
+    original = stepwise.sample_from_logits
+    monkeypatch.setattr(stepwise, "sample_from_logits", lambda l, u, t: steps.append(l.clone()) or original(l, u, t))
     samples = draw(model, shape, labels, method="cached")
     assert len(steps) == shape[0] * shape[1]
     for step, logits in enumerate(steps):
@@ -45,12 +46,13 @@ def test_cached_logits_equal_a_full_forward_pass_at_every_step(shape, num_classe
 
 
 def test_sampling_weights_are_laid_out_once_and_again_after_any_change(tiny_prior):
-    # the cached sampler's weights are prepared once per model (GatedPixelCNN.sampling_weights) and again after an
-    # optimizer's step, load_state_dict or a replaced parameter: its samples stay the reference sampler's
+    # the cached sampler's weights are laid out once per model (GatedPixelCNN.sampling_weights, kept by
+    # prepared_weights) and again after an optimizer's step, load_state_dict, an in-place init or a replaced
+    # parameter: its samples stay the reference sampler's
     model = tiny_prior(3)
     labels = torch.tensor([0, 1, 2, 1])
-    weights = model.sampling_weights()
-    assert model.sampling_weights() is weights  # nothing changed: kept
+    weights = prepared_weights(model)
+    assert prepared_weights(model) is weights  # nothing changed: kept
     assert torch.equal(draw(model, (5, 5), labels), draw(model, (5, 5), labels, method="reference"))
 
     def optimizer_step():
@@ -62,12 +64,13 @@ def test_sampling_weights_are_laid_out_once_and_again_after_any_change(tiny_prio
     def replace_a_parameter():
         model.head[3].bias = torch.nn.Parameter(torch.randn_like(model.head[3].bias))
 
-    changes = [optimizer_step, lambda: model.load_state_dict(tiny_prior(3).state_dict()), replace_a_parameter]
+    changes = [optimizer_step, lambda: model.load_state_dict(tiny_prior(3).state_dict()), replace_a_parameter,
+               lambda: torch.nn.init.normal_(model.layers[1].v_to_h.weight)]
     for change in changes:
         before = draw(model, (5, 5), labels)
         change()
-        assert model.sampling_weights() is not weights
-        weights = model.sampling_weights()
+        assert prepared_weights(model) is not weights
+        weights = prepared_weights(model)
         cached, reference = draw(model, (5, 5), labels), draw(model, (5, 5), labels, method="reference")
         assert torch.equal(cached, reference) and not torch.equal(cached, before)
 
@@ -155,8 +158,8 @@ def test_guided_logits_are_conditional_plus_w_times_the_difference(monkeypatch):
     model, w = guided_prior(), 2.0
     labels = torch.tensor([2, 0, 1, 1])
     steps = []
-    original = sampler.sample_from_logits
-    monkeypatch.setattr(sampler, "sample_from_logits", lambda l, u, t: steps.append(l.clone()) or original(l, u, t))
+    original = stepwise.sample_from_logits
+    monkeypatch.setattr(stepwise, "sample_from_logits", lambda l, u, t: steps.append(l.clone()) or original(l, u, t))
     samples = draw(model, (3, 4), labels, guidance=w)
     null = torch.full_like(labels, model.null_label)
     for step, logits in enumerate(steps):

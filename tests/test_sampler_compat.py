@@ -16,9 +16,10 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
-from vqvae_prior import sampler
 from vqvae_prior.layers import gate
 from vqvae_prior.prior import GatedPixelCNN, PriorConfig
+from vqvae_prior.sampling import stepwise
+from vqvae_prior.sampling.draw import sample_from_logits
 
 
 def _start(model, n, shape, temperature, generator, given):
@@ -101,7 +102,7 @@ def sample_cached_1811e11(
             logits = F.linear(hidden, head_weights[1], head_out.bias)  # (n, K)
             if record is not None:
                 record.append(logits.clone())
-            drawn = sampler.sample_from_logits(logits, u[:, r, c], temperature)  # (n,) today's rule
+            drawn = sample_from_logits(logits, u[:, r, c], temperature)  # (n,) today's rule
             indices[:, r, c] = torch.where(keep[:, r, c], indices[:, r, c], drawn)
             h_rows[0][:, :, c + pads[0]] = model.embedding(indices[:, r, c])  # (n, C) input of position c+1
     return indices
@@ -134,9 +135,9 @@ def test_codes_are_bit_identical_and_logits_equal_to_rounding_to_the_cached_samp
     old_logits, new_logits = [], []
     generator = torch.Generator().manual_seed(5)
     old = sample_cached_1811e11(prior, 6, shape, labels, temperature, generator, given, record=old_logits)
-    original = sampler.sample_from_logits
+    original = stepwise.sample_from_logits
     record = lambda logits, u, t: new_logits.append(logits.clone()) or original(logits, u, t)  # noqa: E731
-    monkeypatch.setattr(sampler, "sample_from_logits", record)
+    monkeypatch.setattr(stepwise, "sample_from_logits", record)
     new = prior.sample(6, shape, labels, temperature, torch.Generator().manual_seed(5), given)
     assert torch.equal(new, old)
     assert len(new_logits) == len(old_logits) == shape[0] * shape[1]

@@ -5,12 +5,13 @@
 - :data:`QUANTIZERS`: the VQ-VAE's quantizers. ``VQVAEConfig.quantizer`` names one; the class is built with
   ``cls.from_config(vqvae_config)``.
 
-A new prior is one module plus one entry in :data:`PRIORS`; it needs what ``vqvae_prior.sampler.Prior`` lists
-(``forward(indices, labels) -> logits``, ``check_labels``, ``device``, and optionally ``sampling_state`` for the
-cached sampler) and a ``config`` attribute; ``vqvae_prior.prior.AutoregressivePrior`` gives most of it. A new quantizer is one module plus one entry in :data:`QUANTIZERS`; it needs
-``from_config``, ``forward(z_e) -> QuantizerOutput`` in training and eval, ``encode(z_e) -> indices`` and
-``decode(indices) -> quantized maps`` (see ``vqvae_prior.quantizer``). Code outside the package may add entries to
-both dictionaries before loading its checkpoints.
+A new prior is one module plus one entry in :data:`PRIORS`; it needs what ``vqvae_prior.sampling.draw.Prior`` lists
+(``forward(indices, labels) -> logits``, ``check_labels``, ``device``) and a ``config`` attribute;
+``vqvae_prior.prior.AutoregressivePrior`` gives most of it. A step-by-step form for the cached sampler is optional,
+one more entry in ``vqvae_prior.sampling.cached.STEP_FORMS``. A new quantizer is one module plus one entry in
+:data:`QUANTIZERS`; it needs ``from_config``, ``forward(z_e) -> QuantizerOutput`` in training and eval,
+``encode(z_e) -> indices`` and ``decode(indices) -> quantized maps`` (see ``vqvae_prior.quantizer``). Code outside
+the package may add entries to both dictionaries before loading its checkpoints.
 
 Checkpoints written before architecture names existed name none: they hold today's classes,
 ``"gated_pixelcnn"`` and ``"vq"`` (``vqvae_prior.checkpoint`` fills the names in when it loads them).
