@@ -45,6 +45,24 @@ def test_cached_logits_equal_a_full_forward_pass_at_every_step(shape, num_classe
         torch.testing.assert_close(logits, full, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("num_classes,num_layers,first_kernel,shape,temperature,given_rows", [
+    (3, 3, 7, (7, 7), 1.0, 0), (0, 4, 7, (5, 9), 1.0, 0), (3, 2, 3, (10, 8), 0.7, 0), (0, 1, 5, (3, 4), 1.0, 0),
+    (3, 3, 7, (7, 7), 1.0, 3), (3, 2, 3, (10, 8), 1.0, 3),
+])
+def test_cached_sampler_returns_the_reference_samples_at_other_depths_and_kernels(
+    num_classes, num_layers, first_kernel, shape, temperature, given_rows
+):
+    """One layer alone, first kernels 3, 5 and 7 (one to three rows cached above), completions of given rows."""
+    config = PriorConfig(16, num_classes, channels=8, num_layers=num_layers, first_kernel_size=first_kernel,
+                         head_channels=16)
+    model = GatedPixelCNN(config).eval()
+    labels = torch.arange(6) % num_classes if num_classes else None
+    given = torch.full((6, *shape), -1)
+    given[:, :given_rows] = torch.randint(0, 16, (6, given_rows, shape[1]))
+    reference = draw(model, shape, labels, method="reference", n=6, seed=5, temperature=temperature, given=given)
+    assert torch.equal(draw(model, shape, labels, n=6, seed=5, temperature=temperature, given=given), reference)
+
+
 def test_sampling_weights_are_laid_out_once_and_again_after_any_change(tiny_prior):
     # the cached sampler's weights are laid out once per model (GatedPixelCNN.sampling_weights, kept by
     # prepared_weights) and again after an optimizer's step, load_state_dict, an in-place init or a replaced
