@@ -29,9 +29,9 @@ that the logits of channel g of a pixel see the pixels before it and the channel
 (PixelCNN paper, section 3.4).
 
 Sampling: :meth:`AutoregressivePrior.sample` runs the samplers of ``vqvae_prior.sampling``: the reference sampler
-runs the full network once per position (the specification); the cached one (the default on a CPU) computes this network one position at a time
-(``vqvae_prior.sampling.cached.GatedPixelCNNState``, registered below), from the kernels as the layers and the head
-lay them out (:meth:`GatedPixelCNN.sampling_weights`, :meth:`Head.step`).
+runs the full network once per position (the specification); the cached one (the default on a CPU) computes this
+network one position at a time (``vqvae_prior.sampling.cached.GatedPixelCNNState``, registered below), from the
+kernels as the layers and the head lay them out (:meth:`GatedPixelCNN.sampling_weights`, :meth:`Head.step`).
 """
 
 from __future__ import annotations

@@ -98,7 +98,9 @@ class VerticalState:
       sampler's horizontal stack may consume it in place: each row writes it anew.
     """
 
-    def __init__(self, layer: GatedLayer, n: int, width: int, labels: Tensor | None, weights: GatedLayerWeights) -> None:
+    def __init__(
+        self, layer: GatedLayer, n: int, width: int, labels: Tensor | None, weights: GatedLayerWeights,
+    ) -> None:
         C, p, k, G = layer.channels, layer.pad, layer.kernel_size, layer.groups
         self.p, self.vh_weight_t, self.v_bias = p, weights.vh, weights.v_bias  # (2C, 2C), (2C,)
         self.bias_v, label_h = layer.label_biases(labels)  # (n, 2C) each, or None
@@ -157,7 +159,9 @@ class GatedPixelCNNRows:
     (``vertical``, one :class:`VerticalState` a layer, each writing the next one's input), and the layout of the
     codes, each pixel's G image channels side by side in a row of the code map (``embed``)."""
 
-    def __init__(self, model: GatedPixelCNN, n: int, width: int, labels: Tensor | None, weights: SamplingWeights) -> None:
+    def __init__(
+        self, model: GatedPixelCNN, n: int, width: int, labels: Tensor | None, weights: SamplingWeights,
+    ) -> None:
         if model.training:
             raise RuntimeError("the sampling states compute the eval-mode network (no dropout): call .eval()")
         self.G, self.K = model.image_channels, model.config.codebook_size
