@@ -39,6 +39,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> dict:
+    from vqvae_prior.sampling.fused import FusedGatedPixelCNNState  # imports Triton
+
     device = pick_device(args.device)
     torch.manual_seed(args.seed)
     model = GatedPixelCNN(PriorConfig(codebook_size=256, num_classes=10)).to(device).eval()
@@ -47,7 +49,7 @@ def main(args: argparse.Namespace) -> dict:
     rows = []
     for n in args.batches:
         with torch.inference_mode():
-            state = model.fused_sampling_state(n, tuple(args.grid), torch.arange(n, device=device) % 10)
+            state = FusedGatedPixelCNNState(model, n, tuple(args.grid), torch.arange(n, device=device) % 10)
             state.start_row(None)
             for warps, precision in itertools.product(args.warps, args.precisions):
 

@@ -23,6 +23,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.common import median, parse_shape
 from vqvae_prior.prior import GatedPixelCNN, PriorConfig
+from vqvae_prior.sampling.cached import GatedPixelCNNState
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -49,10 +50,10 @@ def arithmetic_floor(model: GatedPixelCNN, n: int, shape: tuple[int, int]) -> tu
     """Seconds of the cached sampler's matrix products per position, and of its row convolutions per row: the
     products of its own state (``GatedPixelCNNState``, its buffers and prepared weights), timed alone in a loop."""
     with torch.inference_mode():
-        state = model.sampling_state(n, shape, torch.arange(n) % model.config.num_classes)
+        state = GatedPixelCNNState(model, n, shape, torch.arange(n) % model.config.num_classes)
         state.start_row(None)
         state.start_row(torch.zeros(n, shape[1], dtype=torch.long))  # every row buffer filled once
-        layers = state.layers
+        layers, vertical = state.layers, state.rows.vertical
 
         def per_position() -> None:
             for layer in layers:
@@ -62,7 +63,7 @@ def arithmetic_floor(model: GatedPixelCNN, n: int, shape: tuple[int, int]) -> tu
             state.head(state.skips)  # (n, K): its two products (and two ReLUs)
 
         def per_row() -> None:
-            for layer in layers:
+            for layer in vertical:
                 if layer.tables is None:  # the vertical convolution: a product, or table rows (the first layer)
                     v_pre = torch.mm(layer.v_windows_copy, layer.v_weight_t)  # (W*n, 2C)
                 else:

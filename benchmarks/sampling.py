@@ -35,7 +35,7 @@ from benchmarks.common import (
     interleaved, markdown_table, median, parse_shape, run_arguments, shape_str, start, sync, write_json,
 )
 from pipelines.generate import generate
-from vqvae_prior import sampler
+from vqvae_prior.sampling import stepwise
 from vqvae_prior.checkpoint import load_prior, load_vqvae
 from vqvae_prior.prior import GatedPixelCNN, PriorConfig
 
@@ -50,7 +50,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--check-grid", type=parse_shape, default="7x7", help="grid of the extrapolation check")
     parser.add_argument("--check-batch", type=int, default=16, help="0: no check")
     parser.add_argument("--methods", nargs="+", default=["cached"], help="samplers timed against the reference: "
-                        "cached, fused; NAME-eager runs it without CUDA graphs (sampler.CUDA_GRAPHS off)")
+                        "cached, fused; NAME-eager runs it without CUDA graphs (sampling.stepwise.CUDA_GRAPHS off)")
     parser.add_argument("--min-time", type=float, default=1.0,
                         help="time rounds until each sampler's runs add up to this many seconds")
     parser.add_argument("--rounds", type=int, default=3, help="at least this many rounds of every sampler")
@@ -121,11 +121,11 @@ def check_extrapolation(model: GatedPixelCNN, shape: tuple[int, int], n: int, P:
 def time_method(model: GatedPixelCNN, name: str, n: int, shape: tuple[int, int], seed: int) -> float:
     """Seconds of one call of the sampler ``name`` ("cached", "fused", or either + "-eager": no CUDA graphs)."""
     method, eager = name.removesuffix("-eager"), name.endswith("-eager")
-    graphs, sampler.CUDA_GRAPHS = sampler.CUDA_GRAPHS, not eager
+    graphs, stepwise.CUDA_GRAPHS = stepwise.CUDA_GRAPHS, not eager
     try:
         return time_sampler(model, method, n, shape, seed)[0]
     finally:
-        sampler.CUDA_GRAPHS = graphs
+        stepwise.CUDA_GRAPHS = graphs
 
 
 def progress(line: str) -> None:

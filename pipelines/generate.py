@@ -30,7 +30,7 @@ from torch import Tensor
 from pipelines import cli
 from vqvae_prior.errors import UsageError
 from vqvae_prior.pipeline import CompletionOutput, PipelineOutput, VQPriorPipeline, seeded
-from vqvae_prior.sampler import METHODS
+from vqvae_prior.sampling import METHODS
 
 GenerateOutput = PipelineOutput  # what generate() returns (its name before the pipeline existed)
 

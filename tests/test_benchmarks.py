@@ -90,7 +90,7 @@ def test_sampling_main_without_check(benchmarks, tmp_path):
         assert cell[f"{name}_s_per_sample"] > 0 and f"{name}, in full passes" in result["table"]
         ratios = [r / t for r, t in zip(cell["reference_runs"], cell[f"{name}_runs"])]  # round by round
         assert cell[f"{name}_speedup"] == pytest.approx(statistics.median(ratios))
-    assert benchmarks.sampling.sampler.CUDA_GRAPHS  # restored after the eager column
+    assert benchmarks.sampling.stepwise.CUDA_GRAPHS  # restored after the eager column
 
 
 def test_sampling_main_needs_both_checkpoints(benchmarks, tmp_path):

@@ -12,9 +12,9 @@ import importlib.util
 import pytest
 import torch
 
-from vqvae_prior import sampler
 from vqvae_prior.errors import UsageError
 from vqvae_prior.prior import GatedPixelCNN, PriorConfig
+from vqvae_prior.sampling import resolve_method, stepwise
 
 CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")
@@ -68,9 +68,9 @@ def test_fused_logits_equal_a_full_forward_pass_at_every_step(monkeypatch):
     model = prior(num_classes=3)
     labels = torch.tensor([2, 0, 1], device=DEVICE)
     steps = []
-    original = sampler.sample_from_logits
-    monkeypatch.setattr(sampler, "sample_from_logits", lambda l, u, t: steps.append(l.clone()) or original(l, u, t))
-    monkeypatch.setattr(sampler, "CUDA_GRAPHS", False)  # a graph replay would not call the Python function
+    original = stepwise.sample_from_logits
+    monkeypatch.setattr(stepwise, "sample_from_logits", lambda l, u, t: steps.append(l.clone()) or original(l, u, t))
+    monkeypatch.setattr(stepwise, "CUDA_GRAPHS", False)  # a graph replay would not call the Python function
     samples = draw(model, 3, (4, 5), labels)
     assert len(steps) == 20
     for step, logits in enumerate(steps):
@@ -98,19 +98,19 @@ def test_fused_sampler_refuses_a_device_it_cannot_run_on(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with pytest.raises(UsageError, match="runs on CUDA"):
         model.sample(2, (3, 3), method="fused")
-    assert sampler.resolve_method(model, "auto") == "cached"  # auto never picks the interpreter
+    assert resolve_method(model, "auto") == "cached"  # auto never picks the interpreter
 
 
 @pytest.mark.skipif(not CUDA, reason="CUDA graphs need CUDA")
 def test_cuda_graph_replay_equals_eager_rows(monkeypatch):
     model = prior(num_classes=3)
     labels = torch.tensor([0, 1, 2, 0], device=DEVICE)
-    assert sampler.resolve_method(model, "auto") == "fused"
+    assert resolve_method(model, "auto") == "fused"
     for method in ("fused", "cached"):
         replayed = draw(model, 4, (6, 5), labels, method)
-        monkeypatch.setattr(sampler, "CUDA_GRAPHS", False)
+        monkeypatch.setattr(stepwise, "CUDA_GRAPHS", False)
         assert torch.equal(draw(model, 4, (6, 5), labels, method), replayed)
-        monkeypatch.setattr(sampler, "CUDA_GRAPHS", True)
+        monkeypatch.setattr(stepwise, "CUDA_GRAPHS", True)
 
 
 def buffers(obj, seen=None) -> dict[str, int]:
@@ -135,11 +135,11 @@ def test_row_replay_protocol_on_any_device(method, monkeypatch):
     replay runs it on the same static buffers): the samples are the reference's, so the driver copies each row's
     inputs in and its codes out correctly; and no row moves a buffer of the state to another address (a graph's
     kernels read and write the addresses they were captured with). On CUDA the real capture is checked above."""
-    monkeypatch.setattr(sampler, "_use_graphs", lambda indices: True)
-    monkeypatch.setattr(sampler, "_capture", lambda work: work)
+    monkeypatch.setattr(stepwise, "_use_graphs", lambda indices: True)
+    monkeypatch.setattr(stepwise, "_capture", lambda work: work)
     addresses = []
-    sample_row = sampler._sample_row
-    monkeypatch.setattr(sampler, "_sample_row", lambda state, *a: addresses.append(buffers(state)) or
+    sample_row = stepwise._sample_row
+    monkeypatch.setattr(stepwise, "_sample_row", lambda state, *a: addresses.append(buffers(state)) or
                         sample_row(state, *a))
     model = prior(num_classes=3, label_dropout=0.1)
     labels = torch.tensor([0, 1, 2], device=DEVICE)

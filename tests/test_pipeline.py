@@ -15,8 +15,10 @@ from torch import Tensor, nn
 from pipelines import generate
 from vqvae_prior import (
     PRIORS, QUANTIZERS, VQVAE, CheckpointError, GatedPixelCNN, PriorArchitecture, PriorConfig, VectorQuantizer,
-    VQPriorPipeline, VQVAEConfig, load_checkpoint, load_prior, load_vqvae, sampler, save_checkpoint,
+    VQPriorPipeline, VQVAEConfig, load_checkpoint, load_prior, load_vqvae, save_checkpoint,
 )
+from vqvae_prior import sampling
+from vqvae_prior.sampling.cached import STEP_FORMS
 from vqvae_prior.audio import SpectrogramConfig
 from vqvae_prior.checkpoint import weights_digest
 
@@ -163,7 +165,8 @@ class LeftNeighbourConfig:
 
 class LeftNeighbourPrior(nn.Module):
     """A toy prior architecture: each code depends only on the code to its left (none at a row's start). What a new
-    architecture needs: forward, check_labels, device, sample and its sampling state; then one registry entry."""
+    architecture needs: forward, check_labels, device and sample; then one registry entry (and one more for its
+    step-by-step form, for the cached sampler)."""
 
     def __init__(self, config: LeftNeighbourConfig) -> None:
         super().__init__()
@@ -183,16 +186,13 @@ class LeftNeighbourPrior(nn.Module):
         left = F.pad(indices, (1, 0), value=self.config.codebook_size)[:, :, :-1]  # (B, h, w)
         return rearrange(self.table(left), "b h w k -> b k h w")
 
-    def sampling_state(self, n, shape, labels):
-        return LeftNeighbourState(self, n)
-
     @torch.no_grad()
     def sample(self, n, shape, labels=None, temperature=1.0, generator=None, given=None, method="cached"):
-        return sampler.sample(self, n, shape, labels, temperature, generator, given, method)
+        return sampling.sample(self, n, shape, labels, temperature, generator, given, method)
 
 
 class LeftNeighbourState:
-    def __init__(self, model: LeftNeighbourPrior, n: int) -> None:
+    def __init__(self, model: LeftNeighbourPrior, n: int, shape: tuple[int, int], labels: None) -> None:
         self.model, self.n = model, n
 
     def start_row(self, above):
@@ -207,6 +207,7 @@ class LeftNeighbourState:
 
 def test_a_registered_prior_architecture_is_saved_loaded_sampled_and_piped(tmp_path, monkeypatch):
     monkeypatch.setitem(PRIORS, "left_neighbour", PriorArchitecture(LeftNeighbourPrior, LeftNeighbourConfig))
+    monkeypatch.setitem(STEP_FORMS, LeftNeighbourPrior, LeftNeighbourState)
     vqvae, _ = tiny_pair()
     prior = LeftNeighbourPrior(LeftNeighbourConfig(K))
     nn.init.normal_(prior.table.weight, std=3.0)

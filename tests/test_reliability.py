@@ -29,7 +29,7 @@ from vqvae_prior.training.steps import DivergedError
 from vqvae_prior.checkpoint import CheckpointError, load_checkpoint, load_prior, load_vqvae, save_checkpoint
 from vqvae_prior.errors import UsageError
 from vqvae_prior.files import stale_temporaries
-from vqvae_prior.sampler import sample_from_logits
+from vqvae_prior.sampling.draw import sample_from_logits
 from vqvae_prior.vqvae import VQVAE, VQVAEConfig
 
 TINY_VQVAE = ["--channels", "16", "--residual-channels", "8", "--codebook-size", "16", "--code-dim", "8"]

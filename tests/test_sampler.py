@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vqvae_prior import sampler
 from vqvae_prior.prior import GatedPixelCNN, PriorConfig
+from vqvae_prior.sampling import stepwise
+from vqvae_prior.sampling.cached import prepared_weights
 
 
 def draw(model, shape, labels=None, seed=0, method="cached", n=4, **kw):
@@ -32,8 +33,8 @@ def test_cached_logits_equal_a_full_forward_pass_at_every_step(shape, num_classe
     model = tiny_prior(num_classes)
     labels = torch.tensor([2, 0, 1, 1]) if num_classes else None
     steps = []
-    original = sampler.sample_from_logits
-    monkeypatch.setattr(sampler, "sample_from_logits", lambda l, u, t: steps.append(l.clone()) or original(l, u, t))
+    original = stepwise.sample_from_logits
+    monkeypatch.setattr(stepwise, "sample_from_logits", lambda l, u, t: steps.append(l.clone()) or original(l, u, t))
     samples = draw(model, shape, labels, method="cached")
     assert len(steps) == shape[0] * shape[1]
     for step, logits in enumerate(steps):
@@ -44,13 +45,32 @@ def test_cached_logits_equal_a_full_forward_pass_at_every_step(shape, num_classe
         torch.testing.assert_close(logits, full, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("num_classes,num_layers,first_kernel,shape,temperature,given_rows", [
+    (3, 3, 7, (7, 7), 1.0, 0), (0, 4, 7, (5, 9), 1.0, 0), (3, 2, 3, (10, 8), 0.7, 0), (0, 1, 5, (3, 4), 1.0, 0),
+    (3, 3, 7, (7, 7), 1.0, 3), (3, 2, 3, (10, 8), 1.0, 3),
+])
+def test_cached_sampler_returns_the_reference_samples_at_other_depths_and_kernels(
+    num_classes, num_layers, first_kernel, shape, temperature, given_rows
+):
+    """One layer alone, first kernels 3, 5 and 7 (one to three rows cached above), completions of given rows."""
+    config = PriorConfig(16, num_classes, channels=8, num_layers=num_layers, first_kernel_size=first_kernel,
+                         head_channels=16)
+    model = GatedPixelCNN(config).eval()
+    labels = torch.arange(6) % num_classes if num_classes else None
+    given = torch.full((6, *shape), -1)
+    given[:, :given_rows] = torch.randint(0, 16, (6, given_rows, shape[1]))
+    reference = draw(model, shape, labels, method="reference", n=6, seed=5, temperature=temperature, given=given)
+    assert torch.equal(draw(model, shape, labels, n=6, seed=5, temperature=temperature, given=given), reference)
+
+
 def test_sampling_weights_are_laid_out_once_and_again_after_any_change(tiny_prior):
-    # the cached sampler's weights are prepared once per model (GatedPixelCNN.sampling_weights) and again after an
-    # optimizer's step, load_state_dict or a replaced parameter: its samples stay the reference sampler's
+    # the cached sampler's weights are laid out once per model (GatedPixelCNN.sampling_weights, kept by
+    # prepared_weights) and again after an optimizer's step, load_state_dict, an in-place init or a replaced
+    # parameter: its samples stay the reference sampler's
     model = tiny_prior(3)
     labels = torch.tensor([0, 1, 2, 1])
-    weights = model.sampling_weights()
-    assert model.sampling_weights() is weights  # nothing changed: kept
+    weights = prepared_weights(model)
+    assert prepared_weights(model) is weights  # nothing changed: kept
     assert torch.equal(draw(model, (5, 5), labels), draw(model, (5, 5), labels, method="reference"))
 
     def optimizer_step():
@@ -62,12 +82,13 @@ def test_sampling_weights_are_laid_out_once_and_again_after_any_change(tiny_prio
     def replace_a_parameter():
         model.head[3].bias = torch.nn.Parameter(torch.randn_like(model.head[3].bias))
 
-    changes = [optimizer_step, lambda: model.load_state_dict(tiny_prior(3).state_dict()), replace_a_parameter]
+    changes = [optimizer_step, lambda: model.load_state_dict(tiny_prior(3).state_dict()), replace_a_parameter,
+               lambda: torch.nn.init.normal_(model.layers[1].v_to_h.weight)]
     for change in changes:
         before = draw(model, (5, 5), labels)
         change()
-        assert model.sampling_weights() is not weights
-        weights = model.sampling_weights()
+        assert prepared_weights(model) is not weights
+        weights = prepared_weights(model)
         cached, reference = draw(model, (5, 5), labels), draw(model, (5, 5), labels, method="reference")
         assert torch.equal(cached, reference) and not torch.equal(cached, before)
 
@@ -155,8 +176,8 @@ def test_guided_logits_are_conditional_plus_w_times_the_difference(monkeypatch):
     model, w = guided_prior(), 2.0
     labels = torch.tensor([2, 0, 1, 1])
     steps = []
-    original = sampler.sample_from_logits
-    monkeypatch.setattr(sampler, "sample_from_logits", lambda l, u, t: steps.append(l.clone()) or original(l, u, t))
+    original = stepwise.sample_from_logits
+    monkeypatch.setattr(stepwise, "sample_from_logits", lambda l, u, t: steps.append(l.clone()) or original(l, u, t))
     samples = draw(model, (3, 4), labels, guidance=w)
     null = torch.full_like(labels, model.null_label)
     for step, logits in enumerate(steps):

@@ -15,16 +15,15 @@ kernel is ``(k//2 + 1, k)`` padded ``k//2`` rows above, so output row r sees inp
 kernel is ``(1, k//2 + 1)`` (type B) or ``(1, k//2)`` (type A, its output shifted right by one) padded on the left.
 The vertical stack's output at row r reaches the horizontal stack only at row r + 1.
 
-Sampling: :meth:`GatedLayer.sampling_state` gives the layer's step-by-step form, :class:`GatedLayerState`:
-:meth:`GatedLayer.forward` computed one raster position at a time from cached rows, as matrix products (the cached
-sampler of Ramachandran et al. 2017, "Fast Generation for Convolutional Autoregressive Models"). It lives here,
-beside ``forward``, so that a change to the layer changes both.
+Sampling: :meth:`GatedLayer.sampling_weights` lays the layer's kernels out, with its biases combined, as the cached
+sampler's step-by-step form multiplies by them (``vqvae_prior.sampling.cached``, which computes
+:meth:`GatedLayer.forward` one raster position at a time from cached rows); it lives here, beside ``forward``, so
+that a change to the layer changes both.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -32,11 +31,9 @@ from einops import rearrange
 from torch import Tensor, nn
 
 __all__ = [
-    "GatedLayer", "GatedLayerState", "GatedLayerWeights", "MaskedConv2d", "channel_groups", "channel_mask", "gate",
-    "prepared", "shift_down", "tap_sum", "with_bias",
+    "GatedLayer", "GatedLayerWeights", "MaskedConv2d", "channel_groups", "channel_mask", "gate", "shift_down",
+    "tap_sum", "with_bias",
 ]
-
-T = TypeVar("T")
 
 
 def gate(x: Tensor, dim: int = 1) -> Tensor:
@@ -237,14 +234,22 @@ class GatedLayer(nn.Module):
             v_pre, h_pre = convolutions
         # h_pre sees columns <= c (< c in the first layer without channel groups)
         h_pre = self.v_to_h(shift_down(v_pre)).add_(h_pre)  # rows < r reach the horizontal stack
-        if self.label_bias is not None:  # added in place: no new tensors, and their layout kept
-            bias_v, bias_h = self.label_bias(labels)[:, :, None, None].chunk(2, dim=1)  # (B, 2C, 1, 1) each
-            v_pre, h_pre = v_pre.add_(bias_v), h_pre.add_(bias_h)
+        bias_v, bias_h = self.label_biases(labels)  # (B, 2C) each, or None
+        if bias_v is not None:  # added in place: no new tensors, and their layout kept
+            v_pre, h_pre = v_pre.add_(bias_v[:, :, None, None]), h_pre.add_(bias_h[:, :, None, None])
         residual, skip = F.conv2d(self.dropout(gate(h_pre)), self.out_weight, self.h_out.bias).chunk(2, dim=1)
         # residual, skip: (B, C, H, W) each
         # no residual on the first layer: its input holds the current position, which it must not see
         h_next = residual if self.first else h + residual
         return gate(v_pre), h_next, skip
+
+    def label_biases(self, labels: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+        """The class biases (B, 2C) of the vertical and of the horizontal pre-activations of labels (B,); None, None
+        for an unconditional layer."""
+        if self.label_bias is None:
+            return None, None
+        bias_v, bias_h = self.label_bias(labels).chunk(2, dim=1)
+        return bias_v, bias_h
 
     def convolutions_from_codes(self, levels: Tensor, embedding: Tensor) -> tuple[Tensor, Tensor]:
         """The vertical and horizontal convolutions (B, 2C, H, W) each, biases included, that :meth:`forward`
@@ -264,7 +269,7 @@ class GatedLayer(nn.Module):
         return v_pre + self.v_conv.bias[:, None, None], h_pre + self.h_conv.bias[:, None, None]
 
     def sampling_weights(self, embedding: Tensor | None = None) -> GatedLayerWeights:
-        """This layer's kernels laid out for :class:`GatedLayerState` (eval mode: channel masks applied); with
+        """This layer's kernels laid out for the cached sampler's step (eval mode: channel masks applied); with
         ``embedding``, the vertical convolution of embedded codes as tap tables (:meth:`convolutions_from_codes`)."""
         C = self.channels
         out_weight_t = with_bias(rearrange(self.out_weight, "o i 1 1 -> i o"), self.h_out.bias)  # (C+1, 2C)
@@ -279,21 +284,9 @@ class GatedLayer(nn.Module):
             v=v_weight_t, tables=tables, v_bias=self.v_conv.bias, h_bias=self.v_to_h.bias + self.h_conv.bias,
         )
 
-    def sampling_state(
-        self, n: int, width: int, labels: Tensor | None = None, embedding: Tensor | None = None,
-        weights: GatedLayerWeights | None = None,
-    ) -> GatedLayerState:
-        """This layer's step-by-step computation for sampling n code maps of the given width (eval mode only);
-        with ``embedding``, its vertical input is codes, embedded by it (as :meth:`convolutions_from_codes`).
-        ``weights``: :meth:`sampling_weights` of the same ``embedding``, when already prepared."""
-        if self.training:
-            raise RuntimeError("GatedLayer.sampling_state computes the eval-mode layer (no dropout): call .eval()")
-        weights = self.sampling_weights(embedding) if weights is None else weights
-        return GatedLayerState(self, n, width, labels, weights)
-
 
 class GatedLayerWeights(NamedTuple):
-    """A :class:`GatedLayer`'s kernels as :class:`GatedLayerState` multiplies by them: transposed to (in, out), in
+    """A :class:`GatedLayer`'s kernels as the cached sampler's step multiplies by them: transposed to (in, out), in
     the order its windows lie, the 1x1 output convolution's bias as one more row (:func:`with_bias`)."""
 
     h: Tensor  # (kw*C, 2C): the horizontal convolution
@@ -306,176 +299,7 @@ class GatedLayerWeights(NamedTuple):
     h_bias: Tensor  # (2C,): the biases that every horizontal pre-activation starts from
 
 
-class GatedLayerState:
-    """A :class:`GatedLayer` computed one position at a time in raster order, from caches of its inputs.
-
-    Per row r: the layer's vertical input at row r - 1 (complete by then) is written into ``v_new`` (by the layer
-    below, or by the prior's state for the first layer); :meth:`begin_row` runs the vertical convolution once over
-    the rows cached so far, stores the 1x1 projection that the horizontal stack adds in row r, and writes the vertical
-    output into the next layer's ``v_new``. Per position (r, c): the layer's horizontal input at column c is written
-    (by :meth:`put`, or by the layer below, see :meth:`connect`), :meth:`step` runs the horizontal convolution on its
-    cached window and writes the layer's outputs. The results equal :meth:`GatedLayer.forward` at each position (eval
-    mode: no dropout) to float rounding: the same sums, in another order.
-
-    Every convolution is one matrix product (``torch.addmm``; the first layer's vertical one, table rows) over rows
-    laid out column-major, ``(w n)``: batch n, C channels, W the code map's width, p = k // 2, kw the horizontal
-    kernel's width. The caches:
-
-    - ``v_rows`` (p + 1, W + 2p, n, C): the last p + 1 rows of the vertical input (rows above the grid zero), padded
-      p columns on each side, the newest last (``v_new``, (W, n, C), its unpadded part); the vertical convolution of
-      a row is its windows (W n, (p+1) k C), copied into one matrix, times the kernel. With ``weights.tables`` (the
-      first layer's, whose input is embedded codes), ``v_rows`` (p + 1, W + 2p, n, G) holds the codes' embedding rows
-      instead (the blank row G*K as padding), and the convolution is a sum of table rows, one per kernel tap and
-      image channel (:func:`tap_tables`, as :meth:`GatedLayer.convolutions_from_codes` computes it);
-    - ``h_row`` (n, W + p, C): the current row of the horizontal input, padded p columns on the left (never written,
-      so zero). The window of column c, ``h_row[:, c : c + kw]``, is a (n, kw C) matrix as it lies (no copy);
-      a column is written before any window reads it, so the row from before is never cleared;
-    - ``vh`` (W, n, 2C): what the vertical stack adds to the current row's horizontal pre-activation, with the
-      horizontal convolution's bias and the label bias folded in (above the grid: those biases alone). Column c's is
-      turned into the pre-activation in place by :meth:`step` (with G image channels, each pixel's G steps write
-      theirs into ``h_pre`` instead);
-    - ``gated`` (n, C + 1): the gated units of the current position and a constant 1, given by :meth:`connect`. The
-      1x1 output convolution's weights get the bias as one more row (:func:`with_bias`; ``res_weight_t`` and
-      ``weights.skip``, (C+1, C) each), so that a product of ``gated`` adds it.
-
-    Every buffer is written in place (a CUDA graph can replay the same addresses), and :meth:`step` runs once per
-    layer and position, so it is written for few operator calls: the views it reads and writes are made once per
-    column here (the window, vh's column, the input and the next layer's input there), the weights come laid out
-    for the products (:meth:`GatedLayer.sampling_weights`, which a prior may prepare once for many states), and the
-    outputs go into preallocated buffers: four operators a step. The skip output is left to the
-    prior's state, which sums every layer's with one product of their ``gated`` and their stacked ``weights.skip``.
-    """
-
-    def __init__(
-        self, layer: GatedLayer, n: int, width: int, labels: Tensor | None, weights: GatedLayerWeights,
-    ) -> None:
-        C, p, k, G = layer.channels, layer.pad, layer.kernel_size, layer.groups
-        self.first, self.p, self.k, self.kw = layer.first, p, k, weights.h.shape[0] // C
-        self.h_weight_t, self.vh_weight_t = weights.h, weights.vh  # (kw*C, 2C), (2C, 2C)
-        self.res_weight_t = weights.residual  # (C+1, C); the skip half is the prior's state's (weights.skip)
-        self.v_bias, bias_h = weights.v_bias, weights.h_bias  # (2C,) each
-        self.bias_v = None
-        if layer.label_bias is not None:
-            bias_v, label_h = layer.label_bias(labels).chunk(2, dim=1)  # (n, 2C) each
-            self.bias_v, bias_h = bias_v, bias_h + label_h  # (n, 2C) each
-        # what every row's vh starts from: the biases of the horizontal pre-activation, for each column
-        self.vh_bias = bias_h.expand(width, n, 2 * C).reshape(width * n, 2 * C)  # (W*n, 2C)
-        self.vh = self.vh_bias.clone().view(width, n, 2 * C)  # above the grid: nothing but the biases
-        self.tables, self.v_weight_t = weights.tables, weights.v
-        if self.tables is None:
-            self.v_rows = weights.h.new_zeros(p + 1, width + 2 * p, n, C)
-            self.v_windows = rearrange(self.v_rows.unfold(1, k, 1), "r w n c k -> w n r k c")  # a view of v_rows
-            self.v_windows_copy = weights.h.new_empty(width * n, (p + 1) * k * C)  # (W*n, (p+1)*k*C), as the kernel
-        else:  # codes: each window's table rows, tap t = r*k + s's rows from t * rows on (rows = G*K + 1)
-            rows = self.tables.shape[0] // ((p + 1) * k)
-            device = self.tables.device
-            self.v_rows = torch.full((p + 1, width + 2 * p, n, G), rows - 1, device=device)
-            self.v_windows = rearrange(self.v_rows.unfold(1, k, 1), "r w n g k -> w n r k g")  # a view of v_rows
-            self.tap_offsets = rows * torch.arange((p + 1) * k, device=device).view(p + 1, k, 1)
-            self.v_windows_copy = self.v_rows.new_empty(width * n, (p + 1) * k * G)  # (W*n, (p+1)*k*G)
-        self.v_new = self.v_rows[-1, p : p + width]  # (W, n, C or G), contiguous
-        self.v_pre = weights.h.new_empty(width, n, 2 * C)  # the vertical pre-activation, and its first half
-        self.v_pre_a = self.v_pre[..., :C]
-        self.h_row = weights.h.new_zeros(n, width + p, C)
-        # per column c: the window (n, kw*C), vh (n, 2C), the pre-activation and its first half, and the input (n, C)
-        # there, all views (each list made by one unbind). The window: columns c .. c + kw - 1 of h_row, kw*C
-        # consecutive floats per code map
-        self.windows = self.h_row.as_strided((width, n, self.kw * C), (C, (width + p) * C, 1)).unbind(0)
-        self.vh_columns = self.vh.unbind(0)
-        # column c's pre-activation: vh's column itself, turned into it in place, unless the layer steps G times over
-        # each pixel (G image channels), which each need vh's column as it was
-        if G == 1:
-            self.h_pre, self.h_pre_a = self.vh_columns, self.vh[..., :C].unbind(0)  # (n, 2C), (n, C) per column
-        else:
-            h_pre = weights.h.new_empty(n, 2 * C)
-            self.h_pre, self.h_pre_a = [h_pre] * width, [h_pre[:, :C]] * width
-        self.inputs = self.h_row[:, p:].unbind(1)
-        self.connect(weights.h.new_ones(n, C + 1), None)
-
-    def connect(self, gated: Tensor, after: GatedLayerState | None) -> None:
-        """Where :meth:`step` writes: the gated units into ``gated`` (n, C + 1), whose last column must be 1, and the
-        horizontal and vertical outputs into ``after``'s inputs (the next layer; None for the last, whose outputs
-        nobody reads)."""
-        self.gated, self.units = gated, gated[:, :-1]  # (n, C + 1), (n, C)
-        self.next_v = None if after is None else after.v_new
-        next_inputs = [None] * len(self.inputs) if after is None else after.inputs
-        # per column c, every view that step reads or writes there, in one tuple (fewer look-ups a step)
-        self.columns = list(zip(self.vh_columns, self.windows, self.h_pre, self.h_pre_a, self.inputs, next_inputs))
-
-    def begin_row(self, first: bool) -> None:
-        """Start a row: the vertical convolution over the cached rows (``v_new`` written beforehand: the vertical
-        input of the row above), vh from it, and the next layer's vertical input (its ``v_new``). ``first``: the
-        first row, with nothing above: vh holds the biases alone (step consumed the last row's vh)."""
-        if first:
-            self.vh.view(self.vh_bias.shape).copy_(self.vh_bias)
-            return
-        W, n, C2 = self.v_pre.shape
-        v_pre = self.v_pre.view(W * n, C2)
-        if self.tables is None:
-            self.v_windows_copy.view(self.v_windows.shape).copy_(self.v_windows)  # (W, n, p+1, k, C)
-            torch.addmm(self.v_bias, self.v_windows_copy, self.v_weight_t, out=v_pre)
-        else:
-            torch.add(self.v_windows, self.tap_offsets, out=self.v_windows_copy.view(self.v_windows.shape))
-            torch.add(F.embedding_bag(self.v_windows_copy, self.tables, mode="sum"), self.v_bias, out=v_pre)
-        torch.addmm(self.vh_bias, v_pre, self.vh_weight_t, out=self.vh.view(W * n, C2))  # (W*n, 2C) sees rows < r
-        if self.next_v is not None:
-            if self.bias_v is not None:
-                self.v_pre.add_(self.bias_v)  # (W, n, 2C)
-            self.v_pre_a.tanh_()
-            _glu(self.v_pre, -1, out=self.next_v)  # (W, n, C): tanh(a) * sigmoid(b), as gate()
-        # the rows up one, the oldest dropped: v_new is free for the next row's input (overlapping unless p = 1)
-        self.v_rows[:-1].copy_(self.v_rows[1:] if self.p == 1 else self.v_rows[1:].clone())
-
-    def put(self, c: int, x: Tensor, start: int = 0) -> None:
-        """Write the horizontal input x (n, C) at column c of the current row; x (n, C') with C' < C writes
-        channels ``start`` .. ``start + C'`` only (one image channel of a pixel)."""
-        self.inputs[c][:, start : start + x.shape[1]] = x
-
-    def step(self, c: int) -> None:
-        """The layer at column c of the current row, from the inputs put so far: columns <= c (< c if first).
-        Writes the gated units into ``gated`` and the horizontal stack's output into the next layer's input at
-        column c (:meth:`connect`)."""
-        vh, window, h_pre, h_pre_a, x, x_next = self.columns[c]
-        torch.addmm(vh, window, self.h_weight_t, out=h_pre)  # (n, 2C); h_pre is vh itself unless G > 1
-        h_pre_a.tanh_()
-        _glu(h_pre, 1, out=self.units)  # (n, C): tanh(a) * sigmoid(b), as gate()
-        if x_next is None:
-            return
-        # no residual on the first layer: its input holds the current position, which it must not see
-        if self.first:
-            torch.mm(self.gated, self.res_weight_t, out=x_next)  # (n, C), bias included
-        else:
-            torch.addmm(x, self.gated, self.res_weight_t, out=x_next)
-
-
 def with_bias(weight_t: Tensor, bias: Tensor) -> Tensor:
     """A matrix product's weights (I, O) with the bias (O,) as one more row, (I + 1, O): ``x @ with_bias(w, b)``, x
     (n, I + 1) ending in a column of ones, is ``x[:, :I] @ w + b``, the bias added without a copy of it per call."""
     return torch.cat([weight_t, bias[None]])
-
-
-def prepared(module: nn.Module, build: Callable[[], T]) -> T:
-    """``build()``, made of ``module``'s parameters and buffers, kept on the module and built again only when one of
-    them has changed since: replaced by another tensor (``.to``, a new ``Parameter``) or written in place (an
-    optimizer's step, ``load_state_dict``: PyTorch's version counter moves). Writes through ``.data`` are not
-    counted by PyTorch, so are not seen: after one, ``del module._prepared``. The samplers' states read their
-    weights through this: a model sampled again and again lays its weights out once."""
-    tensors = [*module.parameters(), *module.buffers()]
-    cached = module.__dict__.get("_prepared")
-    if cached is not None:
-        kept, storages, versions, value = cached
-        if len(kept) == len(tensors) and all(
-            t is k and t.data_ptr() == s.data_ptr() and t._version == v
-            for t, k, s, v in zip(tensors, kept, storages, versions)
-        ):
-            return value
-    value = build()
-    # each tensor's storage is held too (detach shares it), so that no other tensor can take its address while the
-    # entry lives
-    module.__dict__["_prepared"] = (tensors, [t.detach() for t in tensors], [t._version for t in tensors], value)
-    return value
-
-
-# F.glu(x, dim) written into out=: the same operator, without the functional's Python wrapper (which takes no out)
-# and without a new tensor; about 3 us less a call, which the cached sampler makes per layer and position
-_glu = torch._C._nn.glu

@@ -28,10 +28,10 @@ into G groups, and the horizontal stack and the head are channel-masked (``vqvae
 that the logits of channel g of a pixel see the pixels before it and the channels before g of the pixel itself
 (PixelCNN paper, section 3.4).
 
-Sampling: :meth:`GatedPixelCNN.sample` runs the samplers of ``sampler.py``: the cached one (the default) drives
-:meth:`GatedPixelCNN.sampling_state`, this network computed one position at a time (each layer's own step-by-step
-form, :class:`vqvae_prior.layers.GatedLayerState`, and the head's); ``method="reference"`` runs the full network
-once per position and is the specification the cached sampler is tested against.
+Sampling: :meth:`AutoregressivePrior.sample` runs the samplers of ``vqvae_prior.sampling``: the reference sampler
+runs the full network once per position (the specification); the cached one (the default on a CPU) computes this
+network one position at a time (``vqvae_prior.sampling.cached.GatedPixelCNNState``, registered below), from the
+kernels as the layers and the head lay them out (:meth:`GatedPixelCNN.sampling_weights`, :meth:`Head.step`).
 """
 
 from __future__ import annotations
@@ -46,13 +46,11 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from vqvae_prior import sampler
-from vqvae_prior.errors import UsageError
-from vqvae_prior.layers import (
-    GatedLayer, GatedLayerState, GatedLayerWeights, channel_groups, channel_mask, prepared, with_bias,
-)
+from vqvae_prior.layers import GatedLayer, GatedLayerWeights, channel_groups, channel_mask, with_bias
+from vqvae_prior.sampling import sample
+from vqvae_prior.sampling.cached import STEP_FORMS, GatedPixelCNNState
 
-__all__ = ["AutoregressivePrior", "GatedPixelCNN", "GatedPixelCNNState", "Head", "PriorConfig", "SamplingWeights"]
+__all__ = ["AutoregressivePrior", "GatedPixelCNN", "Head", "PriorConfig", "SamplingWeights"]
 
 
 @dataclass(frozen=True)
@@ -142,8 +140,8 @@ class AutoregressivePrior(nn.Module):
     """What every prior over code maps shares, whatever its network: class labels and their null class, the
     negative log-likelihood (with label dropout in training) and sampling. A subclass sets ``self.config`` (with
     ``codebook_size``, ``num_classes`` and ``label_dropout``) and ``self.embedding`` (the codes' embedding) and
-    defines :meth:`logits_from_embeddings`; it may define ``sampling_state``, its step-by-step form, which the
-    cached sampler drives (``vqvae_prior.sampler``)."""
+    defines :meth:`logits_from_embeddings`; its step-by-step form, if it has one, is registered with the cached
+    sampler (``vqvae_prior.sampling.cached.STEP_FORMS``)."""
 
     config: Any
     embedding: nn.Embedding
@@ -260,9 +258,10 @@ class AutoregressivePrior(nn.Module):
             generator: a ``torch.Generator`` on the model's device, for reproducible samples.
             given: optional (n, h, w) indices; entries >= 0 are kept as they are and conditioned on, entries < 0
                 are sampled.
-            method: "cached" (fast; a prior with ``sampling_state``), "fused" (the same with one GPU kernel per
+            method: "cached" (fast; a prior with a step-by-step form), "fused" (the same with one GPU kernel per
                 position; CUDA), "reference" (one full forward pass per position), or "auto" (the default): fused
-                on CUDA where the prior has it, else cached where it has it, else the reference.
+                on CUDA where the prior has it, else cached where it has it, else the reference
+                (``vqvae_prior.sampling``).
             guidance: classifier-free guidance weight w >= 0 (see ``vqvae_prior.prior``); > 0 needs labels and a
                 prior fitted with ``label_dropout`` > 0, and costs twice the sampling work.
 
@@ -271,7 +270,7 @@ class AutoregressivePrior(nn.Module):
 
         Samples in eval mode (no dropout), whatever the model's mode; the mode is restored afterwards.
         """
-        return sampler.sample(self, n, shape, labels, temperature, generator, given, method, guidance)
+        return sample(self, n, shape, labels, temperature, generator, given, method, guidance)
 
 
 class GatedPixelCNN(AutoregressivePrior):
@@ -314,96 +313,24 @@ class GatedPixelCNN(AutoregressivePrior):
             convolutions = None
         return self.head(skips)  # (B, G*K, h, w)
 
-    def sampling_state(self, n: int, shape: tuple[int, int], labels: Tensor | None = None) -> GatedPixelCNNState:
-        """This network computed one position at a time, for the cached sampler (eval mode only)."""
-        return GatedPixelCNNState(self, n, shape, labels)
-
     def sampling_weights(self) -> SamplingWeights:
-        """Every kernel laid out for :class:`GatedPixelCNNState`, prepared once and kept until a weight changes
-        (:func:`vqvae_prior.layers.prepared`): about 3 ms of a 16x16 batch-1 sample on 2 CPU cores."""
-
-        def build() -> SamplingWeights:
-            layers = [
-                layer.sampling_weights(self.embedding.weight if i == 0 else None)  # the first layer's input: codes
-                for i, layer in enumerate(self.layers)
-            ]
-            skip = torch.cat([weights.skip for weights in layers])  # (L*(C+1), C): every layer's, stacked
-            return SamplingWeights(layers, skip, self.head.step_weights())
-
-        return prepared(self, build)
-
-    def fused_sampling_state(self, n: int, shape: tuple[int, int], labels: Tensor | None = None) -> GatedPixelCNNState:
-        """The same with each position's work (every layer's horizontal stack and the head) one GPU kernel
-        (``vqvae_prior.fused``; CUDA and Triton, or Triton's CPU interpreter)."""
-        try:
-            from vqvae_prior.fused import FusedGatedPixelCNNState
-        except ImportError as error:
-            raise UsageError(f"the fused sampler needs Triton (installed with PyTorch's CUDA builds on Linux): "
-                             f"{error}; sample with method 'cached'") from error
-        if self.training:
-            raise RuntimeError("GatedPixelCNN.fused_sampling_state computes the eval-mode network: call .eval()")
-        return FusedGatedPixelCNNState(self, n, shape, labels)
+        """Every kernel laid out for the cached sampler's step-by-step form (which keeps them until a weight
+        changes: ``vqvae_prior.sampling.cached.prepared_weights``)."""
+        layers = [
+            layer.sampling_weights(self.embedding.weight if i == 0 else None)  # the first layer's input: codes
+            for i, layer in enumerate(self.layers)
+        ]
+        skip = torch.cat([weights.skip for weights in layers])  # (L*(C+1), C): every layer's, stacked
+        return SamplingWeights(layers, skip, self.head.step_weights())
 
 
 class SamplingWeights(NamedTuple):
-    """:meth:`GatedPixelCNN.sampling_weights`: the kernels of a :class:`GatedPixelCNNState`."""
+    """:meth:`GatedPixelCNN.sampling_weights`: the kernels of its step-by-step form."""
 
     layers: list[GatedLayerWeights]  # each layer's (the first one's vertical convolution as tap tables)
     skip: Tensor  # (L*(C+1), C): every layer's skip kernel with its bias row, stacked
     head: tuple[Tensor, Tensor]  # Head.step_weights()
 
 
-class GatedPixelCNNState:
-    """:class:`GatedPixelCNN` computed one raster position at a time: the cached sampler's view of the network
-    (:class:`vqvae_prior.sampler.SamplingState`). Each layer keeps its own caches (:class:`GatedLayerState`);
-    the logits at each position equal those of a full forward pass over the codes put so far.
-
-    With G image channels the code map's column c holds channel c % G of pixel c // G: the layers step over pixels,
-    and each channel of a pixel is one more step at that pixel (the values put so far changed its input), whose
-    logits are those of its channel; the channel masks keep the values not yet put from reaching them."""
-
-    def __init__(self, model: GatedPixelCNN, n: int, shape: tuple[int, int], labels: Tensor | None) -> None:
-        self.G, self.K = model.image_channels, model.config.codebook_size
-        self.embedding, self.d = model.embedding, model.embedding.embedding_dim  # d = C / G
-        self.offsets = torch.arange(self.G, device=model.device) * self.K  # (G,) each channel's embedding rows
-        width = shape[1] // self.G  # pixels per row
-        weights = model.sampling_weights()
-        self.layers: list[GatedLayerState] = [
-            layer.sampling_state(n, width, labels, weights=layer_weights)
-            for layer, layer_weights in zip(model.layers, weights.layers)
-        ]  # the first layer's vertical input: codes (its convolution by table look-ups), as logits_from_codes
-        C, L = model.config.channels, len(self.layers)
-        # every layer's gated units and a constant 1, side by side: the skip outputs' sum (biases included) is one
-        # product of them with the layers' skip weights, stacked
-        self.gated = model.embedding.weight.new_ones(n, L, C + 1)  # (n, L, C+1)
-        self.gated_rows = self.gated.view(n, L * (C + 1))
-        for i, (layer, after) in enumerate(zip(self.layers, self.layers[1:] + [None])):
-            layer.connect(self.gated[:, i], after)
-        self.skip_weight_t = weights.skip  # (L*(C+1), C)
-        self.skips = model.embedding.weight.new_ones(n, C + 1)  # (n, C + 1): the skips' sum and a column of ones
-        self.skip_sum = self.skips[:, :C]
-        self.head = model.head.step(n, weights.head)
-
-    def start_row(self, above: Tensor | None) -> None:
-        """Start a row, given the codes of the row above (n, w*G), or None in the first row."""
-        if above is not None:  # the first layer's vertical input: the embedding rows of the codes
-            self.layers[0].v_new.copy_(rearrange(above, "n (w g) -> w n g", g=self.G) + self.offsets)  # (w, n, G)
-        for layer in self.layers:
-            layer.begin_row(first=above is None)  # the vertical stack over the row above; the next layer's input
-
-    def logits(self, c: int) -> Tensor:
-        """Logits (n, K) at column c of the current row, given the codes put before it."""
-        pixel, channel = divmod(c, self.G)
-        for layer in self.layers:
-            layer.step(pixel)  # its gated units, and the next layer's input at this pixel
-        torch.mm(self.gated_rows, self.skip_weight_t, out=self.skip_sum)  # (n, C): the skips' sum
-        logits = self.head(self.skips)  # (n, G*K)
-        return logits if self.G == 1 else logits[:, channel * self.K : (channel + 1) * self.K]  # (n, K)
-
-    def put(self, c: int, codes: Tensor) -> None:
-        """The codes (n,) chosen at column c of the current row: the first layer's input for what comes after."""
-        if self.G == 1:  # one value per position: as few operators as possible
-            torch.index_select(self.embedding.weight, 0, codes, out=self.layers[0].inputs[c])  # (n, C)
-            return
-        pixel, channel = divmod(c, self.G)
-        self.layers[0].put(pixel, self.embedding(codes + self.offsets[channel]), channel * self.d)  # (n, C / G)
+# the cached sampler's step-by-step form of this network (the fused sampler fuses the same form's steps)
+STEP_FORMS[GatedPixelCNN] = GatedPixelCNNState

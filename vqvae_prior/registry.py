@@ -4,16 +4,16 @@
   config; the entry gives the model class and its config class (a frozen dataclass).
 - :data:`QUANTIZERS`: the VQ-VAE's quantizers. ``VQVAEConfig.quantizer`` names one; the class is built with
   ``cls.from_config(vqvae_config)``.
-
 - :data:`MODALITIES`: kinds of data (:mod:`vqvae_prior.modality`). A data set's spec names its modality
   (``"modality"``), and :func:`modality_of_spec` rebuilds the object from the spec.
 
-A new prior is one module plus one entry in :data:`PRIORS`; it needs what ``vqvae_prior.sampler.Prior`` lists
-(``forward(indices, labels) -> logits``, ``check_labels``, ``device``, and optionally ``sampling_state`` for the
-cached sampler) and a ``config`` attribute; ``vqvae_prior.prior.AutoregressivePrior`` gives most of it. A new quantizer is one module plus one entry in :data:`QUANTIZERS`; it needs
-``from_config``, ``forward(z_e) -> QuantizerOutput`` in training and eval, ``encode(z_e) -> indices`` and
-``decode(indices) -> quantized maps`` (see ``vqvae_prior.quantizer``). Code outside the package may add entries to
-both dictionaries before loading its checkpoints.
+A new prior is one module plus one entry in :data:`PRIORS`; it needs what ``vqvae_prior.sampling.draw.Prior`` lists
+(``forward(indices, labels) -> logits``, ``check_labels``, ``device``) and a ``config`` attribute;
+``vqvae_prior.prior.AutoregressivePrior`` gives most of it. A step-by-step form for the cached sampler is optional,
+one more entry in ``vqvae_prior.sampling.cached.STEP_FORMS``. A new quantizer is one module plus one entry in
+:data:`QUANTIZERS`; it needs ``from_config``, ``forward(z_e) -> QuantizerOutput`` in training and eval,
+``encode(z_e) -> indices`` and ``decode(indices) -> quantized maps`` (see ``vqvae_prior.quantizer``). Code outside
+the package may add entries to both dictionaries before loading its checkpoints.
 
 A new modality is one class (:class:`vqvae_prior.modality.Modality`) plus one entry in :data:`MODALITIES`.
 

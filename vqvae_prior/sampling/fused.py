@@ -1,13 +1,15 @@
 """The gated PixelCNN's step at one position as one GPU kernel: every layer's horizontal stack and the head, fused.
 
-The cached sampler's step-by-step form (:class:`vqvae_prior.prior.GatedPixelCNNState`) computes a position with
-four small operators per layer and a few more for the head; on a GPU each is a kernel launch of a few microseconds
-for a few kilo-FLOP, so the sampler is launch-bound. :class:`FusedGatedPixelCNNState` computes the same thing with
-one Triton kernel per position (:func:`position_kernel`): each program takes ``BN`` of the n code maps through all L
-layers and the head, keeping the horizontal stack's output of the current position in registers from one layer to
-the next, and writes the logits. What does not change per position stays in PyTorch: the vertical stacks, run once
-per row by each layer's :class:`vqvae_prior.layers.GatedLayerState` (a few large matrix products), whose
-contribution to every column's pre-activation (``vh``) the kernel reads.
+The cached sampler's step-by-step form (:class:`vqvae_prior.sampling.cached.GatedPixelCNNState`) computes a position
+with a few small operators per layer and a few more for the head; on a GPU each is a kernel launch of a few
+microseconds for a few kilo-FLOP, so the sampler is launch-bound. :class:`FusedGatedPixelCNNState` computes the same
+thing with one Triton kernel per position (:func:`position_kernel`): each program takes ``BN`` of the n code maps
+through all L layers and the head, keeping the horizontal stack's output of the current position in registers from
+one layer to the next, and writes the logits. What does not change per position stays in PyTorch and is shared with
+the cached sampler: the vertical stacks, run once per row (:class:`vqvae_prior.sampling.cached.GatedPixelCNNRows`,
+a few large matrix products), whose contribution to every column's pre-activation (``vh``) the kernel reads. The
+kernels are the model's own, as it lays them out for the cached sampler (``GatedPixelCNN.sampling_weights``),
+padded here.
 
 Numbers: fp32 throughout, products in IEEE fp32 (``input_precision="ieee"``, no TF32), so the logits equal the
 eager step's to float rounding (the same sums in another order; ``tanh(a)`` as ``2 sigmoid(2a) - 1``).
@@ -22,14 +24,13 @@ zeros, Np the batch rounded up to a multiple of BN; "two" indexes a gate's halve
   ``w_out`` (L, two, Cp, Cp), ``b_out`` (L, two, Cp): the 1x1 residual and skip convolution; the head's
   ``w1`` (Cp, Hp), ``b1`` (Hp), ``w2`` (Hp, Kp), ``b2`` (Kp); ``out`` (Np, Kp): the logits.
 
-Triton comes with PyTorch's CUDA builds on Linux; this module is imported only when a fused state is made. With the
-environment variable ``TRITON_INTERPRET=1`` set before that, the kernel runs on the CPU (slowly), which is how the
-CPU tests check it.
+Triton comes with PyTorch's CUDA builds on Linux; this module is imported only when the fused sampler runs
+(``vqvae_prior.sampling`` says where it can). With the environment variable ``TRITON_INTERPRET=1`` set
+before that, the kernel runs on the CPU (slowly), which is how the CPU tests check it.
 """
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 import torch
@@ -39,22 +40,14 @@ import triton.language as tl
 from einops import rearrange
 from torch import Tensor
 
-from vqvae_prior.errors import UsageError
-from vqvae_prior.prior import GatedPixelCNNState
+from vqvae_prior.sampling.cached import GatedPixelCNNRows, prepared_weights
 
 if TYPE_CHECKING:
     from vqvae_prior.prior import GatedPixelCNN
 
-__all__ = ["FusedGatedPixelCNNState", "check_device", "position_kernel"]
+__all__ = ["FusedGatedPixelCNNState", "position_kernel"]
 
 BN = 16  # code maps per program: the smallest matrix side that tl.dot takes
-
-
-def check_device(device: torch.device) -> None:
-    """A clear error unless the kernel can run on ``device``: CUDA, or any device under Triton's interpreter."""
-    if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-        raise UsageError(f"the fused sampler runs on CUDA (or on the CPU with TRITON_INTERPRET=1), not on {device}: "
-                         "sample with method 'cached'")
 
 
 @triton.jit
@@ -144,67 +137,66 @@ def _pad(x: Tensor, *sizes: int) -> Tensor:
     return F.pad(x.float(), pads).contiguous()
 
 
-class FusedGatedPixelCNNState(GatedPixelCNNState):
-    """:class:`GatedPixelCNNState` whose per-position work (every layer's horizontal stack and the head) is one
-    Triton kernel launch; the vertical stacks run per row as in the parent. Same logits to float rounding."""
+class FusedGatedPixelCNNState:
+    """The gated PixelCNN computed one raster position at a time (a ``SamplingState``), each position's work (every
+    layer's horizontal stack and the head) one Triton kernel launch; the vertical stacks run once a row, as in the
+    cached sampler (:class:`GatedPixelCNNRows`). The same logits as the cached sampler's to float rounding."""
 
     def __init__(self, model: GatedPixelCNN, n: int, shape: tuple[int, int], labels: Tensor | None) -> None:
-        check_device(model.device)
-        super().__init__(model, n, shape, labels)
-        layers, device = model.layers, model.device
-        C, L = model.config.channels, len(layers)
-        self.n, self.width = n, shape[1] // self.G
-        self.p0, self.P = layers[0].pad, max(layer.pad for layer in layers)  # P: the widest padding
-        self.kw0 = layers[0].h_weight.shape[-1]
-        self.kw = layers[1].h_weight.shape[-1] if L > 1 else 1
-        self.CP, self.HP, self.KP = _pow2(C), _pow2(model.config.head_channels), _pow2(self.G * self.K)
+        weights, width = prepared_weights(model), shape[1] // model.image_channels  # width: pixels per row
+        self.rows = GatedPixelCNNRows(model, n, width, labels, weights)
+        C, L, device = model.config.channels, len(model.layers), model.device
+        self.n, self.width, self.L = n, width, L
+        self.p0, self.P = model.layers[0].pad, max(layer.pad for layer in model.layers)  # P: the widest padding
+        self.kw0 = weights.layers[0].h.shape[0] // C
+        self.kw = weights.layers[1].h.shape[0] // C if L > 1 else 1
+        self.CP, self.HP, self.KP = _pow2(C), _pow2(model.config.head_channels), _pow2(self.rows.G * self.rows.K)
         self.NP = -(-n // BN) * BN
         CP = self.CP
 
-        def horizontal(layer) -> Tensor:  # (kw, two, Cp, Cp): window column, half, in, out
-            return _pad(rearrange(layer.h_weight, "(two o) i 1 k -> k two i o", two=2), CP, CP)
+        def horizontal(h: Tensor) -> Tensor:  # (kw*C, 2C) -> (kw, two, Cp, Cp): window column, half, in, out
+            return _pad(rearrange(h, "(k i) (two o) -> k two i o", two=2, i=C), CP, CP)
 
-        self.w_first = horizontal(layers[0])
-        self.w_h = (torch.stack([horizontal(layer) for layer in layers[1:]]) if L > 1
+        self.w_first = horizontal(weights.layers[0].h)
+        self.w_h = (torch.stack([horizontal(layer.h) for layer in weights.layers[1:]]) if L > 1
                     else torch.zeros(1, device=device))
-        self.w_out = torch.stack([
-            _pad(rearrange(layer.out_weight, "(two o) i 1 1 -> two i o", two=2), CP, CP) for layer in layers
-        ])  # (L, two, Cp, Cp)
-        self.b_out = torch.stack([_pad(layer.h_out.bias.view(2, C), CP) for layer in layers])  # (L, two, Cp)
-        w_in, w_out = model.head.weights()
-        self.w1 = _pad(rearrange(w_in, "o i 1 1 -> i o"), CP, self.HP)  # (Cp, Hp)
-        self.b1 = _pad(model.head[1].bias, self.HP)
-        self.w2 = _pad(rearrange(w_out, "o i 1 1 -> i o"), self.HP, self.KP)  # (Hp, Kp)
-        self.b2 = _pad(model.head[3].bias, self.KP)
-        self.h = torch.zeros(L, self.NP, self.width + self.P, CP, device=device)
-        self.vh = torch.zeros(L, self.width, self.NP, 2, CP, device=device)
+        # the 1x1 output convolution's residual and skip halves, (C+1, C) each, the bias their last row
+        out = [torch.stack([layer.residual, layer.skip]) for layer in weights.layers]  # (two, C+1, C) each
+        self.w_out = torch.stack([_pad(w[:, :-1], CP, CP) for w in out])  # (L, two, Cp, Cp)
+        self.b_out = torch.stack([_pad(w[:, -1], CP) for w in out])  # (L, two, Cp)
+        w_in, w_out = weights.head  # (C+1, H), (H+1, G*K): each bias the last row
+        self.w1, self.b1 = _pad(w_in[:-1], CP, self.HP), _pad(w_in[-1], self.HP)  # (Cp, Hp), (Hp,)
+        self.w2, self.b2 = _pad(w_out[:-1], self.HP, self.KP), _pad(w_out[-1], self.KP)  # (Hp, Kp), (Kp,)
+        self.h = torch.zeros(L, self.NP, width + self.P, CP, device=device)
+        self.vh = torch.zeros(L, width, self.NP, 2, CP, device=device)
         self.out = torch.empty(self.NP, self.KP, device=device)
 
     def start_row(self, above: Tensor | None) -> None:
         """Start a row, given the codes of the row above (n, w*G), or None in the first row."""
-        super().start_row(above)
-        C = self.layers[0].vh.shape[-1] // 2
-        for layer, vh in zip(self.layers, self.vh):  # vh: (W, Np, two, Cp)
-            vh[:, : self.n, :, :C] = layer.vh.view(self.width, self.n, 2, C)
+        self.rows.start_row(above)
+        for vertical, vh in zip(self.rows.vertical, self.vh):  # vh: (W, Np, two, Cp)
+            C2 = vertical.vh.shape[-1]
+            vh[:, : self.n, :, : C2 // 2] = vertical.vh.view(self.width, self.n, 2, C2 // 2)
 
     def launch(self, pixel: int, **options: int | str) -> None:
         """One launch of the kernel at ``pixel`` of the current row, into ``out``; ``options``: Triton's launch
         options (``num_warps``, ``num_stages``) or ``PRECISION`` (:func:`dot`), for ``benchmarks.fused_kernel``."""
         position_kernel[(self.NP // BN,)](
             self.h, self.vh, self.w_first, self.w_h, self.w_out, self.b_out, self.w1, self.b1, self.w2, self.b2,
-            self.out, pixel, len(self.layers), self.NP, self.width,
+            self.out, pixel, self.L, self.NP, self.width,
             P=self.P, KW0=self.kw0, P0=self.p0, KW=self.kw, CP=self.CP, HP=self.HP, KP=self.KP, BN=BN,
             BH=min(64, self.HP), BK=min(64, self.KP), **options,
         )
 
     def logits(self, c: int) -> Tensor:
         """Logits (n, K) at column c of the current row, given the codes put before it."""
-        pixel, channel = divmod(c, self.G)
+        pixel, channel = divmod(c, self.rows.G)
         self.launch(pixel)
-        return self.out[: self.n, channel * self.K : (channel + 1) * self.K]  # (n, K)
+        K = self.rows.K
+        return self.out[: self.n, channel * K : (channel + 1) * K]  # (n, K)
 
     def put(self, c: int, codes: Tensor) -> None:
         """The codes (n,) chosen at column c of the current row: the first layer's input for what comes after."""
-        pixel, channel = divmod(c, self.G)
-        x = self.embedding(codes + self.offsets[channel] if self.G > 1 else codes)  # (n, C / G)
-        self.h[0, : self.n, pixel + self.P, channel * self.d : (channel + 1) * self.d] = x
+        pixel, channel = divmod(c, self.rows.G)
+        d = self.rows.d
+        self.h[0, : self.n, pixel + self.P, channel * d : (channel + 1) * d] = self.rows.embed(codes, channel)
