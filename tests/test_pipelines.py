@@ -8,26 +8,12 @@ import json
 import pytest
 import torch
 
+from fits import PRIOR_3_LAYERS, VQVAE_32_CODES, assert_same_fits, run_prior, run_vqvae
 from pipelines import cli, fit_prior, fit_vqvae, generate, quickstart
 from pipelines.run_folder import RunFolder, RunFolderError
 from vqvae_prior.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vqvae_prior.errors import UsageError
 from vqvae_prior.layers import shift_down
-
-TINY_VQVAE = ["--channels", "16", "--residual-channels", "8", "--codebook-size", "32", "--code-dim", "8"]
-TINY_PRIOR = ["--layers", "3", "--channels", "16", "--head-channels", "32", "--samples-per-class", "2"]
-
-
-def run_vqvae(tmp_path, *extra):
-    args = ["--out", str(tmp_path / "vq"), "--epochs", "1", "--no-progress", "--device", "cpu", *TINY_VQVAE, *extra]
-    return fit_vqvae.main(fit_vqvae.get_args_parser().parse_args(args))
-
-
-def run_prior(tmp_path, *extra):
-    args = ["--vqvae", str(tmp_path / "vq" / "vqvae.pt"), "--out", str(tmp_path / "prior"), "--epochs", "1",
-            "--no-progress", "--device", "cpu", *TINY_PRIOR, *extra]
-    return fit_prior.main(fit_prior.get_args_parser().parse_args(args))
-
 
 @contextlib.contextmanager
 def interrupted_after_first_epoch():
@@ -50,8 +36,8 @@ def interrupted_after_first_epoch():
 def fitted(tmp_path_factory):
     """A tiny VQ-VAE and conditional prior fitted for one epoch on the embedded MNIST sample."""
     tmp_path = tmp_path_factory.mktemp("fit")
-    vq_metrics = run_vqvae(tmp_path)
-    prior_metrics = run_prior(tmp_path)
+    vq_metrics = run_vqvae(tmp_path / "vq")
+    prior_metrics = run_prior(tmp_path / "vq" / "vqvae.pt", tmp_path / "prior")
     return tmp_path, vq_metrics, prior_metrics
 
 
@@ -117,33 +103,24 @@ def test_generate_refuses_bad_requests(fitted, tmp_path):
         generate.generate(vq, other, 2, labels=[1, 2], device="cpu")
 
 
-def assert_same_fits(a, b, kind):
-    """The best and the last checkpoints of two fits hold bit-identical weights, of the same epochs."""
-    for name in (f"{kind}.pt", f"{kind}-last.pt"):
-        first, second = load_checkpoint(a / name), load_checkpoint(b / name)
-        assert first["epoch"] == second["epoch"], name
-        for key, tensor in first["model"].items():
-            assert torch.equal(second["model"][key], tensor), f"{name}: {key} differs after --resume"
-
-
 def test_refuses_to_overwrite_a_fit_and_resume_continues_it_exactly(tmp_path, digit_folder):
     folder = ["--dataset", "image-folder", "--data-root", str(digit_folder), "--batch-size", "16"]
-    run_vqvae(tmp_path, "--epochs", "2", *folder)
+    run_vqvae(tmp_path / "vq", "--epochs", "2", *folder)
     with pytest.raises(RunFolderError, match="pass --resume"):
-        run_vqvae(tmp_path, *folder)
+        run_vqvae(tmp_path / "vq", *folder)
     resumed_dir = tmp_path / "resumed"
     with interrupted_after_first_epoch():
-        run_vqvae(resumed_dir, "--epochs", "2", *folder)
+        run_vqvae(resumed_dir / "vq", "--epochs", "2", *folder)
     assert load_checkpoint(resumed_dir / "vq" / "vqvae-last.pt")["epoch"] == 1
-    run_vqvae(resumed_dir, "--epochs", "2", "--resume", *folder)
+    run_vqvae(resumed_dir / "vq", "--epochs", "2", "--resume", *folder)
     assert load_checkpoint(resumed_dir / "vq" / "vqvae-last.pt")["epoch"] == 2
     assert_same_fits(tmp_path / "vq", resumed_dir / "vq", "vqvae")
 
 
 def test_prior_resume_continues_exactly(tmp_path, digit_folder):
-    run_vqvae(tmp_path, "--dataset", "image-folder", "--data-root", str(digit_folder))
+    run_vqvae(tmp_path / "vq", "--dataset", "image-folder", "--data-root", str(digit_folder))
     args = ["--vqvae", str(tmp_path / "vq" / "vqvae.pt"), "--no-progress", "--device", "cpu", "--batch-size", "16",
-            *TINY_PRIOR]
+            *PRIOR_3_LAYERS]
     parse = fit_prior.get_args_parser().parse_args
     fit_prior.main(parse(args + ["--out", str(tmp_path / "a"), "--epochs", "2"]))
     with interrupted_after_first_epoch():
@@ -156,11 +133,11 @@ def test_prior_resume_continues_exactly(tmp_path, digit_folder):
 
 def test_quickstart_writes_samples_png(tmp_path, digit_folder):
     # later arguments win in argparse: the quickstart runs on the small digit folder instead of mnist-sample
-    vqvae_args = TINY_VQVAE + ["--dataset", "image-folder", "--data-root", str(digit_folder)]
+    vqvae_args = VQVAE_32_CODES + ["--dataset", "image-folder", "--data-root", str(digit_folder)]
     args = quickstart.get_args_parser().parse_args([
         "--out", str(tmp_path / "qs"), "--samples", str(tmp_path / "samples.png"), "--vqvae-epochs", "1",
         "--prior-epochs", "1", "--no-progress", "--device", "cpu",
-        "--vqvae-args", " ".join(vqvae_args), "--prior-args", " ".join(TINY_PRIOR)])
+        "--vqvae-args", " ".join(vqvae_args), "--prior-args", " ".join(PRIOR_3_LAYERS)])
     out = quickstart.main(args)
     assert out.images.shape == (30, 1, 28, 28)  # 3 classes x 10
     assert (tmp_path / "samples.png").stat().st_size > 0
@@ -191,12 +168,12 @@ def test_jitter_offsets_and_translation():
 
 def test_prior_fits_on_jittered_encodings(tmp_path):
     """A fit with --jitter 1 trains on 9 encodings per image; its checkpoint records the jitter, resume checks it."""
-    run_vqvae(tmp_path)
-    run_prior(tmp_path, "--jitter", "1")
+    run_vqvae(tmp_path / "vq")
+    run_prior(tmp_path / "vq" / "vqvae.pt", tmp_path / "prior", "--jitter", "1")
     ckpt = load_checkpoint(tmp_path / "prior" / "prior.pt", "prior")
     assert ckpt["jitter"] == 1 and ckpt["shifts"] == 1
     with pytest.raises(ValueError, match="with --jitter 1; this call asks for --jitter 0"):
-        run_prior(tmp_path, "--jitter", "0", "--resume")
+        run_prior(tmp_path / "vq" / "vqvae.pt", tmp_path / "prior", "--jitter", "0", "--resume")
 
 
 def test_generate_complete_writes_inputs_kept_parts_and_completions(fitted, tmp_path):
@@ -238,8 +215,8 @@ def test_fits_from_python_take_the_command_line_options_as_keywords(tmp_path, di
     """fit_vqvae.fit / fit_prior.fit: keyword options, the rest at the parser's defaults; the same fits as the
     command line's."""
     folder = ["--dataset", "image-folder", "--data-root", str(digit_folder), "--batch-size", "16"]
-    run_vqvae(tmp_path / "cli", *folder)
-    run_prior(tmp_path / "cli", "--batch-size", "16")
+    run_vqvae(tmp_path / "cli" / "vq", *folder)
+    run_prior(tmp_path / "cli" / "vq" / "vqvae.pt", tmp_path / "cli" / "prior", "--batch-size", "16")
     tiny_vqvae = {"channels": 16, "residual_channels": 8, "codebook_size": 32, "code_dim": 8}
     fit_vqvae.fit(tmp_path / "py" / "vq", dataset="image-folder", data_root=str(digit_folder), batch_size=16,
                   epochs=1, no_progress=True, device="cpu", **tiny_vqvae)
@@ -265,8 +242,8 @@ def test_label_dropout_fit_and_guided_generation(tmp_path):
     """fit_prior --label-dropout records it (default: 0.1 for a class-conditional prior, 0 for an unconditional
     one) and gives the prior a null class; generate --guidance samples with it, and refuses guidance for a prior
     fitted without label dropout."""
-    run_vqvae(tmp_path)
-    run_prior(tmp_path, "--label-dropout", "0.2")
+    run_vqvae(tmp_path / "vq")
+    run_prior(tmp_path / "vq" / "vqvae.pt", tmp_path / "prior", "--label-dropout", "0.2")
     ckpt = load_checkpoint(tmp_path / "prior" / "prior.pt", "prior")
     assert ckpt["config"]["label_dropout"] == 0.2
     args = ["--vqvae", str(tmp_path / "vq" / "vqvae.pt"), "--prior", str(tmp_path / "prior" / "prior.pt"),
@@ -277,7 +254,7 @@ def test_label_dropout_fit_and_guided_generation(tmp_path):
     with pytest.raises(UsageError, match="--guidance must be"):
         generate.main(generate.get_args_parser().parse_args([*args, "--guidance", "-1"]))
     plain_prior = ["--vqvae", str(tmp_path / "vq" / "vqvae.pt"), "--epochs", "1", "--no-progress", "--device", "cpu",
-                   *TINY_PRIOR]
+                   *PRIOR_3_LAYERS]
     for out, extra, expected in (("default", [], 0.1), ("default-unconditional", ["--unconditional"], 0.0)):
         fit_prior.main(fit_prior.get_args_parser().parse_args([*plain_prior, "--out", str(tmp_path / out), *extra]))
         assert load_checkpoint(tmp_path / out / "prior.pt", "prior")["config"]["label_dropout"] == expected
@@ -287,4 +264,4 @@ def test_label_dropout_fit_and_guided_generation(tmp_path):
     with pytest.raises(UsageError, match="label dropout"):
         generate.main(generate.get_args_parser().parse_args([*args, "--guidance", "2"]))
     with pytest.raises(UsageError, match="--label-dropout"):
-        run_prior(tmp_path, "--label-dropout", "0.1", "--unconditional")
+        run_prior(tmp_path / "vq" / "vqvae.pt", tmp_path / "prior", "--label-dropout", "0.1", "--unconditional")
