@@ -4,6 +4,7 @@ test files share (the fits that several files read are session fixtures in conft
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -17,6 +18,16 @@ PRIOR_3_LAYERS = ["--layers", "3", "--channels", "16", "--head-channels", "32", 
 # a VQ-VAE of 16 codes and a 2-layer prior: one epoch on the 60-digit folder takes about a second
 VQVAE_16_CODES = ["--channels", "16", "--residual-channels", "8", "--codebook-size", "16", "--code-dim", "8"]
 PRIOR_2_LAYERS = ["--layers", "2", "--channels", "8", "--head-channels", "16", "--samples-per-class", "1"]
+
+
+@dataclass(frozen=True)
+class TinyFit:
+    """A fitted VQ-VAE and prior: their checkpoints and the metrics their fits returned."""
+
+    vqvae: Path
+    prior: Path
+    vqvae_metrics: dict
+    prior_metrics: dict
 
 
 def run_vqvae(out: Path, *options: str) -> dict:
