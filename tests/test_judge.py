@@ -165,6 +165,7 @@ def test_tensor_digest_sees_values_and_shapes():
 
 
 @pytest.mark.slow
+@pytest.mark.realdata
 def test_image_judge_on_mnist_sample():
     """The image check's default classifier on the embedded 4,500 digits: at least 98.5% of the 500 held out
     (measured: 98.6%); a couple of CPU-minutes."""

@@ -79,6 +79,7 @@ def test_a_second_fit_into_the_same_folder_is_refused_naming_the_lock_and_the_pr
     assert not (tmp_path / LOCK_NAME).exists()
 
 
+@pytest.mark.faults
 def test_a_stale_lock_of_a_dead_process_is_reported_and_taken_over(tmp_path, vq_args, capsys):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     (tmp_path / LOCK_NAME).write_text(f"pid {dead.stdout.strip()}, started then: python -m pipelines.fit_vqvae\n")
@@ -197,6 +198,7 @@ def test_generate_refuses_a_non_finite_temperature(digit_folder_fit, tmp_path, c
 # ---------------------------------------------------------------------------------------------- 5. metrics
 
 
+@pytest.mark.faults
 def test_a_kill_before_the_metrics_are_written_never_duplicates_an_epoch(tmp_path, vq_args, monkeypatch):
     write = RunFolder.write_metrics
 
@@ -214,6 +216,7 @@ def test_a_kill_before_the_metrics_are_written_never_duplicates_an_epoch(tmp_pat
     assert logged_epochs(tmp_path) == [1, 2, 3]
 
 
+@pytest.mark.faults
 def test_a_kill_between_the_last_and_the_best_checkpoint_is_repaired_on_resume(tmp_path, vq_args, monkeypatch):
     fit_vq(vq_args(tmp_path / "straight", "--epochs", "2"))
     monkeypatch.setattr(fit_vqvae, "evaluate", scripted(fit_vqvae, "test_mse", [0.5, 0.4]))  # epoch 2 is the best
@@ -364,6 +367,7 @@ def test_generate_checks_its_output_name_before_sampling(digit_folder_fit, tmp_p
         generate.main(parse([*args, "--out", str(tmp_path / "samples")]))
 
 
+@pytest.mark.faults
 def test_stale_temporaries_of_a_killed_write_are_removed_at_the_next_write(tmp_path):
     dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                               text=True).stdout)
