@@ -1,7 +1,8 @@
-"""Shared fixtures: tiny seeded models, a small folder of digit images, and the path of the real data sets (tests
-skip when it is absent). Tests take them as arguments (pytest injects them); several are factories, called with
-the sizes a test needs: ``tiny_prior(num_classes=3)``, ``make_digit_folder(root, per_class=1)``,
-``shared_data("mnist")``."""
+"""Shared fixtures: tiny seeded models, a small folder of digit images, tiny fits that several test files read
+(each fitted once a test session), and the path of the real data sets (tests skip when it is absent). Tests take
+them as arguments (pytest injects them); several are factories, called with the sizes a test needs:
+``tiny_prior(num_classes=3)``, ``make_digit_folder(root, per_class=1)``, ``shared_data("mnist")``. Plain helper
+functions are in fits.py and files.py beside this file."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ if not torch.cuda.is_available():
     # this when it is first imported, and torch's own modules import it early, so it is set before anything else.
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+import fits  # noqa: E402
 from vqvae_prior.prior import GatedPixelCNN, PriorConfig  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -64,6 +66,28 @@ def _digit_folder(root: Path, digits: tuple[int, ...] = (1, 4, 7), per_class: in
         for i in torch.nonzero(train.labels == digit).flatten()[:per_class].tolist():
             Image.fromarray(train.images[i, 0].numpy()).save(root / str(digit) / f"{i}.png")
     return root
+
+
+@pytest.fixture(scope="session")
+def mnist_sample_fit(tmp_path_factory) -> fits.TinyFit:
+    """A VQ-VAE of 32 codes and a class-conditional 3-layer prior over its codes, each fitted for one epoch on the
+    embedded MNIST sample (``fits.run_vqvae``, ``fits.run_prior``): to read, not to change."""
+    root = tmp_path_factory.mktemp("mnist-sample-fit")
+    vqvae_metrics = fits.run_vqvae(root / "vq")
+    prior_metrics = fits.run_prior(root / "vq" / "vqvae.pt", root / "prior")
+    return fits.TinyFit(root / "vq" / "vqvae.pt", root / "prior" / "prior.pt", vqvae_metrics, prior_metrics)
+
+
+@pytest.fixture(scope="session")
+def digit_folder_fit(digit_folder: Path, tmp_path_factory) -> fits.TinyFit:
+    """A VQ-VAE of 16 codes and a class-conditional 2-layer prior (at a constant learning rate) over its codes, each
+    fitted for one epoch at batch size 16 on ``digit_folder``, a second each: to read, not to change."""
+    root = tmp_path_factory.mktemp("digit-folder-fit")
+    vqvae_metrics = fits.run_vqvae(root / "vq", "--dataset", "image-folder", "--data-root", str(digit_folder),
+                                   "--batch-size", "16", *fits.VQVAE_16_CODES)
+    prior_metrics = fits.run_prior(root / "vq" / "vqvae.pt", root / "prior", "--batch-size", "16", "--lr-schedule",
+                                   "constant", *fits.PRIOR_2_LAYERS)
+    return fits.TinyFit(root / "vq" / "vqvae.pt", root / "prior" / "prior.pt", vqvae_metrics, prior_metrics)
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ from vqvae_prior.audio import (
     spectrogram,
 )
 
-FSDD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fsdd" / "recordings"
 SR = 8000
 
 
@@ -246,10 +245,9 @@ def test_loader_errors(tmp_path):
 # ---------------------------------------------------------------------------------------------- real data
 
 
-def test_real_fsdd():
-    if not FSDD.is_dir():
-        pytest.skip(f"Free Spoken Digit Dataset not found at {FSDD} (the shared data folder is absent)")
-    splits = load_dataset("audio-folder", root=FSDD)
+@pytest.mark.realdata
+def test_real_fsdd(shared_data):
+    splits = load_dataset("audio-folder", root=shared_data("fsdd", "recordings"))
     assert len(splits.train) + len(splits.test) == 2500
     assert (len(splits.train), len(splits.test)) == (2250, 250)
     assert splits.sample_shape == (1, 80, 64) and splits.label_names == tuple("0123456789")

@@ -330,6 +330,7 @@ def test_generate_complete_recordings(fitted, recordings, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.realdata
 def test_audio_judge_on_fsdd(shared_data):
     """audio_check's first default judge on the real FSDD recordings recognizes at least 98% of the 250 held-out
     clips (measured: 99.2%); a few CPU-minutes. Skips without ../shared/data/fsdd."""

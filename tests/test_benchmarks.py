@@ -131,6 +131,7 @@ def test_training_main_prior_only_at_another_size(benchmarks, tmp_path, monkeypa
     assert (sizes[0].num_layers, sizes[0].head_channels, sizes[0].codebook_size) == (3, 32, 16)
 
 
+@pytest.mark.torchrun
 def test_processes_main_runs_each_fit_under_torchrun(benchmarks, tmp_path, digit_folder):
     out = tmp_path / "processes.json"
     args = benchmarks.processes.get_args_parser().parse_args([

@@ -95,6 +95,7 @@ def test_load_mnist_missing_files(tmp_path):
         load_mnist(root=tmp_path)
 
 
+@pytest.mark.realdata
 def test_real_mnist(shared_data):
     root = shared_data("mnist")
     splits = load_mnist(root=root)
@@ -106,6 +107,7 @@ def test_real_mnist(shared_data):
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # where `apt-get install dataset-fashion-mnist` puts it
 
 
+@pytest.mark.realdata
 def test_real_fashion_mnist():
     if not (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip(f"Fashion-MNIST not found at {FASHION_MNIST} (apt-get install dataset-fashion-mnist)")
@@ -154,6 +156,7 @@ def test_cifar10_corrupt_batches_folder(tmp_path):
         load_cifar10(root=tmp_path)
 
 
+@pytest.mark.realdata
 def test_real_cifar10_subset(shared_data):
     path = shared_data("cifar10", "cifar10_subset.npz")
     splits = load_cifar10(root=path)

@@ -73,6 +73,7 @@ def metrics(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.torchrun
 def test_two_process_fits_equal_one_process_and_resume(tmp_path, digit_folder):
     data = ["--dataset", "image-folder", "--data-root", str(digit_folder)]
     one, two = tmp_path / "one", tmp_path / "two"
@@ -117,6 +118,7 @@ def _quantizer_worker(rank: int, world: int, port: int, z: torch.Tensor, out: Pa
     dist.destroy_process_group()
 
 
+@pytest.mark.torchrun
 def test_quantizer_state_is_the_same_on_every_rank_and_as_one_process(tmp_path):
     # 5 steps on global batches of 8 vectors maps 4 x 4 (128 vectors for 32 codes): initialization and restarts
     # draw from the whole global batch, and the statistics are summed over the ranks

@@ -18,7 +18,7 @@ import torch
 
 from vqvae_prior.checkpoint import load_checkpoint
 
-pytestmark = pytest.mark.skipif(os.name != "posix", reason="SIGKILL and fork are POSIX")
+pytestmark = [pytest.mark.faults, pytest.mark.skipif(os.name != "posix", reason="SIGKILL and fork are POSIX")]
 
 TINY_VQVAE = ["--channels", "8", "--residual-channels", "4", "--codebook-size", "8", "--code-dim", "4"]
 TINY_PRIOR = ["--layers", "2", "--channels", "8", "--head-channels", "8", "--samples-per-class", "1"]

@@ -173,6 +173,7 @@ def test_weights_digest_keeps_the_values_that_caches_and_checkpoints_hold():
 
 
 @pytest.mark.slow
+@pytest.mark.realdata
 def test_image_judge_on_mnist_sample():
     """The image check's default classifier on the embedded 4,500 digits: at least 98.5% of the 500 held out
     (measured: 98.6%); a couple of CPU-minutes."""

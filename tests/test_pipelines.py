@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+from fits import PRIOR_3_LAYERS, VQVAE_32_CODES, assert_same_fits, run_prior, run_vqvae
 from pipelines import cli, fit_prior, fit_vqvae, generate, quickstart
 from vqvae_prior.training import PriorFit
 from vqvae_prior.training.codes import offsets, translate
@@ -15,21 +16,6 @@ from vqvae_prior.training.run_folder import RunFolder, RunFolderError
 from vqvae_prior.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vqvae_prior.errors import UsageError
 from vqvae_prior.layers import shift_down
-
-TINY_VQVAE = ["--channels", "16", "--residual-channels", "8", "--codebook-size", "32", "--code-dim", "8"]
-TINY_PRIOR = ["--layers", "3", "--channels", "16", "--head-channels", "32", "--samples-per-class", "2"]
-
-
-def run_vqvae(tmp_path, *extra):
-    args = ["--out", str(tmp_path / "vq"), "--epochs", "1", "--no-progress", "--device", "cpu", *TINY_VQVAE, *extra]
-    return fit_vqvae.main(fit_vqvae.get_args_parser().parse_args(args))
-
-
-def run_prior(tmp_path, *extra):
-    args = ["--vqvae", str(tmp_path / "vq" / "vqvae.pt"), "--out", str(tmp_path / "prior"), "--epochs", "1",
-            "--no-progress", "--device", "cpu", *TINY_PRIOR, *extra]
-    return fit_prior.main(fit_prior.get_args_parser().parse_args(args))
-
 
 @contextlib.contextmanager
 def interrupted_after_first_epoch():
@@ -48,41 +34,31 @@ def interrupted_after_first_epoch():
         RunFolder.save_epoch = original
 
 
-@pytest.fixture(scope="module")
-def fitted(tmp_path_factory):
-    """A tiny VQ-VAE and conditional prior fitted for one epoch on the embedded MNIST sample."""
-    tmp_path = tmp_path_factory.mktemp("fit")
-    vq_metrics = run_vqvae(tmp_path)
-    prior_metrics = run_prior(tmp_path)
-    return tmp_path, vq_metrics, prior_metrics
-
-
-def test_fit_vqvae_reports_held_out_metrics_and_writes_its_files(fitted):
-    tmp_path, metrics, _ = fitted
+def test_fit_vqvae_reports_held_out_metrics_and_writes_its_files(mnist_sample_fit):
+    metrics, folder = mnist_sample_fit.vqvae_metrics, mnist_sample_fit.vqvae.parent
     for key in ("test_mse", "test_psnr", "test_commitment", "test_perplexity", "test_codes_used", "train_codes_used"):
         assert key in metrics
     assert 0 < metrics["test_codes_used"] <= 32 and metrics["test_psnr"] > 5
-    lines = (tmp_path / "vq" / "metrics.jsonl").read_text().splitlines()
+    lines = (folder / "metrics.jsonl").read_text().splitlines()
     assert json.loads(lines[-1])["epoch"] == 1
-    assert (tmp_path / "vq" / "reconstructions.png").stat().st_size > 0
-    ckpt = load_checkpoint(tmp_path / "vq" / "vqvae.pt", "vqvae")
+    assert (folder / "reconstructions.png").stat().st_size > 0
+    ckpt = load_checkpoint(mnist_sample_fit.vqvae, "vqvae")
     assert ckpt["data"]["name"] == "mnist-sample" and ckpt["config"]["codebook_size"] == 32
 
 
-def test_fit_prior_reports_bits_per_code_and_caches_codes(fitted):
-    tmp_path, _, metrics = fitted
+def test_fit_prior_reports_bits_per_code_and_caches_codes(mnist_sample_fit):
+    metrics, folder = mnist_sample_fit.prior_metrics, mnist_sample_fit.prior.parent
     assert 0 < metrics["test_bits_per_code"] < 10
-    assert len(list((tmp_path / "prior").glob("codes-*.pt"))) == 1  # in the fit's folder, not the VQ-VAE's
-    assert not list((tmp_path / "vq").glob("codes-*.pt"))
-    ckpt = load_checkpoint(tmp_path / "prior" / "prior.pt", "prior")
+    assert len(list(folder.glob("codes-*.pt"))) == 1  # in the fit's folder, not the VQ-VAE's
+    assert not list(mnist_sample_fit.vqvae.parent.glob("codes-*.pt"))
+    ckpt = load_checkpoint(mnist_sample_fit.prior, "prior")
     assert ckpt["codebook_size"] == 32 and ckpt["label_names"] == [str(d) for d in range(10)]
     assert ckpt["config"]["num_classes"] == 10 and ckpt["code_shape"] == [7, 7]
-    assert (tmp_path / "prior" / "samples.png").stat().st_size > 0
+    assert (folder / "samples.png").stat().st_size > 0
 
 
-def test_generate_returns_images_and_is_reproducible(fitted):
-    tmp_path, _, _ = fitted
-    vq, prior = tmp_path / "vq" / "vqvae.pt", tmp_path / "prior" / "prior.pt"
+def test_generate_returns_images_and_is_reproducible(mnist_sample_fit, tmp_path):
+    vq, prior = mnist_sample_fit.vqvae, mnist_sample_fit.prior
     out = generate.generate(vq, prior, 3, labels=[7, 7, 3], seed=0, device="cpu")
     assert out.images.shape == (3, 1, 28, 28) and out.codes.shape == (3, 7, 7)
     assert out.images.min() >= 0 and out.images.max() <= 1 and out.waveforms is None
@@ -94,9 +70,8 @@ def test_generate_returns_images_and_is_reproducible(fitted):
     assert png.stat().st_size > 0
 
 
-def test_generate_refuses_bad_requests(fitted, tmp_path):
-    fit_dir, _, _ = fitted
-    vq, prior = fit_dir / "vq" / "vqvae.pt", fit_dir / "prior" / "prior.pt"
+def test_generate_refuses_bad_requests(mnist_sample_fit, tmp_path):
+    vq, prior = mnist_sample_fit.vqvae, mnist_sample_fit.prior
     with pytest.raises(ValueError, match="class-conditional"):
         generate.generate(vq, prior, 2, device="cpu")
     with pytest.raises(ValueError, match=r"labels must be in \[0, 10\)"):
@@ -119,33 +94,23 @@ def test_generate_refuses_bad_requests(fitted, tmp_path):
         generate.generate(vq, other, 2, labels=[1, 2], device="cpu")
 
 
-def assert_same_fits(a, b, kind):
-    """The best and the last checkpoints of two fits hold bit-identical weights, of the same epochs."""
-    for name in (f"{kind}.pt", f"{kind}-last.pt"):
-        first, second = load_checkpoint(a / name), load_checkpoint(b / name)
-        assert first["epoch"] == second["epoch"], name
-        for key, tensor in first["model"].items():
-            assert torch.equal(second["model"][key], tensor), f"{name}: {key} differs after --resume"
-
-
 def test_refuses_to_overwrite_a_fit_and_resume_continues_it_exactly(tmp_path, digit_folder):
     folder = ["--dataset", "image-folder", "--data-root", str(digit_folder), "--batch-size", "16"]
-    run_vqvae(tmp_path, "--epochs", "2", *folder)
+    run_vqvae(tmp_path / "vq", "--epochs", "2", *folder)
     with pytest.raises(RunFolderError, match="pass --resume"):
-        run_vqvae(tmp_path, *folder)
+        run_vqvae(tmp_path / "vq", *folder)
     resumed_dir = tmp_path / "resumed"
     with interrupted_after_first_epoch():
-        run_vqvae(resumed_dir, "--epochs", "2", *folder)
+        run_vqvae(resumed_dir / "vq", "--epochs", "2", *folder)
     assert load_checkpoint(resumed_dir / "vq" / "vqvae-last.pt")["epoch"] == 1
-    run_vqvae(resumed_dir, "--epochs", "2", "--resume", *folder)
+    run_vqvae(resumed_dir / "vq", "--epochs", "2", "--resume", *folder)
     assert load_checkpoint(resumed_dir / "vq" / "vqvae-last.pt")["epoch"] == 2
     assert_same_fits(tmp_path / "vq", resumed_dir / "vq", "vqvae")
 
 
-def test_prior_resume_continues_exactly(tmp_path, digit_folder):
-    run_vqvae(tmp_path, "--dataset", "image-folder", "--data-root", str(digit_folder))
-    args = ["--vqvae", str(tmp_path / "vq" / "vqvae.pt"), "--no-progress", "--device", "cpu", "--batch-size", "16",
-            *TINY_PRIOR]
+def test_prior_resume_continues_exactly(tmp_path, digit_folder_fit):
+    args = ["--vqvae", str(digit_folder_fit.vqvae), "--no-progress", "--device", "cpu", "--batch-size", "16",
+            *PRIOR_3_LAYERS]
     parse = fit_prior.get_args_parser().parse_args
     fit_prior.main(parse(args + ["--out", str(tmp_path / "a"), "--epochs", "2"]))
     with interrupted_after_first_epoch():
@@ -158,11 +123,11 @@ def test_prior_resume_continues_exactly(tmp_path, digit_folder):
 
 def test_quickstart_writes_samples_png(tmp_path, digit_folder):
     # later arguments win in argparse: the quickstart runs on the small digit folder instead of mnist-sample
-    vqvae_args = TINY_VQVAE + ["--dataset", "image-folder", "--data-root", str(digit_folder)]
+    vqvae_args = VQVAE_32_CODES + ["--dataset", "image-folder", "--data-root", str(digit_folder)]
     args = quickstart.get_args_parser().parse_args([
         "--out", str(tmp_path / "qs"), "--samples", str(tmp_path / "samples.png"), "--vqvae-epochs", "1",
         "--prior-epochs", "1", "--no-progress", "--device", "cpu",
-        "--vqvae-args", " ".join(vqvae_args), "--prior-args", " ".join(TINY_PRIOR)])
+        "--vqvae-args", " ".join(vqvae_args), "--prior-args", " ".join(PRIOR_3_LAYERS)])
     out = quickstart.main(args)
     assert out.images.shape == (30, 1, 28, 28)  # 3 classes x 10
     assert (tmp_path / "samples.png").stat().st_size > 0
@@ -191,35 +156,33 @@ def test_jitter_offsets_and_translation():
     assert torch.equal(translate(x, 2, 0), shift_down(x, 2))  # what --shifts did before --jitter
 
 
-def test_prior_fits_on_jittered_encodings(tmp_path):
+def test_prior_fits_on_jittered_encodings(mnist_sample_fit, tmp_path):
     """A fit with --jitter 1 trains on 9 encodings per image; its checkpoint records the jitter, resume checks it."""
-    run_vqvae(tmp_path)
-    run_prior(tmp_path, "--jitter", "1")
+    run_prior(mnist_sample_fit.vqvae, tmp_path / "prior", "--jitter", "1")
     ckpt = load_checkpoint(tmp_path / "prior" / "prior.pt", "prior")
     assert ckpt["jitter"] == 1 and ckpt["shifts"] == 1
     with pytest.raises(ValueError, match="with --jitter 1; this call asks for --jitter 0"):
-        run_prior(tmp_path, "--jitter", "0", "--resume")
+        run_prior(mnist_sample_fit.vqvae, tmp_path / "prior", "--jitter", "0", "--resume")
 
 
-def test_generate_complete_writes_inputs_kept_parts_and_completions(fitted, tmp_path):
+def test_generate_complete_writes_inputs_kept_parts_and_completions(mnist_sample_fit, tmp_path):
     """--complete a folder of digits (class = folder name): the top code rows kept, the rest sampled."""
     from PIL import Image
 
     from data.images import load_mnist_sample
     from vqvae_prior.checkpoint import load_vqvae
 
-    fit_dir, _, _ = fitted
     test = load_mnist_sample().test
     for i in (0, 60, 130):  # digits 0, 1, 2
         (tmp_path / "digits" / str(int(test.labels[i]))).mkdir(parents=True)
         Image.fromarray(test.images[i, 0].numpy()).save(tmp_path / "digits" / str(int(test.labels[i])) / f"{i}.png")
-    args = ["--vqvae", str(fit_dir / "vq" / "vqvae.pt"), "--prior", str(fit_dir / "prior" / "prior.pt"), "--device",
+    args = ["--vqvae", str(mnist_sample_fit.vqvae), "--prior", str(mnist_sample_fit.prior), "--device",
             "cpu", "--complete", str(tmp_path / "digits"), "--keep-rows", "3", "--repeat", "2", "--seed", "0",
             "--out", str(tmp_path / "completions.png")]
     done = generate.main(generate.get_args_parser().parse_args(args))
     assert (tmp_path / "completions.png").stat().st_size > 0
     assert done.labels.tolist() == [0, 1, 2] and done.images.shape == (3, 2, 1, 28, 28)
-    vqvae, _ = load_vqvae(fit_dir / "vq" / "vqvae.pt")
+    vqvae, _ = load_vqvae(mnist_sample_fit.vqvae)
     x = test.images[[0, 60, 130]].float() / 255
     assert torch.equal(done.codes[:, :, :3], vqvae.encode(x)[:, None, :3].expand(-1, 2, -1, -1))
     parse = generate.get_args_parser().parse_args
@@ -240,8 +203,8 @@ def test_fits_from_python_take_the_command_line_options_as_keywords(tmp_path, di
     """fit_vqvae.fit / fit_prior.fit: keyword options, the rest at the parser's defaults; the same fits as the
     command line's."""
     folder = ["--dataset", "image-folder", "--data-root", str(digit_folder), "--batch-size", "16"]
-    run_vqvae(tmp_path / "cli", *folder)
-    run_prior(tmp_path / "cli", "--batch-size", "16")
+    run_vqvae(tmp_path / "cli" / "vq", *folder)
+    run_prior(tmp_path / "cli" / "vq" / "vqvae.pt", tmp_path / "cli" / "prior", "--batch-size", "16")
     tiny_vqvae = {"channels": 16, "residual_channels": 8, "codebook_size": 32, "code_dim": 8}
     fit_vqvae.fit(tmp_path / "py" / "vq", dataset="image-folder", data_root=str(digit_folder), batch_size=16,
                   epochs=1, no_progress=True, device="cpu", **tiny_vqvae)
@@ -263,23 +226,23 @@ def test_fits_from_python_take_the_command_line_options_as_keywords(tmp_path, di
     assert not (tmp_path / "x").exists()
 
 
-def test_label_dropout_fit_and_guided_generation(tmp_path):
+def test_label_dropout_fit_and_guided_generation(mnist_sample_fit, tmp_path):
     """fit_prior --label-dropout records it (default: 0.1 for a class-conditional prior, 0 for an unconditional
     one) and gives the prior a null class; generate --guidance samples with it, and refuses guidance for a prior
     fitted without label dropout."""
-    run_vqvae(tmp_path)
-    run_prior(tmp_path, "--label-dropout", "0.2")
+    vqvae = mnist_sample_fit.vqvae
+    run_prior(vqvae, tmp_path / "prior", "--label-dropout", "0.2")
     ckpt = load_checkpoint(tmp_path / "prior" / "prior.pt", "prior")
     assert ckpt["config"]["label_dropout"] == 0.2
-    args = ["--vqvae", str(tmp_path / "vq" / "vqvae.pt"), "--prior", str(tmp_path / "prior" / "prior.pt"),
+    args = ["--vqvae", str(vqvae), "--prior", str(tmp_path / "prior" / "prior.pt"),
             "--labels", "all", "--seed", "0", "--device", "cpu", "--out", str(tmp_path / "g.png")]
     guided = generate.main(generate.get_args_parser().parse_args([*args, "--guidance", "2"]))
     plain = generate.main(generate.get_args_parser().parse_args(args))
     assert guided.codes.shape == plain.codes.shape and not torch.equal(guided.codes, plain.codes)
     with pytest.raises(UsageError, match="--guidance must be"):
         generate.main(generate.get_args_parser().parse_args([*args, "--guidance", "-1"]))
-    plain_prior = ["--vqvae", str(tmp_path / "vq" / "vqvae.pt"), "--epochs", "1", "--no-progress", "--device", "cpu",
-                   *TINY_PRIOR]
+    plain_prior = ["--vqvae", str(vqvae), "--epochs", "1", "--no-progress", "--device", "cpu",
+                   *PRIOR_3_LAYERS]
     for out, extra, expected in (("default", [], 0.1), ("default-unconditional", ["--unconditional"], 0.0)):
         fit_prior.main(fit_prior.get_args_parser().parse_args([*plain_prior, "--out", str(tmp_path / out), *extra]))
         assert load_checkpoint(tmp_path / out / "prior.pt", "prior")["config"]["label_dropout"] == expected
@@ -289,4 +252,4 @@ def test_label_dropout_fit_and_guided_generation(tmp_path):
     with pytest.raises(UsageError, match="label dropout"):
         generate.main(generate.get_args_parser().parse_args([*args, "--guidance", "2"]))
     with pytest.raises(UsageError, match="--label-dropout"):
-        run_prior(tmp_path, "--label-dropout", "0.1", "--unconditional")
+        run_prior(vqvae, tmp_path / "prior", "--label-dropout", "0.1", "--unconditional")

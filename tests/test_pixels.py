@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -92,24 +93,31 @@ def fit_pixels(tmp_path, digit_folder, *extra: str) -> dict:
     return fit_prior.main(fit_prior.get_args_parser().parse_args(args))
 
 
-def test_a_prior_on_binarized_pixels_fits_reports_nats_and_generates_without_a_vqvae(tmp_path, digit_folder):
-    metrics = fit_pixels(tmp_path, digit_folder)
+@pytest.fixture(scope="module")
+def binarized_fit(tmp_path_factory, digit_folder) -> tuple[dict, Path]:
+    """A prior on the binarized pixels of the digit folder, fitted for one epoch: its metrics and its checkpoint."""
+    root = tmp_path_factory.mktemp("binarized")
+    return fit_pixels(root, digit_folder), root / "prior" / "prior.pt"
+
+
+def test_a_prior_on_binarized_pixels_fits_reports_nats_and_generates_without_a_vqvae(binarized_fit):
+    metrics, checkpoint = binarized_fit
     assert 0 < metrics["test_bits_per_dim"] == metrics["test_bits_per_code"] < 2  # about a bit: two levels
     assert metrics["test_nats_per_image"] == pytest.approx(metrics["test_bits_per_code"] * math.log(2) * 28 * 28)
-    logged = json.loads((tmp_path / "prior" / "metrics.jsonl").read_text().splitlines()[-1])
+    logged = json.loads((checkpoint.parent / "metrics.jsonl").read_text().splitlines()[-1])
     assert logged["test_nats_per_image"] == pytest.approx(metrics["test_nats_per_image"])
-    prior, payload = load_prior(tmp_path / "prior" / "prior.pt")
+    prior, payload = load_prior(checkpoint)
     assert payload["pixels"]["levels"] == 2 and "sampled once" in payload["pixels"]["quantization"]
     assert payload["code_shape"] == [28, 28] and "vqvae" not in payload
 
-    out = generate.generate(None, tmp_path / "prior" / "prior.pt", n=3, labels=[0, 1, 2], seed=0, device="cpu")
+    out = generate.generate(None, checkpoint, n=3, labels=[0, 1, 2], seed=0, device="cpu")
     assert out.images.shape == (3, 1, 28, 28) and set(out.images.unique().tolist()) <= {0.0, 1.0}
     assert torch.equal(out.images[:, 0], out.codes.float())  # level 1 decodes to 1, level 0 to 0
-    again = VQPriorPipeline.from_checkpoints(None, tmp_path / "prior" / "prior.pt", "cpu")
+    again = VQPriorPipeline.from_checkpoints(None, checkpoint, "cpu")
     assert torch.equal(again(3, [0, 1, 2], generator=torch.Generator().manual_seed(0)).codes, out.codes)
 
 
-def test_pixel_fits_and_pipelines_refuse_what_does_not_fit(tmp_path, digit_folder):
+def test_pixel_fits_and_pipelines_refuse_what_does_not_fit(tmp_path, digit_folder, binarized_fit):
     parse = fit_prior.get_args_parser().parse_args
     with pytest.raises(UsageError, match="--vqvae CHECKPOINT .* or --pixels LEVELS"):
         fit_prior.main(parse(["--out", str(tmp_path / "a")]))
@@ -124,7 +132,5 @@ def test_pixel_fits_and_pipelines_refuse_what_does_not_fit(tmp_path, digit_folde
     with pytest.raises(UsageError, match="--jitter"):
         fit_pixels(tmp_path, digit_folder, "--jitter", "1")
     assert not (tmp_path / "a").exists() and not (tmp_path / "prior").exists()  # refused before any work
-
-    fit_pixels(tmp_path, digit_folder)
     with pytest.raises(UsageError, match="models the pixels of images.*pass no VQ-VAE"):
-        VQPriorPipeline.from_checkpoints("runs/vq.pt", tmp_path / "prior" / "prior.pt", "cpu")
+        VQPriorPipeline.from_checkpoints("runs/vq.pt", binarized_fit[1], "cpu")

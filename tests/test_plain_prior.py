@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fits import run_prior
 from pipelines import receptive_field as rf
 from pipelines.receptive_field import before, receptive_field
-from tests.test_pipelines import run_prior, run_vqvae
 from vqvae_prior import GatedPixelCNN, PlainPixelCNN, PlainPriorConfig, PriorConfig, load_prior, save_checkpoint
 from vqvae_prior.errors import UsageError
 
@@ -93,16 +93,14 @@ def test_a_plain_prior_samples_with_the_reference_sampler_only():
         model.sample(4, (3, 4), [0, 1, 2, 0], method="cached")
 
 
-def test_fit_prior_fits_and_resumes_a_plain_prior(tmp_path):
-    run_vqvae(tmp_path)
-    metrics = run_prior(tmp_path, "--arch", "plain")
+def test_fit_prior_fits_and_resumes_a_plain_prior(mnist_sample_fit, tmp_path):
+    metrics = run_prior(mnist_sample_fit.vqvae, tmp_path / "prior", "--arch", "plain")
     assert 0 < metrics["test_bits_per_code"] < 10
     prior, payload = load_prior(tmp_path / "prior" / "prior.pt")
     assert isinstance(prior, PlainPixelCNN) and payload["args"]["arch"] == "plain"
     assert (tmp_path / "prior" / "samples.png").stat().st_size > 0
-    run_prior(tmp_path / "none", "--arch", "plain", "--samples-per-class", "0", "--vqvae",
-              str(tmp_path / "vq" / "vqvae.pt"))
+    run_prior(mnist_sample_fit.vqvae, tmp_path / "none" / "prior", "--arch", "plain", "--samples-per-class", "0")
     assert (tmp_path / "none" / "prior" / "prior.pt").is_file()
     assert not (tmp_path / "none" / "prior" / "samples.png").exists()  # no samples asked for
     with pytest.raises(Exception, match="arch"):  # another architecture is another fit
-        run_prior(tmp_path, "--arch", "gated", "--resume", "--epochs", "2")
+        run_prior(mnist_sample_fit.vqvae, tmp_path / "prior", "--arch", "gated", "--resume", "--epochs", "2")

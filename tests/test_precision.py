@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
+from fits import PRIOR_3_LAYERS, VQVAE_32_CODES
 from pipelines import fit_prior, fit_vqvae
 from vqvae_prior.training.steps import MixedPrecision
-from tests.test_pipelines import TINY_PRIOR, TINY_VQVAE
 from vqvae_prior import load_prior, load_vqvae
 from vqvae_prior.errors import UsageError
 
@@ -19,10 +19,10 @@ from vqvae_prior.errors import UsageError
 def fit_both(tmp_path, digit_folder, *extra: str) -> tuple[dict, dict]:
     common = ["--epochs", "1", "--no-progress", "--device", "cpu", "--batch-size", "16", *extra]
     vq = fit_vqvae.main(fit_vqvae.get_args_parser().parse_args(
-        ["--dataset", "image-folder", "--data-root", str(digit_folder), "--out", str(tmp_path / "vq"), *TINY_VQVAE,
+        ["--dataset", "image-folder", "--data-root", str(digit_folder), "--out", str(tmp_path / "vq"), *VQVAE_32_CODES,
          *common]))
     prior = fit_prior.main(fit_prior.get_args_parser().parse_args(
-        ["--vqvae", str(tmp_path / "vq" / "vqvae.pt"), "--out", str(tmp_path / "prior"), *TINY_PRIOR, *common]))
+        ["--vqvae", str(tmp_path / "vq" / "vqvae.pt"), "--out", str(tmp_path / "prior"), *PRIOR_3_LAYERS, *common]))
     return vq, prior
 
 

@@ -7,7 +7,6 @@ Tiny fits on a folder of 60 digit images take about a second each; the SIGKILL l
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import runpy
@@ -20,6 +19,7 @@ import pytest
 import torch
 
 from data import DataError, load_dataset
+from fits import PRIOR_2_LAYERS, VQVAE_16_CODES, logged, logged_epochs, run_prior
 from pipelines import cli, fit_prior, fit_vqvae, generate
 from pipelines.generate import parse_labels
 from vqvae_prior.training import prior_fit, run_folder, vqvae_fit
@@ -32,9 +32,6 @@ from vqvae_prior.files import stale_temporaries
 from vqvae_prior.sampling.draw import sample_from_logits
 from vqvae_prior.vqvae import VQVAE, VQVAEConfig
 
-TINY_VQVAE = ["--channels", "16", "--residual-channels", "8", "--codebook-size", "16", "--code-dim", "8"]
-TINY_PRIOR = ["--layers", "2", "--channels", "8", "--head-channels", "16", "--samples-per-class", "1"]
-
 
 @pytest.fixture
 def vq_args(digit_folder):
@@ -43,7 +40,7 @@ def vq_args(digit_folder):
     def args(out, *extra):
         return ["--dataset", "image-folder", "--data-root", str(digit_folder), "--out", str(out), "--epochs", "1",
                 "--batch-size", "16", "--no-progress", "--device", "cpu", "--lr", "1e-3", "--lr-schedule",
-                "constant", *TINY_VQVAE, *extra]
+                "constant", *VQVAE_16_CODES, *extra]
     return args
 
 
@@ -52,23 +49,8 @@ def fit_vq(args):
 
 
 def fit_pr(vqvae, out, *extra):
-    args = ["--vqvae", str(vqvae), "--out", str(out), "--epochs", "1", "--batch-size", "16", "--no-progress",
-            "--device", "cpu", "--lr-schedule", "constant", *TINY_PRIOR, *extra]
-    return fit_prior.main(fit_prior.get_args_parser().parse_args(args))
-
-
-@pytest.fixture(scope="module")
-def tiny_fit(tmp_path_factory, digit_folder):
-    """A tiny VQ-VAE (1 epoch) and prior (1 epoch) on the digit folder, to read but not to change."""
-    root = tmp_path_factory.mktemp("tiny")
-    fit_vq(["--dataset", "image-folder", "--data-root", str(digit_folder), "--out", str(root / "vq"), "--epochs",
-            "1", "--batch-size", "16", "--no-progress", "--device", "cpu", *TINY_VQVAE])
-    fit_pr(root / "vq" / "vqvae.pt", root / "prior")
-    return root / "vq" / "vqvae.pt", root / "prior" / "prior.pt"
-
-
-def logged_epochs(folder: Path) -> list[int]:
-    return [json.loads(line)["epoch"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    """A tiny fit_prior at batch size 16 and a constant learning rate: the prior of ``digit_folder_fit``."""
+    return run_prior(vqvae, out, "--batch-size", "16", "--lr-schedule", "constant", *PRIOR_2_LAYERS, *extra)
 
 
 def scripted(module, metric: str, values: list[float]):
@@ -98,6 +80,7 @@ def test_a_second_fit_into_the_same_folder_is_refused_naming_the_lock_and_the_pr
     assert not (tmp_path / LOCK_NAME).exists()
 
 
+@pytest.mark.faults
 def test_a_stale_lock_of_a_dead_process_is_reported_and_taken_over(tmp_path, vq_args, capsys):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     (tmp_path / LOCK_NAME).write_text(f"pid {dead.stdout.strip()}, started then: python -m pipelines.fit_vqvae\n")
@@ -203,8 +186,8 @@ def test_tiny_temperatures_draw_the_most_likely_code_and_non_finite_ones_are_ref
                 model.sample(3, (4, 5), labels, temperature=bad, method=method)
 
 
-def test_generate_refuses_a_non_finite_temperature(tiny_fit, tmp_path, capsys):
-    vqvae, prior = tiny_fit
+def test_generate_refuses_a_non_finite_temperature(digit_folder_fit, tmp_path, capsys):
+    vqvae, prior = digit_folder_fit.vqvae, digit_folder_fit.prior
     with pytest.raises(UsageError, match="temperature must be a finite number > 0, got nan"):
         generate.generate(vqvae, prior, 2, labels=[0, 1], temperature=float("nan"), device="cpu")
     with pytest.raises(SystemExit, match="2"):
@@ -216,6 +199,7 @@ def test_generate_refuses_a_non_finite_temperature(tiny_fit, tmp_path, capsys):
 # ---------------------------------------------------------------------------------------------- 5. metrics
 
 
+@pytest.mark.faults
 def test_a_kill_before_the_metrics_are_written_never_duplicates_an_epoch(tmp_path, vq_args, monkeypatch):
     write = RunFolder.write_metrics
 
@@ -233,6 +217,7 @@ def test_a_kill_before_the_metrics_are_written_never_duplicates_an_epoch(tmp_pat
     assert logged_epochs(tmp_path) == [1, 2, 3]
 
 
+@pytest.mark.faults
 def test_a_kill_between_the_last_and_the_best_checkpoint_is_repaired_on_resume(tmp_path, vq_args, monkeypatch):
     fit_vq(vq_args(tmp_path / "straight", "--epochs", "2"))
     monkeypatch.setattr(vqvae_fit, "evaluate", scripted(vqvae_fit, "test_mse", [0.5, 0.4]))  # epoch 2 is the best
@@ -274,10 +259,10 @@ def test_the_best_epoch_is_kept_and_patience_stops_a_fit_that_does_not_improve(t
     monkeypatch.setattr(vqvae_fit, "evaluate", scripted(vqvae_fit, "test_mse", [0.5, 0.3, 0.4, 0.45, 0.2, 0.1]))
     metrics = fit_vq(vq_args(tmp_path / "run", "--epochs", "6", "--patience", "2"))
     run = tmp_path / "run"
-    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [m["epoch"] for m in logged] == [1, 2, 3, 4]  # epochs 3 and 4 did not improve on epoch 2: stopped
-    assert [m["kept"] for m in logged] == [True, True, False, False]
-    assert [m["best_epoch"] for m in logged] == [1, 2, 2, 2] and metrics == logged[-1]
+    logged_metrics = logged(run)
+    assert [m["epoch"] for m in logged_metrics] == [1, 2, 3, 4]  # epochs 3 and 4 did not improve on epoch 2: stopped
+    assert [m["kept"] for m in logged_metrics] == [True, True, False, False]
+    assert [m["best_epoch"] for m in logged_metrics] == [1, 2, 2, 2] and metrics == logged_metrics[-1]
     best, last = load_checkpoint(run / "vqvae.pt"), load_checkpoint(run / "vqvae-last.pt")
     assert best["epoch"] == 2 and best["best"] == {"epoch": 2, "metric": "test_mse", "value": 0.3}
     assert last["epoch"] == 4 and last["best"]["epoch"] == 2
@@ -301,8 +286,8 @@ def test_resume_after_a_best_epoch_continues_from_the_last_one(tmp_path, vq_args
         == [1, 2, 3, 4]
 
 
-def test_the_prior_keeps_its_best_epoch(tiny_fit, tmp_path, monkeypatch):
-    vqvae, _ = tiny_fit
+def test_the_prior_keeps_its_best_epoch(digit_folder_fit, tmp_path, monkeypatch):
+    vqvae = digit_folder_fit.vqvae
     monkeypatch.setattr(prior_fit, "evaluate", scripted(prior_fit, "test_bits_per_code", [5.0, 4.0, 4.5, 4.6]))
     fit_pr(vqvae, tmp_path, "--epochs", "4", "--patience", "2")
     assert logged_epochs(tmp_path) == [1, 2, 3, 4]
@@ -323,8 +308,8 @@ def test_an_image_folder_without_a_held_out_image_is_refused_at_load(tmp_path, v
         fit_vq(vq_args(tmp_path / "out", "--data-root", str(tmp_path / "one")))
 
 
-def test_the_code_cache_is_written_where_the_fit_writes_and_a_corrupt_one_is_rebuilt(tiny_fit, tmp_path, capsys):
-    vqvae, _ = tiny_fit
+def test_the_code_cache_is_written_where_the_fit_writes_and_a_corrupt_one_is_rebuilt(digit_folder_fit, tmp_path, capsys):
+    vqvae = digit_folder_fit.vqvae
     before = sorted(p.name for p in vqvae.parent.iterdir())
     fit_pr(vqvae, tmp_path / "a")
     assert sorted(p.name for p in vqvae.parent.iterdir()) == before  # the VQ-VAE's folder may be read-only
@@ -369,8 +354,8 @@ def test_an_unwritable_out_is_refused_before_any_work(tmp_path, vq_args, monkeyp
         fit_vq(vq_args(tmp_path / "ro"))
 
 
-def test_generate_checks_its_output_name_before_sampling(tiny_fit, tmp_path, monkeypatch):
-    vqvae, prior = tiny_fit
+def test_generate_checks_its_output_name_before_sampling(digit_folder_fit, tmp_path, monkeypatch):
+    vqvae, prior = digit_folder_fit.vqvae, digit_folder_fit.prior
     monkeypatch.setattr(generate, "generate", lambda *a, **k: pytest.fail("sampled"))
     parse = generate.get_args_parser().parse_args
     args = ["--vqvae", str(vqvae), "--prior", str(prior), "--labels", "all"]
@@ -383,6 +368,7 @@ def test_generate_checks_its_output_name_before_sampling(tiny_fit, tmp_path, mon
         generate.main(parse([*args, "--out", str(tmp_path / "samples")]))
 
 
+@pytest.mark.faults
 def test_stale_temporaries_of_a_killed_write_are_removed_at_the_next_write(tmp_path):
     dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                               text=True).stdout)
@@ -423,8 +409,8 @@ def run_cli(module, argv, capsys) -> str:
     return err
 
 
-def test_bad_arguments_get_one_line_naming_them(tmp_path, vq_args, tiny_fit, capsys):
-    vqvae, prior = tiny_fit
+def test_bad_arguments_get_one_line_naming_them(tmp_path, vq_args, digit_folder_fit, capsys):
+    vqvae, prior = digit_folder_fit.vqvae, digit_folder_fit.prior
     assert "--batch-size must be >= 1, got 0" in run_cli(fit_vqvae, vq_args(tmp_path, "--batch-size", "0"), capsys)
     assert "--epochs must be >= 1, got 0" in run_cli(fit_vqvae, vq_args(tmp_path, "--epochs", "0"), capsys)
     assert "--codebook-size must be >= 2, got 1" in run_cli(fit_vqvae, vq_args(tmp_path, "--codebook-size", "1"),
@@ -440,8 +426,8 @@ def test_bad_arguments_get_one_line_naming_them(tmp_path, vq_args, tiny_fit, cap
     assert not list(tmp_path.iterdir())  # refused before any work
 
 
-def test_bad_checkpoints_get_one_line_naming_the_file(tiny_fit, tmp_path, capsys):
-    vqvae, prior = tiny_fit
+def test_bad_checkpoints_get_one_line_naming_the_file(digit_folder_fit, tmp_path, capsys):
+    vqvae, prior = digit_folder_fit.vqvae, digit_folder_fit.prior
     payload = torch.load(vqvae, weights_only=True)
     del payload["kind"]
     torch.save(payload, tmp_path / "no_kind.pt")
@@ -472,8 +458,8 @@ def test_real_bugs_keep_their_traceback():
 
 
 @pytest.mark.filterwarnings("ignore:'pipelines.generate' found in sys.modules:RuntimeWarning")  # imported above
-def test_the_command_line_prints_one_line_and_exits_2(tiny_fit, tmp_path, monkeypatch, capsys):
-    vqvae, prior = tiny_fit
+def test_the_command_line_prints_one_line_and_exits_2(digit_folder_fit, tmp_path, monkeypatch, capsys):
+    vqvae, prior = digit_folder_fit.vqvae, digit_folder_fit.prior
     monkeypatch.setattr(sys, "argv", ["generate.py", "--vqvae", str(vqvae), "--prior", str(prior), "--labels", "all",
                                       "--nrow", "-3", "--out", str(tmp_path / "s.png")])
     with pytest.raises(SystemExit) as exit_info:

@@ -94,6 +94,7 @@ def test_checkpoint_write_is_atomic_and_errors_are_clear(tmp_path):
     assert payload["config"] == dataclasses.asdict(model.config)
 
 
+@pytest.mark.faults
 def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     model = tiny_vqvae()
     path = tmp_path / "vq.pt"

@@ -1,0 +1,69 @@
+"""Tiny fits run as their command lines run them, and checks of what fits write: the plain helpers that several
+test files share (the fits that several files read are session fixtures in conftest.py)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pipelines import fit_prior, fit_vqvae
+from vqvae_prior.checkpoint import load_checkpoint
+
+# a VQ-VAE of 32 codes (28 x 28 -> 7 x 7 codes) and a 3-layer prior: an epoch on the embedded MNIST sample, seconds
+VQVAE_32_CODES = ["--channels", "16", "--residual-channels", "8", "--codebook-size", "32", "--code-dim", "8"]
+PRIOR_3_LAYERS = ["--layers", "3", "--channels", "16", "--head-channels", "32", "--samples-per-class", "2"]
+# a VQ-VAE of 16 codes and a 2-layer prior: one epoch on the 60-digit folder takes about a second
+VQVAE_16_CODES = ["--channels", "16", "--residual-channels", "8", "--codebook-size", "16", "--code-dim", "8"]
+PRIOR_2_LAYERS = ["--layers", "2", "--channels", "8", "--head-channels", "16", "--samples-per-class", "1"]
+
+
+@dataclass(frozen=True)
+class TinyFit:
+    """A fitted VQ-VAE and prior: their checkpoints and the metrics their fits returned."""
+
+    vqvae: Path
+    prior: Path
+    vqvae_metrics: dict
+    prior_metrics: dict
+
+
+def run_vqvae(out: Path, *options: str) -> dict:
+    """``python -m pipelines.fit_vqvae --out OUT``: one epoch on the CPU, the embedded MNIST sample and the model
+    of ``VQVAE_32_CODES``, unless ``options`` say otherwise (a later option wins)."""
+    args = ["--out", str(out), "--epochs", "1", "--no-progress", "--device", "cpu", *VQVAE_32_CODES, *options]
+    return fit_vqvae.main(fit_vqvae.get_args_parser().parse_args(args))
+
+
+def run_prior(vqvae: Path, out: Path, *options: str) -> dict:
+    """``python -m pipelines.fit_prior --vqvae VQVAE --out OUT``: one epoch on the CPU and the model of
+    ``PRIOR_3_LAYERS``, unless ``options`` say otherwise (a later option wins)."""
+    args = ["--vqvae", str(vqvae), "--out", str(out), "--epochs", "1", "--no-progress", "--device", "cpu",
+            *PRIOR_3_LAYERS, *options]
+    return fit_prior.main(fit_prior.get_args_parser().parse_args(args))
+
+
+def logged(folder: Path) -> list[dict]:
+    """The lines of a fit's ``metrics.jsonl``, one an epoch."""
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def logged_epochs(folder: Path) -> list[int]:
+    return [m["epoch"] for m in logged(folder)]
+
+
+def assert_equal_weights(expected: dict, found: dict, where: object) -> None:
+    """Two checkpoints' payloads hold bit-identical weights."""
+    for key, tensor in expected["model"].items():
+        assert torch.equal(found["model"][key], tensor), f"{where}: {key} differs"
+
+
+def assert_same_fits(a: Path, b: Path, kind: str) -> None:
+    """The best and the last checkpoints of the fits in folders ``a`` and ``b`` hold bit-identical weights, of the
+    same epochs."""
+    for name in (f"{kind}.pt", f"{kind}-last.pt"):
+        first, second = load_checkpoint(a / name), load_checkpoint(b / name)
+        assert first["epoch"] == second["epoch"], name
+        assert_equal_weights(first, second, b / name)
