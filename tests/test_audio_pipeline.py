@@ -13,9 +13,10 @@ import pytest
 import soundfile as sf
 import torch
 
+from files import grid_tiles, png_pixels
 from pipelines import audio_check, audio_eval, batching, fit_prior, fit_vqvae, generate
 from pipelines.cli import dataset_options, fill_defaults
-from vqvae_prior.audio import SpectrogramConfig
+from vqvae_prior.audio import SpectrogramConfig, picture
 from vqvae_prior.checkpoint import CheckpointError, load_vqvae, save_checkpoint
 from vqvae_prior.errors import UsageError
 from vqvae_prior.vqvae import VQVAE, VQVAEConfig
@@ -69,9 +70,13 @@ def test_fit_vqvae_audio(fitted):
     assert metrics["lsd_clips"] == 4 and metrics["test_lsd_db"] > 0 and metrics["ceiling_lsd_db"] > 0
     logged = [json.loads(line) for line in (fitted["runs"] / "vq" / "metrics.jsonl").read_text().splitlines()]
     assert len(logged) == 1 and logged[0]["test_lsd_db"] == metrics["test_lsd_db"]
-    assert (fitted["runs"] / "vq" / "reconstructions.png").is_file()
-    _, ckpt = load_vqvae(fitted["vqvae"])
+    vqvae, ckpt = load_vqvae(fitted["vqvae"])
     spec = ckpt["data"]
+    # the 6 held-out clips above their reconstructions, drawn with time to the right: 32 bins x 24 frames each
+    tiles = grid_tiles(fitted["runs"] / "vq" / "reconstructions.png", 12, nrow=6, tile=(32, 24))
+    x = batching.as_tensors(batching.load_splits(spec).test)[0]  # (6, 1, 24, 32)
+    assert torch.equal(tiles[:6], png_pixels(picture(x)))
+    assert (tiles[6:].int() - png_pixels(picture(vqvae(x).reconstruction.clamp(0, 1))).int()).abs().max() <= 1
     assert spec["name"] == "audio-folder" and ckpt["label_names"] == ["0", "1", "2"]
     assert ckpt["sample_shape"] == [1, 24, 32]  # non-square, time down the rows
     assert (spec["n_fft"], spec["hop_length"], spec["n_frames"]) == (62, 16, 24)
@@ -132,7 +137,7 @@ def test_fit_prior_audio(fitted):
     prior = torch.load(fitted["prior"], weights_only=True)
     assert prior["code_shape"] == [6, 8] and prior["config"]["num_classes"] == 3
     assert prior["shifts"] == fit_prior.DEFAULTS["audio"]["shifts"] == 8
-    assert (fitted["runs"] / "prior" / "samples.png").is_file()
+    grid_tiles(fitted["runs"] / "prior" / "samples.png", 6, nrow=2, tile=(32, 24))  # a row per digit, 2 samples
 
 
 def test_prior_trains_on_shifted_encodings(fitted, tmp_path):
@@ -191,7 +196,8 @@ def test_generate_main_writes_wavs_and_png(fitted, tmp_path):
     args = ["--vqvae", str(fitted["vqvae"]), "--prior", str(fitted["prior"]), "--labels", "all", "--repeat", "2",
             "--seed", "0", "--device", "cpu", "--out", str(tmp_path / "samples.png")]
     result = generate.main(generate.get_args_parser().parse_args(args))
-    assert (tmp_path / "samples.png").is_file()
+    tiles = grid_tiles(tmp_path / "samples.png", 6, nrow=2, tile=(32, 24))  # a row per digit
+    assert torch.equal(tiles, png_pixels(picture(result.images)))
     wavs = sorted(tmp_path.glob("samples_*.wav"))
     assert [w.name for w in wavs] == [f"samples_{i:03d}_{d}.wav" for i, d in enumerate("001122")]
     wave, rate = sf.read(wavs[0], dtype="float32")
@@ -318,7 +324,8 @@ def test_generate_complete_recordings(fitted, recordings, tmp_path):
             "--out", str(tmp_path / "done.png")]
     done = generate.main(generate.get_args_parser().parse_args(args))
     assert done.labels.tolist() == [2] and done.codes.shape == (1, 2, 6, 8) and done.waveforms.shape == (1, 2, 368)
-    assert (tmp_path / "done.png").is_file()
+    rows = torch.cat([done.inputs[:, None], done.kept[:, None], done.images], dim=1)  # (1, 4, 1, 24, 32)
+    assert torch.equal(grid_tiles(tmp_path / "done.png", 4, nrow=4, tile=(32, 24)), png_pixels(picture(rows[0])))
     assert sorted(w.name for w in tmp_path.glob("*.wav")) == ["done_000_2_a_0_0.wav", "done_000_2_a_0_1.wav"]
     vqvae, _ = load_vqvae(fitted["vqvae"])
     assert torch.equal(done.codes[0, :, :3], vqvae.encode(done.inputs)[:, :3].expand(2, -1, -1))

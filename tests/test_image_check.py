@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from files import grid_tiles
 from pipelines import cli, fit_prior, fit_vqvae, image_check
 from vqvae_prior.checkpoint import CheckpointError, save_checkpoint
 from vqvae_prior.errors import UsageError
@@ -101,7 +102,8 @@ def test_report_structure_and_invariants(fitted, report):
     worst = report["worst"]
     assert len(worst) == 5 and [w["probability"] for w in worst] == sorted(w["probability"] for w in worst)
     assert all(w["asked"] in SHAPES and w["recognized"] in SHAPES for w in worst)
-    assert Path(report["worst_png"]).name == "report-worst.png" and Path(report["worst_png"]).stat().st_size > 0
+    assert Path(report["worst_png"]).name == "report-worst.png"
+    grid_tiles(Path(report["worst_png"]), 5, nrow=10, tile=(16, 16))  # the 5 worst samples in a row
     assert set(report["seconds"]) == {"data", "classifier", "real", "reconstructed", "generate", "generated", "copying"}
 
 

@@ -7,13 +7,17 @@ import json
 
 import pytest
 import torch
+from einops import rearrange
 
+from data.images import load_mnist_sample
+from files import grid_tiles, png_pixels
 from fits import PRIOR_3_LAYERS, VQVAE_32_CODES, assert_same_fits, run_prior, run_vqvae
 from pipelines import cli, fit_prior, fit_vqvae, generate, quickstart
 from pipelines.run_folder import RunFolder, RunFolderError
-from vqvae_prior.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from vqvae_prior.checkpoint import CheckpointError, load_checkpoint, load_vqvae, save_checkpoint
 from vqvae_prior.errors import UsageError
 from vqvae_prior.layers import shift_down
+
 
 @contextlib.contextmanager
 def interrupted_after_first_epoch():
@@ -39,7 +43,13 @@ def test_fit_vqvae_reports_held_out_metrics_and_writes_its_files(mnist_sample_fi
     assert 0 < metrics["test_codes_used"] <= 32 and metrics["test_psnr"] > 5
     lines = (folder / "metrics.jsonl").read_text().splitlines()
     assert json.loads(lines[-1])["epoch"] == 1
-    assert (folder / "reconstructions.png").stat().st_size > 0
+    # 32 held-out digits (rows 1, 3, 5, 7 of 8) above their reconstructions (rows 2, 4, 6, 8)
+    tiles = grid_tiles(folder / "reconstructions.png", 64, nrow=8, tile=(28, 28))
+    originals, reconstructions = rearrange(tiles, "(r two c) rgb h w -> two (r c) rgb h w", two=2, c=8)
+    x = load_mnist_sample().test.images[:32].float() / 255  # (32, 1, 28, 28)
+    assert torch.equal(originals, png_pixels(x))
+    vqvae, _ = load_vqvae(mnist_sample_fit.vqvae)
+    assert (reconstructions.int() - png_pixels(vqvae(x).reconstruction.clamp(0, 1)).int()).abs().max() <= 1
     ckpt = load_checkpoint(mnist_sample_fit.vqvae, "vqvae")
     assert ckpt["data"]["name"] == "mnist-sample" and ckpt["config"]["codebook_size"] == 32
 
@@ -52,7 +62,7 @@ def test_fit_prior_reports_bits_per_code_and_caches_codes(mnist_sample_fit):
     ckpt = load_checkpoint(mnist_sample_fit.prior, "prior")
     assert ckpt["codebook_size"] == 32 and ckpt["label_names"] == [str(d) for d in range(10)]
     assert ckpt["config"]["num_classes"] == 10 and ckpt["code_shape"] == [7, 7]
-    assert (folder / "samples.png").stat().st_size > 0
+    grid_tiles(folder / "samples.png", 20, nrow=2, tile=(28, 28))  # a row per class, --samples-per-class 2
 
 
 def test_generate_returns_images_and_is_reproducible(mnist_sample_fit, tmp_path):
@@ -63,9 +73,9 @@ def test_generate_returns_images_and_is_reproducible(mnist_sample_fit, tmp_path)
     again = generate.generate(vq, prior, 3, labels=[7, 7, 3], seed=0, device="cpu", method="reference")
     assert torch.equal(out.codes, again.codes)
     png = tmp_path / "grid.png"
-    generate.main(generate.get_args_parser().parse_args(
+    grid = generate.main(generate.get_args_parser().parse_args(
         ["--vqvae", str(vq), "--prior", str(prior), "--labels", "all", "--seed", "1", "--out", str(png)]))
-    assert png.stat().st_size > 0
+    assert torch.equal(grid_tiles(png, 10, nrow=8, tile=(28, 28)), png_pixels(grid.images))  # 8 to a row
 
 
 def test_generate_refuses_bad_requests(mnist_sample_fit, tmp_path):
@@ -128,7 +138,7 @@ def test_quickstart_writes_samples_png(tmp_path, digit_folder):
         "--vqvae-args", " ".join(vqvae_args), "--prior-args", " ".join(PRIOR_3_LAYERS)])
     out = quickstart.main(args)
     assert out.images.shape == (30, 1, 28, 28)  # 3 classes x 10
-    assert (tmp_path / "samples.png").stat().st_size > 0
+    assert torch.equal(grid_tiles(tmp_path / "samples.png", 30, nrow=10, tile=(28, 28)), png_pixels(out.images))
     prior = load_checkpoint(tmp_path / "qs" / "prior" / "prior.pt", "prior")  # the quick start's prior recipe
     assert prior["jitter"] == 1 and prior["config"]["label_dropout"] == 0.1
     quickstart.main(args)  # a second run reuses the finished fits
@@ -167,9 +177,6 @@ def test_generate_complete_writes_inputs_kept_parts_and_completions(mnist_sample
     """--complete a folder of digits (class = folder name): the top code rows kept, the rest sampled."""
     from PIL import Image
 
-    from data.images import load_mnist_sample
-    from vqvae_prior.checkpoint import load_vqvae
-
     test = load_mnist_sample().test
     for i in (0, 60, 130):  # digits 0, 1, 2
         (tmp_path / "digits" / str(int(test.labels[i]))).mkdir(parents=True)
@@ -178,8 +185,10 @@ def test_generate_complete_writes_inputs_kept_parts_and_completions(mnist_sample
             "cpu", "--complete", str(tmp_path / "digits"), "--keep-rows", "3", "--repeat", "2", "--seed", "0",
             "--out", str(tmp_path / "completions.png")]
     done = generate.main(generate.get_args_parser().parse_args(args))
-    assert (tmp_path / "completions.png").stat().st_size > 0
     assert done.labels.tolist() == [0, 1, 2] and done.images.shape == (3, 2, 1, 28, 28)
+    rows = torch.cat([done.inputs[:, None], done.kept[:, None], done.images], dim=1)  # (3, 4, 1, 28, 28)
+    tiles = grid_tiles(tmp_path / "completions.png", 12, nrow=4, tile=(28, 28))  # a row per input
+    assert torch.equal(tiles, png_pixels(rows.flatten(0, 1)))
     vqvae, _ = load_vqvae(mnist_sample_fit.vqvae)
     x = test.images[[0, 60, 130]].float() / 255
     assert torch.equal(done.codes[:, :, :3], vqvae.encode(x)[:, None, :3].expand(-1, 2, -1, -1))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from files import grid_tiles, png_pixels
 from fits import run_prior
 from pipelines import receptive_field as rf
 from pipelines.receptive_field import before, receptive_field
@@ -64,7 +65,8 @@ def test_the_picture_colours_each_kind_of_position(tmp_path):
     args = rf.get_args_parser().parse_args(["--arch", "plain", "--layers", "5", "--size", "8", "10",
                                             "--position", "5", "3", "--out", str(out)])
     assert torch.equal(rf.main(args), field)  # a property of the architecture: other widths, the same field
-    assert out.stat().st_size > 0
+    drawn = rf.picture(field, (5, 3))  # (3, 8 cells, 10 cells) at the default cell size
+    assert torch.equal(grid_tiles(out, 1, nrow=1, tile=drawn.shape[1:]), png_pixels(drawn[None]))
 
 
 def test_receptive_field_refuses_bad_requests(tmp_path):
@@ -98,9 +100,9 @@ def test_fit_prior_fits_and_resumes_a_plain_prior(mnist_sample_fit, tmp_path):
     assert 0 < metrics["test_bits_per_code"] < 10
     prior, payload = load_prior(tmp_path / "prior" / "prior.pt")
     assert isinstance(prior, PlainPixelCNN) and payload["args"]["arch"] == "plain"
-    assert (tmp_path / "prior" / "samples.png").stat().st_size > 0
+    grid_tiles(tmp_path / "prior" / "samples.png", 20, nrow=2, tile=(28, 28))  # a row per class, 2 samples each
     run_prior(mnist_sample_fit.vqvae, tmp_path / "none" / "prior", "--arch", "plain", "--samples-per-class", "0")
-    assert (tmp_path / "none" / "prior" / "prior.pt").is_file()
+    assert isinstance(load_prior(tmp_path / "none" / "prior" / "prior.pt")[0], PlainPixelCNN)
     assert not (tmp_path / "none" / "prior" / "samples.png").exists()  # no samples asked for
     with pytest.raises(Exception, match="arch"):  # another architecture is another fit
         run_prior(mnist_sample_fit.vqvae, tmp_path / "prior", "--arch", "gated", "--resume", "--epochs", "2")
