@@ -1,7 +1,9 @@
-"""Files in the formats the code under test writes and the tests read back: PNG grids of images."""
+"""Files in the formats that the code under test reads or writes: IDX arrays written for the loaders, PNG grids of
+images read back from the entry points."""
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +11,13 @@ import torch
 from einops import rearrange
 from PIL import Image
 from torch import Tensor
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """An IDX file of unsigned bytes (MNIST's format), gzipped if ``path`` ends in .gz."""
+    header = bytes([0, 0, 8, array.ndim]) + np.asarray(array.shape, dtype=">i4").tobytes()
+    data = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
 
 
 def png_pixels(images: Tensor) -> Tensor:

@@ -14,6 +14,7 @@ import soundfile as sf
 import torch
 
 from files import grid_tiles, png_pixels
+from fits import logged
 from pipelines import audio_check, audio_eval, fit_prior, fit_vqvae, generate
 from vqvae_prior.audio import SpectrogramConfig, Spectrograms, picture
 from vqvae_prior.modality import Images
@@ -71,8 +72,8 @@ def test_fit_vqvae_audio(fitted):
     for key in ("test_mse", "test_lsd_db", "ceiling_lsd_db", "test_perplexity"):
         assert np.isfinite(metrics[key]), key
     assert metrics["lsd_clips"] == 4 and metrics["test_lsd_db"] > 0 and metrics["ceiling_lsd_db"] > 0
-    logged = [json.loads(line) for line in (fitted["runs"] / "vq" / "metrics.jsonl").read_text().splitlines()]
-    assert len(logged) == 1 and logged[0]["test_lsd_db"] == metrics["test_lsd_db"]
+    epochs = logged(fitted["runs"] / "vq")
+    assert len(epochs) == 1 and epochs[0]["test_lsd_db"] == metrics["test_lsd_db"]
     vqvae, ckpt = load_vqvae(fitted["vqvae"])
     spec = ckpt["data"]
     # the 6 held-out clips above their reconstructions, drawn with time to the right: 32 bins x 24 frames each
@@ -108,8 +109,7 @@ def test_fit_vqvae_mel(recordings, tmp_path):
             *VQVAE_ARGS, *COMMON_ARGS, "--epochs", "3"]
     metrics = fit_vqvae.main(fit_vqvae.get_args_parser().parse_args(args))
     assert np.isfinite(metrics["test_lsd_db"]) and np.isfinite(metrics["ceiling_lsd_db"]) and metrics["lsd_clips"] == 2
-    logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert ["test_lsd_db" in m for m in logged] == [False, True, True]
+    assert ["test_lsd_db" in m for m in logged(tmp_path)] == [False, True, True]
     ckpt = load_vqvae(tmp_path / "vqvae.pt")[1]
     assert ckpt["sample_shape"] == [1, 24, 16] and ckpt["data"]["spectrogram"]["representation"] == "mel"
     assert ckpt["config"]["downsample"] == 8  # 3 x 2 codes

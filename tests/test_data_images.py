@@ -1,6 +1,5 @@
 """Tests of the image loaders in data/images.py: split sizes, shapes, spec round trips and error messages."""
 
-import gzip
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ from PIL import Image
 
 from data import DataError, load_dataset
 from data.images import ImageTensorDataset, load_cifar10, load_image_folder, load_mnist, load_mnist_sample, read_idx
+from files import write_idx
 
 # ---------------------------------------------------------------------------------------------- mnist-sample
 
@@ -52,16 +52,10 @@ def test_mnist_sample_missing_file(tmp_path):
 # ---------------------------------------------------------------------------------------------- IDX / MNIST
 
 
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 8, array.ndim]) + np.asarray(array.shape, dtype=">i4").tobytes()
-    data = header + array.astype(np.uint8).tobytes()
-    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
-
-
 @pytest.mark.parametrize("suffix", ["", ".gz"])
 def test_read_idx(tmp_path, suffix):
     array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
-    _write_idx(tmp_path / f"images{suffix}", array)
+    write_idx(tmp_path / f"images{suffix}", array)
     np.testing.assert_array_equal(read_idx(tmp_path / f"images{suffix}"), array)
 
 
@@ -71,7 +65,7 @@ def test_read_idx_corrupt_file_is_named(tmp_path):
     with pytest.raises(DataError, match="train-images-idx3-ubyte.*magic"):
         read_idx(bad)
     truncated = tmp_path / "short"
-    _write_idx(truncated, np.zeros((2, 3), dtype=np.uint8))
+    write_idx(truncated, np.zeros((2, 3), dtype=np.uint8))
     truncated.write_bytes(truncated.read_bytes()[:-1])
     with pytest.raises(DataError, match="short.*need 6 bytes, found 5"):
         read_idx(truncated)
@@ -80,10 +74,10 @@ def test_read_idx_corrupt_file_is_named(tmp_path):
 def test_load_mnist_from_tiny_torchvision_layout(tmp_path):
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    _write_idx(raw / "train-images-idx3-ubyte.gz", np.full((5, 28, 28), 255))
-    _write_idx(raw / "train-labels-idx1-ubyte", np.arange(5))
-    _write_idx(raw / "t10k-images-idx3-ubyte", np.zeros((2, 28, 28)))
-    _write_idx(raw / "t10k-labels-idx1-ubyte.gz", np.arange(2))
+    write_idx(raw / "train-images-idx3-ubyte.gz", np.full((5, 28, 28), 255))
+    write_idx(raw / "train-labels-idx1-ubyte", np.arange(5))
+    write_idx(raw / "t10k-images-idx3-ubyte", np.zeros((2, 28, 28)))
+    write_idx(raw / "t10k-labels-idx1-ubyte.gz", np.arange(2))
     splits = load_dataset("mnist", root=tmp_path)
     assert (len(splits.train), len(splits.test)) == (5, 2)
     assert splits.train[0][0].shape == (1, 28, 28) and splits.train[0][0].min() == 1

@@ -9,7 +9,6 @@ pipelines.fit_...``) on the 60-digit folder; a launch costs a few seconds of pro
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from fits import PRIOR_2_LAYERS, VQVAE_16_CODES, logged
 from pipelines import fit_prior, fit_vqvae
 from vqvae_prior.training.distributed import Distributed
 from vqvae_prior.checkpoint import load_prior, load_vqvae
@@ -29,11 +29,9 @@ from vqvae_prior.quantizer import VectorQuantizer
 ROOT = Path(__file__).resolve().parents[1]
 ATOL = 1e-4  # on weights of size ~0.1 to 1 after 8 to 12 Adam steps: float-sum order alone moves them ~1e-6
 ROUNDING_GRADIENT = 1e-7  # a gradient whose running RMS is below this is at the level of its sums' rounding (~1e-9)
-TINY_VQVAE = ["--channels", "16", "--residual-channels", "8", "--codebook-size", "16", "--code-dim", "8",
-              "--batch-size", "16", "--lr-schedule", "constant", "--no-progress", "--device", "cpu"]
-TINY_PRIOR = ["--layers", "2", "--channels", "8", "--head-channels", "16", "--samples-per-class", "1",
-              "--batch-size", "16", "--lr-schedule", "constant", "--label-dropout", "0", "--no-progress",
-              "--device", "cpu"]
+TINY_VQVAE = [*VQVAE_16_CODES, "--batch-size", "16", "--lr-schedule", "constant", "--no-progress", "--device", "cpu"]
+TINY_PRIOR = [*PRIOR_2_LAYERS, "--batch-size", "16", "--lr-schedule", "constant", "--label-dropout", "0",
+              "--no-progress", "--device", "cpu"]
 
 
 def torchrun(module: str, *args: str, processes: int = 2) -> subprocess.CompletedProcess:
@@ -69,10 +67,6 @@ def assert_same_weights(a: Path, b: Path, kind: str) -> None:
         assert not bool((excess > 0).any()), f"{name} differs: {int((excess > 0).sum())} entries beyond tolerance"
 
 
-def metrics(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
 @pytest.mark.torchrun
 def test_two_process_fits_equal_one_process_and_resume(tmp_path, digit_folder):
     data = ["--dataset", "image-folder", "--data-root", str(digit_folder)]
@@ -83,10 +77,10 @@ def test_two_process_fits_equal_one_process_and_resume(tmp_path, digit_folder):
     torchrun("pipelines.fit_vqvae", *data, "--out", str(two), "--epochs", "2", "--resume", *TINY_VQVAE)
     assert first.stdout.count("epoch=1 ") == 1  # one log line per epoch: rank 0's
     assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
-    assert [m["epoch"] for m in metrics(two)] == [1, 2]
+    assert [m["epoch"] for m in logged(two)] == [1, 2]
     assert_same_weights(one / "vqvae.pt", two / "vqvae.pt", "vqvae")
     for key in ("test_mse", "train_perplexity", "test_codes_used"):  # held-out metrics reduced over the processes
-        assert metrics(two)[-1][key] == pytest.approx(metrics(one)[-1][key], rel=1e-3), key
+        assert logged(two)[-1][key] == pytest.approx(logged(one)[-1][key], rel=1e-3), key
 
     # the prior over the 1-process VQ-VAE's codes: the code cache is written once, by rank 0
     prior_one, prior_two = tmp_path / "prior-one", tmp_path / "prior-two"
@@ -94,10 +88,10 @@ def test_two_process_fits_equal_one_process_and_resume(tmp_path, digit_folder):
     fit_prior.main(fit_prior.get_args_parser().parse_args([*vq, "--out", str(prior_one)]))
     torchrun("pipelines.fit_prior", *vq, "--out", str(prior_two))
     assert len(list(prior_two.glob("codes-*.pt"))) == 1
-    assert [m["epoch"] for m in metrics(prior_two)] == [1, 2]
+    assert [m["epoch"] for m in logged(prior_two)] == [1, 2]
     assert_same_weights(prior_one / "prior.pt", prior_two / "prior.pt", "prior")
     for key in ("test_bits_per_code", "train_bits_per_code"):
-        assert metrics(prior_two)[-1][key] == pytest.approx(metrics(prior_one)[-1][key], rel=1e-4), key
+        assert logged(prior_two)[-1][key] == pytest.approx(logged(prior_one)[-1][key], rel=1e-4), key
 
 
 def _quantizer_worker(rank: int, world: int, port: int, z: torch.Tensor, out: Path) -> None:

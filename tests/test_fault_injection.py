@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
+from fits import assert_equal_weights
 from vqvae_prior.checkpoint import load_checkpoint
 
 pytestmark = [pytest.mark.faults, pytest.mark.skipif(os.name != "posix", reason="SIGKILL and fork are POSIX")]
@@ -47,8 +47,7 @@ def check_resumed_like_the_reference(root: Path, report: dict, kind: str, epochs
         for name, expected in reference.items():
             found = load_checkpoint(out / name)
             assert found["epoch"] == expected["epoch"], out / name
-            for key, tensor in expected["model"].items():
-                assert torch.equal(found["model"][key], tensor), f"{out / name}: {key} differs from the reference"
+            assert_equal_weights(expected, found, out / name)
         assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp") or p.name == "fit.lock"]
 
 

@@ -143,21 +143,22 @@ def test_unconditional_prior_gets_score_and_distance_only(fitted, tmp_path):
     assert all(w["asked"] is None for w in report["worst"])
 
 
-def test_refusals(fitted, tmp_path):
-    with pytest.raises(UsageError, match="--per-class must be >= 1, got 0"):
-        run_check(fitted, tmp_path / "r.json", "--per-class", "0")
-    with pytest.raises(UsageError, match="unconditional.*pass --n"):
-        run_check(fitted, tmp_path / "r.json", "--per-class", "10", prior="unconditional")
-    with pytest.raises(UsageError, match="--n is for an unconditional prior"):
-        run_check(fitted, tmp_path / "r.json", "--n", "10")
-    with pytest.raises(UsageError, match="--temperature must be a finite number > 0"):
-        run_check(fitted, tmp_path / "r.json", "--temperature", "0")
-    with pytest.raises(UsageError, match="--guidance 1.0: .* without --label-dropout"):
-        run_check(fitted, tmp_path / "r.json", "--guidance", "1")
-    with pytest.raises(UsageError, match="--classifier-epochs must be >= 1"):
-        run_check(fitted, tmp_path / "r.json", "--classifier-epochs", "0")
-    with pytest.raises(UsageError, match="is a folder; expected the report's file name"):
-        run_check(fitted, tmp_path)
+@pytest.mark.parametrize("out, extra, prior, match", [
+    ("r.json", ["--per-class", "0"], "prior", "--per-class must be >= 1, got 0"),
+    ("r.json", ["--per-class", "10"], "unconditional", "unconditional.*pass --n"),
+    ("r.json", ["--n", "10"], "prior", "--n is for an unconditional prior"),
+    ("r.json", ["--temperature", "0"], "prior", "--temperature must be a finite number > 0"),
+    ("r.json", ["--guidance", "1"], "prior", "--guidance 1.0: .* without --label-dropout"),
+    ("r.json", ["--classifier-epochs", "0"], "prior", "--classifier-epochs must be >= 1"),
+    (".", [], "prior", "is a folder; expected the report's file name"),
+])
+def test_refusals_of_options(fitted, tmp_path, out, extra, prior, match):
+    with pytest.raises(UsageError, match=match):
+        run_check(fitted, tmp_path / out, *extra, prior=prior)
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_refusals_of_checkpoints(fitted, tmp_path):
     audio = tmp_path / "audio.pt"
     config = VQVAEConfig(channels=8, residual_channels=4, code_dim=4, codebook_size=16)
     save_checkpoint(audio, "vqvae", VQVAE(config), data={"name": "audio-folder", "spectrogram": {}})

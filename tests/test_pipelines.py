@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 
 import pytest
 import torch
@@ -11,7 +10,9 @@ from einops import rearrange
 
 from data.images import load_mnist_sample
 from files import grid_tiles, png_pixels
-from fits import PRIOR_3_LAYERS, VQVAE_32_CODES, assert_same_fits, run_prior, run_vqvae
+from fits import (
+    PRIOR_3_LAYERS, VQVAE_32_CODES, assert_equal_weights, assert_same_fits, logged_epochs, run_prior, run_vqvae,
+)
 from pipelines import cli, fit_prior, fit_vqvae, generate, quickstart
 from vqvae_prior.checkpoint import CheckpointError, load_checkpoint, load_vqvae, save_checkpoint
 from vqvae_prior.training import PriorFit
@@ -43,8 +44,7 @@ def test_fit_vqvae_reports_held_out_metrics_and_writes_its_files(mnist_sample_fi
     for key in ("test_mse", "test_psnr", "test_commitment", "test_perplexity", "test_codes_used", "train_codes_used"):
         assert key in metrics
     assert 0 < metrics["test_codes_used"] <= 32 and metrics["test_psnr"] > 5
-    lines = (folder / "metrics.jsonl").read_text().splitlines()
-    assert json.loads(lines[-1])["epoch"] == 1
+    assert logged_epochs(folder) == [1]
     # 32 held-out digits (rows 1, 3, 5, 7 of 8) above their reconstructions (rows 2, 4, 6, 8)
     tiles = grid_tiles(folder / "reconstructions.png", 64, nrow=8, tile=(28, 28))
     originals, reconstructions = rearrange(tiles, "(r two c) rgb h w -> two (r c) rgb h w", two=2, c=8)
@@ -222,8 +222,7 @@ def test_fits_from_python_take_the_command_line_options_as_keywords(tmp_path, di
     for path in ("vq/vqvae.pt", "prior/prior.pt"):
         by_cli, by_py = load_checkpoint(tmp_path / "cli" / path), load_checkpoint(tmp_path / "py" / path)
         assert by_cli["config"] == by_py["config"]
-        for name, tensor in by_cli["model"].items():
-            assert torch.equal(by_py["model"][name], tensor), f"{path}: {name} differs"
+        assert_equal_weights(by_cli, by_py, path)
     with pytest.raises(UsageError, match="unknown options batchsize"):
         fit_vqvae.fit(tmp_path / "x", batchsize=16)
     with pytest.raises(UsageError, match="--quantizer 'kmeans' is not one of"):

@@ -3,13 +3,13 @@ papers' units, generate with no VQ-VAE), with the refusals."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
 
+from fits import logged
 from pipelines import fit_prior, generate
 from vqvae_prior import VQPriorPipeline, load_prior
 from vqvae_prior.errors import UsageError
@@ -104,8 +104,7 @@ def test_a_prior_on_binarized_pixels_fits_reports_nats_and_generates_without_a_v
     metrics, checkpoint = binarized_fit
     assert 0 < metrics["test_bits_per_dim"] == metrics["test_bits_per_code"] < 2  # about a bit: two levels
     assert metrics["test_nats_per_image"] == pytest.approx(metrics["test_bits_per_code"] * math.log(2) * 28 * 28)
-    logged = json.loads((checkpoint.parent / "metrics.jsonl").read_text().splitlines()[-1])
-    assert logged["test_nats_per_image"] == pytest.approx(metrics["test_nats_per_image"])
+    assert logged(checkpoint.parent)[-1]["test_nats_per_image"] == pytest.approx(metrics["test_nats_per_image"])
     prior, payload = load_prior(checkpoint)
     assert payload["pixels"]["levels"] == 2 and "sampled once" in payload["pixels"]["quantization"]
     assert payload["code_shape"] == [28, 28] and "vqvae" not in payload

@@ -1,4 +1,5 @@
-"""Gated PixelCNN prior: causality, no blind spot, shapes, conditioning, likelihood."""
+"""Gated PixelCNN prior: causality, shapes, conditioning, likelihood (its full receptive field, against the plain
+stack's blind spot: test_plain_prior.py)."""
 
 from __future__ import annotations
 
@@ -26,11 +27,6 @@ def raster_masks(shape: tuple[int, int], position: tuple[int, int]) -> tuple[tor
     return order < p, order >= p
 
 
-def sees_every_earlier_position(grad: torch.Tensor, position: tuple[int, int]) -> bool:
-    before, _ = raster_masks(tuple(grad.shape), position)
-    return bool((grad[before] > 0).all())
-
-
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 def test_gate_and_shift_down_equal_their_definitions_and_gradients(layout):
     """The layer's two hand-written autograd functions: values as the plain expressions (tanh . sigmoid of the halves;
@@ -48,22 +44,6 @@ def test_gate_and_shift_down_equal_their_definitions_and_gradients(layout):
     assert torch.autograd.gradcheck(lambda t: gate(t, dim=-1), (x[..., :2].detach().requires_grad_(),))
 
 
-class PlainPixelCNN(nn.Module):
-    """The original masked PixelCNN stack (type A, then type B 3x3 convolutions): it has a blind spot."""
-
-    def __init__(self, channels: int, num_layers: int) -> None:
-        super().__init__()
-        self.layers = nn.ModuleList(
-            [MaskedConv2d(channels, channels, 7, "A")]
-            + [MaskedConv2d(channels, channels, 3, "B") for _ in range(num_layers - 1)]
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers:
-            x = torch.tanh(layer(x))
-        return x
-
-
 @pytest.mark.parametrize("shape", [(6, 6), (5, 9), (9, 4)])
 @pytest.mark.parametrize("num_classes,dropout", [(0, 0.0), (3, 0.0), (3, 0.5)])
 def test_causality_gradient_is_exactly_zero_at_and_after_each_position(shape, num_classes, dropout):
@@ -76,21 +56,6 @@ def test_causality_gradient_is_exactly_zero_at_and_after_each_position(shape, nu
         grad = dependency_map(lambda x: model.logits_from_embeddings(x, labels), 8, shape, position)
         _, at_or_after = raster_masks(shape, position)
         assert torch.all(grad[at_or_after] == 0), f"position {position} sees the future: {grad}"
-
-
-def test_no_blind_spot_in_gated_prior_and_blind_spot_in_plain_masked_stack(tiny_prior):
-    # the plain stack's blind spot lies up and to the right of the position, beyond its 7x7 first layer's reach
-    shape, position = (8, 10), (5, 2)
-    gated = tiny_prior(num_layers=6).double()
-    grad = dependency_map(gated.logits_from_embeddings, 8, shape, position)
-    assert sees_every_earlier_position(grad, position), f"gated prior has a blind spot:\n{grad > 0}"
-
-    plain = PlainPixelCNN(8, num_layers=6).double()  # receptive field 3 + 5 = 8 rows: deep enough to see all
-    grad_plain = dependency_map(plain, 8, shape, position)
-    before, at_or_after = raster_masks(shape, position)
-    assert torch.all(grad_plain[at_or_after] == 0)  # the plain stack is causal too ...
-    assert not sees_every_earlier_position(grad_plain, position)  # ... but misses earlier positions
-    assert grad_plain[position[0] - 1, position[1] + 5] == 0  # up and to the right: the blind spot
 
 
 @pytest.mark.parametrize("shape", [(7, 7), (8, 5), (3, 12)])

@@ -19,7 +19,8 @@ import pytest
 import torch
 
 from data import DataError, load_dataset
-from fits import PRIOR_2_LAYERS, VQVAE_16_CODES, logged, logged_epochs, run_prior
+from files import write_idx
+from fits import PRIOR_2_LAYERS, VQVAE_16_CODES, assert_equal_weights, logged, logged_epochs, run_prior
 from pipelines import cli, fit_prior, fit_vqvae, generate
 from pipelines.generate import parse_labels
 from vqvae_prior.training import prior_fit, run_folder, vqvae_fit
@@ -237,8 +238,7 @@ def test_a_kill_between_the_last_and_the_best_checkpoint_is_repaired_on_resume(t
     best = load_checkpoint(tmp_path / "killed" / "vqvae.pt")
     assert best["epoch"] == 2 and "optimizer" not in best
     straight = load_checkpoint(tmp_path / "straight" / "vqvae-last.pt")
-    for name, tensor in straight["model"].items():
-        assert torch.equal(best["model"][name], tensor), name
+    assert_equal_weights(straight, best, "the repaired best checkpoint")
     assert logged_epochs(tmp_path / "killed") == [1, 2]
 
 
@@ -267,7 +267,7 @@ def test_the_best_epoch_is_kept_and_patience_stops_a_fit_that_does_not_improve(t
     assert best["epoch"] == 2 and best["best"] == {"epoch": 2, "metric": "test_mse", "value": 0.3}
     assert last["epoch"] == 4 and last["best"]["epoch"] == 2
     two = load_checkpoint(tmp_path / "two" / "vqvae-last.pt")  # a fit of 2 epochs: the weights of epoch 2
-    assert all(torch.equal(best["model"][k], v) for k, v in two["model"].items())
+    assert_equal_weights(two, best, "the best checkpoint")
     assert not all(torch.equal(last["model"][k], v) for k, v in two["model"].items())
     assert load_vqvae(run / "vqvae.pt")[1]["epoch"] == 2  # what fit_prior and generate read
 
@@ -280,8 +280,7 @@ def test_resume_after_a_best_epoch_continues_from_the_last_one(tmp_path, vq_args
     fit_vq(vq_args(tmp_path / "resumed", "--epochs", "4", "--resume"))
     straight, resumed = (load_checkpoint(tmp_path / d / "vqvae-last.pt") for d in ("straight", "resumed"))
     assert resumed["epoch"] == 4
-    for name, tensor in straight["model"].items():
-        assert torch.equal(resumed["model"][name], tensor), name
+    assert_equal_weights(straight, resumed, "the resumed fit")
     assert load_checkpoint(tmp_path / "resumed" / "vqvae.pt")["epoch"] == 2 and logged_epochs(tmp_path / "resumed") \
         == [1, 2, 3, 4]
 
@@ -308,7 +307,8 @@ def test_an_image_folder_without_a_held_out_image_is_refused_at_load(tmp_path, v
         fit_vq(vq_args(tmp_path / "out", "--data-root", str(tmp_path / "one")))
 
 
-def test_the_code_cache_is_written_where_the_fit_writes_and_a_corrupt_one_is_rebuilt(digit_folder_fit, tmp_path, capsys):
+def test_the_code_cache_is_written_where_the_fit_writes_and_a_corrupt_one_is_rebuilt(digit_folder_fit, tmp_path,
+                                                                                      capsys):
     vqvae = digit_folder_fit.vqvae
     before = sorted(p.name for p in vqvae.parent.iterdir())
     fit_pr(vqvae, tmp_path / "a")
@@ -323,15 +323,10 @@ def test_the_code_cache_is_written_where_the_fit_writes_and_a_corrupt_one_is_reb
     assert not list((tmp_path / "b").glob("codes-*.pt"))
 
 
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
-
-
 def test_mnist_labels_outside_0_to_9_are_refused_at_load(tmp_path):
     for prefix, labels in (("train", [0, 1, 10, 3]), ("t10k", [1, 2])):
-        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte", np.zeros((len(labels), 28, 28)))
-        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", np.array(labels))
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte", np.zeros((len(labels), 28, 28)))
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", np.array(labels))
     with pytest.raises(DataError, match="train-labels-idx1-ubyte holds label 10; mnist labels must lie in 0-9"):
         load_dataset("mnist", tmp_path)
 
