@@ -32,7 +32,7 @@ from einops import rearrange
 from torch.utils.data import Dataset
 
 from data import DataError, DatasetSplits
-from vqvae_prior.audio import AUDIO_EXTENSIONS, SpectrogramConfig, magnitude_db, normalize_db, read_clip, read_wave
+from vqvae_prior.audio import AUDIO_EXTENSIONS, SpectrogramConfig, magnitude_db, normalize_db, read_wave
 
 __all__ = ["FSDD_PATTERN", "SpectrogramDataset", "load_audio_folder"]
 
