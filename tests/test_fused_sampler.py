@@ -93,6 +93,17 @@ def test_fused_sampler_with_guidance_and_given_entries(method):
     assert torch.equal(draw(model, 3, (4, 5), labels, method, given=given)[given >= 0], given[given >= 0])
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_fused_sampler_with_a_conditioning_map(method):
+    """The bottom prior of two levels: the conditioning map reaches each row's vh, which the kernel reads."""
+    model = prior(num_classes=3, label_dropout=0.1, condition_codebook_size=6)
+    labels = torch.tensor([0, 1, 2], device=DEVICE)
+    condition = torch.randint(6, (3, 3, 2), device=DEVICE)
+    for kw in ({}, {"guidance": 2.0}):
+        reference = draw(model, 3, (6, 4), labels, "reference", condition=condition, **kw)
+        assert torch.equal(draw(model, 3, (6, 4), labels, method, condition=condition, **kw), reference)
+
+
 def test_fused_sampler_refuses_a_device_it_cannot_run_on(monkeypatch):
     model = prior().cpu()
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)

@@ -170,6 +170,8 @@ class GatedLayer(nn.Module):
         first: the first layer (mask type A): its horizontal stack does not see the current position and it has no
             residual connection.
         num_classes: > 0 adds a learned per-class bias inside every gate (class conditioning).
+        condition_channels: > 0 adds a 1x1 convolution of a conditioning map of that many channels inside every
+            gate of both stacks (location-dependent conditioning: the paper's V_f * s and V_g * s).
         dropout: probability of zeroing a gated horizontal unit before the residual / skip convolution, in training
             only (PixelCNN++'s regularizer, there inside each gated ResNet block); elementwise, so causality holds.
         groups: G, the image channels of each position (3 for RGB pixels), ordered R -> G -> B within it. With
@@ -182,7 +184,7 @@ class GatedLayer(nn.Module):
 
     def __init__(
         self, channels: int, kernel_size: int, first: bool, num_classes: int = 0, dropout: float = 0.0,
-        groups: int = 1,
+        groups: int = 1, condition_channels: int = 0,
     ) -> None:
         super().__init__()
         if kernel_size % 2 == 0 or kernel_size < 3:
@@ -197,6 +199,8 @@ class GatedLayer(nn.Module):
         self.v_to_h = nn.Conv2d(2 * channels, 2 * channels, 1)
         self.h_out = nn.Conv2d(channels, 2 * channels, 1)  # residual and skip outputs, in one 1x1 convolution
         self.label_bias = nn.Embedding(num_classes, 4 * channels) if num_classes > 0 else None
+        # the vertical stack's 2C channels, then the horizontal stack's
+        self.condition = nn.Conv2d(condition_channels, 4 * channels, 1) if condition_channels > 0 else None
         self.dropout = nn.Dropout(dropout)
         if groups > 1:
             out_groups, in_groups = channel_groups(2 * channels, groups, halves=2), channel_groups(channels, groups)
@@ -217,11 +221,12 @@ class GatedLayer(nn.Module):
 
     def forward(
         self, v: Tensor | None, h: Tensor | None, labels: Tensor | None = None,
-        convolutions: tuple[Tensor, Tensor] | None = None,
+        convolutions: tuple[Tensor, Tensor] | None = None, condition: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """One layer on the vertical and horizontal inputs v, h (B, C, H, W); ``convolutions``: the vertical and
         horizontal convolutions of them (B, 2C, H, W) each, when already computed (:meth:`convolutions_from_codes`;
-        then v, and h in the first layer, are not read; the label bias is added to them in place).
+        then v, and h in the first layer, are not read; the label bias is added to them in place); ``condition``:
+        the conditioning map (B, C_s, H, W) of a layer built with ``condition_channels``.
 
         Returns:
             (v, h, skip), each (B, C, H, W): the vertical and horizontal stacks' outputs and the skip output.
@@ -237,6 +242,11 @@ class GatedLayer(nn.Module):
         bias_v, bias_h = self.label_biases(labels)  # (B, 2C) each, or None
         if bias_v is not None:  # added in place: no new tensors, and their layout kept
             v_pre, h_pre = v_pre.add_(bias_v[:, :, None, None]), h_pre.add_(bias_h[:, :, None, None])
+        if (condition is None) != (self.condition is None):
+            raise ValueError("a conditioning map goes with a layer built with condition_channels, and only there")
+        if condition is not None:  # location-dependent: after the vertical stack reached the horizontal one
+            cond_v, cond_h = self.condition(condition).chunk(2, dim=1)  # (B, 2C, H, W) each
+            v_pre, h_pre = v_pre.add_(cond_v), h_pre.add_(cond_h)
         residual, skip = F.conv2d(self.dropout(gate(h_pre)), self.out_weight, self.h_out.bias).chunk(2, dim=1)
         # residual, skip: (B, C, H, W) each
         # no residual on the first layer: its input holds the current position, which it must not see
@@ -282,6 +292,8 @@ class GatedLayer(nn.Module):
             vh=rearrange(self.v_to_h.weight, "o i 1 1 -> i o"),  # (2C, 2C)
             residual=out_weight_t[:, :C].contiguous(), skip=out_weight_t[:, C:].contiguous(),  # (C+1, C) each
             v=v_weight_t, tables=tables, v_bias=self.v_conv.bias, h_bias=self.v_to_h.bias + self.h_conv.bias,
+            condition=None if self.condition is None else with_bias(
+                rearrange(self.condition.weight, "o i 1 1 -> i o"), self.condition.bias),  # (C_s+1, 4C)
         )
 
 
@@ -297,6 +309,7 @@ class GatedLayerWeights(NamedTuple):
     tables: Tensor | None  # (taps*(G*K + 1), 2C): the vertical convolution of embedded codes (:func:`tap_tables`)
     v_bias: Tensor  # (2C,)
     h_bias: Tensor  # (2C,): the biases that every horizontal pre-activation starts from
+    condition: Tensor | None = None  # (C_s+1, 4C): the conditioning map's 1x1 convolution, bias last; v's 2C first
 
 
 def with_bias(weight_t: Tensor, bias: Tensor) -> Tensor:

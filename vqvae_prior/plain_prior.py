@@ -86,8 +86,11 @@ class PlainPixelCNN(AutoregressivePrior):
         )
         self.head = Head(C, config.head_channels, config.codebook_size)
 
-    def logits_from_embeddings(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
-        """Logits (B, K, h, w) of embedded code maps x (B, C, h, w)."""
+    def logits_from_embeddings(self, x: Tensor, labels: Tensor | None = None,
+                               condition: Tensor | None = None) -> Tensor:
+        """Logits (B, K, h, w) of embedded code maps x (B, C, h, w); this prior takes no conditioning map."""
+        if condition is not None:
+            raise ValueError("the plain PixelCNN is not conditioned on a code map: pass condition=None")
         h = self.first(x)  # (B, C, h, w), sees only the positions before each one
         if self.first_label_bias is not None:
             h = h + self.first_label_bias(labels)[:, :, None, None]

@@ -22,6 +22,12 @@ token priors by e.g. Gafni et al. 2022, "Make-A-Scene"), not in the PixelCNN pap
 then draws each code from the logits ``l_c + w (l_c - l_u)``, l_c given the label and l_u given the null class,
 which sharpens the class; w = 0 samples the conditional model itself.
 
+Location-dependent conditioning (``condition_codebook_size`` > 0; the paper's section 2.3): the prior of the bottom
+level of a two-level VQ-VAE is also given the top level's code map, ``condition`` (B, h / scale, w / scale), which a
+small network learned with it (:class:`vqvae_prior.conditioning.ConditionNetwork`) brings to the bottom grid and every
+gated layer adds through a 1x1 convolution. It is known in full before sampling: the bottom prior at a position sees
+the whole top map.
+
 Pixels with several channels (``image_channels`` G > 1, RGB pixels as codes: ``vqvae_prior.pixels``): the code
 map (h, w*G) holds each pixel's G values side by side; each is embedded by its own table, the features are split
 into G groups, and the horizontal stack and the head are channel-masked (``vqvae_prior.layers.channel_mask``) so
@@ -46,6 +52,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from vqvae_prior.conditioning import ConditionNetwork
 from vqvae_prior.layers import GatedLayer, GatedLayerWeights, channel_groups, channel_mask, with_bias
 from vqvae_prior.sampling import sample
 from vqvae_prior.sampling.cached import STEP_FORMS, GatedPixelCNNState
@@ -67,6 +74,8 @@ class PriorConfig:
     dropout: float = 0.0  # in every gated layer, training only (GatedLayer)
     label_dropout: float = 0.0  # > 0: labels replaced by the null class at this rate in training (guidance)
     image_channels: int = 1  # G > 1: G values per position (RGB pixels), predicted in order with channel masks
+    condition_codebook_size: int = 0  # > 0: conditioned on a code map of these K codes (a top level), else not
+    condition_scale: int = 2  # the code map's size over the conditioning map's (a power of 2)
 
     def __post_init__(self) -> None:
         if self.codebook_size < 2:
@@ -81,6 +90,12 @@ class PriorConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if not 0.0 <= self.label_dropout < 1.0:
             raise ValueError(f"label_dropout must be in [0, 1), got {self.label_dropout}")
+        if self.condition_codebook_size < 0 or self.condition_codebook_size == 1:
+            raise ValueError(f"condition_codebook_size must be 0 (none) or >= 2, got {self.condition_codebook_size}")
+        if self.condition_scale < 1 or self.condition_scale & (self.condition_scale - 1):
+            raise ValueError(f"condition_scale must be a power of 2, got {self.condition_scale}")
+        if self.condition_codebook_size and self.image_channels > 1:
+            raise ValueError("a conditioning code map goes with code maps of one value per position")
 
 
 class Head(nn.Sequential):
@@ -177,6 +192,35 @@ class AutoregressivePrior(nn.Module):
         return labels
 
     @property
+    def condition_scale(self) -> int | None:
+        """The code map's size over that of the code map it is conditioned on (a top level's), or None: a prior not
+        conditioned on one."""
+        return self.config.condition_scale if getattr(self.config, "condition_codebook_size", 0) else None
+
+    def check_condition(self, condition: Tensor | None, batch_size: int, shape: tuple[int, int]) -> Tensor | None:
+        """The conditioning code maps (B, h / scale, w / scale) int64 on the model's device, of code maps of
+        ``shape`` (h, w); a clear error when they are missing, extra, of another shape or out of range."""
+        scale = self.condition_scale
+        if scale is None:
+            if condition is not None:
+                raise ValueError("this prior is not conditioned on a code map: pass condition=None")
+            return None
+        expected = (batch_size, shape[0] // scale, shape[1] // scale)
+        if condition is None:
+            raise ValueError(f"this prior is conditioned on the top code maps {expected}: pass condition")
+        if shape[0] % scale or shape[1] % scale:
+            raise ValueError(f"code maps {tuple(shape)} of a prior conditioned at scale {scale} must have sides "
+                             f"divisible by {scale}")
+        condition = torch.as_tensor(condition, device=self.device)
+        if condition.is_floating_point() or tuple(condition.shape) != expected:
+            raise ValueError(f"condition must be integer code maps {expected}, got {condition.dtype} "
+                             f"{tuple(condition.shape)}")
+        K = self.config.condition_codebook_size
+        if condition.numel() and (condition.min() < 0 or condition.max() >= K):
+            raise ValueError(f"condition codes must be in [0, {K})")
+        return condition.long()
+
+    @property
     def image_channels(self) -> int:
         """G: values per position of the image, laid side by side in the code map (RGB pixels: 3), else 1."""
         return getattr(self.config, "image_channels", 1)
@@ -192,33 +236,36 @@ class AutoregressivePrior(nn.Module):
         G, K = self.image_channels, self.config.codebook_size
         return rearrange(indices, "b h (w g) -> b h w g", g=G) + torch.arange(G, device=indices.device) * K
 
-    def forward(self, indices: Tensor, labels: Tensor | None = None) -> Tensor:
-        """Logits (B, K, h, w*G) of each position (and image channel) given those before it in raster order.
+    def forward(self, indices: Tensor, labels: Tensor | None = None, condition: Tensor | None = None) -> Tensor:
+        """Logits (B, K, h, w*G) of each position (and image channel) given those before it in raster order (and
+        given the whole conditioning code map ``condition`` (B, h / scale, w / scale) of a prior conditioned on one).
 
         Axes: B batch, h and w the code map's height and width (any, square or not), C channels, K codebook size,
         G image channels (RGB pixels: 3, the map (h, w*G) holding each pixel's R, G, B side by side; else 1).
         """
-        return self._code_map(self.logits_from_codes(indices, labels))
+        return self._code_map(self.logits_from_codes(indices, labels, condition))
 
-    def code_map_logits(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+    def code_map_logits(self, x: Tensor, labels: Tensor | None = None, condition: Tensor | None = None) -> Tensor:
         """Logits (B, K, h, w*G) laid out as the code map, of embedded code maps x (B, C, h, w): each pixel's G
         channels side by side, as :meth:`forward` returns them (differentiable in x)."""
-        return self._code_map(self.logits_from_embeddings(x, labels))
+        return self._code_map(self.logits_from_embeddings(x, labels, condition))
 
     def _code_map(self, logits: Tensor) -> Tensor:
         """Logits (B, G*K, h, w) laid out as the code map, (B, K, h, w*G)."""
         return rearrange(logits, "b (g k) h w -> b k h (w g)", g=self.image_channels)
 
-    def logits_from_codes(self, indices: Tensor, labels: Tensor | None = None) -> Tensor:
+    def logits_from_codes(self, indices: Tensor, labels: Tensor | None = None,
+                          condition: Tensor | None = None) -> Tensor:
         """Logits (B, G*K, h, w) of code maps (B, h, w*G): those of their embeddings; a subclass may compute the
         same function from the codes themselves, more cheaply."""
-        return self.logits_from_embeddings(self.embed(indices), labels)
+        return self.logits_from_embeddings(self.embed(indices), labels, condition)
 
-    def logits_from_embeddings(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+    def logits_from_embeddings(self, x: Tensor, labels: Tensor | None = None,
+                               condition: Tensor | None = None) -> Tensor:
         """Logits (B, G*K, h, w) of embedded code maps x (B, C, h, w): the differentiable part of :meth:`forward`."""
         raise NotImplementedError
 
-    def nll(self, indices: Tensor, labels: Tensor | None = None) -> Tensor:
+    def nll(self, indices: Tensor, labels: Tensor | None = None, condition: Tensor | None = None) -> Tensor:
         """Mean negative log-likelihood in nats per code (a scalar) of indices (B, h, w).
 
         In training mode with ``label_dropout`` > 0, each label is first replaced by the null class with that
@@ -227,14 +274,15 @@ class AutoregressivePrior(nn.Module):
         if self.training and self.null_label is not None and labels is not None:
             dropped = torch.rand(labels.shape, device=labels.device) < self.config.label_dropout  # (B,)
             labels = torch.where(dropped, torch.full_like(labels, self.null_label), labels)
-        logits = self(indices, labels)  # (B, K, h, w*G)
+        logits = self(indices, labels, condition)  # (B, K, h, w*G)
         # rows of K logits: a view of channels-last logits (the layout the gated prior's activations take from the
         # embedding), which log_softmax then reads in place, without the copy it makes of logits split over channels
         return F.cross_entropy(rearrange(logits, "b k h w -> (b h w) k"), indices.flatten())
 
-    def bits_per_code(self, indices: Tensor, labels: Tensor | None = None) -> Tensor:
+    def bits_per_code(self, indices: Tensor, labels: Tensor | None = None,
+                      condition: Tensor | None = None) -> Tensor:
         """Mean negative log2-likelihood per code (a scalar) of indices (B, h, w)."""
-        return self.nll(indices, labels) / math.log(2)
+        return self.nll(indices, labels, condition) / math.log(2)
 
     @torch.no_grad()
     def sample(
@@ -247,6 +295,7 @@ class AutoregressivePrior(nn.Module):
         given: Tensor | None = None,
         method: str = "auto",
         guidance: float = 0.0,
+        condition: Tensor | None = None,
     ) -> Tensor:
         """Sample n code maps of the given (h, w) shape in raster order.
 
@@ -264,13 +313,14 @@ class AutoregressivePrior(nn.Module):
                 (``vqvae_prior.sampling``).
             guidance: classifier-free guidance weight w >= 0 (see ``vqvae_prior.prior``); > 0 needs labels and a
                 prior fitted with ``label_dropout`` > 0, and costs twice the sampling work.
+            condition: (n, h / scale, w / scale) the top code maps that a prior conditioned on them is given, whole.
 
         Returns:
             (n, h, w) int64 indices.
 
         Samples in eval mode (no dropout), whatever the model's mode; the mode is restored afterwards.
         """
-        return sample(self, n, shape, labels, temperature, generator, given, method, guidance)
+        return sample(self, n, shape, labels, temperature, generator, given, method, guidance, condition)
 
 
 class GatedPixelCNN(AutoregressivePrior):
@@ -282,33 +332,44 @@ class GatedPixelCNN(AutoregressivePrior):
         self.config = config
         C, G = config.channels, config.image_channels
         self.embedding = nn.Embedding(config.codebook_size * G, C // G)  # G tables of C / G channels
+        K_s = config.condition_codebook_size
+        self.condition = ConditionNetwork(K_s, C, config.condition_scale) if K_s else None
         self.layers = nn.ModuleList(
             GatedLayer(
                 C, config.first_kernel_size if i == 0 else config.kernel_size, i == 0, self.label_rows,
-                config.dropout, groups=G,
+                config.dropout, groups=G, condition_channels=C if K_s else 0,
             )
             for i in range(config.num_layers)
         )
         self.head = Head(C, config.head_channels, config.codebook_size, groups=G)
 
-    def logits_from_embeddings(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+    def logits_from_embeddings(self, x: Tensor, labels: Tensor | None = None,
+                               condition: Tensor | None = None) -> Tensor:
         """Logits (B, G*K, h, w) of embedded code maps x (B, C, h, w): the differentiable part of
         :meth:`forward`."""
-        return self._logits(labels, x, x)
+        return self._logits(labels, self.condition_map(condition), x, x)
 
-    def logits_from_codes(self, indices: Tensor, labels: Tensor | None = None) -> Tensor:
+    def condition_map(self, condition: Tensor | None) -> Tensor | None:
+        """The conditioning map (B, C, h, w) of top code maps (B, h / scale, w / scale), or None without them."""
+        if (condition is None) != (self.condition is None):
+            raise ValueError("pass condition (the top code maps) to a prior conditioned on them, and only there")
+        return None if condition is None else self.condition(condition)
+
+    def logits_from_codes(self, indices: Tensor, labels: Tensor | None = None,
+                          condition: Tensor | None = None) -> Tensor:
         """Logits (B, G*K, h, w) of code maps (B, h, w*G): :meth:`logits_from_embeddings` of their embeddings, with
         the first layer's convolutions of the embedded codes computed from the codes
         (``GatedLayer.convolutions_from_codes``: a table row per kernel tap, far fewer products)."""
         first = self.layers[0].convolutions_from_codes(self.levels(indices), self.embedding.weight)
-        return self._logits(labels, convolutions=first)
+        return self._logits(labels, self.condition_map(condition), convolutions=first)
 
-    def _logits(self, labels: Tensor | None, v: Tensor | None = None, h: Tensor | None = None,
-                convolutions: tuple[Tensor, Tensor] | None = None) -> Tensor:
-        """The layers and the head, from the first layer's inputs v, h (B, C, h, w) or its convolutions."""
+    def _logits(self, labels: Tensor | None, condition: Tensor | None, v: Tensor | None = None,
+                h: Tensor | None = None, convolutions: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """The layers and the head, from the first layer's inputs v, h (B, C, h, w) or its convolutions, given the
+        conditioning map (B, C, h, w) or None."""
         skips = None
         for layer in self.layers:
-            v, h, skip = layer(v, h, labels, convolutions)  # (B, C, h, w) each
+            v, h, skip = layer(v, h, labels, convolutions, condition)  # (B, C, h, w) each
             skips = skip.clone() if skips is None else skips.add_(skip)  # summed in place: one tensor, not one a layer
             convolutions = None
         return self.head(skips)  # (B, G*K, h, w)

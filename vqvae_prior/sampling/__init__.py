@@ -27,7 +27,7 @@ from torch import Tensor
 
 from vqvae_prior.errors import UsageError
 from vqvae_prior.sampling.cached import GatedPixelCNNState, step_form
-from vqvae_prior.sampling.draw import Prior, Request
+from vqvae_prior.sampling.draw import Prior, Request, check_condition
 from vqvae_prior.sampling.reference import sample_reference
 from vqvae_prior.sampling.stepwise import sample_stepwise
 
@@ -101,7 +101,7 @@ def resolve_method(model: Prior, method: str) -> str:
 
 def sample(model: Prior, n: int, shape: tuple[int, int], labels: Tensor | list[int] | None = None,
            temperature: float = 1.0, generator: torch.Generator | None = None, given: Tensor | None = None,
-           method: str = "auto", guidance: float = 0.0) -> Tensor:
+           method: str = "auto", guidance: float = 0.0, condition: Tensor | None = None) -> Tensor:
     """Sample n code maps (n, h, w) from ``model`` in eval mode (its mode is restored afterwards).
 
     Arguments as ``vqvae_prior.prior.AutoregressivePrior.sample``; ``method`` is a name in :data:`BACKENDS` or
@@ -109,6 +109,7 @@ def sample(model: Prior, n: int, shape: tuple[int, int], labels: Tensor | list[i
     """
     method = resolve_method(model, method)
     labels = model.check_labels(labels, n)
+    condition = check_condition(model, condition, n, tuple(shape))
     if not (math.isfinite(guidance) and guidance >= 0):
         raise UsageError(f"guidance must be a finite number >= 0, got {guidance}")
     if guidance > 0 and (labels is None or model.null_label is None):
@@ -116,7 +117,7 @@ def sample(model: Prior, n: int, shape: tuple[int, int], labels: Tensor | list[i
             "guidance > 0 needs a class-conditional prior fitted with label dropout (fit_prior --label-dropout), "
             f"and labels; this prior has {'no null label' if labels is not None else 'no labels'}"
         )
-    request = Request(n, tuple(shape), labels, temperature, generator, given, guidance)
+    request = Request(n, tuple(shape), labels, temperature, generator, given, guidance, condition)
     was_training = model.training
     model.eval()
     try:

@@ -94,8 +94,11 @@ class VerticalState:
       instead (the blank row G*K as padding), and the convolution is a sum of table rows, one per kernel tap and
       image channel (``layers.tap_tables``, as ``GatedLayer.convolutions_from_codes`` computes it);
     - ``vh`` (W, n, 2C): what the vertical stack adds to the current row's horizontal pre-activation, with the
-      horizontal convolution's bias and the label bias folded in (above the grid: those biases alone). The cached
-      sampler's horizontal stack may consume it in place: each row writes it anew.
+      horizontal convolution's bias and the label bias folded in (above the grid: those biases alone), and the
+      conditioning map's 1x1 convolution at the current row, for a layer conditioned on one. The cached sampler's
+      horizontal stack may consume it in place: each row writes it anew;
+    - ``cond_v`` (W*n, 2C): for a conditioned layer, the conditioning of the vertical pre-activation at the row above
+      (computed a row early, from the row's conditioning map that :meth:`begin_row` is given).
     """
 
     def __init__(
@@ -124,18 +127,26 @@ class VerticalState:
         self.v_pre = weights.vh.new_empty(width, n, 2 * C)  # the vertical pre-activation, and its halves
         self.v_pre_a, self.v_pre_b = self.v_pre.chunk(2, dim=-1)
         self.next_v: Tensor | None = None
+        if weights.condition is not None:  # (C_s+1, 4C): the vertical stack's 2C, then the horizontal stack's
+            self.cond_v_t, self.cond_h_t = (half.contiguous() for half in weights.condition.chunk(2, dim=1))
+            self.cond_v = weights.vh.new_zeros(width * n, 2 * C)
 
     def connect(self, after: VerticalState | None) -> None:
         """Where :meth:`begin_row` writes the vertical output: the next layer's ``v_new`` (None for the last, whose
         vertical output nobody reads)."""
         self.next_v = None if after is None else after.v_new
 
-    def begin_row(self, first: bool) -> None:
+    def begin_row(self, first: bool, condition: Tensor | None = None) -> None:
         """Start a row: the vertical convolution over the cached rows (``v_new`` written beforehand: the vertical
         input of the row above), vh from it, and the next layer's vertical input (its ``v_new``). ``first``: the
-        first row, with nothing above: vh holds the biases alone."""
+        first row, with nothing above: vh holds the biases alone. ``condition`` (W*n, C_s + 1): the conditioning
+        map at this row, its channels and a column of ones, for a conditioned layer."""
+        vh = self.vh.view(self.vh_bias.shape)  # (W*n, 2C)
         if first:
-            self.vh.view(self.vh_bias.shape).copy_(self.vh_bias)
+            vh.copy_(self.vh_bias)
+            if condition is not None:
+                vh.addmm_(condition, self.cond_h_t)
+                torch.mm(condition, self.cond_v_t, out=self.cond_v)  # this row's, for the next one
             return
         W, n, C2 = self.v_pre.shape
         v_pre = self.v_pre.view(W * n, C2)
@@ -145,10 +156,15 @@ class VerticalState:
         else:
             torch.add(self.v_windows, self.tap_offsets, out=self.v_windows_copy.view(self.v_windows.shape))
             torch.add(F.embedding_bag(self.v_windows_copy, self.tables, mode="sum"), self.v_bias, out=v_pre)
-        torch.addmm(self.vh_bias, v_pre, self.vh_weight_t, out=self.vh.view(W * n, C2))  # (W*n, 2C) sees rows < r
+        torch.addmm(self.vh_bias, v_pre, self.vh_weight_t, out=vh)  # (W*n, 2C) sees rows < r
+        if condition is not None:
+            vh.addmm_(condition, self.cond_h_t)  # (W*n, 2C): the conditioning map at this row
         if self.next_v is not None:
             if self.bias_v is not None:
                 self.v_pre.add_(self.bias_v)  # (W, n, 2C)
+            if condition is not None:
+                v_pre.add_(self.cond_v)  # the row above's conditioning
+                torch.mm(condition, self.cond_v_t, out=self.cond_v)  # this row's, for the next one
             torch.mul(self.v_pre_a.tanh_(), self.v_pre_b.sigmoid_(), out=self.next_v)  # (W, n, C), as gate()
         # the rows up one, the oldest dropped: v_new is free for the next row's input (overlapping unless p = 1)
         self.v_rows[:-1].copy_(self.v_rows[1:] if self.p == 1 else self.v_rows[1:].clone())
@@ -157,10 +173,17 @@ class VerticalState:
 class GatedPixelCNNRows:
     """A :class:`~vqvae_prior.prior.GatedPixelCNN`'s work once a row: every layer's vertical stack over the row above
     (``vertical``, one :class:`VerticalState` a layer, each writing the next one's input), and the layout of the
-    codes, each pixel's G image channels side by side in a row of the code map (``embed``)."""
+    codes, each pixel's G image channels side by side in a row of the code map (``embed``).
+
+    A prior conditioned on a code map (the top level's) is given it whole, ``condition`` (n, h / scale, w / scale):
+    its conditioning map (``GatedPixelCNN.condition_map``) is computed once, laid out by rows (``condition_rows``
+    (h, W n, C_s + 1), each row's channels and a column of ones), and each row's is handed to every layer. The row
+    is picked by a row counter on the device (``row``), reset in the first row and moved on in each later one, so
+    that a CUDA graph of one row's work picks the right row when replayed."""
 
     def __init__(
         self, model: GatedPixelCNN, n: int, width: int, labels: Tensor | None, weights: SamplingWeights,
+        condition: Tensor | None = None,
     ) -> None:
         if model.training:
             raise RuntimeError("the sampling states compute the eval-mode network (no dropout): call .eval()")
@@ -171,13 +194,24 @@ class GatedPixelCNNRows:
         self.vertical = [VerticalState(layer, n, width, labels, w) for layer, w in zip(model.layers, weights.layers)]
         for layer, after in zip(self.vertical, self.vertical[1:] + [None]):
             layer.connect(after)
+        self.condition_row = None
+        if condition is not None:
+            rows = rearrange(model.condition_map(condition), "n c h w -> h (w n) c")  # (h, W*n, C_s)
+            self.condition_rows = F.pad(rows, (0, 1), value=1.0)  # (h, W*n, C_s + 1)
+            self.condition_row = self.condition_rows[:1].clone()  # (1, W*n, C_s + 1): the current row's
+            self.row = torch.zeros(1, dtype=torch.long, device=model.device)
 
     def start_row(self, above: Tensor | None) -> None:
         """Every layer's vertical stack over the codes of the row above (n, w*G), or None in the first row."""
         if above is not None:  # the first layer's vertical input: the embedding rows of the codes
             self.vertical[0].v_new.copy_(rearrange(above, "n (w g) -> w n g", g=self.G) + self.offsets)  # (w, n, G)
+        condition = None
+        if self.condition_row is not None:
+            self.row.zero_() if above is None else self.row.add_(1)
+            torch.index_select(self.condition_rows, 0, self.row, out=self.condition_row)
+            condition = self.condition_row[0]  # (W*n, C_s + 1)
         for layer in self.vertical:
-            layer.begin_row(first=above is None)
+            layer.begin_row(above is None, condition)
 
     def embed(self, codes: Tensor, channel: int) -> Tensor:
         """The embedding (n, C / G) of the codes (n,) of image channel ``channel``."""
@@ -266,9 +300,10 @@ class GatedPixelCNNState:
     and each channel of a pixel is one more step at that pixel (the values put so far changed its input), whose
     logits are those of its channel; the channel masks keep the values not yet put from reaching them."""
 
-    def __init__(self, model: GatedPixelCNN, n: int, shape: tuple[int, int], labels: Tensor | None) -> None:
+    def __init__(self, model: GatedPixelCNN, n: int, shape: tuple[int, int], labels: Tensor | None,
+                 condition: Tensor | None = None) -> None:
         weights, width = prepared_weights(model), shape[1] // model.image_channels  # width: pixels per row
-        self.rows = GatedPixelCNNRows(model, n, width, labels, weights)
+        self.rows = GatedPixelCNNRows(model, n, width, labels, weights, condition)
         self.G, self.K = self.rows.G, self.rows.K
         self.layers = [
             HorizontalState(layer, vertical, n, width, layer_weights)

@@ -18,7 +18,8 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-__all__ = ["Prior", "Request", "SamplingState", "guide", "sample_from_logits", "start"]
+__all__ = ["Prior", "Request", "SamplingState", "check_condition", "guide", "logits_of", "sample_from_logits",
+           "start"]
 
 
 class SamplingState(Protocol):
@@ -48,7 +49,9 @@ class Prior(Protocol):
         """The label of the prior's unconditional model (classifier-free guidance), or None."""
 
     def __call__(self, indices: Tensor, labels: Tensor | None = None) -> Tensor:
-        """Logits (B, K, h, w) of each position of indices (B, h, w) given the positions before it."""
+        """Logits (B, K, h, w) of each position of indices (B, h, w) given the positions before it. A prior
+        conditioned on a code map (the top level's) also takes ``condition`` (B, h', w') and defines
+        ``check_condition(condition, batch_size, shape)`` (``vqvae_prior.prior.AutoregressivePrior``'s)."""
 
     def check_labels(self, labels: Tensor | list[int] | None, batch_size: int) -> Tensor | None:
         """Labels (B,) on the prior's device, or None for an unconditional prior; a clear error when wrong."""
@@ -61,7 +64,8 @@ class Prior(Protocol):
 @dataclass(frozen=True)
 class Request:
     """One sampling call, its arguments checked (as ``vqvae_prior.prior.AutoregressivePrior.sample`` takes them):
-    n code maps of ``shape`` (h, w); ``labels`` (n,) on the prior's device or None; ``given`` (n, h, w) or None."""
+    n code maps of ``shape`` (h, w); ``labels`` (n,) on the prior's device or None; ``given`` (n, h, w) or None;
+    ``condition`` (n, h / scale, w / scale), the top code maps of a prior conditioned on them, or None."""
 
     n: int
     shape: tuple[int, int]
@@ -70,6 +74,7 @@ class Request:
     generator: torch.Generator | None = None
     given: Tensor | None = None
     guidance: float = 0.0
+    condition: Tensor | None = None
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.temperature) and self.temperature > 0):
@@ -78,6 +83,22 @@ class Request:
             raise ValueError(f"shape must be (h, w) with h, w >= 1, got {self.shape}")
         if self.given is not None and tuple(self.given.shape) != (self.n, *self.shape):
             raise ValueError(f"given must have shape {(self.n, *self.shape)}, got {tuple(self.given.shape)}")
+
+
+def check_condition(model: Prior, condition: Tensor | None, n: int, shape: tuple[int, int]) -> Tensor | None:
+    """The conditioning code maps checked by the prior (on its device), or None; a prior that defines no
+    ``check_condition`` takes none."""
+    if hasattr(model, "check_condition"):
+        return model.check_condition(condition, n, shape)
+    if condition is not None:
+        raise ValueError(f"{type(model).__name__} is not conditioned on a code map: pass condition=None")
+    return None
+
+
+def logits_of(model: Prior, indices: Tensor, labels: Tensor | None, condition: Tensor | None) -> Tensor:
+    """The prior's logits (B, K, h, w) of indices (B, h, w), given the conditioning maps only where there are
+    some."""
+    return model(indices, labels) if condition is None else model(indices, labels, condition)
 
 
 def start(model: Prior, request: Request) -> tuple[Tensor, Tensor, Tensor | None]:

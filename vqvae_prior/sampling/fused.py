@@ -142,9 +142,10 @@ class FusedGatedPixelCNNState:
     layer's horizontal stack and the head) one Triton kernel launch; the vertical stacks run once a row, as in the
     cached sampler (:class:`GatedPixelCNNRows`). The same logits as the cached sampler's to float rounding."""
 
-    def __init__(self, model: GatedPixelCNN, n: int, shape: tuple[int, int], labels: Tensor | None) -> None:
+    def __init__(self, model: GatedPixelCNN, n: int, shape: tuple[int, int], labels: Tensor | None,
+                 condition: Tensor | None = None) -> None:
         weights, width = prepared_weights(model), shape[1] // model.image_channels  # width: pixels per row
-        self.rows = GatedPixelCNNRows(model, n, width, labels, weights)
+        self.rows = GatedPixelCNNRows(model, n, width, labels, weights, condition)
         C, L, device = model.config.channels, len(model.layers), model.device
         self.n, self.width, self.L = n, width, L
         self.p0, self.P = model.layers[0].pad, max(layer.pad for layer in model.layers)  # P: the widest padding

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from vqvae_prior.sampling.draw import Prior, Request, guide, sample_from_logits, start
+from vqvae_prior.sampling.draw import Prior, Request, guide, logits_of, sample_from_logits, start
 
 __all__ = ["sample_reference"]
 
@@ -19,12 +19,16 @@ def sample_reference(model: Prior, request: Request) -> Tensor:
         u, indices, keep = start(model, request)
         if guidance > 0:
             labels = torch.cat([labels, torch.full_like(labels, model.null_label)])  # (2n,)
+            condition = None if request.condition is None else request.condition.repeat(2, 1, 1)  # (2n, h', w')
+        else:
+            condition = request.condition
         for r in range(shape[0]):
             for c in range(shape[1]):
                 if guidance > 0:
-                    logits = guide(model(indices.repeat(2, 1, 1), labels)[:, :, r, c], guidance)  # (n, K)
+                    logits = logits_of(model, indices.repeat(2, 1, 1), labels, condition)[:, :, r, c]  # (2n, K)
+                    logits = guide(logits, guidance)  # (n, K)
                 else:
-                    logits = model(indices, labels)[:, :, r, c]  # (n, K)
+                    logits = logits_of(model, indices, labels, condition)[:, :, r, c]  # (n, K)
                 drawn = sample_from_logits(logits, u[r * shape[1] + c], temperature)  # (n,)
                 if keep is not None:  # a given entry stays
                     drawn = torch.where(keep[:, r, c], indices[:, r, c], drawn)

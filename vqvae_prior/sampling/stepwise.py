@@ -22,8 +22,16 @@ __all__ = ["CUDA_GRAPHS", "GuidedState", "StateFactory", "sample_stepwise"]
 #: row (no kernel launches from Python); False runs every row eagerly (benchmarks compare the two).
 CUDA_GRAPHS = True
 
-#: A step-by-step form's constructor: ``(model, n, shape, labels) -> state`` for n code maps of shape (h, w).
-StateFactory = Callable[[Prior, int, tuple[int, int], Tensor | None], SamplingState]
+#: A step-by-step form's constructor: ``(model, n, shape, labels) -> state`` for n code maps of shape (h, w); for a
+#: prior conditioned on a code map it is also given ``condition=`` (n, h / scale, w / scale), by keyword.
+StateFactory = Callable[..., SamplingState]
+
+
+def make_state(make: StateFactory, model: Prior, n: int, shape: tuple[int, int], labels: Tensor | None,
+               condition: Tensor | None) -> SamplingState:
+    """The state ``make`` builds for n code maps, given their conditioning maps only where there are some (a form
+    of a prior without them need not take the argument)."""
+    return make(model, n, shape, labels) if condition is None else make(model, n, shape, labels, condition=condition)
 
 
 class GuidedState:
@@ -32,7 +40,9 @@ class GuidedState:
 
     def __init__(self, make: StateFactory, model: Prior, request: Request) -> None:
         null = torch.full_like(request.labels, model.null_label)  # (n,)
-        self.inner = make(model, 2 * request.n, request.shape, torch.cat([request.labels, null]))
+        condition = None if request.condition is None else request.condition.repeat(2, 1, 1)  # (2n, h', w')
+        self.inner = make_state(make, model, 2 * request.n, request.shape, torch.cat([request.labels, null]),
+                                condition)
         self.guidance = request.guidance
 
     def start_row(self, above: Tensor | None) -> None:
@@ -54,7 +64,7 @@ def sample_stepwise(make: StateFactory, model: Prior, request: Request) -> Tenso
         if request.guidance > 0:
             state: SamplingState = GuidedState(make, model, request)
         else:
-            state = make(model, n, request.shape, request.labels)
+            state = make_state(make, model, n, request.shape, request.labels, request.condition)
         H, W = request.shape
         u = u.view(H, W, n, 1)  # (h, w, n, 1)
         graph = _use_graphs(indices) and H > 2
