@@ -14,6 +14,10 @@ the fits live in ``pipelines/``.
   each code map (for audio, whose spectrograms run time down the rows: the first frames) are kept and the rest is
   sampled from the prior, conditioned on them and on the label (:class:`CompletionOutput`).
 
+A two-level VQ-VAE (``vqvae_prior.vqvae2``) goes with a two-level prior (``vqvae_prior.hierarchy``): the pipeline
+samples the top code maps, then the bottom ones given them, and decodes both; completion keeps the kept rows' codes
+of both levels.
+
 The VQ-VAE's data spec gives the pipeline its modality (:mod:`vqvae_prior.modality`): for recordings, the decoded
 spectrograms are also inverted to waveforms by Griffin-Lim, and ``complete`` also takes waveforms.
 """
@@ -31,6 +35,7 @@ from torch import Tensor, nn
 
 from vqvae_prior.checkpoint import CheckpointError, load_prior, load_vqvae, require, weights_digest
 from vqvae_prior.errors import UsageError
+from vqvae_prior.hierarchy import as_levels
 from vqvae_prior.modality import Modality
 from vqvae_prior.pixels import PixelCodec, PixelConfig
 from vqvae_prior.registry import modality_of_spec
@@ -46,11 +51,12 @@ class PipelineOutput:
     Attributes:
         images: (N, C, H, W) in [0, 1]: the decoded images, or the decoded spectrograms of an audio model,
             (N, 1, n_frames, F) with time down the rows (``vqvae_prior.audio.picture`` draws them the usual way).
-        codes: (N, h, w) the sampled code maps.
+        codes: (N, h, w) the sampled code maps (of a two-level model, the bottom level's).
         labels: (N,) the class labels sampled with, or None.
         label_names: the data set's class names.
         waveforms: (N, T) float32 waveforms of an audio model (Griffin-Lim), else None.
         sample_rate: their sample rate, else None.
+        top_codes: (N, h', w') the top level's code maps of a two-level model, else None.
     """
 
     images: Tensor
@@ -59,6 +65,7 @@ class PipelineOutput:
     label_names: list[str]
     waveforms: Tensor | None = None
     sample_rate: int | None = None
+    top_codes: Tensor | None = None
 
 
 @dataclass
@@ -70,12 +77,15 @@ class CompletionOutput:
         kept: (N, C, H, W) the inputs with every row below the kept code rows blanked (zero): what the completions
             keep, for drawing beside them.
         images: (N, S, C, H, W) in [0, 1], the decoded completions.
-        codes: (N, S, h, w) their code maps: rows < keep are the inputs' own codes, the rest sampled.
-        keep: the number of code rows kept.
+        codes: (N, S, h, w) their code maps: rows < keep are the inputs' own codes, the rest sampled (of a
+            two-level model, the bottom level's).
+        keep: the number of code rows kept (of a two-level model, of the bottom level: the top level keeps its rows
+            that lie wholly within them, ``keep // 2``).
         labels: (N,) the class labels completed with, or None.
         label_names: the data set's class names.
         waveforms: (N, S, T) float32 waveforms of the completions of an audio model (Griffin-Lim), else None.
         sample_rate: their sample rate, else None.
+        top_codes: (N, S, h', w') the top level's code maps of the completions of a two-level model, else None.
     """
 
     inputs: Tensor
@@ -87,6 +97,7 @@ class CompletionOutput:
     label_names: list[str]
     waveforms: Tensor | None = None
     sample_rate: int | None = None
+    top_codes: Tensor | None = None
 
 
 def seeded(seed: int | None, device: str | torch.device) -> torch.Generator | None:
@@ -163,7 +174,11 @@ class VQPriorPipeline:
     @staticmethod
     def check_codebook(vqvae: VQVAE | PixelCodec, prior: nn.Module, prior_name: str = "the prior",
                        vqvae_name: str = "the VQ-VAE") -> None:
-        """Refuse a prior whose K differs from the VQ-VAE's codebook size."""
+        """Refuse a prior whose K differs from the VQ-VAE's codebook size, or that models other levels of codes."""
+        levels, prior_levels = getattr(vqvae, "levels", 1), getattr(prior, "levels", 1)
+        if levels != prior_levels:
+            raise CheckpointError(f"{prior_name} models {prior_levels} level(s) of codes but {vqvae_name} makes "
+                                  f"{levels}: fit the prior on this VQ-VAE's codes (pipelines.fit_prior)")
         if prior.config.codebook_size != vqvae.config.codebook_size:
             raise CheckpointError(
                 f"{prior_name} models K={prior.config.codebook_size} codes but {vqvae_name} has a codebook "
@@ -208,12 +223,13 @@ class VQPriorPipeline:
         if n < 1:
             raise UsageError(f"n must be >= 1, got {n}")
         label_tensor = self.prior.check_labels(labels, n)
-        codes = self.prior.sample(
+        codes = as_levels(self.prior.sample(
             n, self.code_shape, label_tensor, temperature, generator, method=method, **_guided(guidance)
-        )  # (n, h, w)
+        ))  # (n, h, w) of each level, top first
         images = self.decode(codes)  # (n, C, H, W)
         labels_out = None if label_tensor is None else label_tensor.cpu()
-        return PipelineOutput(images, codes.cpu(), labels_out, self.label_names, *self.modality.outputs(images))
+        return PipelineOutput(images, codes[-1].cpu(), labels_out, self.label_names, *self.modality.outputs(images),
+                              top_codes=codes[0].cpu() if len(codes) > 1 else None)
 
     @torch.no_grad()
     def complete(
@@ -247,13 +263,16 @@ class VQPriorPipeline:
         if S < 1:
             raise UsageError(f"completions must be >= 1, got {S}")
         label_tensor = self.prior.check_labels(labels, len(x))
-        codes = self.vqvae.encode(x)  # (N, h, w)
-        given = repeat(codes, "n h w -> (n s) h w", s=S).clone()
-        given[:, keep:] = -1  # sampled
+        given = []
+        for codes in self.vqvae.encode_levels(x):  # (N, h', w') of each level, top first
+            level_given = repeat(codes, "n h w -> (n s) h w", s=S).clone()
+            level_given[:, keep * codes.shape[1] // h :] = -1  # sampled: the rows not wholly within the kept ones
+            given.append(level_given)
         labels_s = None if label_tensor is None else label_tensor.repeat_interleave(S)  # (N*S,)
-        sampled = self.prior.sample(
-            len(given), self.code_shape, labels_s, temperature, generator, given, method, **_guided(guidance)
-        )  # (N*S, h, w)
+        sampled = as_levels(self.prior.sample(
+            len(given[0]), self.code_shape, labels_s, temperature, generator,
+            given[0] if len(given) == 1 else tuple(given), method, **_guided(guidance)
+        ))  # (N*S, h', w') of each level
         images = self.decode(sampled)  # (N*S, C, H, W)
         kept = x.clone()
         kept[:, :, keep * self.vqvae.config.downsample :] = 0  # (N, C, H, W)
@@ -262,12 +281,13 @@ class VQPriorPipeline:
             inputs=x.cpu(),
             kept=kept.cpu(),
             images=rearrange(images, "(n s) c h w -> n s c h w", s=S),
-            codes=rearrange(sampled.cpu(), "(n s) h w -> n s h w", s=S),
+            codes=rearrange(sampled[-1].cpu(), "(n s) h w -> n s h w", s=S),
             keep=keep,
             labels=None if label_tensor is None else label_tensor.cpu(),
             label_names=self.label_names,
             waveforms=None if waveforms is None else rearrange(waveforms, "(n s) t -> n s t", s=S),
             sample_rate=sample_rate,
+            top_codes=rearrange(sampled[0].cpu(), "(n s) h w -> n s h w", s=S) if len(sampled) > 1 else None,
         )
 
     def inputs(self, x: Tensor | np.ndarray) -> Tensor:
@@ -276,6 +296,7 @@ class VQPriorPipeline:
         return self.modality.inputs(x, self.sample_shape).to(self.device)
 
     @torch.no_grad()
-    def decode(self, codes: Tensor) -> Tensor:
-        """Images (or spectrograms) (N, C, H, W) in [0, 1], on the CPU, of code maps (N, h, w)."""
-        return self.vqvae.decode_indices(codes).clamp(0, 1).cpu()
+    def decode(self, codes: Tensor | tuple[Tensor, ...]) -> Tensor:
+        """Images (or spectrograms) (N, C, H, W) in [0, 1], on the CPU, of code maps (N, h, w), or of code maps of
+        each level (a tuple, top first)."""
+        return self.vqvae.decode_levels(as_levels(codes)).clamp(0, 1).cpu()

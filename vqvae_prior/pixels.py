@@ -79,6 +79,15 @@ class PixelCodec(nn.Module):
         x = indices.float() / (self.config.levels - 1)  # (B, H, W*G)
         return rearrange(x, "b h (w g) -> b g h w", g=self.config.in_channels)
 
+    def encode_levels(self, x: Tensor) -> tuple[Tensor]:
+        """The one level of code maps of images x (as the VQ-VAEs' ``encode_levels``): (:meth:`encode` (x),)."""
+        return (self.encode(x),)
+
+    def decode_levels(self, codes: tuple[Tensor]) -> Tensor:
+        """Images of one level of code maps (as the VQ-VAEs' ``decode_levels``)."""
+        (indices,) = codes
+        return self.decode_indices(indices)
+
     def decoded_shape(self, code_shape: tuple[int, int]) -> tuple[int, int, int]:
         """(G, H, W) of the images that code maps of ``code_shape`` (H, W*G) decode to."""
         G = self.config.in_channels

@@ -160,6 +160,7 @@ class AutoregressivePrior(nn.Module):
 
     config: Any
     embedding: nn.Embedding
+    levels = 1  # code maps of one level (vqvae_prior.hierarchy.HierarchicalPrior: two)
 
     @property
     def device(self) -> torch.device:
@@ -229,9 +230,9 @@ class AutoregressivePrior(nn.Module):
         """Embedded code maps (B, C, h, w) of indices (B, h, w*G): with G > 1, the G values of a position (each in
         [0, K)) are embedded by G tables of C / G channels each (rows g*K .. (g+1)*K - 1), image channel g's
         embedding in feature channels of group g."""
-        return rearrange(self.embedding(self.levels(indices)), "b h w g d -> b (g d) h w")  # (B, C, h, w)
+        return rearrange(self.embedding(self.embedding_rows(indices)), "b h w g d -> b (g d) h w")  # (B, C, h, w)
 
-    def levels(self, indices: Tensor) -> Tensor:
+    def embedding_rows(self, indices: Tensor) -> Tensor:
         """The embedding rows (B, h, w, G) of indices (B, h, w*G): image channel g's value v is row g*K + v."""
         G, K = self.image_channels, self.config.codebook_size
         return rearrange(indices, "b h (w g) -> b h w g", g=G) + torch.arange(G, device=indices.device) * K
@@ -360,7 +361,7 @@ class GatedPixelCNN(AutoregressivePrior):
         """Logits (B, G*K, h, w) of code maps (B, h, w*G): :meth:`logits_from_embeddings` of their embeddings, with
         the first layer's convolutions of the embedded codes computed from the codes
         (``GatedLayer.convolutions_from_codes``: a table row per kernel tap, far fewer products)."""
-        first = self.layers[0].convolutions_from_codes(self.levels(indices), self.embedding.weight)
+        first = self.layers[0].convolutions_from_codes(self.embedding_rows(indices), self.embedding.weight)
         return self._logits(labels, self.condition_map(condition), convolutions=first)
 
     def _logits(self, labels: Tensor | None, condition: Tensor | None, v: Tensor | None = None,

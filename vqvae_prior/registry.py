@@ -31,13 +31,14 @@ from torch import nn
 
 from vqvae_prior.audio import Spectrograms
 from vqvae_prior.errors import DataError
+from vqvae_prior.hierarchy import HierarchicalPrior, HierarchicalPriorConfig
 from vqvae_prior.modality import Images, Modality
 from vqvae_prior.plain_prior import PlainPixelCNN, PlainPriorConfig
 from vqvae_prior.prior import GatedPixelCNN, PriorConfig
 from vqvae_prior.quantizer import VectorQuantizer
 
 __all__ = ["ARCHITECTURES", "MODALITIES", "PRIORS", "QUANTIZERS", "PriorArchitecture", "modality_class", "modality_of_spec",
-           "prior_architecture", "prior_name", "quantizer_class"]
+           "prior_architecture", "prior_class", "prior_name", "quantizer_class"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class PriorArchitecture:
 PRIORS: dict[str, PriorArchitecture] = {
     "gated_pixelcnn": PriorArchitecture(GatedPixelCNN, PriorConfig),
     "plain_pixelcnn": PriorArchitecture(PlainPixelCNN, PlainPriorConfig),
+    "hierarchical": PriorArchitecture(HierarchicalPrior, HierarchicalPriorConfig),  # two levels of codes
 }
 
 # the short names that fit_prior --arch takes, of entries of PRIORS
@@ -72,6 +74,14 @@ def prior_architecture(name: str) -> PriorArchitecture:
         raise ValueError(f"unknown prior architecture {name!r}; registered: {', '.join(sorted(PRIORS))} "
                        "(add one to vqvae_prior.registry.PRIORS)")
     return PRIORS[name]
+
+
+def prior_class(config: Any) -> type[nn.Module]:
+    """The registered prior model built from configs of ``config``'s class."""
+    for arch in PRIORS.values():
+        if type(config) is arch.config:
+            return arch.model
+    raise ValueError(f"{type(config).__name__} is the config of no registered prior architecture")
 
 
 def quantizer_class(name: str) -> type[nn.Module]:

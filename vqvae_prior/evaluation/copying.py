@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from vqvae_prior.hierarchy import as_levels
 from vqvae_prior.training.codes import encode_splits
 
 __all__ = ["code_maps", "copying", "nearest"]
@@ -47,8 +48,10 @@ def copying(generated: Tensor, held_out: Tensor, train: Tensor) -> dict[str, Any
 def code_maps(
     vqvae: nn.Module, spec: dict[str, Any], data_root: str | None, device: torch.device, cache_dir: str | None
 ) -> tuple[Tensor, Tensor]:
-    """The code maps (N, h, w) of the train and of the held-out split of the VQ-VAE's data set, as the inputs are,
-    by :func:`vqvae_prior.training.codes.encode_splits`, cached in ``cache_dir`` (None: not kept)."""
+    """The code maps (N, h, w) of the train and of the held-out split of the VQ-VAE's data set, as the inputs are
+    (of a two-level VQ-VAE, the bottom level's), by :func:`vqvae_prior.training.codes.encode_splits`, cached in
+    ``cache_dir`` (None: not kept)."""
     with tempfile.TemporaryDirectory() as scratch:
         codes = encode_splits(vqvae, Path(cache_dir or scratch).expanduser(), spec, data_root, device)
-    return codes["train"][0][0], codes["test"][0]  # (N, h, w) each: the first offset is (0, 0)
+    # (N, h, w) each: the finest level's, the first offset (0, 0)
+    return as_levels(codes["train"][0])[-1][0], as_levels(codes["test"][0])[-1]

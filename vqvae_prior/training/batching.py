@@ -32,14 +32,19 @@ def as_tensors(dataset: Dataset) -> tuple[Tensor, Tensor]:
 
 
 def batches(
-    x: Tensor, y: Tensor, batch_size: int, device: torch.device, generator: torch.Generator | None = None,
-    shard: Callable[[Tensor], Tensor] | None = None,
-) -> Iterator[tuple[Tensor, Tensor]]:
+    x: Tensor | tuple[Tensor, ...], y: Tensor, batch_size: int, device: torch.device,
+    generator: torch.Generator | None = None, shard: Callable[[Tensor], Tensor] | None = None,
+) -> Iterator[tuple[Tensor | tuple[Tensor, ...], Tensor]]:
     """Batches (x (B, ...), y (B,)) on ``device``, shuffled by ``generator`` when given; uint8 x becomes [0, 1].
+    ``x`` may be a tuple of tensors with one item per label (code maps of several levels): batched alike.
 
     ``shard``: this process's part of each batch's indices (``Distributed.shard``); batches it leaves empty are
     skipped. The order is drawn as without it, so all processes share one global order.
     """
+    if isinstance(x, tuple):
+        for idx, yb in batches(torch.arange(len(y)), y, batch_size, device, generator, shard):
+            yield tuple(t[idx.cpu()].to(device, non_blocking=True) for t in x), yb
+        return
     order = torch.randperm(len(x), generator=generator) if generator is not None else torch.arange(len(x))
     for idx in order.split(batch_size):
         if shard is not None:

@@ -5,6 +5,8 @@ digest of the VQ-VAE's weights, the data spec and the offsets. Augmentation for 
 input is also encoded moved by some pixel offsets (:func:`offsets`): delayed by 1 .. S-1 rows (``shifts``, for
 spectrograms, zero rows in front) or translated by up to P pixels each way (``jitter``, for images, zeros fill the
 border it uncovers), and every epoch draws one of each input's code maps (:func:`draw_shifts`).
+
+A two-level VQ-VAE's code maps are a tuple of two such tensors, top first (``encode_levels``), drawn alike.
 """
 
 from __future__ import annotations
@@ -17,27 +19,28 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from vqvae_prior.checkpoint import weights_digest
 from vqvae_prior.errors import UsageError
 from vqvae_prior.files import atomic_save
+from vqvae_prior.hierarchy import as_levels
 from vqvae_prior.training.batching import as_tensors, batches, load_splits
-from vqvae_prior.vqvae import VQVAE
 
 __all__ = ["draw_shifts", "encode_splits", "offsets", "translate"]
 
 
 @torch.no_grad()
 def encode_splits(
-    vqvae: VQVAE, cache_dir: Path, data_spec: dict[str, Any], data_root: str | None, device: torch.device,
+    vqvae: nn.Module, cache_dir: Path, data_spec: dict[str, Any], data_root: str | None, device: torch.device,
     shifts: int = 1,
     jitter: int = 0,
 ) -> dict[str, Any]:
     """Code maps and labels of the train and held-out splits, cached in ``cache_dir`` (the fit's folder).
 
     ``train`` holds (S, N, h, w) code maps, one per offset of :func:`offsets` (the inputs as they are first),
-    ``test`` (N, h, w) code maps of the inputs as they are. The cache key is the digest of the VQ-VAE weights, the
+    ``test`` (N, h, w) code maps of the inputs as they are; for a VQ-VAE of several levels, a tuple of such tensors
+    for each, top first. The cache key is the digest of the VQ-VAE weights, the
     data spec and the offsets, so a refitted VQ-VAE or other data never reuse stale codes; an unreadable cache is
     rebuilt, with a warning.
     """
@@ -51,7 +54,7 @@ def encode_splits(
     if cache.is_file():
         try:
             codes = torch.load(cache, weights_only=True)
-            if codes["vqvae_digest"] == digest and len(codes["train"][0]) == len(moves):
+            if codes["vqvae_digest"] == digest and len(as_levels(codes["train"][0])[0]) == len(moves):
                 return codes
             problem = "it holds the codes of other weights or offsets"
         except Exception as e:  # torch raises several types for a corrupt file; a foreign one lacks keys
@@ -60,13 +63,19 @@ def encode_splits(
     splits = load_splits(spec)
     codes: dict[str, Any] = {"vqvae_digest": digest, "label_names": list(splits.label_names)}
 
-    def encode(x: Tensor, y: Tensor, dy: int, dx: int) -> Tensor:  # (N, h, w) int64 of the inputs moved by dy, dx
-        return torch.cat([vqvae.encode(translate(xb, dy, dx)).cpu() for xb, _ in batches(x, y, 512, device)])
+    def encode(x: Tensor, y: Tensor, dy: int, dx: int) -> list[Tensor]:
+        """Each level's code maps (N, h, w) int64 of the inputs moved by dy, dx."""
+        maps = [vqvae.encode_levels(translate(xb, dy, dx)) for xb, _ in batches(x, y, 512, device)]
+        return [torch.cat([m[level] for m in maps]).cpu() for level in range(len(maps[0]))]
+
+    def one_or_levels(levels: list[Tensor]) -> Tensor | tuple[Tensor, ...]:
+        return levels[0] if len(levels) == 1 else tuple(levels)  # one level: as before levels existed
 
     x, y = as_tensors(splits.train)
-    codes["train"] = (torch.stack([encode(x, y, dy, dx) for dy, dx in moves]), y.clone())  # (S, N, h, w), (N,)
+    moved = [encode(x, y, dy, dx) for dy, dx in moves]
+    codes["train"] = (one_or_levels([torch.stack(level) for level in zip(*moved)]), y.clone())  # (S, N, h, w), (N,)
     x, y = as_tensors(splits.test)
-    codes["test"] = (encode(x, y, 0, 0), y.clone())  # (N, h, w), (N,)
+    codes["test"] = (one_or_levels(encode(x, y, 0, 0)), y.clone())  # (N, h, w), (N,)
     atomic_save(codes, cache)
     return codes
 
@@ -96,9 +105,14 @@ def translate(x: Tensor, dy: int, dx: int) -> Tensor:
     return padded[:, :, top : top + H, left : left + W]
 
 
-def draw_shifts(codes: Tensor, generator: torch.Generator) -> Tensor:
-    """One of the S code maps of each input, drawn uniformly: (S, N, h, w) -> (N, h, w)."""
-    S, N = codes.shape[:2]
+def draw_shifts(codes: Tensor | tuple[Tensor, ...], generator: torch.Generator) -> Tensor | tuple[Tensor, ...]:
+    """One of the S code maps of each input, drawn uniformly: (S, N, h, w) -> (N, h, w); of code maps of several
+    levels (a tuple), the same draw for each level."""
+    levels = as_levels(codes)
+    S, N = levels[0].shape[:2]
     if S == 1:  # draws nothing: a fit without shifts shuffles exactly as before they existed
-        return codes[0]
-    return codes[torch.randint(S, (N,), generator=generator), torch.arange(N)]
+        drawn = [level[0] for level in levels]
+    else:
+        pick = torch.randint(S, (N,), generator=generator), torch.arange(N)
+        drawn = [level[pick] for level in levels]
+    return drawn[0] if isinstance(codes, Tensor) else tuple(drawn)

@@ -11,7 +11,10 @@ folder), encoded once by the frozen VQ-VAE (:mod:`vqvae_prior.training.codes`: t
 PixelCNN papers (:mod:`vqvae_prior.pixels`: 2 levels are binarized images, drawn once with a fixed seed); the
 held-out likelihood is then also reported as the papers report it: bits per dimension (``test_bits_per_dim``) and,
 for 2 levels, nats per image (``test_nats_per_image``). The prior is class-conditional when the data set has labels,
-unless ``unconditional``.
+unless ``unconditional``. The codes of a two-level VQ-VAE are modelled by a prior of two levels
+(:class:`vqvae_prior.hierarchy.HierarchicalPrior`: the top maps, and the bottom maps given them), fitted as one
+model, both levels with the networks the options describe; the held-out bits per code are then also reported per
+level (``test_top_bits_per_code``, ``test_bottom_bits_per_code``).
 
 Per epoch: train and held-out bits per code (``metrics.jsonl``), a grid of decoded samples (``samples.png``, one
 row per class), ``prior.pt``, the epoch with the lowest held-out bits per code so far (what ``generate`` reads), and
@@ -28,21 +31,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 import data
 from vqvae_prior.checkpoint import load_checkpoint, load_vqvae, require
 from vqvae_prior.errors import UsageError
+from vqvae_prior.hierarchy import HierarchicalPrior, HierarchicalPriorConfig, as_levels
 from vqvae_prior.modality import Images, Modality
 from vqvae_prior.pixels import BINARIZE_SEED, PixelCodec, PixelConfig, binarize
 from vqvae_prior.prior import AutoregressivePrior, PriorConfig
-from vqvae_prior.registry import ARCHITECTURES, modality_of_spec, prior_architecture
+from vqvae_prior.registry import ARCHITECTURES, modality_of_spec, prior_architecture, prior_class
 from vqvae_prior.training.batching import as_tensors, batches
 from vqvae_prior.training.codes import draw_shifts, encode_splits, offsets
 from vqvae_prior.training.distributed import Distributed, fit_folder
 from vqvae_prior.training.loop import fit_in_folder
 from vqvae_prior.training.options import FitOptions, at_least, build_config, option, with_defaults
 from vqvae_prior.training.resume import FREE_ON_RESUME, check_options
-from vqvae_prior.vqvae import VQVAE
 
 __all__ = ["PriorFit", "PriorTask", "fit_prior"]
 
@@ -86,18 +90,18 @@ class PriorFit(FitOptions):
     def resolved(self) -> tuple[PriorFit, int]:
         """The options with the defaults of the modality of the data filled in, checked before any work; and K,
         the codes the prior models."""
-        modality, codebook_size = self.source()
+        modality, codebook_size, levels = self.source()
         options = with_defaults(self, modality.prior_defaults)
         if options.channels is None:  # the architecture's own default
             options = dataclasses.replace(options, channels=self.config_class().channels)
         if options.label_dropout is None:
             options = dataclasses.replace(options, label_dropout=0.0 if options.unconditional else 0.1)
-        options.check(codebook_size)
+        options.check(codebook_size, levels)
         return options, codebook_size
 
-    def source(self) -> tuple[type[Modality] | Modality, int]:
-        """The modality of the code maps to model and their K: a VQ-VAE's (``vqvae``) or pixels' (``pixels``);
-        refuses, before any work, options that name neither or both."""
+    def source(self) -> tuple[type[Modality] | Modality, int, int]:
+        """The modality of the code maps to model, their K and their levels: a VQ-VAE's (``vqvae``) or pixels'
+        (``pixels``, one level); refuses, before any work, options that name neither or both."""
         if (self.vqvae is None) == (self.pixels is None):
             raise UsageError("pass --vqvae CHECKPOINT (model the code maps of a VQ-VAE) or --pixels LEVELS with "
                              "--dataset (model the pixels of images), one of them")
@@ -107,7 +111,8 @@ class PriorFit(FitOptions):
                                  "its checkpoint names (--data-root reads it from another folder)")
             vq_ckpt = load_checkpoint(self.vqvae, "vqvae")
             require(vq_ckpt, self.vqvae, "data")
-            return modality_of_spec(vq_ckpt["data"]), vq_ckpt["config"]["codebook_size"]
+            levels = 2 if vq_ckpt.get("arch") == "vqvae2" else 1  # TODO registry
+            return modality_of_spec(vq_ckpt["data"]), vq_ckpt["config"]["codebook_size"], levels
         if self.dataset is None:
             raise UsageError("--pixels needs --dataset, an image data set (e.g. --dataset mnist --data-root "
                              "../shared/data/mnist)")
@@ -116,9 +121,9 @@ class PriorFit(FitOptions):
             raise UsageError(f"--pixels models images; --dataset {self.dataset} holds {modality.noun}s")
         if not 2 <= self.pixels <= 256:
             raise UsageError(f"--pixels must be a number of levels in 2 .. 256, got {self.pixels}")
-        return modality, self.pixels
+        return modality, self.pixels, 1
 
-    def check(self, codebook_size: int = 2) -> None:
+    def check(self, codebook_size: int = 2, levels: int = 1) -> None:
         super().check()
         at_least(self, 1, "layers", "channels", "head_channels")
         at_least(self, 0, "samples_per_class")
@@ -129,14 +134,18 @@ class PriorFit(FitOptions):
         if self.pixels is not None and (self.shifts > 1 or self.jitter > 0):
             raise UsageError("--shifts and --jitter augment the encodings of a VQ-VAE; with --pixels the "
                              "likelihood is of the images as they are: leave them out")
-        self.model_config(codebook_size, num_classes=0)
+        self.model_config(codebook_size, num_classes=0, levels=levels)
 
     def config_class(self) -> type:
         return prior_architecture(ARCHITECTURES[self.arch]).config
 
-    def model_config(self, codebook_size: int, num_classes: int, image_channels: int = 1) -> Any:
-        """The config of the prior that ``arch`` names (a clear error for a bad value)."""
-        return build_config(
+    def model_config(self, codebook_size: int, num_classes: int, image_channels: int = 1, levels: int = 1) -> Any:
+        """The config of the prior that ``arch`` names (a clear error for a bad value); of codes of two levels, the
+        config of a two-level prior whose levels both have that network."""
+        if levels > 1 and self.arch != "gated":
+            raise UsageError(f"--vqvae {self.vqvae} has {levels} levels of codes, which only --arch gated models (its "
+                             "bottom level conditioned on the top one)")
+        config = build_config(
             self.config_class(),
             **({"image_channels": image_channels} if image_channels > 1 else {}),
             codebook_size=codebook_size,
@@ -147,6 +156,7 @@ class PriorFit(FitOptions):
             dropout=self.dropout,
             label_dropout=self.label_dropout,
         )
+        return config if levels == 1 else HierarchicalPriorConfig.of(config)
 
 
 class PriorTask:
@@ -167,12 +177,13 @@ class PriorTask:
             self.source = pixel_source(options)
         codes = self.source.codes
         self.train_codes, self.train_labels = codes["train"]  # (S, N, h, w), (N,)
-        self.test_codes, self.test_labels = codes["test"]  # (N, h, w), (N,)
-        self.shape = tuple(self.test_codes.shape[1:])
+        self.test_codes, self.test_labels = codes["test"]  # (N, h, w), (N,); of two levels, a tuple of them
+        self.shape = tuple(as_levels(self.test_codes)[-1].shape[1:])  # the finest level's
         decoder = self.source.decoder.config
         config = options.model_config(decoder.codebook_size, len(codes["label_names"]),
-                                      decoder.in_channels if options.pixels is not None else 1)
-        self.model = prior_architecture(ARCHITECTURES[options.arch]).model(config).to(device)
+                                      decoder.in_channels if options.pixels is not None else 1,
+                                      len(as_levels(self.test_codes)))
+        self.model = prior_class(config)(config).to(device)
         self.steps_per_epoch = math.ceil(len(self.train_labels) / options.batch_size)
         self.info = {"codebook_size": config.codebook_size, "label_names": codes["label_names"],
                      "code_shape": list(self.shape), **self.source.info, "shifts": options.shifts,
@@ -196,8 +207,8 @@ class PriorTask:
     def loss(self, forward, batch) -> torch.Tensor:
         xb, yb = batch
         loss = forward(xb, yb if self.model.config.num_classes else None)  # nats per code
-        self.train_bits += loss.detach() * len(xb) / math.log(2)
-        self.trained += len(xb)
+        self.train_bits += loss.detach() * len(yb) / math.log(2)
+        self.trained += len(yb)
         return loss
 
     def progress(self, loss: torch.Tensor) -> dict[str, str]:
@@ -206,8 +217,8 @@ class PriorTask:
     def epoch_metrics(self, epoch: int, dist: Distributed) -> dict[str, Any]:
         train_bits, trained = dist.sum(self.train_bits, self.trained)  # over the processes
         test = evaluate(self.model, self.test_codes, self.test_labels, self.options.batch_size, self.device, dist)
-        return {"train_bits_per_code": train_bits / trained, "test_bits_per_code": test,
-                **self.source.likelihoods(test)}
+        return {"train_bits_per_code": train_bits / trained, **test,
+                **self.source.likelihoods(test["test_bits_per_code"])}
 
     def pictures(self, out: Path) -> None:
         if self.options.samples_per_class > 0:
@@ -217,23 +228,34 @@ class PriorTask:
 
 @torch.no_grad()
 def evaluate(
-    model: AutoregressivePrior, codes: torch.Tensor, labels: torch.Tensor, batch_size: int, device: torch.device,
-    dist: Distributed = Distributed(),
-) -> float:
-    """Mean bits per code of the code maps (N, h, w); under torchrun each process evaluates its part of them and
-    the sums are added over the processes."""
+    model: AutoregressivePrior | HierarchicalPrior, codes: torch.Tensor | tuple[torch.Tensor, ...],
+    labels: torch.Tensor, batch_size: int, device: torch.device, dist: Distributed = Distributed(),
+) -> dict[str, float]:
+    """``test_bits_per_code``: the mean bits per code of the code maps (N, h, w), or of every code of code maps of
+    two levels (a tuple), whose mean bits per code at each level are also given (``test_top_bits_per_code``,
+    ``test_bottom_bits_per_code``). Under torchrun each process evaluates its part of them and the sums are added
+    over the processes."""
     model.eval()
-    part = dist.split(len(codes))
-    total = 0.0
-    for xb, yb in batches(codes[part], labels[part], batch_size, device):
-        total += float(model.bits_per_code(xb, yb if model.config.num_classes else None)) * len(xb)
-    total, n = dist.sum(total, len(codes[part]))
-    return total / n
+    part = dist.split(len(labels))
+    levels = as_levels(codes)
+    sizes = [level[0].numel() for level in levels]  # codes per map of each level
+    totals = [0.0] * len(levels)
+    for xb, yb in batches(codes[part] if len(levels) == 1 else tuple(level[part] for level in levels),
+                          labels[part], batch_size, device):
+        count, yb = len(yb), yb if model.config.num_classes else None
+        bits = model.level_bits(xb, yb) if len(levels) > 1 else [model.bits_per_code(xb, yb)]
+        totals = [total + float(b) * count for total, b in zip(totals, bits)]
+    *totals, n = dist.sum(*totals, len(labels[part]))
+    per_level = [total / n for total in totals]
+    metrics = {"test_bits_per_code": sum(b * s for b, s in zip(per_level, sizes)) / sum(sizes)}
+    if len(levels) > 1:
+        metrics |= {f"test_{name}_bits_per_code": b for name, b in zip(("top", "bottom"), per_level)}
+    return metrics
 
 
 @torch.no_grad()
 def save_samples(
-    model: AutoregressivePrior, decoder: VQVAE | PixelCodec, shape: tuple[int, int], per_class: int, path: Path,
+    model: AutoregressivePrior | HierarchicalPrior, decoder: nn.Module, shape: tuple[int, int], per_class: int, path: Path,
     seed: int, modality: Modality,
 ) -> None:
     """A grid of decoded samples: one row per class for a conditional prior, else 8 rows."""
@@ -242,8 +264,8 @@ def save_samples(
     labels = torch.arange(n_classes).repeat_interleave(per_class) if n_classes else None
     n = len(labels) if labels is not None else 8 * per_class
     generator = torch.Generator(model.device).manual_seed(seed)
-    codes = model.sample(n, shape, labels, generator=generator)  # (n, h, w)
-    modality.save_grid(decoder.decode_indices(codes).clamp(0, 1), path, per_class)
+    codes = as_levels(model.sample(n, shape, labels, generator=generator))  # (n, h, w) of each level
+    modality.save_grid(decoder.decode_levels(codes).clamp(0, 1), path, per_class)
 
 
 @dataclasses.dataclass
@@ -252,14 +274,14 @@ class CodeSource:
 
     Attributes:
         codes: ``train``: ((S, N, h, w) code maps, (N,) labels), ``test``: ((N, h, w), (N,)), ``label_names``.
-        decoder: ``decode_indices(codes) -> images``: the VQ-VAE, or a :class:`PixelCodec`.
+        decoder: ``decode_levels(codes) -> images``: the VQ-VAE, or a :class:`PixelCodec`.
         info: what the prior's checkpoints record of the source (``vqvae`` and ``vqvae_digest``, or ``pixels``
             and ``data``); a resumed fit must find the same.
         modality: the kind of data the decoded tensors are (the VQ-VAE's data's, or images).
     """
 
     codes: dict[str, Any]
-    decoder: VQVAE | PixelCodec
+    decoder: nn.Module
     info: dict[str, Any]
     modality: Modality
 

@@ -1,0 +1,103 @@
+"""Two levels of codes end to end, as the commands run them: a two-level VQ-VAE (fit_vqvae --levels 2) of images
+and of recordings, the two-level prior that fit_prior fits on its codes, and every way of sampling it (the
+pipeline, completion, generate), in seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from fits import VQVAE_16_CODES, logged, run_prior, run_vqvae
+from pipelines import generate
+from test_audio_pipeline import AUDIO_ARGS, COMMON_ARGS, SR, VQVAE_ARGS, _clip
+from vqvae_prior import VQPriorPipeline
+from vqvae_prior.checkpoint import CheckpointError
+from vqvae_prior.hierarchy import HierarchicalPrior
+
+PRIOR_ARGS = ["--layers", "2", "--channels", "8", "--head-channels", "16", "--samples-per-class", "1"]
+
+
+@pytest.fixture(scope="module")
+def image_fit(digit_folder: Path, tmp_path_factory) -> dict:
+    """Digits 28 x 28 -> bottom codes 14 x 14, top codes 7 x 7; a one-level VQ-VAE beside it."""
+    runs = tmp_path_factory.mktemp("two-levels")
+    data = ["--dataset", "image-folder", "--data-root", str(digit_folder)]
+    vq_metrics = run_vqvae(runs / "vq", *data, *VQVAE_16_CODES, "--levels", "2", "--downsample", "2")
+    prior_metrics = run_prior(runs / "vq" / "vqvae.pt", runs / "prior", *PRIOR_ARGS)
+    run_vqvae(runs / "vq1", *data, *VQVAE_16_CODES)
+    return {"runs": runs, "vqvae": runs / "vq" / "vqvae.pt", "prior": runs / "prior" / "prior.pt",
+            "vq_metrics": vq_metrics, "prior_metrics": prior_metrics, "one_level": runs / "vq1" / "vqvae.pt"}
+
+
+def test_fits_log_each_level(image_fit):
+    vq, prior = image_fit["vq_metrics"], image_fit["prior_metrics"]
+    assert 0 < vq["test_top_codes_used"] <= 16 and vq["test_top_perplexity"] >= 1
+    assert 0 < vq["test_codes_used"] <= 16
+    top, bottom = prior["test_top_bits_per_code"], prior["test_bottom_bits_per_code"]
+    assert prior["test_bits_per_code"] == pytest.approx((top * 49 + bottom * 196) / 245)
+    assert logged(image_fit["runs"] / "prior")[-1]["test_bottom_bits_per_code"] == pytest.approx(bottom)
+    assert (image_fit["runs"] / "prior" / "samples.png").is_file()
+
+
+def test_pipeline_samples_top_then_bottom_and_decodes_both(image_fit):
+    pipe = VQPriorPipeline.from_checkpoints(image_fit["vqvae"], image_fit["prior"], "cpu")
+    assert isinstance(pipe.prior, HierarchicalPrior) and pipe.code_shape == (14, 14)
+    out = pipe(3, labels=[0, 1, 2], generator=torch.Generator().manual_seed(0))
+    assert out.images.shape == (3, 1, 28, 28) and out.codes.shape == (3, 14, 14) and out.top_codes.shape == (3, 7, 7)
+    assert torch.equal(out.images, pipe.decode((out.top_codes, out.codes)))
+    again = pipe(3, labels=[0, 1, 2], generator=torch.Generator().manual_seed(0))
+    assert torch.equal(again.codes, out.codes) and torch.equal(again.top_codes, out.top_codes)
+
+
+def test_completion_keeps_the_kept_rows_of_both_levels(image_fit, digit_folder):
+    pipe = VQPriorPipeline.from_checkpoints(image_fit["vqvae"], image_fit["prior"], "cpu")
+    x = torch.rand(2, 1, 28, 28)
+    top, bottom = pipe.vqvae.encode_levels(x)
+    done = pipe.complete(x, keep=5, labels=[0, 2], completions=3, generator=torch.Generator().manual_seed(1))
+    assert done.codes.shape == (2, 3, 14, 14) and done.top_codes.shape == (2, 3, 7, 7)
+    assert torch.equal(done.codes[:, :, :5], bottom[:, None, :5].expand(2, 3, 5, 14))
+    assert torch.equal(done.top_codes[:, :, :2], top[:, None, :2].expand(2, 3, 2, 7))  # rows wholly within 5 kept
+    assert done.images.shape == (2, 3, 1, 28, 28)
+
+
+def test_generate_writes_a_two_level_models_samples(image_fit, tmp_path):
+    args = ["--vqvae", str(image_fit["vqvae"]), "--prior", str(image_fit["prior"]), "--labels", "all", "--repeat",
+            "2", "--seed", "0", "--device", "cpu", "--out", str(tmp_path / "samples.png")]
+    result = generate.main(generate.get_args_parser().parse_args(args))
+    assert result.images.shape == (6, 1, 28, 28) and (tmp_path / "samples.png").is_file()
+
+
+def test_a_prior_of_other_levels_is_refused(image_fit, tmp_path):
+    with pytest.raises(CheckpointError, match="models 2 level"):
+        VQPriorPipeline.from_checkpoints(image_fit["one_level"], image_fit["prior"], "cpu")
+
+
+@pytest.fixture(scope="module")
+def recordings(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("recordings")
+    for digit in (0, 1, 2):
+        for index in (0, 1, 5, 6, 7, 8):
+            sf.write(root / f"{digit}_{'ab'[index % 2]}_{index}.wav", _clip(digit, index), SR)
+    return root
+
+
+def test_two_levels_of_recordings_end_to_end(recordings, tmp_path):
+    """24 x 32 spectrograms -> bottom codes 6 x 8, top codes 3 x 4; the pipeline returns waveforms."""
+    from pipelines import fit_prior, fit_vqvae
+
+    vq_args = ["--dataset", "audio-folder", "--data-root", str(recordings), "--out", str(tmp_path / "vq"),
+               "--lsd-clips", "4", "--levels", "2", "--downsample", "4", *AUDIO_ARGS, *VQVAE_ARGS, *COMMON_ARGS]
+    vq = fit_vqvae.main(fit_vqvae.get_args_parser().parse_args(vq_args))
+    assert np.isfinite(vq["test_lsd_db"]) and vq["test_top_codes_used"] > 0
+    prior_args = ["--vqvae", str(tmp_path / "vq" / "vqvae.pt"), "--out", str(tmp_path / "prior"), *PRIOR_ARGS,
+                  *COMMON_ARGS]
+    prior = fit_prior.main(fit_prior.get_args_parser().parse_args(prior_args))
+    assert np.isfinite(prior["test_top_bits_per_code"]) and np.isfinite(prior["test_bottom_bits_per_code"])
+    pipe = VQPriorPipeline.from_checkpoints(tmp_path / "vq" / "vqvae.pt", tmp_path / "prior" / "prior.pt", "cpu")
+    out = pipe(3, labels=[0, 1, 2], generator=torch.Generator().manual_seed(0), guidance=1.0)
+    assert out.codes.shape == (3, 6, 8) and out.top_codes.shape == (3, 3, 4)
+    assert out.waveforms.shape[0] == 3 and torch.isfinite(out.waveforms).all()
