@@ -1,6 +1,8 @@
 """The two-level VQ-VAE: shape contracts (non-square included), decode_levels(encode_levels(x)) == the forward
-reconstruction, both levels shape the output and both encoders learn, older VQ-VAE checkpoints naming no architecture, and the level
-interface of the one-level VQ-VAE. Saving and loading both models: test_vqvae.py."""
+reconstruction, both levels shape the output and both encoders learn, older VQ-VAE checkpoints naming no architecture, the level
+interface of the one-level VQ-VAE, and fit_vqvae --levels 2 (its refusals too). Saving and loading both models:
+test_vqvae.py; a two-level fit of recordings: test_audio_pipeline.py; --resume with another --levels:
+test_reliability.py."""
 
 from __future__ import annotations
 
@@ -9,8 +11,11 @@ import dataclasses
 import pytest
 import torch
 
+from fits import VQVAE_16_CODES, logged, run_vqvae
 from vqvae_prior import VQVAE2, VQVAE2Config
 from vqvae_prior.checkpoint import CheckpointError, load_checkpoint, load_vqvae, save_checkpoint
+from vqvae_prior.errors import UsageError
+from vqvae_prior.training import VQVAEFit
 from vqvae_prior.vqvae import VQVAE, VQVAEConfig
 
 SMALL = {"channels": 16, "residual_channels": 8, "code_dim": 4, "codebook_size": 16}
@@ -126,3 +131,42 @@ def test_a_vqvae_checkpoint_naming_no_architecture_loads_as_the_one_level_vqvae(
     torch.save({**older, "arch": "vqvae2", "config": two}, tmp_path / "mixed.pt")
     with pytest.raises(CheckpointError, match="do not fit the vqvae its config describes"):
         load_vqvae(tmp_path / "mixed.pt")
+
+
+# ---------------------------------------------------------------------------------------------- fit_vqvae --levels 2
+
+LEVEL_METRICS = ("perplexity", "codes_used", "top_perplexity", "top_codes_used")
+
+
+def test_fit_vqvae_with_two_levels_logs_both_levels_and_saves_a_vqvae2(digit_folder, tmp_path):
+    """28 x 28 digits at --downsample 2: 14 x 14 bottom codes, 7 x 7 top codes."""
+    metrics = run_vqvae(tmp_path, "--dataset", "image-folder", "--data-root", str(digit_folder), "--batch-size", "16",
+                        *VQVAE_16_CODES, "--levels", "2", "--downsample", "2")
+    (line,) = logged(tmp_path)
+    for key in [f"{split}_{stat}" for split in ("train", "test") for stat in LEVEL_METRICS]:
+        assert 0 < line[key] <= 16, key
+    assert line == metrics and line["test_mse"] < 0.2
+    model, payload = load_vqvae(tmp_path / "vqvae.pt")
+    assert type(model) is VQVAE2 and payload["arch"] == "vqvae2" and payload["args"]["levels"] == 2
+    assert model.config.downsample == 2 and load_checkpoint(tmp_path / "vqvae-last.pt")["arch"] == "vqvae2"
+    x = torch.rand(2, 1, 28, 28)
+    assert [tuple(c.shape) for c in model.encode_levels(x)] == [(2, 7, 7), (2, 14, 14)]
+    assert (tmp_path / "reconstructions.png").stat().st_size > 0
+
+
+def test_one_level_fits_log_no_top_level(digit_folder_fit):
+    assert not any("top" in key for key in digit_folder_fit.vqvae_metrics)
+    assert load_checkpoint(digit_folder_fit.vqvae)["args"]["levels"] == 1  # the images' default
+
+
+def test_bad_levels_and_sizes_are_refused_before_any_work(digit_folder, tmp_path):
+    with pytest.raises(UsageError, match="^--levels 3 is not one of 1, 2$"):
+        VQVAEFit.of(levels=3).resolved()
+    with pytest.raises(SystemExit):  # argparse: invalid choice
+        run_vqvae(tmp_path, "--levels", "3")
+    # 28 x 28 digits and the images' default --downsample 4: the top level would be at 8
+    with pytest.raises(UsageError, match=r"^--dataset image-folder \(items \(1, 28, 28\)\) does not fit --levels 2 "
+                                         r"--downsample 4: input height and width must be divisible by 8 \(the top "
+                                         r"level's downsampling: 2 x downsample=4\), got \(28, 28\)$"):
+        run_vqvae(tmp_path, "--dataset", "image-folder", "--data-root", str(digit_folder), "--levels", "2")
+    assert not [p for p in tmp_path.iterdir() if p.suffix in (".pt", ".jsonl", ".png")]
