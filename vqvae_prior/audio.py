@@ -309,7 +309,6 @@ class Spectrograms(Modality):
     name = "audio"
     noun = "recording"
     extensions = AUDIO_EXTENSIONS
-    dataset_options = ("sample_rate", "representation", "n_fft", "hop_length", "n_mels", "n_frames", "label_pattern")
     # Audio data sets are small (FSDD: 2,250 train clips), so smaller batches give more steps. fit_vqvae: audio is
     # downsampled by 8 (FSDD: 80 x 64 spectrograms -> 10 x 8 codes): a quarter of the codes of downsample 4 makes the
     # prior's task easier, and its samples far more intelligible (README); FSDD with these: 24 epochs in about 6

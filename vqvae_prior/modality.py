@@ -2,7 +2,7 @@
 
 The VQ-VAE and the prior only ever see tensors ``(N, C, H, W)`` in ``[0, 1]``. A modality is the rest: how a file
 becomes such a tensor and a tensor becomes something to look at or listen to, which files hold its inputs, how a
-file's class is read from its path, which data-set options apply, and the fits' defaults for its data.
+file's class is read from its path, and the fits' defaults for its data.
 
 - :class:`Images`: images are their own tensors; PNG/JPEG files; a file's class is the name of its folder.
 - :class:`vqvae_prior.audio.Spectrograms`: log spectrograms ``(N, 1, n_frames, F)`` of recordings (WAV/FLAC/OGG),
@@ -50,7 +50,6 @@ class Modality:
         name: the name data specs and checkpoints record (``spec["modality"]``).
         noun: what one input is called in messages ("image", "recording").
         extensions: the file extensions (lower case) of its inputs.
-        dataset_options: the ``data.load_dataset`` options that its data sets take (the command line's data group).
         vqvae_defaults: ``pipelines.fit_vqvae``'s options when not given, for its data.
         prior_defaults: ``pipelines.fit_prior``'s options when not given, for its data.
     """
@@ -58,7 +57,6 @@ class Modality:
     name: ClassVar[str]
     noun: ClassVar[str]
     extensions: ClassVar[tuple[str, ...]]
-    dataset_options: ClassVar[tuple[str, ...]]
     vqvae_defaults: ClassVar[dict[str, Any]]
     prior_defaults: ClassVar[dict[str, Any]]
 
@@ -132,7 +130,6 @@ class Images(Modality):
     name = "image"
     noun = "image"
     extensions = IMAGE_EXTENSIONS
-    dataset_options = ("image_size", "channels")
     # fit_vqvae: chosen for MNIST's 60,000 digits within 20 minutes on 2 CPU cores (README, results). Within a fixed
     # time more updates beat a wider network: 64 hidden channels (about 70 s an epoch at batch 128 against 190 s for
     # 128 channels) reach after 3 epochs what 128 reach after about 1.3. With 64 channels and K = 512, held-out PSNR

@@ -65,7 +65,9 @@ class VQVAEFit(FitOptions):
     dataset: str = option("mnist-sample", "the data set (data/__init__.py)", choices=data.DATASETS)
     data_root: str | None = option(None, "folder (or file) of the data set")
     image_size: tuple[int, ...] | None = option(None, "image-folder: resize to H [W]", nargs="+")
-    channels_in: int | None = option(None, "image-folder: force grayscale (1) or RGB (3)", choices=(1, 3))
+    channels_in: int | None = option(None, "images: grayscale (1; of RGB by the ITU-R 601 luma weights) or RGB (3; "
+                                     "gray repeated); default: as stored (image-folder: as its first image)",
+                                     choices=(1, 3))
     representation: str | None = option(None, "audio-folder: log-mel or log-magnitude STFT (default: mel)",
                                         choices=("stft", "mel"))
     sample_rate: int | None = option(None, "audio-folder: resample every clip to this rate (default: 8000)")
@@ -106,7 +108,7 @@ class VQVAEFit(FitOptions):
         """The data-set options given, as ``data.load_dataset`` keywords; those the data set does not take are
         refused."""
         given = {name: getattr(self, name) for name in DATASET_OPTIONS if getattr(self, name) is not None}
-        takes = data.modality_of(self.dataset).dataset_options
+        takes = data.loader_options(self.dataset)
         wrong = [name for name in given if DATASET_OPTIONS[name] not in takes]
         if wrong:
             raise UsageError(f"{', '.join(map(flag, wrong))} does not apply to --dataset {self.dataset}")
