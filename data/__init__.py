@@ -20,6 +20,8 @@ it is; :attr:`DatasetSplits.modality` is that modality as an object.
 from __future__ import annotations
 
 import importlib
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ from vqvae_prior.errors import DataError
 from vqvae_prior.modality import Modality
 from vqvae_prior.registry import modality_class, modality_of_spec
 
-__all__ = ["DATASETS", "DataError", "DatasetSplits", "load_dataset", "modality_of"]
+__all__ = ["DATASETS", "DataError", "DatasetSplits", "load_dataset", "loader_options", "modality_of"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,18 @@ def modality_of(name: str) -> type[Modality]:
     return modality_class(_DATASETS[name][0])
 
 
+def _loader(name: str) -> Callable[..., DatasetSplits]:
+    _check_name(name)
+    _, module, loader = _DATASETS[name]
+    return getattr(importlib.import_module(f"data.{module}"), loader)
+
+
+def loader_options(name: str) -> tuple[str, ...]:
+    """The keyword options that data set ``name``'s loader takes besides ``root`` (its signature's: ``channels``
+    for every image data set, ``image_size`` for an image folder, the spectrogram settings for recordings, ...)."""
+    return tuple(option for option in inspect.signature(_loader(name)).parameters if option != "root")
+
+
 def load_dataset(
     name: str, root: str | Path | None = None, modality: str | None = None, **options: Any
 ) -> DatasetSplits:
@@ -96,10 +110,10 @@ def load_dataset(
     every epoch.
     """
     _check_name(name)
-    kind, module, loader = _DATASETS[name]
+    kind = _DATASETS[name][0]
     if modality is not None and modality != kind:
         raise DataError(f"data set {name!r} holds {kind} data, but its spec says modality={modality!r}")
-    splits = getattr(importlib.import_module(f"data.{module}"), loader)(root=root, **options)
+    splits = _loader(name)(root=root, **options)
     for split, items in (("train", splits.train), ("held-out", splits.test)):
         if len(items) == 0:
             where = f"the {name} data set" + (f" at {root}" if root is not None else "")

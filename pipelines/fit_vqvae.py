@@ -4,7 +4,8 @@
     python -m pipelines.fit_vqvae --dataset audio-folder --data-root ../shared/data/fsdd/recordings --out runs/fsdd
 
 Per epoch, on the held-out split: reconstruction MSE and PSNR, commitment loss, perplexity and codes used (and the
-same code statistics over the training epoch); one line per epoch in OUT/metrics.jsonl. For recordings also the
+same code statistics over the training epoch); one line per epoch in OUT/metrics.jsonl. --levels 2 fits a two-level
+VQ-VAE-2 (a top code map at twice --downsample) and adds its top level's code statistics (test_top_perplexity, ...). For recordings also the
 log-spectral distance in dB between held-out clips and the Griffin-Lim waveforms of their reconstructed spectrograms
 (test_lsd_db), beside the same distance for the original spectrograms (ceiling_lsd_db, what Griffin-Lim alone
 costs), on --lsd-clips held-out clips. Writes OUT/reconstructions.png (held-out originals above their

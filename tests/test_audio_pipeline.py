@@ -115,6 +115,22 @@ def test_fit_vqvae_mel(recordings, tmp_path):
     assert ckpt["config"]["downsample"] == 8  # 3 x 2 codes
 
 
+def test_fit_vqvae_with_two_levels(recordings, tmp_path):
+    """24 x 32 spectrograms at --downsample 4: 6 x 8 bottom codes, 3 x 4 top codes; the held-out LSD of the two-level
+    reconstructions, and audio_eval of its checkpoint."""
+    args = ["--dataset", "audio-folder", "--data-root", str(recordings), "--out", str(tmp_path), "--lsd-clips", "2",
+            *AUDIO_ARGS, *FIXTURE_VQVAE_ARGS, *COMMON_ARGS, "--levels", "2"]
+    metrics = fit_vqvae.main(fit_vqvae.get_args_parser().parse_args(args))
+    assert metrics["test_lsd_db"] > 0 and np.isfinite(metrics["test_lsd_db"]) and metrics["lsd_clips"] == 2
+    for key in ("train_top_perplexity", "train_top_codes_used", "test_top_perplexity", "test_top_codes_used"):
+        assert 0 < logged(tmp_path)[0][key] <= 16, key
+    vqvae, ckpt = load_vqvae(tmp_path / "vqvae.pt")
+    assert ckpt["arch"] == "vqvae2" and vqvae.level_shapes(vqvae.code_shape((1, 24, 32))) == [(3, 4), (6, 8)]
+    evaluated = audio_eval.main(audio_eval.get_args_parser().parse_args(
+        ["--vqvae", str(tmp_path / "vqvae.pt"), "--clips", "2", "--device", "cpu"]))
+    assert evaluated["test_lsd_db"] == metrics["test_lsd_db"]
+
+
 def test_defaults_by_kind_of_data():
     """--epochs and --batch-size not given take the defaults of the kind of data; given ones are kept."""
     audio = VQVAEFit(dataset="audio-folder").resolved()

@@ -1,4 +1,5 @@
-"""Tests of the image loaders in data/images.py: split sizes, shapes, spec round trips and error messages."""
+"""Tests of the image loaders in data/images.py: split sizes, shapes, spec round trips and error messages; the
+channels every image data set takes, through fit_vqvae --channels-in and the prior fit that rebuilds its data."""
 
 from pathlib import Path
 
@@ -7,10 +8,19 @@ import pytest
 import torch
 import torchvision
 from PIL import Image
+from torchvision.transforms import functional as TF
 
 from data import DataError, load_dataset
-from data.images import ImageTensorDataset, load_cifar10, load_image_folder, load_mnist, load_mnist_sample, read_idx
+from data.images import (
+    IDX_FILES, ImageTensorDataset, load_cifar10, load_image_folder, load_mnist, load_mnist_sample, read_idx,
+    with_channels,
+)
 from files import write_idx
+from fits import VQVAE_16_CODES, run_prior, run_vqvae
+from vqvae_prior.checkpoint import load_checkpoint
+from vqvae_prior.errors import UsageError
+from vqvae_prior.training import VQVAEFit
+from vqvae_prior.training.batching import load_splits
 
 # ---------------------------------------------------------------------------------------------- mnist-sample
 
@@ -218,3 +228,105 @@ def test_image_folder_errors(tmp_path):
     (tmp_path / "broken.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match="cannot decode image .*broken.png"):
         load_image_folder(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------- channels
+
+
+def test_with_channels_takes_torchvision_luma_or_repeats_gray():
+    rgb = torch.randint(0, 256, (4, 3, 5, 6), dtype=torch.uint8)
+    assert torch.equal(with_channels(rgb, 1), TF.rgb_to_grayscale(rgb))
+    expected = (0.2989 * rgb[:, 0].double() + 0.587 * rgb[:, 1] + 0.114 * rgb[:, 2]).floor()  # ITU-R 601-2
+    assert (with_channels(rgb, 1)[:, 0].double() - expected).abs().max() <= 1
+    gray = rgb[:, :1]
+    assert torch.equal(with_channels(gray, 3), gray.expand(-1, 3, -1, -1))
+    assert with_channels(rgb, None) is rgb and with_channels(rgb, 3) is rgb and with_channels(gray, 1) is gray
+    with pytest.raises(DataError, match="channels must be 1, 3 or None"):
+        with_channels(rgb, 2)
+
+
+def _tiny_cifar10(root: Path) -> Path:
+    """An .npz of 24 train / 8 held-out random 32 x 32 RGB images, as ../shared/data/cifar10 holds CIFAR-10's."""
+    root.mkdir(parents=True, exist_ok=True)
+    x = np.random.default_rng(0).integers(0, 256, (32, 32, 32, 3), dtype=np.uint8)
+    np.savez(root / "tiny.npz", x_train=x[:24], y_train=np.arange(24) % 3, x_test=x[24:], y_test=np.arange(8) % 3)
+    return root / "tiny.npz"
+
+
+def _tiny_mnist(root: Path) -> Path:
+    """A folder of the four IDX files of 24 train / 8 held-out digits of the MNIST sample."""
+    root.mkdir(parents=True, exist_ok=True)
+    digits = load_mnist_sample().train
+    for (x_name, y_name), part in zip((IDX_FILES[:2], IDX_FILES[2:]), (slice(0, 24), slice(24, 32))):
+        write_idx(root / x_name, digits.images[part, 0].numpy())
+        write_idx(root / y_name, digits.labels[part].numpy())
+    return root
+
+
+def _rgb_folder(root: Path) -> Path:
+    """A folder of two classes of four random 8 x 8 RGB PNGs each."""
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        (root / f"class{i % 2}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(root / f"class{i % 2}" / f"{i}.png")
+    return root
+
+
+def test_cifar10_and_mnist_take_channels_and_their_specs_record_them(tmp_path):
+    npz = _tiny_cifar10(tmp_path)
+    rgb, gray = load_cifar10(npz), load_cifar10(npz, channels=1)
+    assert gray.sample_shape == (1, 32, 32) and torch.equal(gray.test.images, TF.rgb_to_grayscale(rgb.test.images))
+    assert gray.spec["channels"] == 1 and "channels" not in rgb.spec  # specs of data as stored are unchanged
+    assert torch.equal(load_dataset(**load_dataset("cifar10", npz, channels=1).spec).train.images, gray.train.images)
+    assert torch.equal(load_cifar10(npz, channels=3).train.images, rgb.train.images)
+    digits = load_dataset("mnist", _tiny_mnist(tmp_path / "mnist"), channels=3)
+    assert digits.sample_shape == (3, 28, 28) and digits.spec["channels"] == 3
+    assert torch.equal(digits.train.images, load_mnist(tmp_path / "mnist").train.images.expand(-1, 3, -1, -1))
+
+
+def test_channels_in_applies_to_every_image_data_set_and_image_size_to_folders_only():
+    def options(**given):
+        return VQVAEFit.of(**given).resolved().dataset_options()
+
+    for name in ("mnist-sample", "mnist", "fashion-mnist", "cifar10", "image-folder"):
+        assert options(dataset=name, channels_in=1) == {"channels": 1}
+    assert options(dataset="image-folder", image_size=(8,)) == {"image_size": 8}
+    with pytest.raises(UsageError, match="^--image-size does not apply to --dataset cifar10$"):
+        options(dataset="cifar10", image_size=(16,))
+    with pytest.raises(UsageError, match="^--channels-in does not apply to --dataset audio-folder$"):
+        options(dataset="audio-folder", channels_in=1)
+
+
+@pytest.mark.parametrize("dataset,make,channels_in,expected", [
+    ("cifar10", _tiny_cifar10, "1", lambda x: TF.rgb_to_grayscale(x)),  # RGB -> gray
+    ("cifar10", _tiny_cifar10, "3", lambda x: x),  # as stored
+    ("image-folder", _rgb_folder, "1", None),  # RGB PNGs -> gray (PIL's convert("L"))
+    ("mnist", _tiny_mnist, "3", lambda x: x.expand(-1, 3, -1, -1)),  # gray -> RGB
+])
+def test_fit_vqvae_channels_in_and_the_prior_fit_rebuilds_the_same_data(tmp_path, dataset, make, channels_in,
+                                                                         expected):
+    root = make(tmp_path / "data")
+    run_vqvae(tmp_path / "vq", "--dataset", dataset, "--data-root", str(root), "--channels-in", channels_in,
+              "--batch-size", "8", *VQVAE_16_CODES)
+    ckpt = load_checkpoint(tmp_path / "vq" / "vqvae.pt")
+    assert ckpt["data"]["channels"] == int(channels_in) and ckpt["sample_shape"][0] == int(channels_in)
+    rebuilt = load_splits(ckpt["data"])  # what the prior fit encodes
+    assert rebuilt.sample_shape == tuple(ckpt["sample_shape"])
+    if expected is not None:
+        assert torch.equal(rebuilt.train.images, expected(load_dataset(dataset, root).train.images))
+    metrics = run_prior(tmp_path / "vq" / "vqvae.pt", tmp_path / "prior", "--samples-per-class", "0")
+    assert np.isfinite(metrics["test_bits_per_code"])
+
+
+@pytest.mark.realdata
+def test_real_cifar10_fit_vqvae_channels_in(shared_data, tmp_path):
+    """python -m pipelines.fit_vqvae --dataset cifar10 --data-root ../shared/data/cifar10 --channels-in 1 (and 3)."""
+    root = shared_data("cifar10")
+    run_vqvae(tmp_path, "--dataset", "cifar10", "--data-root", str(root), "--channels-in", "1", "--batch-size", "128",
+              *VQVAE_16_CODES)
+    ckpt = load_checkpoint(tmp_path / "vqvae.pt")
+    assert ckpt["sample_shape"] == [1, 32, 32] and ckpt["data"] == {"name": "cifar10", "root": str(root),
+                                                                    "channels": 1, "modality": "image"}
+    rgb = load_dataset("cifar10", root, channels=3)
+    assert rgb.sample_shape == (3, 32, 32) and rgb.spec["channels"] == 3
+    assert torch.equal(load_splits(ckpt["data"]).test.images, TF.rgb_to_grayscale(rgb.test.images))

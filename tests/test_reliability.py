@@ -102,8 +102,18 @@ def test_resume_refuses_another_data_set_and_other_training_options(tmp_path, vq
         fit_vq(vq_args(tmp_path, "--resume", "--epochs", "2", "--lr", "1e-5"))
     with pytest.raises(UsageError, match="--batch-size 16.*--batch-size 8"):
         fit_vq(vq_args(tmp_path, "--resume", "--epochs", "2", "--batch-size", "8"))
+    with pytest.raises(UsageError, match="with --downsample 4, --levels 1; this call asks for --downsample 2, --levels 2"):
+        fit_vq(vq_args(tmp_path, "--resume", "--epochs", "2", "--levels", "2", "--downsample", "2"))
     assert (tmp_path / "vqvae-last.pt").read_bytes() == before  # nothing rewritten
     assert logged_epochs(tmp_path) == [1]
+    # a fit from before --levels existed was of one level
+    last = torch.load(tmp_path / "vqvae-last.pt", weights_only=True)
+    del last["args"]["levels"]
+    torch.save(last, tmp_path / "vqvae-last.pt")
+    with pytest.raises(UsageError, match="with --levels 1; this call asks for --levels 2"):
+        fit_vq(vq_args(tmp_path, "--resume", "--epochs", "2", "--levels", "2"))
+    fit_vq(vq_args(tmp_path, "--resume", "--epochs", "2"))
+    assert logged_epochs(tmp_path) == [1, 2]
 
 
 def test_resume_records_the_options_it_may_change(tmp_path, vq_args):

@@ -1,4 +1,5 @@
-"""VQ-VAE shape contracts (non-square included) and checkpoint save -> load -> identical outputs."""
+"""VQ-VAE shape contracts (non-square included) and checkpoint save -> load -> identical outputs (of the one- and
+the two-level VQ-VAE)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import dataclasses
 import pytest
 import torch
 
+from vqvae_prior import AUTOENCODERS
 from vqvae_prior.checkpoint import CheckpointError, load_checkpoint, load_prior, load_vqvae, save_checkpoint
 from vqvae_prior.vqvae import VQVAE, VQVAEConfig
 
@@ -55,15 +57,21 @@ def test_training_reduces_the_reconstruction_error():
     assert float(out.reconstruction_loss.detach()) < 0.5 * first
 
 
-def test_vqvae_save_load_gives_identical_outputs(tmp_path):
-    model = tiny_vqvae(in_channels=3)
-    model(torch.rand(4, 3, 12, 8))  # initializes the codebook, moves the EMA statistics
+@pytest.mark.parametrize("arch", ["vqvae", "vqvae2"])
+def test_vqvae_save_load_gives_identical_weights_and_outputs(tmp_path, arch):
+    architecture = AUTOENCODERS[arch]
+    model = architecture.model(architecture.config(channels=16, residual_channels=8, code_dim=4, codebook_size=16,
+                                                   in_channels=3, downsample=2))
+    model(torch.rand(4, 3, 12, 8))  # initializes the codebooks, moves the EMA statistics
     model.eval()
     save_checkpoint(tmp_path / "vq.pt", "vqvae", model, data={"name": "test", "modality": "image"})
     loaded, payload = load_vqvae(tmp_path / "vq.pt")
-    assert loaded.config == model.config and payload["data"] == {"name": "test", "modality": "image"}
+    assert type(loaded) is architecture.model and type(loaded.config) is architecture.config
+    assert payload["arch"] == arch and loaded.config == model.config
+    assert payload["data"] == {"name": "test", "modality": "image"}
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
     x = torch.rand(2, 3, 12, 8)
-    assert torch.equal(loaded.encode(x), model.encode(x))
+    assert all(torch.equal(a, b) for a, b in zip(loaded.encode_levels(x), model.encode_levels(x), strict=True))
     assert torch.equal(loaded(x).reconstruction, model(x).reconstruction)
 
 

@@ -309,15 +309,14 @@ class Spectrograms(Modality):
     name = "audio"
     noun = "recording"
     extensions = AUDIO_EXTENSIONS
-    dataset_options = ("sample_rate", "representation", "n_fft", "hop_length", "n_mels", "n_frames", "label_pattern")
     # Audio data sets are small (FSDD: 2,250 train clips), so smaller batches give more steps. fit_vqvae: audio is
     # downsampled by 8 (FSDD: 80 x 64 spectrograms -> 10 x 8 codes): a quarter of the codes of downsample 4 makes the
     # prior's task easier, and its samples far more intelligible (README); FSDD with these: 24 epochs in about 6
     # minutes on 2 CPU cores. fit_prior: dropout and 8 shifts (one code row of the audio VQ-VAE) keep the prior from
     # overfitting: FSDD without them overfits after 9 epochs (held-out 4.95 -> 5.78 bits per code at 22); with them
     # it still improves at 60 (4.16). FSDD with these: 60 epochs in about 27 minutes on 2 CPU cores (README).
-    vqvae_defaults = {"epochs": 24, "batch_size": 32, "downsample": 8, "lr": 1e-3, "lr_schedule": "constant",
-                      "channels": 128, "residual_channels": 64, "codebook_size": 256}
+    vqvae_defaults = {"epochs": 24, "batch_size": 32, "downsample": 8, "levels": 1, "lr": 1e-3,
+                      "lr_schedule": "constant", "channels": 128, "residual_channels": 64, "codebook_size": 256}
     prior_defaults = {"epochs": 60, "batch_size": 32, "lr": 1e-3, "lr_schedule": "constant", "dropout": 0.5,
                       "shifts": 8, "jitter": 0}
 

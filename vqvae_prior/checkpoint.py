@@ -3,7 +3,8 @@
 A checkpoint is a dict saved with ``torch.save``::
 
     {"format": "vqvae_prior", "version": 2, "kind": "vqvae" | "prior",
-     "arch": "gated_pixelcnn",               # a prior's architecture: its name in vqvae_prior.registry.PRIORS
+     "arch": "vqvae" | "gated_pixelcnn",     # the architecture: its name in vqvae_prior.registry.AUTOENCODERS
+                                             # (a VQ-VAE: "vqvae", one level, or "vqvae2", two) or PRIORS
      "config": dataclasses.asdict(config),   # rebuilds the model (a VQ-VAE's names its quantizer)
      "model": state_dict,                    # of the unwrapped module (no DDP / torch.compile prefixes)
      "data": {...},                          # the data set's spec: its "modality" (a name in
@@ -14,10 +15,10 @@ It is written atomically (:func:`vqvae_prior.files.atomic_save`), so an interrup
 previous checkpoint. Weights that are not finite (a diverged fit) are refused when saving and when loading.
 
 Loading brings older checkpoints up to date (:func:`load_checkpoint`): version 1 named no architecture (its priors
-are ``"gated_pixelcnn"``, its VQ-VAEs' quantizers ``"vq"``), and a data spec without a modality is an audio one
-when it holds spectrogram settings, else an image one. A config is completed with the defaults of fields added
-since it was written. A checkpoint from a newer version, or of an architecture not registered here, is refused
-with a message that says so.
+are ``"gated_pixelcnn"``, its VQ-VAEs' quantizers ``"vq"``), VQ-VAE checkpoints named none before two-level VQ-VAEs
+existed (theirs are ``"vqvae"``), and a data spec without a modality is an audio one when it holds spectrogram
+settings, else an image one. A config is completed with the defaults of fields added since it was written. A
+checkpoint from a newer version, or of an architecture not registered here, is refused with a message that says so.
 """
 
 from __future__ import annotations
@@ -33,8 +34,11 @@ from torch import nn
 
 from vqvae_prior.errors import CheckpointError
 from vqvae_prior.files import atomic_save
-from vqvae_prior.registry import modality_of_spec, prior_architecture, prior_name
-from vqvae_prior.vqvae import VQVAE, VQVAEConfig
+from vqvae_prior.registry import (
+    autoencoder_architecture, autoencoder_name, modality_of_spec, prior_architecture, prior_name,
+)
+from vqvae_prior.vqvae import VQVAE
+from vqvae_prior.vqvae2 import VQVAE2
 
 __all__ = [
     "CheckpointError", "load_checkpoint", "load_prior", "load_vqvae", "nonfinite", "require", "save_checkpoint",
@@ -69,7 +73,7 @@ def save_checkpoint(path: str | Path, kind: str, model: nn.Module, **extra: Any)
         "format": FORMAT,
         "version": VERSION,
         "kind": kind,
-        **({"arch": prior_name(model)} if kind == "prior" else {}),
+        "arch": prior_name(model) if kind == "prior" else autoencoder_name(model),
         "config": dataclasses.asdict(model.config),
         "model": weights,
         **extra,
@@ -131,9 +135,9 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> dict[str, Any]
 def _upgrade(payload: dict[str, Any], path: Path) -> dict[str, Any]:
     """The checkpoint as this version writes it: architecture named, modality in the data spec, config complete."""
     payload = dict(payload)
-    if payload["kind"] == "prior":
-        payload.setdefault("arch", "gated_pixelcnn")  # version 1 had this one prior
-    elif isinstance(payload.get("data"), dict) and "modality" not in payload["data"]:
+    # the one prior of version 1; the one VQ-VAE before two-level ones
+    payload.setdefault("arch", "gated_pixelcnn" if payload["kind"] == "prior" else "vqvae")
+    if payload["kind"] == "vqvae" and isinstance(payload.get("data"), dict) and "modality" not in payload["data"]:
         payload["data"] = {**payload["data"], "modality": modality_of_spec(payload["data"]).name}
     config_cls = _classes(payload, path)[1]
     try:
@@ -145,10 +149,9 @@ def _upgrade(payload: dict[str, Any], path: Path) -> dict[str, Any]:
 
 def _classes(payload: dict[str, Any], path: Path) -> tuple[type[nn.Module], type]:
     """The model class and config class of an up-to-date checkpoint."""
-    if payload["kind"] == "vqvae":
-        return VQVAE, VQVAEConfig
+    lookup = autoencoder_architecture if payload["kind"] == "vqvae" else prior_architecture
     try:
-        arch = prior_architecture(payload["arch"])
+        arch = lookup(payload["arch"])
     except ValueError as e:
         raise CheckpointError(f"{path}: {e}") from e
     return arch.model, arch.config
@@ -187,8 +190,9 @@ def _build(payload: dict[str, Any], path: str | Path, device: torch.device | str
     return model.to(device or "cpu").eval()
 
 
-def load_vqvae(path: str | Path, device: torch.device | str | None = None) -> tuple[VQVAE, dict[str, Any]]:
-    """The VQ-VAE saved at ``path``, rebuilt from its config, in eval mode; and the checkpoint dict.
+def load_vqvae(path: str | Path, device: torch.device | str | None = None) -> tuple[VQVAE | VQVAE2, dict[str, Any]]:
+    """The VQ-VAE saved at ``path``, rebuilt from its architecture (``payload["arch"]``: a :class:`VQVAE` or a
+    :class:`VQVAE2`) and config, in eval mode; and the checkpoint dict.
 
     An audio VQ-VAE must have been fitted on spectrograms laid out as they are now, ``(1, n_frames, F)``; one
     fitted on frequency-major ``(1, F, n_frames)`` images (before time ran down the rows) is refused.

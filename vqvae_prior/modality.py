@@ -2,7 +2,7 @@
 
 The VQ-VAE and the prior only ever see tensors ``(N, C, H, W)`` in ``[0, 1]``. A modality is the rest: how a file
 becomes such a tensor and a tensor becomes something to look at or listen to, which files hold its inputs, how a
-file's class is read from its path, which data-set options apply, and the fits' defaults for its data.
+file's class is read from its path, and the fits' defaults for its data.
 
 - :class:`Images`: images are their own tensors; PNG/JPEG files; a file's class is the name of its folder.
 - :class:`vqvae_prior.audio.Spectrograms`: log spectrograms ``(N, 1, n_frames, F)`` of recordings (WAV/FLAC/OGG),
@@ -50,7 +50,6 @@ class Modality:
         name: the name data specs and checkpoints record (``spec["modality"]``).
         noun: what one input is called in messages ("image", "recording").
         extensions: the file extensions (lower case) of its inputs.
-        dataset_options: the ``data.load_dataset`` options that its data sets take (the command line's data group).
         vqvae_defaults: ``pipelines.fit_vqvae``'s options when not given, for its data.
         prior_defaults: ``pipelines.fit_prior``'s options when not given, for its data.
     """
@@ -58,7 +57,6 @@ class Modality:
     name: ClassVar[str]
     noun: ClassVar[str]
     extensions: ClassVar[tuple[str, ...]]
-    dataset_options: ClassVar[tuple[str, ...]]
     vqvae_defaults: ClassVar[dict[str, Any]]
     prior_defaults: ClassVar[dict[str, Any]]
 
@@ -132,14 +130,13 @@ class Images(Modality):
     name = "image"
     noun = "image"
     extensions = IMAGE_EXTENSIONS
-    dataset_options = ("image_size", "channels")
     # fit_vqvae: chosen for MNIST's 60,000 digits within 20 minutes on 2 CPU cores (README, results). Within a fixed
     # time more updates beat a wider network: 64 hidden channels (about 70 s an epoch at batch 128 against 190 s for
     # 128 channels) reach after 3 epochs what 128 reach after about 1.3. With 64 channels and K = 512, held-out PSNR
     # after about 160 s of training: batch 128 and learning rate 1e-3: 24.8 dB; batch 128, 3e-3: 25.9; batch 32,
     # 1e-3: 26.1; batch 64, 2e-3: 26.0. K = 512 codes: 27.01 dB after 4 epochs against 26.53 for 256.
-    vqvae_defaults = {"epochs": 13, "batch_size": 64, "downsample": 4, "lr": 2e-3, "lr_schedule": "cosine",
-                      "channels": 64, "residual_channels": 32, "codebook_size": 512}
+    vqvae_defaults = {"epochs": 13, "batch_size": 64, "downsample": 4, "levels": 1, "lr": 2e-3,
+                      "lr_schedule": "cosine", "channels": 64, "residual_channels": 32, "codebook_size": 512}
     prior_defaults = {"epochs": 4, "batch_size": 128, "lr": 1e-3, "lr_schedule": "cosine", "dropout": 0.0,
                       "shifts": 1, "jitter": 0}
 

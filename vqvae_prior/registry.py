@@ -1,9 +1,12 @@
 """Architectures by name: a checkpoint records the names, loading looks them up here and rebuilds the classes.
 
-- :data:`PRIORS`: prior architectures. A prior checkpoint records its architecture's name (``"arch"``) beside its
-  config; the entry gives the model class and its config class (a frozen dataclass).
-- :data:`QUANTIZERS`: the VQ-VAE's quantizers. ``VQVAEConfig.quantizer`` names one; the class is built with
-  ``cls.from_config(vqvae_config)``.
+- :data:`AUTOENCODERS`: the VQ-VAEs, one level (``"vqvae"``) or two (``"vqvae2"``). A VQ-VAE checkpoint records its
+  architecture's name (``"arch"``) beside its config; the entry gives the model class and its config class (a
+  frozen dataclass).
+- :data:`PRIORS`: prior architectures, recorded and looked up the same way.
+- :data:`QUANTIZERS`: the VQ-VAEs' quantizers. ``VQVAEConfig.quantizer`` names one; the class is built with
+  ``cls.from_config(vqvae_config)`` (a two-level VQ-VAE builds one per level). The table is defined in
+  :mod:`vqvae_prior.quantizers`, where the VQ-VAEs look it up, and is the same dictionary here.
 - :data:`MODALITIES`: kinds of data (:mod:`vqvae_prior.modality`). A data set's spec names its modality
   (``"modality"``), and :func:`modality_of_spec` rebuilds the object from the spec.
 
@@ -12,20 +15,22 @@ A new prior is one module plus one entry in :data:`PRIORS`; it needs what ``vqva
 ``vqvae_prior.prior.AutoregressivePrior`` gives most of it. A step-by-step form for the cached sampler is optional,
 one more entry in ``vqvae_prior.sampling.cached.STEP_FORMS``. A new quantizer is one module plus one entry in
 :data:`QUANTIZERS`; it needs ``from_config``, ``forward(z_e) -> QuantizerOutput`` in training and eval,
-``encode(z_e) -> indices`` and ``decode(indices) -> quantized maps`` (see ``vqvae_prior.quantizer``). Code outside
-the package may add entries to both dictionaries before loading its checkpoints.
+``encode(z_e) -> indices`` and ``decode(indices) -> quantized maps`` (see ``vqvae_prior.quantizer``). A new VQ-VAE is
+one module plus one entry in :data:`AUTOENCODERS`; it needs ``forward(x) -> VQVAEOutput``, a ``config`` attribute
+and the level interface of ``vqvae_prior.vqvae`` (``levels``, ``encode_levels``, ``decode_levels``,
+``level_shapes``, ``code_shape``, ``decoded_shape``). Code outside the package may add entries to these
+dictionaries before loading its checkpoints.
 
 A new modality is one class (:class:`vqvae_prior.modality.Modality`) plus one entry in :data:`MODALITIES`.
 
-Checkpoints written before architecture names existed name none: they hold today's classes,
+Checkpoints written before architecture names existed name none: they hold today's classes, ``"vqvae"``,
 ``"gated_pixelcnn"`` and ``"vq"`` (``vqvae_prior.checkpoint`` fills the names in when it loads them).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from typing import Any
+from typing import Any, TypeVar
 
 from torch import nn
 
@@ -35,19 +40,31 @@ from vqvae_prior.hierarchy import HierarchicalPrior, HierarchicalPriorConfig
 from vqvae_prior.modality import Images, Modality
 from vqvae_prior.plain_prior import PlainPixelCNN, PlainPriorConfig
 from vqvae_prior.prior import GatedPixelCNN, PriorConfig
-from vqvae_prior.quantizer import VectorQuantizer
+from vqvae_prior.quantizers import QUANTIZERS, quantizer_class
+from vqvae_prior.vqvae import VQVAE, VQVAEConfig
+from vqvae_prior.vqvae2 import VQVAE2, VQVAE2Config
 
-__all__ = ["ARCHITECTURES", "MODALITIES", "PRIORS", "QUANTIZERS", "PriorArchitecture", "modality_class", "modality_of_spec",
-           "prior_architecture", "prior_class", "prior_name", "quantizer_class"]
+__all__ = ["ARCHITECTURES", "AUTOENCODERS", "MODALITIES", "PRIORS", "QUANTIZERS", "Architecture",
+           "AutoencoderArchitecture", "PriorArchitecture", "autoencoder_architecture", "autoencoder_name",
+           "modality_class", "modality_of_spec", "prior_architecture", "prior_class", "prior_name", "quantizer_class"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class PriorArchitecture:
-    """A prior's model class and the frozen dataclass config it is built from: ``model(config(**saved))``."""
+class Architecture:
+    """A model class and the frozen dataclass config it is built from: ``model(config(**saved))``."""
 
     model: type[nn.Module]
     config: type
 
+
+PriorArchitecture = AutoencoderArchitecture = Architecture  # the entries of PRIORS and of AUTOENCODERS
+
+AUTOENCODERS: dict[str, AutoencoderArchitecture] = {
+    "vqvae": AutoencoderArchitecture(VQVAE, VQVAEConfig),
+    "vqvae2": AutoencoderArchitecture(VQVAE2, VQVAE2Config),
+}
 
 PRIORS: dict[str, PriorArchitecture] = {
     "gated_pixelcnn": PriorArchitecture(GatedPixelCNN, PriorConfig),
@@ -58,22 +75,41 @@ PRIORS: dict[str, PriorArchitecture] = {
 # the short names that fit_prior --arch takes, of entries of PRIORS
 ARCHITECTURES = {"gated": "gated_pixelcnn", "plain": "plain_pixelcnn"}
 
-QUANTIZERS: dict[str, type[nn.Module]] = {
-    "vq": VectorQuantizer,
-}
-
 MODALITIES: dict[str, type[Modality]] = {
     "image": Images,
     "audio": Spectrograms,
 }
 
 
+def _entry(table: dict[str, T], name: str, what: str, table_name: str, error: type[Exception] = ValueError) -> T:
+    """``table[name]``; a clear error naming the known entries otherwise."""
+    if name not in table:
+        raise error(f"unknown {what} {name!r}; registered: {', '.join(sorted(table))} "
+                    f"(add one to vqvae_prior.registry.{table_name})")
+    return table[name]
+
+
+def _name_of(table: dict[str, Architecture], model: nn.Module, what: str, table_name: str) -> str:
+    """The name under which ``table`` registers the class of ``model``."""
+    for name, arch in table.items():
+        if type(model) is arch.model:
+            return name
+    raise ValueError(f"{type(model).__name__} is not a registered {what}; add it to vqvae_prior.registry.{table_name}")
+
+
+def autoencoder_architecture(name: str) -> AutoencoderArchitecture:
+    """The registered VQ-VAE architecture ``name``; a clear error naming the known ones otherwise."""
+    return _entry(AUTOENCODERS, name, "VQ-VAE architecture", "AUTOENCODERS")
+
+
+def autoencoder_name(model: nn.Module) -> str:
+    """The registered name of a VQ-VAE model's class."""
+    return _name_of(AUTOENCODERS, model, "VQ-VAE architecture", "AUTOENCODERS")
+
+
 def prior_architecture(name: str) -> PriorArchitecture:
     """The registered prior architecture ``name``; a clear error naming the known ones otherwise."""
-    if name not in PRIORS:
-        raise ValueError(f"unknown prior architecture {name!r}; registered: {', '.join(sorted(PRIORS))} "
-                       "(add one to vqvae_prior.registry.PRIORS)")
-    return PRIORS[name]
+    return _entry(PRIORS, name, "prior architecture", "PRIORS")
 
 
 def prior_class(config: Any) -> type[nn.Module]:
@@ -84,29 +120,14 @@ def prior_class(config: Any) -> type[nn.Module]:
     raise ValueError(f"{type(config).__name__} is the config of no registered prior architecture")
 
 
-def quantizer_class(name: str) -> type[nn.Module]:
-    """The registered quantizer ``name``; a clear error naming the known ones otherwise."""
-    if name not in QUANTIZERS:
-        raise ValueError(f"unknown quantizer {name!r}; registered: {', '.join(sorted(QUANTIZERS))} "
-                         "(add one to vqvae_prior.registry.QUANTIZERS)")
-    return QUANTIZERS[name]
-
-
 def prior_name(model: nn.Module) -> str:
     """The registered name of a prior model's class."""
-    for name, arch in PRIORS.items():
-        if type(model) is arch.model:
-            return name
-    raise ValueError(f"{type(model).__name__} is not a registered prior architecture; add it to "
-                   "vqvae_prior.registry.PRIORS")
+    return _name_of(PRIORS, model, "prior architecture", "PRIORS")
 
 
 def modality_class(name: str) -> type[Modality]:
     """The registered modality ``name``; a clear error naming the known ones otherwise."""
-    if name not in MODALITIES:
-        raise DataError(f"unknown modality {name!r}; registered: {', '.join(sorted(MODALITIES))} "
-                        "(add one to vqvae_prior.registry.MODALITIES)")
-    return MODALITIES[name]
+    return _entry(MODALITIES, name, "modality", "MODALITIES", DataError)
 
 
 def modality_of_spec(spec: dict[str, Any]) -> Modality:

@@ -20,6 +20,7 @@ from torch import Tensor
 import data
 from vqvae_prior.audio import SpectrogramConfig, invert, log_spectral_distance, read_clip
 from vqvae_prior.vqvae import VQVAE
+from vqvae_prior.vqvae2 import VQVAE2
 
 __all__ = ["HeldOutLSD", "griffin_lim_lsd"]
 
@@ -49,7 +50,7 @@ class HeldOutLSD:
         """Whether epoch (from 1) reports the distance: every ``every`` epochs and the last one."""
         return epoch == self.epochs or (self.every > 0 and epoch % self.every == 0)
 
-    def metrics(self, model: VQVAE, epoch: int) -> dict[str, Any]:
+    def metrics(self, model: VQVAE | VQVAE2, epoch: int) -> dict[str, Any]:
         """``test_lsd_db``, ``ceiling_lsd_db`` and ``lsd_clips`` when the epoch reports them, else nothing."""
         if not self.due(epoch):
             return {}
@@ -59,12 +60,13 @@ class HeldOutLSD:
 
 @torch.no_grad()
 def griffin_lim_lsd(
-    model: VQVAE | None, x: Tensor, clips: list, cfg: Any, batch_size: int, device: torch.device
+    model: VQVAE | VQVAE2 | None, x: Tensor, clips: list, cfg: Any, batch_size: int, device: torch.device
 ) -> float:
     """Mean log-spectral distance (dB) between ``clips`` and the Griffin-Lim waveforms of their spectrograms.
 
     Args:
-        model: reconstructs the spectrograms first; None: inverts ``x`` itself (the ceiling).
+        model: reconstructs the spectrograms first (a VQ-VAE of one level or two); None: inverts ``x`` itself (the
+            ceiling).
         x: (N, 1, T, F) normalized spectrograms of the clips.
         clips: N waveforms (T_samples,), the originals padded / trimmed as for the spectrograms.
         cfg: the data set's :class:`vqvae_prior.audio.SpectrogramConfig`.

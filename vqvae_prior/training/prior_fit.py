@@ -40,7 +40,8 @@ from vqvae_prior.hierarchy import HierarchicalPrior, HierarchicalPriorConfig, as
 from vqvae_prior.modality import Images, Modality
 from vqvae_prior.pixels import BINARIZE_SEED, PixelCodec, PixelConfig, binarize
 from vqvae_prior.prior import AutoregressivePrior, PriorConfig
-from vqvae_prior.registry import ARCHITECTURES, modality_of_spec, prior_architecture, prior_class
+from vqvae_prior.registry import (ARCHITECTURES, autoencoder_architecture, modality_of_spec, prior_architecture,
+                                  prior_class)
 from vqvae_prior.training.batching import as_tensors, batches
 from vqvae_prior.training.codes import draw_shifts, encode_splits, offsets
 from vqvae_prior.training.distributed import Distributed, fit_folder
@@ -111,7 +112,7 @@ class PriorFit(FitOptions):
                                  "its checkpoint names (--data-root reads it from another folder)")
             vq_ckpt = load_checkpoint(self.vqvae, "vqvae")
             require(vq_ckpt, self.vqvae, "data")
-            levels = 2 if vq_ckpt.get("arch") == "vqvae2" else 1  # TODO registry
+            levels = autoencoder_architecture(vq_ckpt["arch"]).model.levels
             return modality_of_spec(vq_ckpt["data"]), vq_ckpt["config"]["codebook_size"], levels
         if self.dataset is None:
             raise UsageError("--pixels needs --dataset, an image data set (e.g. --dataset mnist --data-root "

@@ -5,7 +5,10 @@
     fit_vqvae(VQVAEFit(out="runs/mnist", dataset="mnist", data_root="../shared/data/mnist", epochs=4))
 
 Per epoch, on the held-out split: reconstruction MSE and PSNR, commitment loss, perplexity and codes used (and the
-same code statistics over the training epoch); one line per epoch in ``OUT/metrics.jsonl``. For recordings also the
+same code statistics over the training epoch); one line per epoch in ``OUT/metrics.jsonl``. The code statistics
+``test_perplexity``, ``test_codes_used``, ``train_perplexity``, ``train_codes_used`` are the finest level's; a
+two-level VQ-VAE (``levels=2``, :class:`vqvae_prior.vqvae2.VQVAE2`) adds its top level's as ``test_top_perplexity``,
+``test_top_codes_used``, ``train_top_perplexity``, ``train_top_codes_used``. For recordings also the
 log-spectral distance in dB between held-out clips and the Griffin-Lim waveforms of their reconstructed spectrograms
 (``test_lsd_db``), beside the same distance for the original spectrograms (``ceiling_lsd_db``, what Griffin-Lim
 alone costs, computed once per run); both on a fixed subset of ``lsd_clips`` clips spread evenly over the held-out
@@ -31,12 +34,14 @@ from vqvae_prior.audio import Spectrograms
 from vqvae_prior.errors import UsageError
 from vqvae_prior.evaluation.lsd import HeldOutLSD
 from vqvae_prior.quantizer import CodeUsage
+from vqvae_prior.registry import AutoencoderArchitecture, autoencoder_architecture
 from vqvae_prior.training.batching import as_tensors, batches
 from vqvae_prior.training.distributed import Distributed, fit_folder
 from vqvae_prior.training.loop import fit_in_folder
 from vqvae_prior.training.options import FitOptions, at_least, build_config, flag, option, positive, with_defaults
 from vqvae_prior.training.resume import check_options
 from vqvae_prior.vqvae import VQVAE, VQVAEConfig
+from vqvae_prior.vqvae2 import VQVAE2
 
 __all__ = ["VQVAEFit", "VQVAETask", "fit_vqvae"]
 
@@ -45,6 +50,12 @@ _DEFAULT = VQVAEConfig()
 DATASET_OPTIONS = {"image_size": "image_size", "channels_in": "channels", "representation": "representation",
                    "sample_rate": "sample_rate", "n_fft": "n_fft", "hop_length": "hop_length", "n_mels": "n_mels",
                    "n_frames": "n_frames", "label_pattern": "label_pattern"}
+# the registered VQ-VAE (vqvae_prior.registry.AUTOENCODERS) of each number of code levels
+ARCH_OF_LEVELS = {1: "vqvae", 2: "vqvae2"}
+# the metrics' names of each level's code statistics, top first: the finest level's plain, the top's "top_"
+LEVEL_NAMES = {1: ("",), 2: ("top_", "")}
+# what a checkpoint written before --levels existed was fitted with
+LEGACY = {"levels": 1}
 
 
 @dataclass(frozen=True)
@@ -54,7 +65,9 @@ class VQVAEFit(FitOptions):
     dataset: str = option("mnist-sample", "the data set (data/__init__.py)", choices=data.DATASETS)
     data_root: str | None = option(None, "folder (or file) of the data set")
     image_size: tuple[int, ...] | None = option(None, "image-folder: resize to H [W]", nargs="+")
-    channels_in: int | None = option(None, "image-folder: force grayscale (1) or RGB (3)", choices=(1, 3))
+    channels_in: int | None = option(None, "images: grayscale (1; of RGB by the ITU-R 601 luma weights) or RGB (3; "
+                                     "gray repeated); default: as stored (image-folder: as its first image)",
+                                     choices=(1, 3))
     representation: str | None = option(None, "audio-folder: log-mel or log-magnitude STFT (default: mel)",
                                         choices=("stft", "mel"))
     sample_rate: int | None = option(None, "audio-folder: resample every clip to this rate (default: 8000)")
@@ -72,7 +85,9 @@ class VQVAEFit(FitOptions):
     code_dim: int = option(_DEFAULT.code_dim, "D, the dimension of a code")
     channels: int | None = option(None, "hidden channels")
     residual_channels: int | None = option(None, "channels inside the residual blocks")
-    downsample: int | None = option(None, "a power of 2: pixels per code along each axis")
+    downsample: int | None = option(None, "a power of 2: pixels per code along each axis (of the finest level)")
+    levels: int | None = option(None, "code levels: 1 (VQ-VAE) or 2 (VQ-VAE-2: a top map at twice the downsampling)",
+                                choices=(1, 2))
     quantizer: str = option("ema", "codebook learned by EMA or by its loss", choices=("ema", "loss"))
     beta: float = option(_DEFAULT.beta, "commitment loss weight")
 
@@ -93,7 +108,7 @@ class VQVAEFit(FitOptions):
         """The data-set options given, as ``data.load_dataset`` keywords; those the data set does not take are
         refused."""
         given = {name: getattr(self, name) for name in DATASET_OPTIONS if getattr(self, name) is not None}
-        takes = data.modality_of(self.dataset).dataset_options
+        takes = data.loader_options(self.dataset)
         wrong = [name for name in given if DATASET_OPTIONS[name] not in takes]
         if wrong:
             raise UsageError(f"{', '.join(map(flag, wrong))} does not apply to --dataset {self.dataset}")
@@ -105,10 +120,15 @@ class VQVAEFit(FitOptions):
         return options
 
     def model_config(self, in_channels: int) -> VQVAEConfig:
-        return build_config(VQVAEConfig, in_channels=in_channels, channels=self.channels,
+        """The config of the VQ-VAE of ``levels`` levels (its class in ``vqvae_prior.registry.AUTOENCODERS``)."""
+        return build_config(self.architecture().config, in_channels=in_channels, channels=self.channels,
                             residual_channels=self.residual_channels, downsample=self.downsample,
                             code_dim=self.code_dim, codebook_size=self.codebook_size, ema=self.quantizer == "ema",
                             beta=self.beta)
+
+    def architecture(self) -> AutoencoderArchitecture:
+        """The registered VQ-VAE of ``levels`` levels: its model class and config class."""
+        return autoencoder_architecture(ARCH_OF_LEVELS[self.levels])
 
 
 class VQVAETask:
@@ -119,6 +139,12 @@ class VQVAETask:
     def __init__(self, options: VQVAEFit, dist: Distributed, device: torch.device) -> None:
         self.options, self.device = options, device
         self.splits = data.load_dataset(options.dataset, options.data_root, **options.dataset_options())
+        self.model = options.architecture().model(options.model_config(self.splits.sample_shape[0])).to(device)
+        try:
+            self.model.code_shape(self.splits.sample_shape)
+        except ValueError as e:
+            raise UsageError(f"--dataset {options.dataset} (items {self.splits.sample_shape}) does not fit --levels "
+                             f"{options.levels} --downsample {options.downsample}: {e}") from e
         self.x_train, self.y_train = as_tensors(self.splits.train)
         self.x_test, self.y_test = as_tensors(self.splits.test)
         self.modality = self.splits.modality
@@ -126,7 +152,6 @@ class VQVAETask:
         if isinstance(self.modality, Spectrograms) and dist.is_main:
             self.lsd = HeldOutLSD(self.splits, self.x_test, options.lsd_clips, options.lsd_every, options.epochs,
                                   options.batch_size, device)
-        self.model = VQVAE(options.model_config(in_channels=self.splits.sample_shape[0])).to(device)
         self.steps_per_epoch = math.ceil(len(self.x_train) / options.batch_size)
         self.info = {"data": self.splits.spec, "label_names": list(self.splits.label_names),
                      "sample_shape": list(self.splits.sample_shape), "args": dataclasses.asdict(options)}
@@ -135,22 +160,20 @@ class VQVAETask:
                  + (f", {dist.world_size} processes" if dist.world_size > 1 else ""))
 
     def batches(self, generator: torch.Generator, dist: Distributed):
-        self.usage = CodeUsage(self.model.config.codebook_size)  # the training epoch's codes
+        self.usage = LevelUsage(self.model)  # the training epoch's codes
         return batches(self.x_train, self.y_train, self.options.batch_size, self.device, generator, dist.shard)
 
     def loss(self, forward, batch) -> torch.Tensor:
         self.out = forward(batch[0])
-        self.usage.update(self.out.indices)
+        self.usage.update(self.out.level_indices)
         return self.out.loss
 
     def progress(self, loss: torch.Tensor) -> dict[str, str]:
         return {"mse": f"{float(self.out.reconstruction_loss):.4f}", "ppl": f"{float(self.out.perplexity):.0f}"}
 
     def epoch_metrics(self, epoch: int, dist: Distributed) -> dict[str, Any]:
-        self.usage.counts = dist.sum_(self.usage.counts.to(self.device))
         return {
-            "train_perplexity": self.usage.perplexity,
-            "train_codes_used": self.usage.codes_used,
+            **self.usage.metrics("train", dist, self.device),
             **evaluate(self.model, self.x_test, self.y_test, self.options.batch_size, self.device, dist),
             **(self.lsd.metrics(self.model, epoch) if self.lsd else {}),
             "codebook_size": self.model.config.codebook_size,
@@ -160,37 +183,57 @@ class VQVAETask:
         save_reconstructions(self.model, self.x_test, out / "reconstructions.png", self.device, self.modality)
 
 
+class LevelUsage:
+    """The code usage of each level of a VQ-VAE over many batches (:class:`vqvae_prior.quantizer.CodeUsage`)."""
+
+    def __init__(self, model: VQVAE | VQVAE2) -> None:
+        self.levels = [CodeUsage(model.config.codebook_size) for _ in range(model.levels)]  # top first
+
+    def update(self, level_indices: tuple[torch.Tensor, ...]) -> None:
+        """Add the code maps of one batch, top first (``VQVAEOutput.level_indices``)."""
+        for usage, indices in zip(self.levels, level_indices, strict=True):
+            usage.update(indices)
+
+    def metrics(self, split: str, dist: Distributed, device: torch.device) -> dict[str, Any]:
+        """``{split}_perplexity`` and ``{split}_codes_used`` of the finest level, then ``{split}_top_...`` of the top
+        one when there are two; the counts summed over the processes first."""
+        metrics = {}
+        for usage, name in reversed(list(zip(self.levels, LEVEL_NAMES[len(self.levels)]))):
+            usage.counts = dist.sum_(usage.counts.to(device))
+            metrics |= {f"{split}_{name}perplexity": usage.perplexity, f"{split}_{name}codes_used": usage.codes_used}
+        return metrics
+
+
 @torch.no_grad()
 def evaluate(
-    model: VQVAE, x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device,
+    model: VQVAE | VQVAE2, x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device,
     dist: Distributed = Distributed(),
 ) -> dict:
-    """Held-out reconstruction MSE (on [0, 1]), PSNR of that MSE, commitment loss, perplexity and codes used; under
-    torchrun each process evaluates its part of the split and the sums are added over the processes."""
+    """Held-out reconstruction MSE (on [0, 1]), PSNR of that MSE, commitment loss (of every level), perplexity and
+    codes used (of each level: module docstring); under torchrun each process evaluates its part of the split and the
+    sums are added over the processes."""
     model.eval()
-    usage = CodeUsage(model.config.codebook_size)
+    usage = LevelUsage(model)
     part = dist.split(len(x))
     sq_err, commitment, n = 0.0, 0.0, 0
     for xb, _ in batches(x[part], y[part], batch_size, device):
         out = model(xb)
         sq_err += float(((out.reconstruction.clamp(0, 1) - xb) ** 2).mean()) * len(xb)
         commitment += float(out.commitment_loss) * len(xb)
-        usage.update(out.indices)
+        usage.update(out.level_indices)
         n += len(xb)
     sq_err, commitment, n = dist.sum(sq_err, commitment, n)
-    usage.counts = dist.sum_(usage.counts.to(device))
     mse = sq_err / n
     return {
         "test_mse": mse,
         "test_psnr": 10 * math.log10(1 / mse),
         "test_commitment": commitment / n,
-        "test_perplexity": usage.perplexity,
-        "test_codes_used": usage.codes_used,
+        **usage.metrics("test", dist, device),
     }
 
 
 @torch.no_grad()
-def save_reconstructions(model: VQVAE, x: torch.Tensor, path: Path, device: torch.device, modality: Any,
+def save_reconstructions(model: VQVAE | VQVAE2, x: torch.Tensor, path: Path, device: torch.device, modality: Any,
                          n: int = 32) -> None:
     """Held-out originals (top rows) above their reconstructions (bottom rows), drawn by the data's modality."""
     nrow = min(8, len(x))
@@ -208,7 +251,7 @@ def fit_vqvae(options: VQVAEFit) -> dict[str, Any]:
     with fit_folder(options, "vqvae", metric="test_mse") as (run, dist, device):
         state = run.start(options.resume)
         if state is not None:
-            check_options(run, state, options)
+            check_options(run, state, options, legacy=LEGACY)
         torch.manual_seed(options.seed)
         task = VQVAETask(options, dist, device)
         return fit_in_folder(task, options, run, dist, state, config=dataclasses.asdict(task.model.config),
