@@ -18,7 +18,8 @@ one more entry in ``vqvae_prior.sampling.cached.STEP_FORMS``. A new quantizer is
 ``encode(z_e) -> indices`` and ``decode(indices) -> quantized maps`` (see ``vqvae_prior.quantizer``). A new VQ-VAE is
 one module plus one entry in :data:`AUTOENCODERS`; it needs ``forward(x) -> VQVAEOutput``, a ``config`` attribute
 and the level interface of ``vqvae_prior.vqvae`` (``levels``, ``encode_levels``, ``decode_levels``,
-``level_shapes``, ``code_shape``, ``decoded_shape``). Code outside the package may add entries to these
+``level_shapes``, ``code_shape``, ``decoded_shape``); ``fit_vqvae --levels N`` fits the entry that
+``vqvae_prior.training.vqvae_fit.ARCH_OF_LEVELS`` names for N. Code outside the package may add entries to these
 dictionaries before loading its checkpoints.
 
 A new modality is one class (:class:`vqvae_prior.modality.Modality`) plus one entry in :data:`MODALITIES`.
