@@ -189,10 +189,12 @@ class PriorTask:
         self.info = {"codebook_size": config.codebook_size, "label_names": codes["label_names"],
                      "code_shape": list(self.shape), **self.source.info, "shifts": options.shifts,
                      "jitter": options.jitter, "args": dataclasses.asdict(options)}
-        dist.log(f"prior ({options.arch}): {sum(p.numel() for p in self.model.parameters()):,} parameters, code maps "
-                 f"{self.shape}, K={config.codebook_size}, {config.num_classes or 'no'} classes, "
-                 f"{len(self.train_labels)} train ({len(self.train_codes)} encodings each) / {len(self.test_codes)} "
-                 f"held-out, device {device}" + (f", {dist.world_size} processes" if dist.world_size > 1 else ""))
+        levels = len(as_levels(self.test_codes))
+        dist.log(f"prior ({options.arch}{', two levels' if levels > 1 else ''}): "
+                 f"{sum(p.numel() for p in self.model.parameters()):,} parameters, code maps {self.shape}, "
+                 f"K={config.codebook_size}, {config.num_classes or 'no'} classes, {len(self.train_labels)} train "
+                 f"({len(as_levels(self.train_codes)[0])} encodings each) / {len(self.test_labels)} held-out, device "
+                 f"{device}" + (f", {dist.world_size} processes" if dist.world_size > 1 else ""))
 
     @property
     def resumed_source(self) -> dict[str, Any]:
