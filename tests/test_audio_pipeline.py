@@ -8,8 +8,10 @@ Clips are tones and chirps whose pitch depends on the digit label, named like th
 import json
 from pathlib import Path
 
+import librosa
 import numpy as np
 import pytest
+import scipy.fft
 import soundfile as sf
 import torch
 
@@ -244,14 +246,19 @@ def test_audio_check(fitted, tmp_path):
         assert again[key] == report[key], key
 
 
+def _heard(hearing) -> torch.Tensor:
+    """(9, 8000): the fixture's clips of every digit at three offsets, as the judges hear them (silence after)."""
+    waves = np.stack([np.pad(_clip(d, 5), (i * 500, 2650 - i * 500)) for d in DIGITS for i in range(3)])  # (9, 3000)
+    return audio_judges.to_hearing(waves, SR, hearing)
+
+
 def test_hearing_is_its_own():
     """The judges' log-mel front end: 1 s at 8 kHz -> 63 frames x 40 bands, standardized on the clips it was
     fitted on, silence at its floor; none of its settings is the VQ-VAE's."""
     hearing = audio_judges.Hearing()
     model = SpectrogramConfig()
     assert (hearing.n_fft, hearing.hop_length, hearing.n_mels) != (model.n_fft, model.hop_length, model.n_mels)
-    waves = np.stack([np.pad(_clip(d, 5), (i * 500, 2650 - i * 500)) for d in DIGITS for i in range(3)])  # (9, 3000)
-    waves = audio_judges.to_hearing(waves, SR, hearing)  # (9, 8000): silence after
+    waves = _heard(hearing)
     assert waves.shape == (9, 8000)
     front = audio_judges.LogMel(hearing).fit(waves)
     features = front(waves)
@@ -261,6 +268,38 @@ def test_hearing_is_its_own():
     assert torch.all(silent == silent.flatten()[0]) and float(silent.max()) < float(features.max())
     half_rate = audio_judges.to_hearing(waves[:, ::2].numpy(), SR // 2, hearing)  # resampled to 8 kHz
     assert half_rate.shape == (9, 8000)
+
+
+def test_cepstra_shape_and_standardization():
+    """The second family's front end: 1 s at 8 kHz every 10 ms -> 3 channels (cepstra, deltas, delta-deltas) x
+    101 frames x 20 coefficients, each channel and coefficient standardized on the clips it was fitted on; its
+    resolution is neither the log-mel judges' nor the VQ-VAE's."""
+    hearing = audio_judges.CepstralHearing()
+    others = (audio_judges.Hearing(), SpectrogramConfig())
+    assert all((hearing.n_fft, hearing.hop_length) != (h.n_fft, h.hop_length) for h in others)
+    waves = _heard(hearing)
+    front = audio_judges.MFCC(hearing).fit(waves)
+    features = front(waves)
+    assert features.shape == (9, 3, 101, 20) and front.channels == 3
+    torch.testing.assert_close(features.mean((0, 2)), torch.zeros(3, 20), atol=1e-4, rtol=0)
+    torch.testing.assert_close(features.std((0, 2)), torch.ones(3, 20), atol=1e-4, rtol=0)
+    silent = front(torch.zeros(1, 8000))  # constant over time: each channel the same in every frame
+    assert torch.equal(silent, silent[:, :, :1].expand_as(silent))
+
+
+def test_cepstra_are_the_dct_of_log_mel_and_deltas_librosa_s():
+    """The DCT is scipy's orthonormal DCT-II (librosa's MFCC); the delta is librosa's inside the clip, the slope
+    of a ramp up to its ends, and the edge frames are repeated beyond them."""
+    reference = scipy.fft.dct(np.eye(40), type=2, norm="ortho", axis=0)[:20]  # (20, 40)
+    np.testing.assert_allclose(audio_judges.dct_matrix(40, 20).numpy(), reference, atol=1e-6)
+    x = torch.randn(2, 5, 30, generator=torch.Generator().manual_seed(0))  # (B, C, frames)
+    d = audio_judges.delta(x, 9)
+    assert d.shape == x.shape
+    np.testing.assert_allclose(d[..., 4:-4].numpy(), librosa.feature.delta(x.numpy(), width=9)[..., 4:-4], atol=1e-5)
+    ramp = 0.5 * torch.arange(30.0).expand(1, 2, 30)
+    slope = audio_judges.delta(ramp, 9)
+    torch.testing.assert_close(slope[..., 4:-4], torch.full((1, 2, 22), 0.5))
+    torch.testing.assert_close(slope[0, 0, [0, -1]], torch.tensor([0.25, 0.25]))  # 0.5 (1 + 4 + 9 + 16) / 60
 
 
 def test_perturb_and_mask():
