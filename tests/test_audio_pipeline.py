@@ -6,6 +6,7 @@ Clips are tones and chirps whose pitch depends on the digit label, named like th
 """
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import librosa
@@ -219,31 +220,48 @@ def test_audio_check(fitted, tmp_path):
     args = audio_check.get_args_parser().parse_args(check_args(fitted, tmp_path / "check.json"))
     report = audio_check.main(args)
     assert json.loads((tmp_path / "check.json").read_text()) == report
-    assert len(report["per_seed"]) == 2 and report["classifier"]["seeds"] == [0, 1]
-    assert report["classifier"]["cached"] == [False, False] and report["classifier"]["train_clips"] == 15
+    families = report["families"]
+    assert list(families) == ["log-mel", "mfcc"] == args.families  # both by default
     sets = {"real": 6, "real_griffin_lim": 6, "reconstructed_griffin_lim": 6, "generated": 9}
-    for figures in (*report["per_seed"], report["mean"]):
-        assert set(figures) == set(sets)
-        for name, n in sets.items():
-            assert figures[name]["n"] == n and 0 <= figures[name]["accuracy"] <= 1
-            assert sorted(figures[name]["per_class"]) == ["0", "1", "2"]
-            assert 1 - 1e-9 <= figures[name]["inception_score"] <= 3 + 1e-9
-            if name != "real":  # m = min(9 generated, 6 // 2)
-                assert figures[name]["frechet"]["m"] == 3 and figures[name]["frechet"]["floor"] > 0
-    confusion = np.array(report["per_seed"][0]["generated"]["confusion"])
-    assert confusion.shape == (3, 3) and confusion.sum(axis=1).tolist() == [3, 3, 3]
-    for name in sets:
-        values = [r[name]["accuracy"] for r in report["per_seed"]]
-        assert report["mean"][name]["accuracy"] == pytest.approx(np.mean(values))
-        assert report["std"][name]["accuracy"] == pytest.approx(np.std(values))
+    for name, family in families.items():
+        judges = family["classifier"]
+        assert judges["family"] == name and judges["hearing"] == asdict(audio_judges.FAMILIES[name].hearing)
+        assert len(family["per_seed"]) == 2 and judges["seeds"] == [0, 1]
+        assert judges["cached"] == [False, False] and judges["train_clips"] == 15
+        assert judges["config"]["in_channels"] == audio_judges.FAMILIES[name].front.channels
+        for figures in (*family["per_seed"], family["mean"]):
+            assert set(figures) == set(sets)
+            for set_name, n in sets.items():
+                assert figures[set_name]["n"] == n and 0 <= figures[set_name]["accuracy"] <= 1
+                assert sorted(figures[set_name]["per_class"]) == ["0", "1", "2"]
+                assert 1 - 1e-9 <= figures[set_name]["inception_score"] <= 3 + 1e-9
+                if set_name != "real":  # m = min(9 generated, 6 // 2)
+                    assert figures[set_name]["frechet"]["m"] == 3 and figures[set_name]["frechet"]["floor"] > 0
+        confusion = np.array(family["per_seed"][0]["generated"]["confusion"])
+        assert confusion.shape == (3, 3) and confusion.sum(axis=1).tolist() == [3, 3, 3]
+        for set_name in sets:
+            values = [r[set_name]["accuracy"] for r in family["per_seed"]]
+            assert family["mean"][set_name]["accuracy"] == pytest.approx(np.mean(values))
+            assert family["std"][set_name]["accuracy"] == pytest.approx(np.std(values))
+    for set_name, headline in report["recognized"].items():  # the lower family's mean, and which family gave it
+        means = {name: family["mean"][set_name]["accuracy"] for name, family in families.items()}
+        assert headline["by_family"] == means and headline["accuracy"] == min(means.values())
+        assert means[headline["family"]] == headline["accuracy"]
+        assert headline["std"] == families[headline["family"]]["std"][set_name]["accuracy"]
     copying = report["copying"]
     assert copying["generated_n"] == 9 and 0 <= copying["generated_exact_copies"] <= 9
     assert 0 <= copying["generated_mean_distance"] <= 1 and 0 <= copying["held_out_mean_distance"] <= 1
     assert {"data", "griffin_lim", "generate", "classifiers", "figures", "copying"} == set(report["seconds"])
     again = audio_check.main(audio_check.get_args_parser().parse_args(check_args(fitted, tmp_path / "again.json")))
-    assert again["classifier"]["cached"] == [True, True]  # seeded, cached judges: the same figures
-    for key in ("mean", "std", "per_seed", "copying"):
-        assert again[key] == report[key], key
+    for name, family in again["families"].items():
+        assert family["classifier"]["cached"] == [True, True]  # seeded, cached judges: the same figures
+        for key in ("mean", "std", "per_seed"):
+            assert family[key] == families[name][key], (name, key)
+    assert again["recognized"] == report["recognized"] and again["copying"] == report["copying"]
+    one = audio_check.main(audio_check.get_args_parser().parse_args(
+        check_args(fitted, tmp_path / "one.json", "--families", "mfcc")))
+    assert list(one["families"]) == ["mfcc"] and one["families"]["mfcc"]["mean"] == families["mfcc"]["mean"]
+    assert {r["family"] for r in one["recognized"].values()} == {"mfcc"}
 
 
 def _heard(hearing) -> torch.Tensor:
@@ -356,6 +374,10 @@ def test_audio_check_refusals(fitted, tmp_path):
     for option in ("--per-class", "--seeds"):
         with pytest.raises(ValueError, match=f"{option} must be >= 1, got 0"):
             audio_check.main(parser.parse_args(check_args(fitted, tmp_path / "r.json", option, "0")))
+    for families, message in ((["stft"], "--families stft: unknown; the families are log-mel, mfcc"),
+                              (["mfcc", "log-mel", "mfcc"], "--families mfcc: given twice")):
+        with pytest.raises(UsageError, match=f"^{message}$"):
+            audio_check.main(parser.parse_args(check_args(fitted, tmp_path / "r.json", "--families", *families)))
     assert not (tmp_path / "r.json").exists()
 
 
