@@ -17,8 +17,10 @@ ears, recognize the class asked for, and how far are the generated clips from re
      time mask (up to 8 frames) and one frequency mask (up to 6 bands).
    - ``mfcc``: 256-sample FFTs every 80 samples (10 ms), 20 cepstral coefficients of 40 log mel bands with their
      deltas and delta-deltas as three channels; the same shift, gain and speed, and no masks. Masked judges learn to
-     do without a band of frames or of frequencies, which is much of what a VQ-VAE's reconstruction blurs: on FSDD
-     they forgive it (README).
+     do without a band of frames or of frequencies, some of what a VQ-VAE's reconstruction blurs: on FSDD (a VQ-VAE
+     fitted for 6 epochs, three judges of each kind, measured once) the masks raise the share of its reconstructions
+     recognized by about a point (log-mel 95.5% -> 96.7%, mfcc 95.7% -> 96.4%, higher for every seed), while the
+     real clips, as they are or through Griffin-Lim, are recognized alike (about 99% either way).
 
    Each judge is cached in ``--cache-dir`` under a digest of the train waveforms, its family and every setting.
 2. **What they judge**: the real held-out clips three ways, as they are (``real``: the judges' own accuracy),
