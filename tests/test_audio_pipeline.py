@@ -6,10 +6,13 @@ Clips are tones and chirps whose pitch depends on the digit label, named like th
 """
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
+import librosa
 import numpy as np
 import pytest
+import scipy.fft
 import soundfile as sf
 import torch
 
@@ -233,31 +236,54 @@ def test_audio_check(fitted, tmp_path):
     args = audio_check.get_args_parser().parse_args(check_args(fitted, tmp_path / "check.json"))
     report = audio_check.main(args)
     assert json.loads((tmp_path / "check.json").read_text()) == report
-    assert len(report["per_seed"]) == 2 and report["classifier"]["seeds"] == [0, 1]
-    assert report["classifier"]["cached"] == [False, False] and report["classifier"]["train_clips"] == 15
+    families = report["families"]
+    assert list(families) == ["log-mel", "mfcc"] == args.families  # both by default
     sets = {"real": 6, "real_griffin_lim": 6, "reconstructed_griffin_lim": 6, "generated": 9}
-    for figures in (*report["per_seed"], report["mean"]):
-        assert set(figures) == set(sets)
-        for name, n in sets.items():
-            assert figures[name]["n"] == n and 0 <= figures[name]["accuracy"] <= 1
-            assert sorted(figures[name]["per_class"]) == ["0", "1", "2"]
-            assert 1 - 1e-9 <= figures[name]["inception_score"] <= 3 + 1e-9
-            if name != "real":  # m = min(9 generated, 6 // 2)
-                assert figures[name]["frechet"]["m"] == 3 and figures[name]["frechet"]["floor"] > 0
-    confusion = np.array(report["per_seed"][0]["generated"]["confusion"])
-    assert confusion.shape == (3, 3) and confusion.sum(axis=1).tolist() == [3, 3, 3]
-    for name in sets:
-        values = [r[name]["accuracy"] for r in report["per_seed"]]
-        assert report["mean"][name]["accuracy"] == pytest.approx(np.mean(values))
-        assert report["std"][name]["accuracy"] == pytest.approx(np.std(values))
+    for name, family in families.items():
+        judges = family["classifier"]
+        assert judges["family"] == name and judges["hearing"] == asdict(audio_judges.FAMILIES[name].hearing)
+        assert len(family["per_seed"]) == 2 and judges["seeds"] == [0, 1]
+        assert judges["cached"] == [False, False] and judges["train_clips"] == 15
+        assert judges["config"]["in_channels"] == audio_judges.FAMILIES[name].front.channels
+        for figures in (*family["per_seed"], family["mean"]):
+            assert set(figures) == set(sets)
+            for set_name, n in sets.items():
+                assert figures[set_name]["n"] == n and 0 <= figures[set_name]["accuracy"] <= 1
+                assert sorted(figures[set_name]["per_class"]) == ["0", "1", "2"]
+                assert 1 - 1e-9 <= figures[set_name]["inception_score"] <= 3 + 1e-9
+                if set_name != "real":  # m = min(9 generated, 6 // 2)
+                    assert figures[set_name]["frechet"]["m"] == 3 and figures[set_name]["frechet"]["floor"] > 0
+        confusion = np.array(family["per_seed"][0]["generated"]["confusion"])
+        assert confusion.shape == (3, 3) and confusion.sum(axis=1).tolist() == [3, 3, 3]
+        for set_name in sets:
+            values = [r[set_name]["accuracy"] for r in family["per_seed"]]
+            assert family["mean"][set_name]["accuracy"] == pytest.approx(np.mean(values))
+            assert family["std"][set_name]["accuracy"] == pytest.approx(np.std(values))
+    for set_name, headline in report["recognized"].items():  # the lower family's mean, and which family gave it
+        means = {name: family["mean"][set_name]["accuracy"] for name, family in families.items()}
+        assert headline["by_family"] == means and headline["accuracy"] == min(means.values())
+        assert means[headline["family"]] == headline["accuracy"]
+        assert headline["std"] == families[headline["family"]]["std"][set_name]["accuracy"]
     copying = report["copying"]
     assert copying["generated_n"] == 9 and 0 <= copying["generated_exact_copies"] <= 9
     assert 0 <= copying["generated_mean_distance"] <= 1 and 0 <= copying["held_out_mean_distance"] <= 1
     assert {"data", "griffin_lim", "generate", "classifiers", "figures", "copying"} == set(report["seconds"])
     again = audio_check.main(audio_check.get_args_parser().parse_args(check_args(fitted, tmp_path / "again.json")))
-    assert again["classifier"]["cached"] == [True, True]  # seeded, cached judges: the same figures
-    for key in ("mean", "std", "per_seed", "copying"):
-        assert again[key] == report[key], key
+    for name, family in again["families"].items():
+        assert family["classifier"]["cached"] == [True, True]  # seeded, cached judges: the same figures
+        for key in ("mean", "std", "per_seed"):
+            assert family[key] == families[name][key], (name, key)
+    assert again["recognized"] == report["recognized"] and again["copying"] == report["copying"]
+    one = audio_check.main(audio_check.get_args_parser().parse_args(
+        check_args(fitted, tmp_path / "one.json", "--families", "mfcc")))
+    assert list(one["families"]) == ["mfcc"] and one["families"]["mfcc"]["mean"] == families["mfcc"]["mean"]
+    assert {r["family"] for r in one["recognized"].values()} == {"mfcc"}
+
+
+def _heard(hearing) -> torch.Tensor:
+    """(9, 8000): the fixture's clips of every digit at three offsets, as the judges hear them (silence after)."""
+    waves = np.stack([np.pad(_clip(d, 5), (i * 500, 2650 - i * 500)) for d in DIGITS for i in range(3)])  # (9, 3000)
+    return audio_judges.to_hearing(waves, SR, hearing)
 
 
 def test_hearing_is_its_own():
@@ -266,8 +292,7 @@ def test_hearing_is_its_own():
     hearing = audio_judges.Hearing()
     model = SpectrogramConfig()
     assert (hearing.n_fft, hearing.hop_length, hearing.n_mels) != (model.n_fft, model.hop_length, model.n_mels)
-    waves = np.stack([np.pad(_clip(d, 5), (i * 500, 2650 - i * 500)) for d in DIGITS for i in range(3)])  # (9, 3000)
-    waves = audio_judges.to_hearing(waves, SR, hearing)  # (9, 8000): silence after
+    waves = _heard(hearing)
     assert waves.shape == (9, 8000)
     front = audio_judges.LogMel(hearing).fit(waves)
     features = front(waves)
@@ -277,6 +302,38 @@ def test_hearing_is_its_own():
     assert torch.all(silent == silent.flatten()[0]) and float(silent.max()) < float(features.max())
     half_rate = audio_judges.to_hearing(waves[:, ::2].numpy(), SR // 2, hearing)  # resampled to 8 kHz
     assert half_rate.shape == (9, 8000)
+
+
+def test_cepstra_shape_and_standardization():
+    """The second family's front end: 1 s at 8 kHz every 10 ms -> 3 channels (cepstra, deltas, delta-deltas) x
+    101 frames x 20 coefficients, each channel and coefficient standardized on the clips it was fitted on; its
+    resolution is neither the log-mel judges' nor the VQ-VAE's."""
+    hearing = audio_judges.CepstralHearing()
+    others = (audio_judges.Hearing(), SpectrogramConfig())
+    assert all((hearing.n_fft, hearing.hop_length) != (h.n_fft, h.hop_length) for h in others)
+    waves = _heard(hearing)
+    front = audio_judges.MFCC(hearing).fit(waves)
+    features = front(waves)
+    assert features.shape == (9, 3, 101, 20) and front.channels == 3
+    torch.testing.assert_close(features.mean((0, 2)), torch.zeros(3, 20), atol=1e-4, rtol=0)
+    torch.testing.assert_close(features.std((0, 2)), torch.ones(3, 20), atol=1e-4, rtol=0)
+    silent = front(torch.zeros(1, 8000))  # constant over time: each channel the same in every frame
+    assert torch.equal(silent, silent[:, :, :1].expand_as(silent))
+
+
+def test_cepstra_are_the_dct_of_log_mel_and_deltas_librosa_s():
+    """The DCT is scipy's orthonormal DCT-II (librosa's MFCC); the delta is librosa's inside the clip, the slope
+    of a ramp up to its ends, and the edge frames are repeated beyond them."""
+    reference = scipy.fft.dct(np.eye(40), type=2, norm="ortho", axis=0)[:20]  # (20, 40)
+    np.testing.assert_allclose(audio_judges.dct_matrix(40, 20).numpy(), reference, atol=1e-6)
+    x = torch.randn(2, 5, 30, generator=torch.Generator().manual_seed(0))  # (B, C, frames)
+    d = audio_judges.delta(x, 9)
+    assert d.shape == x.shape
+    np.testing.assert_allclose(d[..., 4:-4].numpy(), librosa.feature.delta(x.numpy(), width=9)[..., 4:-4], atol=1e-5)
+    ramp = 0.5 * torch.arange(30.0).expand(1, 2, 30)
+    slope = audio_judges.delta(ramp, 9)
+    torch.testing.assert_close(slope[..., 4:-4], torch.full((1, 2, 22), 0.5))
+    torch.testing.assert_close(slope[0, 0, [0, -1]], torch.tensor([0.25, 0.25]))  # 0.5 (1 + 4 + 9 + 16) / 60
 
 
 def test_perturb_and_mask():
@@ -333,6 +390,10 @@ def test_audio_check_refusals(fitted, tmp_path):
     for option in ("--per-class", "--seeds"):
         with pytest.raises(ValueError, match=f"{option} must be >= 1, got 0"):
             audio_check.main(parser.parse_args(check_args(fitted, tmp_path / "r.json", option, "0")))
+    for families, message in ((["stft"], "--families stft: unknown; the families are log-mel, mfcc"),
+                              (["mfcc", "log-mel", "mfcc"], "--families mfcc: given twice")):
+        with pytest.raises(UsageError, match=f"^{message}$"):
+            audio_check.main(parser.parse_args(check_args(fitted, tmp_path / "r.json", "--families", *families)))
     assert not (tmp_path / "r.json").exists()
 
 
@@ -353,21 +414,22 @@ def test_generate_complete_recordings(fitted, recordings, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_audio_judge_on_fsdd(shared_data):
-    """audio_check's first default judge on the real FSDD recordings recognizes at least 98% of the 250 held-out
-    clips (measured: 99.2%); a few CPU-minutes. Skips without ../shared/data/fsdd."""
+@pytest.mark.parametrize("name", list(audio_judges.FAMILIES))
+def test_audio_judge_on_fsdd(shared_data, name):
+    """audio_check's first default judge of each family on the real FSDD recordings recognizes at least 98% of the
+    250 held-out clips (measured: log-mel 99.2%, mfcc 99.6%); a few CPU-minutes. Skips without ../shared/data/fsdd."""
     from data import load_dataset
     from vqvae_prior.evaluation import classifier
 
     splits = load_dataset("audio-folder", shared_data("fsdd", "recordings"))
-    hearing, aug = audio_judges.Hearing(), audio_judges.AugmentSettings()
-    x, y = audio_judges.read_clips(splits.train.paths, hearing), splits.train.labels
-    front = audio_judges.LogMel(hearing).fit(x)
-    config = classifier.ClassifierConfig(1, 10)
+    family = audio_judges.FAMILIES[name]
+    x, y = audio_judges.read_clips(splits.train.paths, family.hearing), splits.train.labels
+    front = family.front(family.hearing).fit(x)
+    config = classifier.ClassifierConfig(family.front.channels, 10)
     defaults = audio_check.get_args_parser().parse_args(["--vqvae", "v.pt", "--prior", "p.pt"])
     settings = classifier.TrainSettings(defaults.classifier_epochs, defaults.classifier_batch_size)
-    model = audio_judges.train_judge(x, y, front, config, settings, aug, torch.device("cpu"))
-    prediction = classifier.predict(model, audio_judges.read_clips(splits.test.paths, hearing), torch.device("cpu"),
-                               prepare=front)
+    model = audio_judges.train_judge(x, y, front, config, settings, family.augment, torch.device("cpu"))
+    held_out = audio_judges.read_clips(splits.test.paths, family.hearing)
+    prediction = classifier.predict(model, held_out, torch.device("cpu"), prepare=front)
     assert float((prediction.labels == splits.test.labels).float().mean()) >= 0.98
 

@@ -3,7 +3,9 @@ cache."""
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import fields, replace
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ import torch
 from torch import nn
 
 from vqvae_prior.checkpoint import weights_digest
-from vqvae_prior.evaluation import classifier, copying, image_judges, metrics
+from vqvae_prior.evaluation import audio_judges, classifier, copying, image_judges, metrics
 
 
 def test_frechet_distance_of_a_set_with_itself_is_zero():
@@ -98,6 +100,43 @@ def test_mean_and_std_over_seeds():
     assert mean == {"acc": pytest.approx(0.6), "per_class": {"a": 0.5}, "confusion": [[2.0, 2.0]], "name": "x", "n": 7}
     assert isinstance(mean["n"], int) and std["n"] == 0.0
     assert std["acc"] == pytest.approx(0.1) and std["confusion"] == [[1.0, 1.0]] and std["name"] is None
+
+
+def test_lowest_mean_picks_the_lower_family_set_by_set():
+    """The headline of each set is the lowest family mean, with that family's deviation and name; a tie goes to the
+    first family."""
+
+    def family(real: float, generated: float, std: float) -> dict:
+        return {"mean": {"real": {"accuracy": real}, "generated": {"accuracy": generated}},
+                "std": {"real": {"accuracy": std}, "generated": {"accuracy": std}}}
+
+    lowest = metrics.lowest_mean({"a": family(0.99, 0.90, 0.01), "b": family(0.98, 0.95, 0.02)})
+    assert lowest == {
+        "real": {"accuracy": 0.98, "std": 0.02, "family": "b", "by_family": {"a": 0.99, "b": 0.98}},
+        "generated": {"accuracy": 0.90, "std": 0.01, "family": "a", "by_family": {"a": 0.90, "b": 0.95}},
+    }
+    tie = metrics.lowest_mean({"b": family(0.5, 0.5, 0.1), "a": family(0.5, 0.5, 0.2)})
+    assert {r["family"] for r in tie.values()} == {"b"}
+
+
+@pytest.mark.parametrize("name", list(audio_judges.FAMILIES))
+def test_audio_judge_key_holds_the_family_and_every_setting(name):
+    """A judge's cache key changes with the family's name, front end and every field of its hearing and its
+    augmentation, so no other family's judge is ever read from the cache."""
+    family = audio_judges.FAMILIES[name]
+    config, settings = classifier.ClassifierConfig(family.front.channels, 10), classifier.TrainSettings(20)
+
+    def key(f: audio_judges.Family) -> dict:
+        return audio_judges.judge_key(f, "digest", list("0123456789"), config, settings)
+
+    assert json.loads(json.dumps(key(family))) == key(family) and key(family)["family"] == name
+    others = [replace(family, name="other"), replace(family, front=nn.Identity)]
+    for part in ("hearing", "augment"):
+        settings_of = getattr(family, part)
+        others += [replace(family, **{part: replace(settings_of, **{f.name: getattr(settings_of, f.name) + 1})})
+                   for f in fields(settings_of)]
+    others += [f for f in audio_judges.FAMILIES.values() if f != family]
+    assert len({json.dumps(key(f), sort_keys=True) for f in [family, *others]}) == len(others) + 1
 
 
 class _Linear(nn.Module):

@@ -9,8 +9,9 @@ n, so it is only read against a **real-vs-real floor** at the same n (:class:`Re
 disjoint halves A and B of m = min(n_judged, N_held_out // 2) items each; the floor is FD(B, A), a judged set's
 figure is FD(m of its items drawn at random, A), and the report gives both and their ratio (1 = as close to A as
 other real data is). :func:`judge_set` gives all of them for one set; :func:`mean_and_std` averages the reports of
-classifiers trained with several seeds, figure by figure; :func:`worst_samples` finds the samples least like the
-class asked for.
+classifiers trained with several seeds, figure by figure; :func:`lowest_mean` picks, set by set, the lowest of
+several families' mean accuracies (judges that hear differently); :func:`worst_samples` finds the samples least like
+the class asked for.
 
 References: Salimans et al. 2016, "Improved Techniques for Training GANs" (inception score); Heusel et al. 2017,
 "GANs Trained by a Two Time-Scale Update Rule Converge to a Local Nash Equilibrium" (Frechet distance).
@@ -31,7 +32,7 @@ from vqvae_prior.evaluation.classifier import Prediction
 
 __all__ = [
     "RealHalves", "accuracy", "frechet_beside_floor", "frechet_distance", "inception_score", "judge_set",
-    "mean_and_std", "worst_samples",
+    "lowest_mean", "mean_and_std", "worst_samples",
 ]
 
 
@@ -159,6 +160,27 @@ def mean_and_std(reports: list[Any]) -> tuple[Any, Any]:
         values = torch.tensor([float(r) for r in reports], dtype=torch.float64)
         return float(values.mean()), float(values.std(unbiased=False))
     return first, None
+
+
+def lowest_mean(families: dict[str, dict[str, Any]], figure: str = "accuracy") -> dict[str, dict[str, Any]]:
+    """Set by set, the lowest of several families' mean ``figure``: what every family of judges grants.
+
+    Args:
+        families: family name -> its judges' ``{"mean": {set: figures}, "std": {set: figures}}``
+            (:func:`mean_and_std`); every family judges the same sets.
+
+    Returns:
+        set -> ``{figure: the lowest mean, "std": that family's std, "family": its name, "by_family": {family:
+        mean}}``; on a tie the first family in ``families``.
+    """
+    first = next(iter(families.values()))
+    lowest = {}
+    for name in first["mean"]:
+        by_family = {family: r["mean"][name][figure] for family, r in families.items()}
+        family = min(by_family, key=by_family.get)
+        lowest[name] = {figure: by_family[family], "std": families[family]["std"][name][figure], "family": family,
+                        "by_family": by_family}
+    return lowest
 
 
 def worst_samples(
