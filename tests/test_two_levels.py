@@ -12,8 +12,9 @@ import soundfile as sf
 import torch
 
 from fits import VQVAE_16_CODES, logged, run_prior, run_vqvae
-from pipelines import generate
-from test_audio_pipeline import AUDIO_ARGS, COMMON_ARGS, SR, VQVAE_ARGS, _clip
+from pipelines import audio_check, audio_eval, generate
+from test_audio_pipeline import AUDIO_ARGS, COMMON_ARGS, SR, VQVAE_ARGS, _clip, check_args
+from test_image_check import run_check
 from vqvae_prior import VQPriorPipeline
 from vqvae_prior.checkpoint import CheckpointError
 from vqvae_prior.hierarchy import HierarchicalPrior
@@ -71,6 +72,12 @@ def test_generate_writes_a_two_level_models_samples(image_fit, tmp_path):
     assert result.images.shape == (6, 1, 28, 28) and (tmp_path / "samples.png").is_file()
 
 
+def test_image_check_judges_a_two_level_models_samples(image_fit, tmp_path):
+    report = run_check(image_fit, tmp_path / "check.json", "--per-class", "3")
+    assert report["generated"]["n"] == 9 and 0 <= report["generated"]["accuracy"] <= 1
+    assert report["copying"]["generated_n"] == 9
+
+
 def test_a_prior_of_other_levels_is_refused(image_fit, tmp_path):
     with pytest.raises(CheckpointError, match="models 2 level"):
         VQPriorPipeline.from_checkpoints(image_fit["one_level"], image_fit["prior"], "cpu")
@@ -101,3 +108,9 @@ def test_two_levels_of_recordings_end_to_end(recordings, tmp_path):
     out = pipe(3, labels=[0, 1, 2], generator=torch.Generator().manual_seed(0), guidance=1.0)
     assert out.codes.shape == (3, 6, 8) and out.top_codes.shape == (3, 3, 4)
     assert out.waveforms.shape[0] == 3 and torch.isfinite(out.waveforms).all()
+    fitted = {"vqvae": tmp_path / "vq" / "vqvae.pt", "prior": tmp_path / "prior" / "prior.pt", "runs": tmp_path}
+    lsd = audio_eval.main(audio_eval.get_args_parser().parse_args(["--vqvae", str(fitted["vqvae"]), "--clips", "4",
+                                                                   "--device", "cpu"]))
+    assert lsd["test_lsd_db"] == pytest.approx(vq["test_lsd_db"])
+    report = audio_check.main(audio_check.get_args_parser().parse_args(check_args(fitted, tmp_path / "check.json")))
+    assert report["copying"]["generated_n"] == 9
