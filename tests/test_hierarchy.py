@@ -78,6 +78,15 @@ def test_checkpoint_round_trip(tmp_path):
     assert all(torch.equal(x, y) for x, y in zip(a, b))
 
 
+def test_compile_compiles_each_level(monkeypatch):
+    """fit_prior --compile calls model.compile(): for two levels, each level's network is compiled (the compiler
+    itself replaced by a record of the call, as in test_precision)."""
+    compiled = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(type(self).__name__))
+    two_level_prior().compile()
+    assert compiled == ["GatedPixelCNN", "GatedPixelCNN"]
+
+
 def test_sampling_arguments_per_level_are_checked():
     assert per_level(0.5, 2, "temperature") == (0.5, 0.5)
     assert per_level([1.0, 0.7], 2, "temperature") == (1.0, 0.7)

@@ -163,6 +163,12 @@ class HierarchicalPrior(nn.Module):
                                     guidances[1], condition=top)
         return top, bottom
 
+    def compile(self, *args, **kwargs) -> None:
+        """``torch.compile`` each level's prior in place (``nn.Module.compile``): this module has no forward of its
+        own, the levels' forward passes are what training and sampling call."""
+        self.top.compile(*args, **kwargs)
+        self.bottom.compile(*args, **kwargs)
+
     def extra_repr(self) -> str:
         return f"levels={self.levels}"
 
