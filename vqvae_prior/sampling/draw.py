@@ -18,8 +18,8 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-__all__ = ["Prior", "Request", "SamplingState", "check_condition", "guide", "logits_of", "sample_from_logits",
-           "start"]
+__all__ = ["Prior", "Request", "SamplingState", "check_condition", "doubled", "guide", "logits_of",
+           "sample_from_logits", "start"]
 
 
 class SamplingState(Protocol):
@@ -128,6 +128,13 @@ def sample_from_logits(logits: Tensor, u: Tensor, temperature: float) -> Tensor:
     u = u.reshape(-1, 1).contiguous()  # (B, 1)
     # the first code whose cumulative probability exceeds u: a code of probability 0 is never drawn, even for u = 0
     return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=logits.shape[-1] - 1)
+
+
+def doubled(model: Prior, request: Request) -> tuple[Tensor, Tensor | None]:
+    """The labels (2n,) and conditioning maps (2n, h', w') or None of the 2n code maps that guidance runs: the n
+    maps given their labels, then the same maps given the null label."""
+    labels = torch.cat([request.labels, torch.full_like(request.labels, model.null_label)])  # (2n,)
+    return labels, None if request.condition is None else request.condition.repeat(2, 1, 1)
 
 
 def guide(logits: Tensor, guidance: float) -> Tensor:

@@ -7,21 +7,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from vqvae_prior.sampling.draw import Prior, Request, guide, logits_of, sample_from_logits, start
+from vqvae_prior.sampling.draw import Prior, Request, doubled, guide, logits_of, sample_from_logits, start
 
 __all__ = ["sample_reference"]
 
 
 def sample_reference(model: Prior, request: Request) -> Tensor:
     """Indices (n, h, w) drawn with one full forward pass per position."""
-    shape, labels, temperature, guidance = request.shape, request.labels, request.temperature, request.guidance
+    shape, temperature, guidance = request.shape, request.temperature, request.guidance
     with torch.inference_mode():
         u, indices, keep = start(model, request)
-        if guidance > 0:
-            labels = torch.cat([labels, torch.full_like(labels, model.null_label)])  # (2n,)
-            condition = None if request.condition is None else request.condition.repeat(2, 1, 1)  # (2n, h', w')
-        else:
-            condition = request.condition
+        # (2n,), (2n, h', w') under guidance: the maps given their labels, then given the null label
+        labels, condition = doubled(model, request) if guidance > 0 else (request.labels, request.condition)
         for r in range(shape[0]):
             for c in range(shape[1]):
                 if guidance > 0:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from vqvae_prior.sampling.draw import Prior, Request, SamplingState, guide, sample_from_logits, start
+from vqvae_prior.sampling.draw import Prior, Request, SamplingState, doubled, guide, sample_from_logits, start
 
 __all__ = ["CUDA_GRAPHS", "GuidedState", "StateFactory", "sample_stepwise"]
 
@@ -39,10 +39,8 @@ class GuidedState:
     the n maps given their labels, then the same maps given the null label."""
 
     def __init__(self, make: StateFactory, model: Prior, request: Request) -> None:
-        null = torch.full_like(request.labels, model.null_label)  # (n,)
-        condition = None if request.condition is None else request.condition.repeat(2, 1, 1)  # (2n, h', w')
-        self.inner = make_state(make, model, 2 * request.n, request.shape, torch.cat([request.labels, null]),
-                                condition)
+        labels, condition = doubled(model, request)  # (2n,), (2n, h', w') or None
+        self.inner = make_state(make, model, 2 * request.n, request.shape, labels, condition)
         self.guidance = request.guidance
 
     def start_row(self, above: Tensor | None) -> None:

@@ -180,16 +180,15 @@ class PriorTask:
         self.train_codes, self.train_labels = codes["train"]  # (S, N, h, w), (N,)
         self.test_codes, self.test_labels = codes["test"]  # (N, h, w), (N,); of two levels, a tuple of them
         self.shape = tuple(as_levels(self.test_codes)[-1].shape[1:])  # the finest level's
+        levels = len(as_levels(self.test_codes))
         decoder = self.source.decoder.config
         config = options.model_config(decoder.codebook_size, len(codes["label_names"]),
-                                      decoder.in_channels if options.pixels is not None else 1,
-                                      len(as_levels(self.test_codes)))
+                                      decoder.in_channels if options.pixels is not None else 1, levels)
         self.model = prior_class(config)(config).to(device)
         self.steps_per_epoch = math.ceil(len(self.train_labels) / options.batch_size)
         self.info = {"codebook_size": config.codebook_size, "label_names": codes["label_names"],
                      "code_shape": list(self.shape), **self.source.info, "shifts": options.shifts,
                      "jitter": options.jitter, "args": dataclasses.asdict(options)}
-        levels = len(as_levels(self.test_codes))
         dist.log(f"prior ({options.arch}{', two levels' if levels > 1 else ''}): "
                  f"{sum(p.numel() for p in self.model.parameters()):,} parameters, code maps {self.shape}, "
                  f"K={config.codebook_size}, {config.num_classes or 'no'} classes, {len(self.train_labels)} train "
