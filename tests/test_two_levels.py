@@ -17,7 +17,9 @@ from test_audio_pipeline import AUDIO_ARGS, COMMON_ARGS, SR, VQVAE_ARGS, _clip, 
 from test_image_check import run_check
 from vqvae_prior import VQPriorPipeline
 from vqvae_prior.checkpoint import CheckpointError
+from vqvae_prior.errors import UsageError
 from vqvae_prior.hierarchy import HierarchicalPrior
+from vqvae_prior.training import PriorFit
 
 PRIOR_ARGS = ["--layers", "2", "--channels", "8", "--head-channels", "16", "--samples-per-class", "1"]
 
@@ -83,6 +85,12 @@ def test_a_prior_of_other_levels_is_refused(image_fit, tmp_path):
         VQPriorPipeline.from_checkpoints(image_fit["one_level"], image_fit["prior"], "cpu")
 
 
+def test_the_bottom_network_sizes_need_two_levels(image_fit, tmp_path):
+    with pytest.raises(UsageError, match="--bottom-layers and --bottom-channels size the bottom level.*has one level"):
+        run_prior(image_fit["one_level"], tmp_path / "prior", "--bottom-layers", "1")
+    assert not (tmp_path / "prior").exists()
+
+
 @pytest.fixture(scope="module")
 def recordings(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("recordings")
@@ -100,11 +108,15 @@ def test_two_levels_of_recordings_end_to_end(recordings, tmp_path):
                "--lsd-clips", "4", "--levels", "2", "--downsample", "4", *AUDIO_ARGS, *VQVAE_ARGS, *COMMON_ARGS]
     vq = fit_vqvae.main(fit_vqvae.get_args_parser().parse_args(vq_args))
     assert np.isfinite(vq["test_lsd_db"]) and vq["test_top_codes_used"] > 0
+    defaults, _ = PriorFit(vqvae=str(tmp_path / "vq" / "vqvae.pt")).resolved()  # the two-level recipe of recordings
+    assert (defaults.epochs, defaults.lr_schedule, defaults.layers, defaults.bottom_layers) == (24, "cosine", 12, 6)
     prior_args = ["--vqvae", str(tmp_path / "vq" / "vqvae.pt"), "--out", str(tmp_path / "prior"), *PRIOR_ARGS,
-                  *COMMON_ARGS]
+                  "--bottom-layers", "1", "--bottom-channels", "4", *COMMON_ARGS]
     prior = fit_prior.main(fit_prior.get_args_parser().parse_args(prior_args))
     assert np.isfinite(prior["test_top_bits_per_code"]) and np.isfinite(prior["test_bottom_bits_per_code"])
     pipe = VQPriorPipeline.from_checkpoints(tmp_path / "vq" / "vqvae.pt", tmp_path / "prior" / "prior.pt", "cpu")
+    top, bottom = pipe.prior.config.top, pipe.prior.config.bottom  # the bottom level sized apart
+    assert (top.num_layers, top.channels, bottom.num_layers, bottom.channels) == (2, 8, 1, 4)
     out = pipe(3, labels=[0, 1, 2], generator=torch.Generator().manual_seed(0), guidance=1.0)
     assert out.codes.shape == (3, 6, 8) and out.top_codes.shape == (3, 3, 4)
     assert out.waveforms.shape[0] == 3 and torch.isfinite(out.waveforms).all()

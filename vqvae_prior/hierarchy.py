@@ -18,6 +18,8 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -49,10 +51,12 @@ class HierarchicalPriorConfig:
             raise ValueError("both levels' priors take the same classes with the same label dropout")
 
     @classmethod
-    def of(cls, config: PriorConfig, scale: int = 2) -> HierarchicalPriorConfig:
-        """Both levels with the networks of ``config`` (a one-level prior's), the bottom one conditioned on the top
-        codes, ``scale`` times coarser."""
-        bottom = dataclasses.replace(config, condition_codebook_size=config.codebook_size, condition_scale=scale)
+    def of(cls, config: PriorConfig, scale: int = 2, **bottom: Any) -> HierarchicalPriorConfig:
+        """Both levels with the network of ``config`` (a one-level prior's), the bottom one conditioned on the top
+        codes, ``scale`` times coarser, and with the fields given in ``bottom`` changed (its ``num_layers``,
+        ``channels``, ...)."""
+        bottom = dataclasses.replace(config, condition_codebook_size=config.codebook_size, condition_scale=scale,
+                                     **bottom)
         return cls(config, bottom)
 
     # what the pipeline and the fits read of a prior's config

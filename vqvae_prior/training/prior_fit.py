@@ -13,7 +13,7 @@ held-out likelihood is then also reported as the papers report it: bits per dime
 for 2 levels, nats per image (``test_nats_per_image``). The prior is class-conditional when the data set has labels,
 unless ``unconditional``. The codes of a two-level VQ-VAE are modelled by a prior of two levels
 (:class:`vqvae_prior.hierarchy.HierarchicalPrior`: the top maps, and the bottom maps given them), fitted as one
-model, both levels with the networks the options describe; the held-out bits per code are then also reported per
+model (the bottom level's network may be sized apart: ``bottom_layers``, ``bottom_channels``); the held-out bits per code are then also reported per
 level (``test_top_bits_per_code``, ``test_bottom_bits_per_code``).
 
 Per epoch: train and held-out bits per code (``metrics.jsonl``), a grid of decoded samples (``samples.png``, one
@@ -55,7 +55,7 @@ _DEFAULT = PriorConfig(codebook_size=2)
 # options a resumed fit may change: they do not change what is computed
 FREE = FREE_ON_RESUME | {"vqvae", "cache_dir", "samples_per_class"}
 # what a checkpoint written before shifts, jitter or arch existed was fitted with
-LEGACY = {"shifts": 1, "jitter": 0, "arch": "gated"}
+LEGACY = {"shifts": 1, "jitter": 0, "arch": "gated", "bottom_layers": None, "bottom_channels": None}
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,10 @@ class PriorFit(FitOptions):
                          "blocks after it)")
     channels: int | None = option(None, "channels between layers (None: the architecture's, gated 64, plain 128)")
     head_channels: int = option(_DEFAULT.head_channels, "hidden channels of the output head")
+    bottom_layers: int | None = option(None, "two-level codes: layers of the bottom level's network (None: "
+                                       "--layers)")
+    bottom_channels: int | None = option(None, "two-level codes: channels of the bottom level's network (None: "
+                                         "--channels)")
     dropout: float | None = option(None, "in every gated layer, training only")
     label_dropout: float | None = option(None, "replace each training label by a null class at this rate, so the "
                                          "prior also learns the unconditional model that classifier-free guidance "
@@ -92,7 +96,7 @@ class PriorFit(FitOptions):
         """The options with the defaults of the modality of the data filled in, checked before any work; and K,
         the codes the prior models."""
         modality, codebook_size, levels = self.source()
-        options = with_defaults(self, modality.prior_defaults)
+        options = with_defaults(self, modality.prior_defaults, levels)
         if options.channels is None:  # the architecture's own default
             options = dataclasses.replace(options, channels=self.config_class().channels)
         if options.label_dropout is None:
@@ -126,7 +130,7 @@ class PriorFit(FitOptions):
 
     def check(self, codebook_size: int = 2, levels: int = 1) -> None:
         super().check()
-        at_least(self, 1, "layers", "channels", "head_channels")
+        at_least(self, 1, "layers", "channels", "head_channels", "bottom_layers", "bottom_channels")
         at_least(self, 0, "samples_per_class")
         if self.unconditional and self.label_dropout:
             raise UsageError("--label-dropout trains the unconditional model beside the class-conditional one: "
@@ -142,10 +146,16 @@ class PriorFit(FitOptions):
 
     def model_config(self, codebook_size: int, num_classes: int, image_channels: int = 1, levels: int = 1) -> Any:
         """The config of the prior that ``arch`` names (a clear error for a bad value); of codes of two levels, the
-        config of a two-level prior whose levels both have that network."""
+        config of a two-level prior: the top level with that network, the bottom one with ``bottom_layers`` and
+        ``bottom_channels`` where given."""
         if levels > 1 and self.arch != "gated":
             raise UsageError(f"--vqvae {self.vqvae} has {levels} levels of codes, which only --arch gated models (its "
                              "bottom level conditioned on the top one)")
+        bottom = {name: value for name, value in (("num_layers", self.bottom_layers),
+                                                   ("channels", self.bottom_channels)) if value is not None}
+        if levels == 1 and bottom:
+            raise UsageError("--bottom-layers and --bottom-channels size the bottom level of two-level codes; "
+                             f"{'--vqvae ' + str(self.vqvae) if self.vqvae else '--pixels'} has one level")
         config = build_config(
             self.config_class(),
             **({"image_channels": image_channels} if image_channels > 1 else {}),
@@ -157,7 +167,7 @@ class PriorFit(FitOptions):
             dropout=self.dropout,
             label_dropout=self.label_dropout,
         )
-        return config if levels == 1 else HierarchicalPriorConfig.of(config)
+        return config if levels == 1 else HierarchicalPriorConfig.of(config, **bottom)
 
 
 class PriorTask:
