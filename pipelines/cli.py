@@ -68,7 +68,7 @@ def parser_for(options: type, description: str | None = None, defaults: dict[str
         help = meta.pop("help", "")
         by_modality = {name: d[f.name] for name, d in (defaults or {}).items() if f.name in d}
         if f.default is None and by_modality:
-            help += f" (default: {', '.join(f'{name} {value}' for name, value in by_modality.items())})"
+            help += f" (default: {', '.join(f'{name} {_by_levels(value)}' for name, value in by_modality.items())})"
         if kind is bool:
             parser.add_argument(flag(f.name), action="store_true", help=help)
         elif kind is tuple:
@@ -76,6 +76,14 @@ def parser_for(options: type, description: str | None = None, defaults: dict[str
         else:
             parser.add_argument(flag(f.name), type=kind, default=f.default, help=help, **meta)
     return parser
+
+
+def _by_levels(value: Any) -> str:
+    """A modality's default as the help shows it: ``8``, or ``8 with one level, 4 with two`` of ``{1: 8, 2: 4}``."""
+    if not isinstance(value, dict):
+        return str(value)
+    return ", ".join(f"{v} with {('one', 'two')[n - 1] if n <= 2 else n} level{'s' if n > 1 else ''}"
+                     for n, v in value.items())
 
 
 def _base_type(hint: Any) -> type:

@@ -144,6 +144,16 @@ def test_defaults_by_kind_of_data():
     assert PriorFit(**vars(args)) == PriorFit(vqvae="x.pt")  # the command line and Python agree
 
 
+def test_defaults_may_differ_by_levels():
+    """A modality's default given per number of levels takes the value of the levels asked for, or of its default
+    levels; a value given is kept; the help names each."""
+    assert VQVAEFit(dataset="audio-folder").resolved().downsample == 8
+    assert VQVAEFit(dataset="audio-folder", levels=2).resolved().downsample == 4
+    assert VQVAEFit(dataset="audio-folder", levels=2, downsample=2).resolved().downsample == 2
+    assert VQVAEFit(dataset="mnist", levels=2).resolved().downsample == 2
+    assert "audio 8 with one level, 4 with two levels" in " ".join(fit_vqvae.get_args_parser().format_help().split())
+
+
 def test_frequency_major_audio_checkpoint_is_refused(fitted, tmp_path):
     """A VQ-VAE fitted before spectrograms ran time down the rows ((1, F, n_frames) images) does not load."""
     ckpt = torch.load(fitted["vqvae"], weights_only=True)

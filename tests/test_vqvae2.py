@@ -164,9 +164,10 @@ def test_bad_levels_and_sizes_are_refused_before_any_work(digit_folder, tmp_path
         VQVAEFit.of(levels=3).resolved()
     with pytest.raises(SystemExit):  # argparse: invalid choice
         run_vqvae(tmp_path, "--levels", "3")
-    # 28 x 28 digits and the images' default --downsample 4: the top level would be at 8
+    # 28 x 28 digits and --downsample 4: the top level would be at 8
     with pytest.raises(UsageError, match=r"^--dataset image-folder \(items \(1, 28, 28\)\) does not fit --levels 2 "
                                          r"--downsample 4: input height and width must be divisible by 8 \(the top "
                                          r"level's downsampling: 2 x downsample=4\), got \(28, 28\)$"):
-        run_vqvae(tmp_path, "--dataset", "image-folder", "--data-root", str(digit_folder), "--levels", "2")
+        run_vqvae(tmp_path, "--dataset", "image-folder", "--data-root", str(digit_folder), "--levels", "2",
+                  "--downsample", "4")
     assert not [p for p in tmp_path.iterdir() if p.suffix in (".pt", ".jsonl", ".png")]

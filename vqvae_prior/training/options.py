@@ -59,9 +59,11 @@ def build_config(config_cls: type[T], **fields: Any) -> T:
         raise UsageError(f"invalid model options: {e}") from e
 
 
-def with_defaults(options: O, defaults: dict[str, Any]) -> O:
-    """The options with those left None set from ``defaults``."""
-    unset = {name: value for name, value in defaults.items() if getattr(options, name) is None}
+def with_defaults(options: O, defaults: dict[str, Any], levels: int = 1) -> O:
+    """The options with those left None set from ``defaults``. A default given as a dict holds a value per number
+    of levels of codes (``{1: 8, 2: 4}``): the one for ``levels``."""
+    unset = {name: value.get(levels) if isinstance(value, dict) else value for name, value in defaults.items()
+             if getattr(options, name) is None}
     return dataclasses.replace(options, **unset)
 
 

@@ -93,7 +93,8 @@ class VQVAEFit(FitOptions):
 
     def resolved(self) -> VQVAEFit:
         """The options with the modality's defaults filled in, checked before any work."""
-        options = with_defaults(self, data.modality_of(self.dataset).vqvae_defaults)
+        defaults = data.modality_of(self.dataset).vqvae_defaults
+        options = with_defaults(self, defaults, self.levels if self.levels is not None else defaults["levels"])
         options.check()
         return options
 
