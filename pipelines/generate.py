@@ -21,7 +21,6 @@ Both are thin wrappers over :class:`vqvae_prior.VQPriorPipeline`, which loads an
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import torch
@@ -29,7 +28,8 @@ from torch import Tensor
 
 from pipelines import cli
 from vqvae_prior.errors import UsageError
-from vqvae_prior.pipeline import CompletionOutput, PipelineOutput, VQPriorPipeline, seeded
+from vqvae_prior.pipeline import (CompletionOutput, PipelineOutput, VQPriorPipeline, finite_number, seeded,
+                                  whole_number)
 from vqvae_prior.sampling import METHODS
 
 GenerateOutput = PipelineOutput  # what generate() returns (its name before the pipeline existed)
@@ -65,10 +65,8 @@ def generate(
     Returns:
         a :class:`PipelineOutput`; ``.images`` is (n, C, H, W) in [0, 1].
     """
-    if n < 1:  # before loading anything
-        raise UsageError(f"n must be >= 1, got {n}")
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise UsageError(f"temperature must be a finite number > 0, got {temperature}")
+    n = whole_number(n, "n", 1)  # before loading anything
+    finite_number(temperature, "temperature")
     device = cli.pick_device(None if device is None else str(device))
     pipe = VQPriorPipeline.from_checkpoints(vqvae_checkpoint, prior_checkpoint, device)
     return pipe(n, labels, temperature, seeded(seed, device), method, guidance)

@@ -74,13 +74,25 @@ class Modality:
         save_grid(self.picture(x), path, nrow)
 
     def inputs(self, x: Tensor | np.ndarray, sample_shape: tuple[int, int, int]) -> Tensor:
-        """Checked model tensors (N, C, H, W) in [0, 1] of ``sample_shape`` (C, H, W), from what a user passes."""
-        x = torch.as_tensor(x)
+        """Checked model tensors (N, C, H, W) in [0, 1] of ``sample_shape`` (C, H, W), N >= 1, from what a user
+        passes; float64 (NumPy's default) becomes float32, NaN and values outside [0, 1] are refused."""
+        try:
+            x = torch.as_tensor(x)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise UsageError(f"x: expected an array of inputs (N, {', '.join(map(str, sample_shape))}), got "
+                             f"{type(x).__name__}") from e
         if x.ndim != 4 or tuple(x.shape[1:]) != tuple(sample_shape) or not x.is_floating_point():
-            raise UsageError(f"expected float inputs (N, {', '.join(map(str, sample_shape))}){self._also_takes()}, "
-                             f"got {x.dtype} {tuple(x.shape)}")
-        if x.numel() and (x.min() < 0 or x.max() > 1):
-            raise UsageError(f"expected inputs in [0, 1], got values in [{float(x.min()):.3g}, {float(x.max()):.3g}]")
+            raise UsageError(f"x: expected float inputs (N, {', '.join(map(str, sample_shape))})"
+                             f"{self._also_takes()}, got {x.dtype} {tuple(x.shape)}")
+        if len(x) == 0:
+            raise UsageError("x: expected at least one input, got an empty batch (0, ...)")
+        x = x.float()  # (N, C, H, W) float32, the weights' type
+        if not bool(torch.isfinite(x).all()):
+            raise UsageError(f"x: expected finite inputs in [0, 1]; {int((~torch.isfinite(x)).sum())} values are NaN "
+                             "or infinite")
+        if x.min() < 0 or x.max() > 1:
+            raise UsageError(f"x: expected inputs in [0, 1], got values in [{float(x.min()):.3g}, "
+                             f"{float(x.max()):.3g}]")
         return x
 
     def _also_takes(self) -> str:

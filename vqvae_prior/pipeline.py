@@ -24,6 +24,7 @@ spectrograms are also inverted to waveforms by Griffin-Lim, and ``complete`` als
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,9 @@ from vqvae_prior.pixels import PixelCodec, PixelConfig
 from vqvae_prior.registry import modality_of_spec
 from vqvae_prior.vqvae import VQVAE
 
-__all__ = ["CompletionOutput", "PipelineOutput", "VQPriorPipeline", "seeded"]
+__all__ = ["CompletionOutput", "PipelineOutput", "VQPriorPipeline", "finite_number", "seeded", "whole_number"]
+
+SEEDS = (0, 2**64 - 1)  # the seeds a torch.Generator takes (it also takes negative ones; --seed does not)
 
 
 @dataclass
@@ -101,9 +104,35 @@ class CompletionOutput:
 
 
 def seeded(seed: int | None, device: str | torch.device) -> torch.Generator | None:
-    """A ``torch.Generator`` on ``device`` seeded by ``seed``, for reproducible samples; None (torch's global
-    generator) when seed is None."""
-    return torch.Generator(device).manual_seed(seed) if seed is not None else None
+    """A ``torch.Generator`` on ``device`` seeded by ``seed`` (a whole number in 0 .. 2**64 - 1), for reproducible
+    samples; None (torch's global generator) when seed is None."""
+    if seed is None:
+        return None
+    return torch.Generator(device).manual_seed(whole_number(seed, "seed", *SEEDS))
+
+
+def whole_number(value: Any, name: str, minimum: int, maximum: int | None = None) -> int:
+    """``value`` as an int in ``minimum`` .. ``maximum``: a Python or NumPy integer, or a 0-d integer tensor (a
+    bool is no number here); else a :class:`UsageError` naming the argument ``name``."""
+    if isinstance(value, Tensor) and value.ndim == 0 and not (value.is_floating_point() or value.dtype == torch.bool):
+        value = int(value)
+    allowed = f"in {minimum} .. {maximum}" if maximum is not None else f">= {minimum}"
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise UsageError(f"{name} must be a whole number {allowed}, got {type(value).__name__} {value!r:.40}")
+    if value < minimum or (maximum is not None and value > maximum):
+        raise UsageError(f"{name} must be {allowed}, got {value}")
+    return int(value)
+
+
+def finite_number(value: Any, name: str, zero: bool = False) -> Any:
+    """``value`` unchanged when it is a finite real number > 0 (>= 0 with ``zero``), or a sequence of them (one per
+    level of a two-level prior); else a :class:`UsageError` naming the argument ``name``."""
+    for v in value if isinstance(value, (tuple, list)) and value else [value]:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)) or not (
+            math.isfinite(v) and (v >= 0 if zero else v > 0)
+        ):
+            raise UsageError(f"{name} must be a finite number {'>= 0' if zero else '> 0'}, got {value!r:.40}")
+    return value
 
 
 def _guided(guidance: float) -> dict[str, float]:
@@ -199,7 +228,7 @@ class VQPriorPipeline:
     def __call__(
         self,
         n: int,
-        labels: list[int] | Tensor | None = None,
+        labels: list[int] | list[str] | Tensor | None = None,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
         method: str = "auto",
@@ -208,8 +237,9 @@ class VQPriorPipeline:
         """Sample ``n`` code maps from the prior and decode them.
 
         Args:
-            n: number of samples.
-            labels: (n,) class labels, required by a class-conditional prior and refused by an unconditional one.
+            n: number of samples, a whole number >= 1.
+            labels: (n,) class labels, whole class indices or class names (:attr:`label_names`), required by a
+                class-conditional prior and refused by an unconditional one; float labels are refused, not rounded.
             temperature: softmax temperature of the prior (> 0).
             generator: a ``torch.Generator`` on :attr:`device`, for reproducible samples; None draws from torch's
                 global generator.
@@ -220,9 +250,8 @@ class VQPriorPipeline:
         Returns:
             a :class:`PipelineOutput`; ``.images`` is (n, C, H, W) in [0, 1].
         """
-        if n < 1:
-            raise UsageError(f"n must be >= 1, got {n}")
-        label_tensor = self.prior.check_labels(labels, n)
+        n = whole_number(n, "n", 1)
+        label_tensor = self.check_request(labels, n, temperature, guidance)
         codes = as_levels(self.prior.sample(
             n, self.code_shape, label_tensor, temperature, generator, method=method, **_guided(guidance)
         ))  # (n, h, w) of each level, top first
@@ -236,7 +265,7 @@ class VQPriorPipeline:
         self,
         x: Tensor | np.ndarray,
         keep: int,
-        labels: list[int] | Tensor | None = None,
+        labels: list[int] | list[str] | Tensor | None = None,
         completions: int = 1,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
@@ -246,10 +275,13 @@ class VQPriorPipeline:
         """Keep the top ``keep`` rows of the inputs' code maps and sample the rest from the prior.
 
         Args:
-            x: (N, C, H, W) inputs in [0, 1] of the VQ-VAE's size (images, or spectrograms of an audio model); an
-                audio pipeline also takes waveforms (N, T) at its sample rate (padded or trimmed as in its data).
-            keep: code rows kept, 0 .. h (for audio, rows are time: the first ``keep * downsample`` frames).
-            labels: (N,) class labels of the inputs, required by a class-conditional prior.
+            x: (N, C, H, W) inputs in [0, 1] of the VQ-VAE's size (images, or spectrograms of an audio model), N
+                >= 1, finite; float64 (NumPy's default) is converted to float32; an audio pipeline also takes
+                waveforms (N, T) at its sample rate (padded or trimmed as in its data).
+            keep: code rows kept, a whole number in 0 .. h (for audio, rows are time: the first ``keep *
+                downsample`` frames).
+            labels: (N,) class labels of the inputs (indices or names, as in ``__call__``), required by a
+                class-conditional prior.
             completions: S, completions of each input.
             temperature, generator, method, guidance: as in ``__call__``.
 
@@ -257,12 +289,10 @@ class VQPriorPipeline:
             a :class:`CompletionOutput`; ``.images`` is (N, S, C, H, W).
         """
         x = self.inputs(x)  # (N, C, H, W) on the device
-        h, S = self.code_shape[0], completions
-        if not 0 <= keep <= h:
-            raise UsageError(f"keep must be a number of code rows in 0 .. {h}, got {keep}")
-        if S < 1:
-            raise UsageError(f"completions must be >= 1, got {S}")
-        label_tensor = self.prior.check_labels(labels, len(x))
+        h = self.code_shape[0]
+        keep = whole_number(keep, "keep (code rows)", 0, h)  # of h
+        S = whole_number(completions, "completions", 1)
+        label_tensor = self.check_request(labels, len(x), temperature, guidance)
         given = []
         for codes in self.vqvae.encode_levels(x):  # (N, h', w') of each level, top first
             level_given = repeat(codes, "n h w -> (n s) h w", s=S).clone()
@@ -289,6 +319,19 @@ class VQPriorPipeline:
             sample_rate=sample_rate,
             top_codes=rearrange(sampled[0].cpu(), "(n s) h w -> n s h w", s=S) if len(sampled) > 1 else None,
         )
+
+    def check_request(self, labels: Any, n: int, temperature: Any, guidance: Any) -> Tensor | None:
+        """The labels (n,) on the device, from class indices or class names (:attr:`label_names`); refuses, naming
+        the argument, labels that are not one whole class index or name per sample and a temperature or guidance
+        that is not a finite number (> 0, >= 0)."""
+        finite_number(temperature, "temperature")
+        finite_number(guidance, "guidance", zero=True)
+        if isinstance(labels, (list, tuple)) and any(isinstance(y, str) for y in labels):
+            unknown = [y for y in labels if y not in self.label_names]
+            if unknown:
+                raise UsageError(f"labels: {unknown[:3]} are not class names of this prior ({self.label_names})")
+            labels = [self.label_names.index(y) for y in labels]
+        return self.prior.check_labels(labels, n)
 
     def inputs(self, x: Tensor | np.ndarray) -> Tensor:
         """Checked model inputs (N, C, H, W) on the device, from what the modality takes (images, spectrograms, or
