@@ -21,13 +21,13 @@ import numpy as np
 import torch
 import torchvision
 from einops import rearrange, repeat
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import has_file_allowed_extension, make_dataset
 from torchvision.transforms import functional as TF
 
 from data import DataError, DatasetSplits
-from vqvae_prior.modality import IMAGE_EXTENSIONS
+from vqvae_prior.modality import IMAGE_EXTENSIONS, open_image
 
 __all__ = ["ImageTensorDataset", "load_cifar10", "load_fashion_mnist", "load_image_folder", "load_mnist",
            "load_mnist_sample", "read_idx", "with_channels"]  # fmt: skip
@@ -37,7 +37,6 @@ DIGITS = tuple(str(d) for d in range(10))
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")  # fmt: skip
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "F")
 
 
 class ImageTensorDataset(Dataset):
@@ -377,13 +376,8 @@ def load_image_folder(
 
     images = []
     for path, _ in samples:
-        try:
-            with Image.open(path) as img:
-                if channels is None:
-                    channels = 1 if img.mode in GRAYSCALE_MODES else 3
-                img = img.convert("L" if channels == 1 else "RGB")
-        except (UnidentifiedImageError, OSError) as e:
-            raise DataError(f"cannot decode image {path}: {e}") from e
+        img = open_image(path, channels)  # "L" or "RGB"; 16-bit gray scaled to 8 bits
+        channels = 1 if img.mode == "L" else 3
         if size is not None:
             img = TF.resize(img, list(size))  # bilinear, antialiased
         x = TF.pil_to_tensor(img)  # (C, H, W) uint8

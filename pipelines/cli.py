@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
+import shlex
 import sys
 import types
 import typing
@@ -21,11 +21,13 @@ from typing import Any
 
 from PIL import Image
 
+from vqvae_prior.checks import SEEDS, whole_number
 from vqvae_prior.errors import UsageError, VQPriorError
+from vqvae_prior.files import writable_folder
 from vqvae_prior.training.options import at_least, flag, positive
 from vqvae_prior.training.steps import pick_device
 
-__all__ = ["at_least", "check_image_path", "command", "flag", "given_options", "parser_for", "pick_device", "positive", "run"]
+__all__ = ["at_least", "check_image_path", "check_inputs", "command", "flag", "given_options", "parser_for", "pick_device", "positive", "run"]
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -40,9 +42,14 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 def run(main: Callable[[argparse.Namespace], Any], parser: argparse.ArgumentParser,
         argv: list[str] | None = None) -> None:
-    """``main(parser.parse_args(argv))``; the package's own errors end it with one line on stderr and status 2."""
+    """``main(parser.parse_args(argv))``; a bad argument and the package's own errors end it with one line on stderr
+    and status 2."""
+    parser.error = lambda message: parser.exit(2, f"{parser.prog}: error: {message} (--help lists the options)\n")
     args = parser.parse_args(argv)
     try:
+        for name, value in vars(args).items():  # every entry point's seeds, before any work
+            if (name == "seed" or name.endswith("_seed")) and value is not None:
+                whole_number(value, flag(name), *SEEDS)
         main(args)
     except VQPriorError as e:
         print(f"{parser.prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
@@ -86,13 +93,28 @@ def _base_type(hint: Any) -> type:
     return typing.get_origin(hint) or hint
 
 
-def given_options(options: type, argv: list[str]) -> dict[str, Any]:
-    """The options that the command-line arguments ``argv`` give, by the fields of the options dataclass
-    ``options``: what a string of extra arguments adds to keyword options."""
+def given_options(options: type, argv: str | list[str], option: str = "arguments",
+                  owned: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The options that the command-line arguments ``argv`` (words, or one string split as a shell does) give, by the fields
+    of the options dataclass ``options``: what a string of extra arguments, the option ``option``, adds to keyword
+    options. Words that do not parse, unknown options and those of ``owned`` (set by the caller itself) are
+    refused naming ``option``."""
+    def refuse(message: str) -> typing.NoReturn:
+        raise UsageError(f"{option} {argv!r}: {message}")
+
     parser = parser_for(options)
+    parser.error = refuse  # type: ignore[method-assign]
     for action in parser._actions:  # argparse keeps no public list of them
         action.default = argparse.SUPPRESS
-    return vars(parser.parse_args(argv))
+    try:
+        words = shlex.split(argv) if isinstance(argv, str) else argv
+    except ValueError as e:  # an unbalanced quote
+        refuse(f"{e} (the string is split as a shell splits it)")
+    given = vars(parser.parse_args(words))
+    taken = [flag(name) for name in owned if name in given]
+    if taken:
+        refuse(f"{', '.join(taken)} {'is' if len(taken) == 1 else 'are'} set by this command itself")
+    return given
 
 
 def check_image_path(path: str | Path, option: str = "--out") -> Path:
@@ -104,11 +126,14 @@ def check_image_path(path: str | Path, option: str = "--out") -> Path:
     if Image.registered_extensions().get(path.suffix.lower()) not in Image.SAVE:
         raise UsageError(f"{option} {path}: {path.suffix or 'no extension'} is not an image format this can "
                          "write; expected a file name ending in .png (or .jpg, ...)")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        probe = path.with_name(f".{path.name}.{os.getpid()}.probe")
-        probe.touch()
-        probe.unlink()
-    except OSError as e:
-        raise UsageError(f"{option} {path}: its folder is not writable ({e.strerror})") from e
+    writable_folder(path.parent, f"{option} {path}: its folder")
     return path
+
+
+def check_inputs(args: argparse.Namespace, *names: str, files: bool = False) -> None:
+    """Refuse, before any work, a file or folder that the options ``names`` give (None: not given) and that does
+    not exist (with ``files``: that is not a file)."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and not (Path(value).is_file() if files else Path(value).exists()):
+            raise UsageError(f"{flag(name)} {value}: no such {'file' if files else 'file or folder'}")

@@ -28,8 +28,8 @@ from torch import Tensor
 
 from pipelines import cli
 from vqvae_prior.errors import UsageError
-from vqvae_prior.pipeline import (CompletionOutput, PipelineOutput, VQPriorPipeline, finite_number, seeded,
-                                  whole_number)
+from vqvae_prior.checks import finite_number, whole_number
+from vqvae_prior.pipeline import CompletionOutput, PipelineOutput, VQPriorPipeline, seeded
 from vqvae_prior.sampling import METHODS
 
 GenerateOutput = PipelineOutput  # what generate() returns (its name before the pipeline existed)

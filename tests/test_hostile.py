@@ -7,12 +7,23 @@ Tiny models and fits (seconds each); the fits are those of conftest.py.
 
 from __future__ import annotations
 
+import argparse
+import errno
+import importlib
+import os
+import struct
+import zlib
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+from fits import PRIOR_2_LAYERS, VQVAE_16_CODES, TinyFit, logged_epochs
+from pipelines import cli, fit_vqvae, generate
 from test_pipeline import tiny_pair
-from vqvae_prior import VQPriorPipeline
+from test_reliability import run_cli
+from vqvae_prior import VQPriorPipeline, files
 from vqvae_prior.errors import UsageError
 
 
@@ -54,3 +65,140 @@ def test_the_pipeline_takes_what_users_would_expect(pipe):
     done = pipe.complete(x, 3, labels=np.int64([0, 1]), generator=torch.Generator().manual_seed(0))
     same = pipe.complete(torch.from_numpy(x).float(), 3, [0, 1], generator=torch.Generator().manual_seed(0))
     assert done.inputs.dtype == torch.float32 and torch.equal(done.codes, same.codes)
+
+
+# ---------------------------------------------------------------------------------------------- the command lines
+
+ENTRY_POINTS = ("fit_vqvae", "fit_prior", "generate", "image_check", "audio_check", "audio_eval", "quickstart",
+                "receptive_field")
+SEED_OPTIONS = ("--seed", "--classifier-seed")
+# values some options take on purpose: audio_eval --clips < 1 means every clip
+VALID = {("audio_eval", "--clips", "-1")}
+READ_ONLY = Path("/sys")
+
+
+def bad_values(action: argparse.Action, blocked: Path) -> list[list[str]]:
+    """A few wrong values of one option, each as the words that follow it; ``blocked``: a path below a file, which
+    can be neither read nor made."""
+    if action.choices is not None:
+        return [["bogus"]]
+    if action.type is int:
+        values = [["-1"], ["abc"]] + ([["99999999999999999999999"]] if action.option_strings[0] in SEED_OPTIONS else [])
+        return [v * action.nargs if isinstance(action.nargs, int) else v for v in values]
+    if action.type is float:
+        return [["nan"], ["inf"], ["-1"], ["abc"]]
+    flag = action.option_strings[0]
+    if flag == "--device":
+        return [["tpu"], ["meta"], ["cuda:7"]]
+    if flag in ("--vqvae-args", "--prior-args"):
+        return [["--out X"], ["--channels '8"], ["--chanels 8"]]
+    if flag in ("--labels", "--families", "--label-pattern"):
+        return [["zebra"]]
+    name = "x.png" if flag in ("--out", "--samples") else "x"
+    # sysfs: a folder that exists and in which nobody, root included, can create a file
+    read_only = [[f"/sys/{name}" if name != "x" else "/sys"]] if READ_ONLY.is_dir() and flag != "--data-root" else []
+    return [[str(blocked / name)], *read_only]
+
+
+def base_argv(digit_folder: Path, fit: TinyFit, tmp_path: Path) -> dict[str, list[str]]:
+    """For each entry point, arguments that run it (on the tiny fits), writing into ``tmp_path``: one bad option
+    more must be refused."""
+    vqvae, prior = str(fit.vqvae), str(fit.prior)
+    checks = ["--vqvae", vqvae, "--prior", prior, "--cache-dir", str(tmp_path / "cache"), "--classifier-epochs", "1"]
+    return {
+        "fit_vqvae": ["--dataset", "image-folder", "--data-root", str(digit_folder), "--out", str(tmp_path / "vq"),
+                      "--epochs", "1", "--batch-size", "16", "--no-progress", "--device", "cpu", *VQVAE_16_CODES],
+        "fit_prior": ["--vqvae", vqvae, "--out", str(tmp_path / "prior"), "--epochs", "1", "--batch-size", "16",
+                      "--no-progress", "--device", "cpu", *PRIOR_2_LAYERS],
+        "generate": ["--vqvae", vqvae, "--prior", prior, "--labels", "all", "--out", str(tmp_path / "s.png")],
+        "image_check": [*checks, "--per-class", "2", "--out", str(tmp_path / "check.json")],
+        "audio_check": [*checks, "--per-class", "2", "--out", str(tmp_path / "check.json")],
+        "audio_eval": ["--vqvae", vqvae],
+        "quickstart": ["--out", str(tmp_path / "qs"), "--samples", str(tmp_path / "qs.png"), "--vqvae-epochs", "1",
+                       "--prior-epochs", "1", "--no-progress", "--codebook-size", "16", "--vqvae-args",
+                       "--channels 16 --residual-channels 8 --code-dim 8",
+                       "--prior-args", " ".join(PRIOR_2_LAYERS)],
+        "receptive_field": ["--arch", "gated", "--out", str(tmp_path / "field.png")],
+    }
+
+
+def test_every_option_of_every_entry_point_refuses_bad_values_in_one_line(digit_folder, digit_folder_fit, tmp_path,
+                                                                          capsys):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    wrong, runs = [], 0
+    for name in ENTRY_POINTS:
+        module = importlib.import_module(f"pipelines.{name}")
+        parser = module.get_args_parser()
+        for action in parser._actions:  # argparse keeps no public list of them
+            if not action.option_strings or action.nargs == 0:  # --help and switches take no value
+                continue
+            flag = action.option_strings[0]
+            for value in bad_values(action, blocked):
+                if (name, flag, value[0]) in VALID:
+                    continue
+                folder = tmp_path / f"{len(list(tmp_path.iterdir()))}"
+                argv = [*base_argv(digit_folder, digit_folder_fit, folder)[name], flag, *value]
+                runs += 1
+                code, err = None, ""
+                try:
+                    cli.run(module.main, module.get_args_parser(), argv)
+                except SystemExit as e:
+                    code = e.code
+                except BaseException as e:  # noqa: BLE001: a traceback is what this test looks for
+                    err = f"{type(e).__name__}: {e}"
+                err = err or capsys.readouterr().err
+                lines = err.strip().splitlines()
+                if code != 2 or len(lines) != 1 or not lines[0].startswith(f"{parser.prog}: error: ") or not any(
+                    word in lines[0] for word in (flag, value[0], flag.lstrip("-").replace("-", "_"))
+                ):
+                    wrong.append(f"{name} {flag} {' '.join(value)}: exit {code}: {err.strip()[-300:]}")
+    assert runs > 200 and not wrong, "\n".join(wrong)
+
+
+def png(path: Path, height: int, width: int, rows: bytes, crc_ok: bool = True) -> Path:
+    """A gray 8-bit PNG file written byte by byte: its header may claim any size, its data be anything."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) ^ (0 if crc_ok else 1)
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_completing_a_corrupt_or_huge_png_is_refused_in_one_line(digit_folder_fit, tmp_path, capsys):
+    rows = b"".join(b"\x00" + bytes(range(28)) for _ in range(28))
+    files = {"bad-crc.png": png(tmp_path / "bad-crc.png", 28, 28, rows, crc_ok=False),
+             "bomb.png": png(tmp_path / "bomb.png", 20000, 20000, rows)}  # 400 M pixels claimed, a few bytes
+    for name, path in files.items():
+        line = run_cli(generate, ["--vqvae", str(digit_folder_fit.vqvae), "--prior", str(digit_folder_fit.prior),
+                                  "--complete", str(path), "--keep-rows", "2", "--labels", "1", "--out",
+                                  str(tmp_path / "c.png")], capsys)
+        assert name in line, line
+    assert not (tmp_path / "c.png").exists()
+
+
+def test_a_full_disk_while_saving_a_checkpoint_stops_in_one_line_and_keeps_the_fit(digit_folder, tmp_path, capsys,
+                                                                                 monkeypatch):
+    argv = ["--dataset", "image-folder", "--data-root", str(digit_folder), "--out", str(tmp_path), "--batch-size",
+            "16", "--no-progress", "--device", "cpu", "--lr-schedule", "constant", *VQVAE_16_CODES]
+    fit_vqvae.main(fit_vqvae.get_args_parser().parse_args([*argv, "--epochs", "1"]))
+    state = lambda: {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.suffix != ".png"}  # noqa: E731
+    before = state()
+
+    fsync = os.fsync
+
+    def full(fd: int) -> None:  # the disk fills up as the next last checkpoint is written
+        if ".vqvae-last.pt." in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        fsync(fd)
+
+    monkeypatch.setattr(files.os, "fsync", full)
+    line = run_cli(fit_vqvae, [*argv, "--epochs", "2", "--resume"], capsys)
+    assert "cannot write" in line and "vqvae-last.pt (No space left on device)" in line, line
+    monkeypatch.undo()
+    assert state() == before  # the checkpoints and metrics as they were, no temporary, no lock
+    fit_vqvae.main(fit_vqvae.get_args_parser().parse_args([*argv, "--epochs", "2", "--resume"]))
+    assert logged_epochs(tmp_path) == [1, 2]

@@ -8,7 +8,7 @@ and keeps its traceback.
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "DataError", "UsageError", "VQPriorError"]
+__all__ = ["CheckpointError", "DataError", "OutputError", "UsageError", "VQPriorError"]
 
 
 class VQPriorError(Exception):
@@ -26,3 +26,8 @@ class DataError(VQPriorError, ValueError):
 
 class CheckpointError(VQPriorError, ValueError):
     """A checkpoint is missing, unreadable, of the wrong kind, or does not fit the model it is used with."""
+
+
+class OutputError(VQPriorError, OSError):
+    """A file could not be written (a full disk, a folder made read-only during the run); the file is as it was
+    before the write began."""

@@ -24,7 +24,6 @@ spectrograms are also inverted to waveforms by Griffin-Lim, and ``complete`` als
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from einops import rearrange, repeat
 from torch import Tensor, nn
 
 from vqvae_prior.checkpoint import CheckpointError, load_prior, load_vqvae, require, weights_digest
+from vqvae_prior.checks import SEEDS, finite_number, whole_number
 from vqvae_prior.errors import UsageError
 from vqvae_prior.hierarchy import as_levels
 from vqvae_prior.modality import Modality
@@ -42,9 +42,7 @@ from vqvae_prior.pixels import PixelCodec, PixelConfig
 from vqvae_prior.registry import modality_of_spec
 from vqvae_prior.vqvae import VQVAE
 
-__all__ = ["CompletionOutput", "PipelineOutput", "VQPriorPipeline", "finite_number", "seeded", "whole_number"]
-
-SEEDS = (0, 2**64 - 1)  # the seeds a torch.Generator takes (it also takes negative ones; --seed does not)
+__all__ = ["CompletionOutput", "PipelineOutput", "VQPriorPipeline", "seeded"]
 
 
 @dataclass
@@ -109,30 +107,6 @@ def seeded(seed: int | None, device: str | torch.device) -> torch.Generator | No
     if seed is None:
         return None
     return torch.Generator(device).manual_seed(whole_number(seed, "seed", *SEEDS))
-
-
-def whole_number(value: Any, name: str, minimum: int, maximum: int | None = None) -> int:
-    """``value`` as an int in ``minimum`` .. ``maximum``: a Python or NumPy integer, or a 0-d integer tensor (a
-    bool is no number here); else a :class:`UsageError` naming the argument ``name``."""
-    if isinstance(value, Tensor) and value.ndim == 0 and not (value.is_floating_point() or value.dtype == torch.bool):
-        value = int(value)
-    allowed = f"in {minimum} .. {maximum}" if maximum is not None else f">= {minimum}"
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise UsageError(f"{name} must be a whole number {allowed}, got {type(value).__name__} {value!r:.40}")
-    if value < minimum or (maximum is not None and value > maximum):
-        raise UsageError(f"{name} must be {allowed}, got {value}")
-    return int(value)
-
-
-def finite_number(value: Any, name: str, zero: bool = False) -> Any:
-    """``value`` unchanged when it is a finite real number > 0 (>= 0 with ``zero``), or a sequence of them (one per
-    level of a two-level prior); else a :class:`UsageError` naming the argument ``name``."""
-    for v in value if isinstance(value, (tuple, list)) and value else [value]:
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)) or not (
-            math.isfinite(v) and (v >= 0 if zero else v > 0)
-        ):
-            raise UsageError(f"{name} must be a finite number {'>= 0' if zero else '> 0'}, got {value!r:.40}")
-    return value
 
 
 def _guided(guidance: float) -> dict[str, float]:

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from vqvae_prior.checkpoint import weights_digest
 from vqvae_prior.errors import UsageError
-from vqvae_prior.files import atomic_save
+from vqvae_prior.files import atomic_save, writable_folder
 from vqvae_prior.hierarchy import as_levels
 from vqvae_prior.training.batching import as_tensors, batches, load_splits
 
@@ -45,6 +45,7 @@ def encode_splits(
     rebuilt, with a warning.
     """
     moves = offsets(shifts, jitter)
+    writable_folder(cache_dir, "--cache-dir")  # before the encoding, which it is to keep
     spec = {**data_spec, **({"root": data_root} if data_root else {})}
     digest = weights_digest(vqvae.state_dict())
     # the key of a fit without jitter is as before --jitter existed, so its cached codes stay valid

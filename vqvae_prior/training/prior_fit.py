@@ -91,7 +91,10 @@ class PriorFit(FitOptions):
     def resolved(self) -> tuple[PriorFit, int]:
         """The options with the defaults of the modality of the data filled in, checked before any work; and K,
         the codes the prior models."""
-        modality, codebook_size, levels = self.source()
+        return self.resolved_for(*self.source())
+
+    def resolved_for(self, modality: type[Modality] | Modality, codebook_size: int, levels: int) -> tuple[PriorFit, int]:
+        """:meth:`resolved` for codes of ``modality`` with ``codebook_size`` values and ``levels`` levels."""
         options = with_defaults(self, modality.prior_defaults)
         if options.channels is None:  # the architecture's own default
             options = dataclasses.replace(options, channels=self.config_class().channels)

@@ -54,6 +54,7 @@ DATASET_OPTIONS = {"image_size": "image_size", "channels_in": "channels", "repre
 ARCH_OF_LEVELS = {1: "vqvae", 2: "vqvae2"}
 # the metrics' names of each level's code statistics, top first: the finest level's plain, the top's "top_"
 LEVEL_NAMES = {1: ("",), 2: ("top_", "")}
+FLOAT32_MAX = torch.finfo(torch.float32).max
 # what a checkpoint written before --levels existed was fitted with
 LEGACY = {"levels": 1}
 
@@ -100,7 +101,11 @@ class VQVAEFit(FitOptions):
     def check(self) -> None:
         super().check()
         at_least(self, 2, "codebook_size")  # a prior over the codes needs two or more
+        at_least(self, 0, "lsd_clips")
+        at_least(self, 1, "lsd_every")
         positive(self, "beta", zero=True)
+        if self.beta > FLOAT32_MAX:  # inf in the loss, at the first step
+            raise UsageError(f"--beta {self.beta:g} is beyond float32, whose largest number is {FLOAT32_MAX:.3g}")
         self.dataset_options()
         self.model_config(in_channels=self.channels_in or 1)
 
