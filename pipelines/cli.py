@@ -3,19 +3,23 @@ arguments made before any work, and the package's own errors printed as one line
 
 ``run(main, parser)`` parses the arguments and calls ``main``; an error of the package's own types
 (:class:`vqvae_prior.errors.VQPriorError`: a bad argument, data set, checkpoint or output folder) is printed as one
-line, ``PROG: error: MESSAGE``, with exit status 2 (argparse's status for bad arguments). Any other exception is a
-bug and keeps its traceback.
+line, ``PROG: error: MESSAGE``, with exit status 2 (argparse's status for bad arguments), as are argparse's own
+refusals. Ctrl-C, SIGTERM and SIGHUP end a command with one line as well (a fit's names the epoch its checkpoints
+hold and ``--resume``), status 128 + the signal's number. Any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import shlex
+import signal
 import sys
+import threading
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,17 +47,46 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 def run(main: Callable[[argparse.Namespace], Any], parser: argparse.ArgumentParser,
         argv: list[str] | None = None) -> None:
     """``main(parser.parse_args(argv))``; a bad argument and the package's own errors end it with one line on stderr
-    and status 2."""
+    and status 2. Ctrl-C, SIGTERM and SIGHUP end it with one line too (a fit's says which epochs its checkpoints
+    hold), status 128 + the signal's number, after the ``with`` blocks have released what they hold (a fit's
+    lock)."""
     parser.error = lambda message: parser.exit(2, f"{parser.prog}: error: {message} (--help lists the options)\n")
     args = parser.parse_args(argv)
+    received = [signal.SIGINT]
     try:
-        for name, value in vars(args).items():  # every entry point's seeds, before any work
-            if (name == "seed" or name.endswith("_seed")) and value is not None:
-                whole_number(value, flag(name), *SEEDS)
-        main(args)
+        with _signals_interrupt(received):
+            for name, value in vars(args).items():  # every entry point's seeds, before any work
+                if (name == "seed" or name.endswith("_seed")) and value is not None:
+                    whole_number(value, flag(name), *SEEDS)
+            main(args)
     except VQPriorError as e:
         print(f"{parser.prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt as e:
+        print(f"{parser.prog}: {' '.join(str(e).split()) or 'interrupted'}", file=sys.stderr)
+        raise SystemExit(128 + received[-1]) from None
+
+
+@contextlib.contextmanager
+def _signals_interrupt(received: list[int]) -> Iterator[None]:
+    """SIGTERM and SIGHUP raise ``KeyboardInterrupt`` in the ``with`` block, as Ctrl-C does, so that it ends the
+    same way (``with`` blocks exited, one line); each signal received is appended to ``received``. Outside the main
+    thread, or where the signals do not exist, nothing changes."""
+    names = [name for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    before = {name: signal.signal(getattr(signal, name), interrupt) for name in names}
+    try:
+        yield
+    finally:
+        for name, handler in before.items():
+            signal.signal(getattr(signal, name), handler)
 
 
 def command(main: Callable[[argparse.Namespace], Any],

@@ -11,7 +11,12 @@ import argparse
 import errno
 import importlib
 import os
+import re
+import signal
 import struct
+import subprocess
+import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -20,11 +25,13 @@ import pytest
 import torch
 
 from fits import PRIOR_2_LAYERS, VQVAE_16_CODES, TinyFit, logged_epochs
-from pipelines import cli, fit_vqvae, generate
+from pipelines import cli, fit_vqvae, generate, quickstart
 from test_pipeline import tiny_pair
 from test_reliability import run_cli
 from vqvae_prior import VQPriorPipeline, files
+from vqvae_prior.checkpoint import CheckpointError, load_checkpoint, load_vqvae
 from vqvae_prior.errors import UsageError
+from vqvae_prior.training.lock import LOCK_NAME
 
 
 @pytest.fixture
@@ -202,3 +209,51 @@ def test_a_full_disk_while_saving_a_checkpoint_stops_in_one_line_and_keeps_the_f
     assert state() == before  # the checkpoints and metrics as they were, no temporary, no lock
     fit_vqvae.main(fit_vqvae.get_args_parser().parse_args([*argv, "--epochs", "2", "--resume"]))
     assert logged_epochs(tmp_path) == [1, 2]
+
+
+# ---------------------------------------------------------------------------------------------- signals, late checks
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_ends_a_fit_in_one_line_releasing_its_lock(digit_folder, tmp_path, signum):
+    argv = [sys.executable, "-m", "pipelines.fit_vqvae", "--dataset", "image-folder", "--data-root", str(digit_folder),
+            "--out", str(tmp_path), "--epochs", "100000", "--batch-size", "16", "--no-progress", "--device", "cpu",
+            "--lr-schedule", "constant", *VQVAE_16_CODES]
+    fit = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                           cwd=Path(__file__).resolve().parents[1])
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "metrics.jsonl").is_file() and time.monotonic() < deadline and fit.poll() is None:
+        time.sleep(0.05)
+    fit.send_signal(signum)
+    err = fit.communicate(timeout=60)[1]
+    assert fit.returncode == 128 + signum, err
+    assert err.splitlines()[-1].startswith("fit_vqvae.py: interrupted after epoch ") and "Traceback" not in err, err
+    assert "--resume continues the fit" in err
+    epoch = load_checkpoint(tmp_path / "vqvae-last.pt")["epoch"]
+    assert f"interrupted after epoch {epoch}:" in err and logged_epochs(tmp_path) == list(range(1, epoch + 1))
+    assert not (tmp_path / LOCK_NAME).exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_quickstart_refuses_a_bad_guidance_before_fitting(tmp_path, capsys):
+    line = run_cli(quickstart, ["--out", str(tmp_path / "qs"), "--samples", str(tmp_path / "s.png"), "--guidance",
+                                "nan"], capsys)
+    assert "--guidance must be a finite number >= 0, got nan" in line and not (tmp_path / "qs").exists()
+
+
+def test_a_beta_beyond_float32_is_refused_before_the_fit(digit_folder, tmp_path, capsys):
+    line = run_cli(fit_vqvae, ["--dataset", "image-folder", "--data-root", str(digit_folder), "--out", str(tmp_path),
+                               "--quantizer", "loss", "--beta", "1e39"], capsys)
+    assert "--beta 1e+39 is beyond float32" in line and not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_empty_and_truncated_checkpoints_say_what_is_wrong(digit_folder_fit, tmp_path, capsys):
+    whole = digit_folder_fit.vqvae.read_bytes()
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "cut.pt").write_bytes(whole[: len(whole) // 2])
+    for name, says in (("empty.pt", "is empty (0 bytes)"), ("cut.pt", "is truncated or corrupt")):
+        with pytest.raises(CheckpointError, match=rf"{name} {re.escape(says)}"):
+            load_vqvae(tmp_path / name)
+        line = run_cli(generate, ["--vqvae", str(tmp_path / name), "--prior", str(digit_folder_fit.prior),
+                                  "--labels", "all", "--out", str(tmp_path / "s.png")], capsys)
+        assert says in line and "Errno" not in line and not line.rstrip().endswith(":"), line

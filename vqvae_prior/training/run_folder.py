@@ -27,14 +27,17 @@ same history, but take no lock and write nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from vqvae_prior.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from vqvae_prior.errors import Interrupted
 from vqvae_prior.files import atomic_save, atomic_write
 from vqvae_prior.training.lock import FitLock, RunFolderError
 
@@ -183,6 +186,21 @@ class RunFolder:
             return
         text = "".join(json.dumps(record) + "\n" for record in self.history)
         atomic_write(self.metrics_path, lambda f: f.write(text.encode()))
+
+    @contextlib.contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """A ``with`` block whose ``KeyboardInterrupt`` (Ctrl-C; SIGTERM and SIGHUP under ``pipelines.cli.run``)
+        becomes :class:`Interrupted`, saying which epochs the checkpoints hold and how to go on."""
+        try:
+            yield
+        except Interrupted:
+            raise
+        except KeyboardInterrupt:
+            if not self.history:
+                raise Interrupted(f"interrupted in epoch 1, before any checkpoint: nothing was written to "
+                                  f"{self.out}") from None
+            raise Interrupted(f"interrupted after epoch {self.epochs_done}: {self.last_good()}; --resume continues "
+                              "the fit") from None
 
     def last_good(self) -> str:
         """Which checkpoints hold the last good state, for error messages."""
