@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from fits import PRIOR_2_LAYERS, VQVAE_16_CODES, TinyFit, logged_epochs
-from pipelines import cli, fit_vqvae, generate, quickstart
+from pipelines import cli, fit_vqvae, generate, image_check, quickstart
 from test_pipeline import tiny_pair
 from test_reliability import run_cli
 from vqvae_prior import VQPriorPipeline, files
@@ -257,3 +257,39 @@ def test_empty_and_truncated_checkpoints_say_what_is_wrong(digit_folder_fit, tmp
         line = run_cli(generate, ["--vqvae", str(tmp_path / name), "--prior", str(digit_folder_fit.prior),
                                   "--labels", "all", "--out", str(tmp_path / "s.png")], capsys)
         assert says in line and "Errno" not in line and not line.rstrip().endswith(":"), line
+
+
+# ---------------------------------------------------------------------------------------------- bounded generation
+
+
+@pytest.mark.parametrize("ask, named", [
+    (["--n", "1000000000"], "--n 1000000000 asks for 1000000000 samples"),
+    (["--labels", "all", "--repeat", "1000000000"], "--repeat 1000000000 asks for 1000000000 samples"),
+    (["--labels", "all", "--repeat", "1000"], r"--labels \(3\) x --repeat 1000 asks for 3000 samples; one call makes "
+                                              "at most 2048"),
+])
+def test_generate_refuses_more_samples_than_fit_before_any_work(digit_folder_fit, tmp_path, capsys, monkeypatch, ask,
+                                                              named):
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("sampled")
+
+    monkeypatch.setattr(VQPriorPipeline, "__call__", no_sampling)
+    prior = digit_folder_fit.prior if "--labels" in ask else tmp_path / "absent.pt"  # --n: refused before loading
+    line = run_cli(generate, ["--vqvae", str(digit_folder_fit.vqvae), "--prior", str(prior), *ask, "--out",
+                              str(tmp_path / "s.png")], capsys)
+    assert re.search(named, line), line
+    assert not (tmp_path / "s.png").exists()
+
+
+def test_the_pipeline_refuses_more_samples_than_fit(pipe):
+    with pytest.raises(UsageError, match="n=1000000000 asks for 1000000000 samples; one call makes at most 2048"):
+        pipe(10**9, labels=None)
+    with pytest.raises(UsageError, match=r"2 inputs x completions=3000 asks for 6000 samples"):
+        pipe.complete(torch.rand(2, 1, 28, 28), 3, [0, 1], completions=3000)
+
+
+def test_image_check_refuses_more_samples_than_fit_before_training_its_classifier(digit_folder_fit, tmp_path, capsys):
+    line = run_cli(image_check, ["--vqvae", str(digit_folder_fit.vqvae), "--prior", str(digit_folder_fit.prior),
+                                 "--per-class", "1000", "--cache-dir", str(tmp_path / "cache"), "--out",
+                                 str(tmp_path / "check.json")], capsys)
+    assert "--per-class 1000 x 3 classes asks for 3000 samples" in line and not any((tmp_path / "cache").iterdir())

@@ -42,7 +42,12 @@ from vqvae_prior.pixels import PixelCodec, PixelConfig
 from vqvae_prior.registry import modality_of_spec
 from vqvae_prior.vqvae import VQVAE
 
-__all__ = ["CompletionOutput", "PipelineOutput", "VQPriorPipeline", "seeded"]
+__all__ = ["MAX_SAMPLES", "CompletionOutput", "PipelineOutput", "VQPriorPipeline", "check_samples", "seeded"]
+
+# the most code maps one call samples at once (n, or inputs x completions): the sampler's state of 2048 maps and the
+# images stay within about 1 GB for the models here (the README's); more is refused before any work
+MAX_SAMPLES = 2048
+DECODE_BATCH = 256  # code maps decoded at once: the decoder's activations are the largest tensors
 
 
 @dataclass
@@ -107,6 +112,15 @@ def seeded(seed: int | None, device: str | torch.device) -> torch.Generator | No
     if seed is None:
         return None
     return torch.Generator(device).manual_seed(whole_number(seed, "seed", *SEEDS))
+
+
+def check_samples(count: int, what: str) -> int:
+    """``count`` (a whole number >= 1) when one call may sample that many code maps (:data:`MAX_SAMPLES`); else a
+    :class:`UsageError` naming ``what`` asked for them, before any work."""
+    if count > MAX_SAMPLES:
+        raise UsageError(f"{what} asks for {count} samples; one call makes at most {MAX_SAMPLES} (their state and "
+                         "images are held in memory at once): make several calls of fewer")
+    return count
 
 
 def _guided(guidance: float) -> dict[str, float]:
@@ -211,7 +225,7 @@ class VQPriorPipeline:
         """Sample ``n`` code maps from the prior and decode them.
 
         Args:
-            n: number of samples, a whole number >= 1.
+            n: number of samples, a whole number in 1 .. :data:`MAX_SAMPLES`.
             labels: (n,) class labels, whole class indices or class names (:attr:`label_names`), required by a
                 class-conditional prior and refused by an unconditional one; float labels are refused, not rounded.
             temperature: softmax temperature of the prior (> 0).
@@ -224,7 +238,7 @@ class VQPriorPipeline:
         Returns:
             a :class:`PipelineOutput`; ``.images`` is (n, C, H, W) in [0, 1].
         """
-        n = whole_number(n, "n", 1)
+        n = check_samples(whole_number(n, "n", 1), f"n={n}")
         label_tensor = self.check_request(labels, n, temperature, guidance)
         codes = as_levels(self.prior.sample(
             n, self.code_shape, label_tensor, temperature, generator, method=method, **_guided(guidance)
@@ -256,7 +270,7 @@ class VQPriorPipeline:
                 downsample`` frames).
             labels: (N,) class labels of the inputs (indices or names, as in ``__call__``), required by a
                 class-conditional prior.
-            completions: S, completions of each input.
+            completions: S, completions of each input (N * S at most :data:`MAX_SAMPLES`).
             temperature, generator, method, guidance: as in ``__call__``.
 
         Returns:
@@ -266,6 +280,7 @@ class VQPriorPipeline:
         h = self.code_shape[0]
         keep = whole_number(keep, "keep (code rows)", 0, h)  # of h
         S = whole_number(completions, "completions", 1)
+        check_samples(len(x) * S, f"{len(x)} inputs x completions={S}")
         label_tensor = self.check_request(labels, len(x), temperature, guidance)
         given = []
         for codes in self.vqvae.encode_levels(x):  # (N, h', w') of each level, top first
@@ -315,5 +330,7 @@ class VQPriorPipeline:
     @torch.no_grad()
     def decode(self, codes: Tensor | tuple[Tensor, ...]) -> Tensor:
         """Images (or spectrograms) (N, C, H, W) in [0, 1], on the CPU, of code maps (N, h, w), or of code maps of
-        each level (a tuple, top first)."""
-        return self.vqvae.decode_levels(as_levels(codes)).clamp(0, 1).cpu()
+        each level (a tuple, top first); decoded :data:`DECODE_BATCH` at a time."""
+        levels = as_levels(codes)
+        parts = zip(*(level.split(DECODE_BATCH) for level in levels))  # each level's maps of one batch, top first
+        return torch.cat([self.vqvae.decode_levels(part).clamp(0, 1).cpu() for part in parts])  # (N, C, H, W)
