@@ -97,7 +97,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     check_samples(args.per_class * pipe.prior.config.num_classes,
                   f"--per-class {args.per_class} x {pipe.prior.config.num_classes} classes")
     with watch("data"):
-        splits = batching.load_splits(spec, args.data_root)
+        splits = batching.load_splits(spec, args.data_root, pipe.sample_shape)
         label_names = list(splits.label_names)
         halves = metrics.RealHalves.draw(len(splits.test.labels), args.per_class * len(label_names), args.seed)
 

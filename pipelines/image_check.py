@@ -101,7 +101,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     per_class, n = check_args(args, pipe.prior.config.num_classes, args.prior)
 
     with watch("data"):
-        splits = batching.load_splits(spec, args.data_root)
+        splits = batching.load_splits(spec, args.data_root, pipe.sample_shape)
         label_names = list(splits.label_names)
         x_train, y_train = batching.as_tensors(splits.train)  # (N, C, H, W) uint8, (N,)
         x_test, y_test = batching.as_tensors(splits.test)

@@ -24,8 +24,12 @@ import numpy as np
 import pytest
 import torch
 
+from PIL import Image
+
+from data import DataError, load_dataset
+from files import write_idx
 from fits import PRIOR_2_LAYERS, VQVAE_16_CODES, TinyFit, logged_epochs
-from pipelines import cli, fit_vqvae, generate, image_check, quickstart
+from pipelines import cli, fit_prior, fit_vqvae, generate, image_check, quickstart
 from test_pipeline import tiny_pair
 from test_reliability import run_cli
 from vqvae_prior import VQPriorPipeline, files
@@ -293,3 +297,35 @@ def test_image_check_refuses_more_samples_than_fit_before_training_its_classifie
                                  "--per-class", "1000", "--cache-dir", str(tmp_path / "cache"), "--out",
                                  str(tmp_path / "check.json")], capsys)
     assert "--per-class 1000 x 3 classes asks for 3000 samples" in line and not any((tmp_path / "cache").iterdir())
+
+
+# ---------------------------------------------------------------------------------------------- shapes across splits
+
+
+def test_idx_splits_of_two_image_sizes_are_refused(tmp_path, capsys):
+    for prefix, size in (("train", 28), ("t10k", 20)):
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte", np.zeros((4, size, size)))
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", np.array([0, 1, 2, 3]))
+    with pytest.raises(DataError, match=r"train items are \(1, 28, 28\) .* but its held-out items \(1, 20, 20\)"):
+        load_dataset("mnist", tmp_path)
+    line = run_cli(fit_vqvae, ["--dataset", "mnist", "--data-root", str(tmp_path), "--out", str(tmp_path / "vq")],
+                   capsys)
+    assert "held-out items (1, 20, 20)" in line and not (tmp_path / "vq" / "vqvae.pt").exists()
+
+
+def test_a_prior_is_fitted_and_used_only_on_items_of_its_vqvaes_size(digit_folder_fit, tmp_path, capsys):
+    small = tmp_path / "small"
+    for digit in ("1", "4", "7"):
+        (small / digit).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((8, 8), 40 * i, dtype=np.uint8)).save(small / digit / f"{i}.png")
+    line = run_cli(fit_prior, ["--vqvae", str(digit_folder_fit.vqvae), "--data-root", str(small), "--out",
+                               str(tmp_path / "prior"), "--device", "cpu", *PRIOR_2_LAYERS], capsys)
+    assert "--data-root" in line and "holds items (1, 8, 8)" in line and "fitted on items (1, 28, 28)" in line, line
+    assert not (tmp_path / "prior" / "prior.pt").exists()
+    payload = torch.load(digit_folder_fit.prior, weights_only=True)
+    payload["code_shape"] = [2, 2]  # as the fit above made it before it was refused
+    torch.save(payload, tmp_path / "prior-2x2.pt")
+    line = run_cli(generate, ["--vqvae", str(digit_folder_fit.vqvae), "--prior", str(tmp_path / "prior-2x2.pt"),
+                              "--labels", "all", "--out", str(tmp_path / "s.png")], capsys)
+    assert "models code maps (2, 2)" in line and "makes (7, 7)" in line and not (tmp_path / "s.png").exists(), line

@@ -186,6 +186,13 @@ class VQPriorPipeline:
                 f"{prior_path} was fitted on the codes of other VQ-VAE weights than those in {vqvae_path} "
                 f"(it names {prior_ckpt['vqvae']}); its samples would decode to noise"
             )
+        fitted = vq_ckpt.get("sample_shape")  # (C, H, W) of the VQ-VAE's data; absent from early checkpoints
+        if fitted is not None and tuple(vqvae.code_shape(fitted)) != tuple(prior_ckpt["code_shape"]):
+            raise CheckpointError(
+                f"{prior_path} models code maps {tuple(prior_ckpt['code_shape'])}, but {vqvae_path} makes "
+                f"{tuple(vqvae.code_shape(fitted))} of the items {tuple(fitted)} it was fitted on: the prior was "
+                "fitted on other data (fit_prior --data-root of items of another size?)"
+            )
         return cls(vqvae, prior, tuple(prior_ckpt["code_shape"]), prior_ckpt["label_names"], vq_ckpt["data"])
 
     @staticmethod

@@ -35,6 +35,7 @@ def encode_splits(
     vqvae: nn.Module, cache_dir: Path, data_spec: dict[str, Any], data_root: str | None, device: torch.device,
     shifts: int = 1,
     jitter: int = 0,
+    sample_shape: tuple[int, ...] | list[int] | None = None,
 ) -> dict[str, Any]:
     """Code maps and labels of the train and held-out splits, cached in ``cache_dir`` (the fit's folder).
 
@@ -42,7 +43,8 @@ def encode_splits(
     ``test`` (N, h, w) code maps of the inputs as they are; for a VQ-VAE of several levels, a tuple of such tensors
     for each, top first. The cache key is the digest of the VQ-VAE weights, the
     data spec and the offsets, so a refitted VQ-VAE or other data never reuse stale codes; an unreadable cache is
-    rebuilt, with a warning.
+    rebuilt, with a warning. ``sample_shape``: (C, H, W) of the items the VQ-VAE was fitted on (its checkpoint's),
+    which the data set's items must have.
     """
     moves = offsets(shifts, jitter)
     writable_folder(cache_dir, "--cache-dir")  # before the encoding, which it is to keep
@@ -61,7 +63,7 @@ def encode_splits(
         except Exception as e:  # torch raises several types for a corrupt file; a foreign one lacks keys
             problem = f"{type(e).__name__}: {' '.join(str(e).split())}"
         print(f"warning: the code cache {cache} is unreadable ({problem}); rebuilding it", file=sys.stderr)
-    splits = load_splits(spec)
+    splits = load_splits(data_spec, data_root, sample_shape)
     codes: dict[str, Any] = {"vqvae_digest": digest, "label_names": list(splits.label_names)}
 
     def encode(x: Tensor, y: Tensor, dy: int, dx: int) -> list[Tensor]:

@@ -312,7 +312,7 @@ def vqvae_source(options: PriorFit, cache_dir: Path, device: torch.device) -> Co
     """The code maps of the VQ-VAE ``options.vqvae`` on its data set (encoded once, cached)."""
     vqvae, vq_ckpt = load_vqvae(options.vqvae, device)
     codes = encode_splits(vqvae, cache_dir, vq_ckpt["data"], options.data_root, device, options.shifts,
-                          options.jitter)
+                          options.jitter, vq_ckpt.get("sample_shape"))
     info = {"vqvae": str(options.vqvae), "vqvae_digest": codes["vqvae_digest"]}
     return CodeSource(codes, vqvae, info, modality_of_spec(vq_ckpt["data"]))
 
