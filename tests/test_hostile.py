@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
-
 from PIL import Image
 
 from data import DataError, load_dataset
@@ -31,10 +31,13 @@ from files import write_idx
 from fits import PRIOR_2_LAYERS, VQVAE_16_CODES, TinyFit, logged_epochs
 from pipelines import cli, fit_prior, fit_vqvae, generate, image_check, quickstart
 from test_pipeline import tiny_pair
-from test_reliability import run_cli
+from test_reliability import run_cli, scripted
 from vqvae_prior import VQPriorPipeline, files
+from vqvae_prior.audio import read_wave
 from vqvae_prior.checkpoint import CheckpointError, load_checkpoint, load_vqvae
 from vqvae_prior.errors import UsageError
+from vqvae_prior.modality import Images
+from vqvae_prior.training import vqvae_fit
 from vqvae_prior.training.lock import LOCK_NAME
 
 
@@ -329,3 +332,50 @@ def test_a_prior_is_fitted_and_used_only_on_items_of_its_vqvaes_size(digit_folde
     line = run_cli(generate, ["--vqvae", str(digit_folder_fit.vqvae), "--prior", str(tmp_path / "prior-2x2.pt"),
                               "--labels", "all", "--out", str(tmp_path / "s.png")], capsys)
     assert "models code maps (2, 2)" in line and "makes (7, 7)" in line and not (tmp_path / "s.png").exists(), line
+
+
+# ---------------------------------------------------------------------------------------------- inputs read rightly
+
+
+def test_16_bit_pngs_are_scaled_to_8_bits_not_clipped(tmp_path):
+    levels = np.array([[0, 60, 120], [180, 240, 255]], dtype=np.uint16)  # 8-bit values, stored 16-bit (x 257)
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for i in range(2):
+            Image.fromarray(levels * 257).save(tmp_path / name / f"{i}.png")  # mode I;16
+    splits = load_dataset("image-folder", tmp_path)
+    assert torch.equal(splits.train.images[0, 0], torch.from_numpy(levels.astype(np.uint8)))
+    x = Images().read(tmp_path / "a" / "0.png", (1, 2, 3))  # as --complete reads it
+    assert torch.equal(x[0], torch.from_numpy(levels).float() / 255)
+
+
+def test_a_link_loop_in_an_image_folder_is_refused_not_followed(tmp_path, make_digit_folder):
+    folder = make_digit_folder(tmp_path / "digits", per_class=2)
+    (folder / "1" / "up").symlink_to("..")  # digits/1/up -> digits: every class again, as class 1, and again ...
+    with pytest.raises(DataError, match=r"1/up leads back to .*digits, a folder this image folder already holds"):
+        load_dataset("image-folder", folder)
+
+
+def test_a_truncated_wav_is_refused_not_read_as_a_shorter_clip(tmp_path):
+    sf.write(tmp_path / "7_x_0.wav", np.sin(np.arange(8000) / 10).astype(np.float32), 8000, subtype="PCM_16")
+    whole = (tmp_path / "7_x_0.wav").read_bytes()
+    (tmp_path / "cut.wav").write_bytes(whole[: len(whole) // 2])
+    assert read_wave(tmp_path / "7_x_0.wav", 8000).shape == (8000,)
+    with pytest.raises(DataError, match=r"cut\.wav is truncated: its header declares 16000 bytes of samples"):
+        read_wave(tmp_path / "cut.wav", 8000)
+
+
+def test_resume_refuses_a_corrupt_best_checkpoint_it_cannot_rebuild(digit_folder, tmp_path, capsys, monkeypatch):
+    argv = ["--dataset", "image-folder", "--data-root", str(digit_folder), "--out", str(tmp_path), "--batch-size",
+            "16", "--no-progress", "--device", "cpu", "--lr-schedule", "constant", *VQVAE_16_CODES]
+    monkeypatch.setattr(vqvae_fit, "evaluate", scripted(vqvae_fit, "test_mse", [0.3, 0.5, 0.4]))
+    fit_vqvae.main(fit_vqvae.get_args_parser().parse_args([*argv, "--epochs", "2"]))  # the best: epoch 1
+    whole = (tmp_path / "vqvae.pt").read_bytes()
+    (tmp_path / "vqvae.pt").write_bytes(whole[: len(whole) // 2])
+    line = run_cli(fit_vqvae, [*argv, "--epochs", "3", "--resume"], capsys)
+    assert "vqvae.pt cannot be read" in line and "records epoch 1 as the best" in line, line
+    assert load_checkpoint(tmp_path / "vqvae-last.pt")["epoch"] == 2  # nothing trained
+    (tmp_path / "vqvae.pt").unlink()  # as the message says: delete it to go on
+    fit_vqvae.main(fit_vqvae.get_args_parser().parse_args([*argv, "--epochs", "3", "--resume"]))
+    assert "vqvae.pt is missing, the best epoch (1) with it" in capsys.readouterr().err
+    assert load_checkpoint(tmp_path / "vqvae.pt")["epoch"] == 3 and logged_epochs(tmp_path) == [1, 2, 3]
