@@ -28,7 +28,7 @@ from PIL import Image
 
 from data import DataError, load_dataset
 from files import write_idx
-from fits import PRIOR_2_LAYERS, VQVAE_16_CODES, TinyFit, logged_epochs
+from fits import PRIOR_2_LAYERS, VQVAE_16_CODES, TinyFit, logged_epochs, run_prior
 from pipelines import cli, fit_prior, fit_vqvae, generate, image_check, quickstart
 from test_pipeline import tiny_pair
 from test_reliability import run_cli, scripted
@@ -379,3 +379,30 @@ def test_resume_refuses_a_corrupt_best_checkpoint_it_cannot_rebuild(digit_folder
     fit_vqvae.main(fit_vqvae.get_args_parser().parse_args([*argv, "--epochs", "3", "--resume"]))
     assert "vqvae.pt is missing, the best epoch (1) with it" in capsys.readouterr().err
     assert load_checkpoint(tmp_path / "vqvae.pt")["epoch"] == 3 and logged_epochs(tmp_path) == [1, 2, 3]
+
+
+# ---------------------------------------------------------------------------------------------- data changed in place
+
+
+def test_resume_refuses_data_that_changed_under_the_same_path(tmp_path, make_digit_folder, capsys):
+    folder = make_digit_folder(tmp_path / "digits", per_class=4)
+    argv = ["--dataset", "image-folder", "--data-root", str(folder), "--out", str(tmp_path / "vq"), "--batch-size",
+            "16", "--no-progress", "--device", "cpu", "--lr-schedule", "constant", *VQVAE_16_CODES]
+    fit_vqvae.main(fit_vqvae.get_args_parser().parse_args([*argv, "--epochs", "1"]))
+    image = next((folder / "4").iterdir())
+    Image.fromarray(255 - np.array(Image.open(image))).save(image)  # same name, same size, other pixels
+    line = run_cli(fit_vqvae, [*argv, "--epochs", "2", "--resume"], capsys)
+    assert "--resume: the data set" in line and "changed since the fit" in line, line
+    assert logged_epochs(tmp_path / "vq") == [1]
+
+
+def test_cached_code_maps_are_keyed_on_the_data_not_its_path(digit_folder_fit, tmp_path, make_digit_folder):
+    folder = make_digit_folder(tmp_path / "digits", digits=(1, 4, 7), per_class=3)
+    cache = tmp_path / "cache"
+    args = ["--data-root", str(folder), "--cache-dir", str(cache), "--batch-size", "4", "--samples-per-class", "0"]
+    run_prior(digit_folder_fit.vqvae, tmp_path / "p1", *args)
+    assert load_checkpoint(tmp_path / "p1" / "prior.pt")["label_names"] == ["1", "4", "7"]
+    make_digit_folder(folder, digits=(9,), per_class=3)  # a class more, under the same path
+    run_prior(digit_folder_fit.vqvae, tmp_path / "p2", *args)
+    assert load_checkpoint(tmp_path / "p2" / "prior.pt")["label_names"] == ["1", "4", "7", "9"]
+    assert len(list(cache.glob("codes-*.pt"))) == 2

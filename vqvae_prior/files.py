@@ -8,6 +8,7 @@ pictures are all written this way.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import secrets
@@ -19,7 +20,7 @@ import torch
 
 from vqvae_prior.errors import OutputError, UsageError, VQPriorError
 
-__all__ = ["atomic_save", "atomic_write", "stale_temporaries", "writable_folder"]
+__all__ = ["atomic_save", "atomic_write", "content_digest", "stale_temporaries", "writable_folder"]
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -91,3 +92,25 @@ def writable_folder(folder: str | Path, option: str) -> Path:
     except OSError as e:
         raise UsageError(f"{option} {folder}: the folder cannot be made or written ({e.strerror})") from e
     return folder
+
+
+def content_digest(path: str | Path | None) -> str | None:
+    """A short SHA-256 of what is at ``path`` as the file system lists it: each file's path (relative to ``path``),
+    size and modification time, for a file or every file below a folder (links to files followed, links to folders
+    not). It changes when a file is added, removed, replaced or rewritten, without reading the files: cheap enough
+    to key a cache on a data set's content rather than its path. None for None or a path that does not exist."""
+    if path is None or not os.path.exists(path):
+        return None
+    h = hashlib.sha256()
+    top = Path(path)
+    if top.is_dir():
+        files = sorted(Path(dirpath, name) for dirpath, _, names in os.walk(top) for name in names)
+    else:
+        files = [top]
+    for file in files:
+        try:
+            stat = file.stat()
+        except OSError:  # a broken link, or a file removed while listing
+            continue
+        h.update(f"{file.relative_to(top) if file != top else file.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]

@@ -31,6 +31,7 @@ from einops import rearrange
 
 import data
 from vqvae_prior.audio import Spectrograms
+from vqvae_prior.checkpoint import weights_digest
 from vqvae_prior.errors import UsageError
 from vqvae_prior.evaluation.lsd import HeldOutLSD
 from vqvae_prior.quantizer import CodeUsage
@@ -159,7 +160,8 @@ class VQVAETask:
                                   options.batch_size, device)
         self.steps_per_epoch = math.ceil(len(self.x_train) / options.batch_size)
         self.info = {"data": self.splits.spec, "label_names": list(self.splits.label_names),
-                     "sample_shape": list(self.splits.sample_shape), "args": dataclasses.asdict(options)}
+                     "sample_shape": list(self.splits.sample_shape), "args": dataclasses.asdict(options),
+                     "data_digest": weights_digest([self.x_train, self.y_train, self.x_test, self.y_test])}
         dist.log(f"VQ-VAE: {sum(p.numel() for p in self.model.parameters()):,} parameters, data "
                  f"{self.splits.sample_shape}, {len(self.x_train)} train / {len(self.x_test)} held-out, device {device}"
                  + (f", {dist.world_size} processes" if dist.world_size > 1 else ""))
@@ -259,5 +261,10 @@ def fit_vqvae(options: VQVAEFit) -> dict[str, Any]:
             check_options(run, state, options, legacy=LEGACY)
         torch.manual_seed(options.seed)
         task = VQVAETask(options, dist, device)
+        if state is not None and state.get("data_digest", task.info["data_digest"]) != task.info["data_digest"]:
+            raise UsageError(f"--resume: the data set {options.data_root or options.dataset} changed since the fit in "
+                             f"{run.out} began (the digest of its items was {state['data_digest']}, is "
+                             f"{task.info['data_digest']}): a resumed fit trains on the data it began with; restore "
+                             "the data, or start a new fit in another --out")
         return fit_in_folder(task, options, run, dist, state, config=dataclasses.asdict(task.model.config),
                              data=task.splits.spec)
