@@ -31,7 +31,8 @@ from vqvae_prior.files import writable_folder
 from vqvae_prior.training.options import at_least, flag, positive
 from vqvae_prior.training.steps import pick_device
 
-__all__ = ["at_least", "check_image_path", "check_inputs", "command", "flag", "given_options", "parser_for", "pick_device", "positive", "run"]
+__all__ = ["at_least", "check_image_path", "check_inputs", "command", "flag", "given_options", "parser_for",
+           "pick_device", "positive", "run"]
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -128,10 +129,10 @@ def _base_type(hint: Any) -> type:
 
 def given_options(options: type, argv: str | list[str], option: str = "arguments",
                   owned: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The options that the command-line arguments ``argv`` (words, or one string split as a shell does) give, by the fields
-    of the options dataclass ``options``: what a string of extra arguments, the option ``option``, adds to keyword
-    options. Words that do not parse, unknown options and those of ``owned`` (set by the caller itself) are
-    refused naming ``option``."""
+    """The options that the command-line arguments ``argv`` (words, or one string split as a shell does) give, by
+    the fields of the options dataclass ``options``: what a string of extra arguments, the option ``option``, adds
+    to keyword options. Words that do not parse, unknown options and those of ``owned`` (set by the caller itself)
+    are refused naming ``option``."""
     def refuse(message: str) -> typing.NoReturn:
         raise UsageError(f"{option} {argv!r}: {message}")
 

@@ -200,10 +200,10 @@ def main(args: argparse.Namespace) -> PipelineOutput | CompletionOutput:
         raise UsageError(f"{args.prior} is class-conditional: pass --labels (class names, indices or all)"
                          if conditional else f"{args.prior} is unconditional: leave out --labels")
     labels = parse_labels(args.labels, pipe.label_names)
-    n = check_samples(len(labels) * args.repeat if labels is not None else args.n,
-                      f"--labels ({len(labels)}) x --repeat {args.repeat}" if labels is not None else f"--n {args.n}")
-    if labels is not None:
+    if labels is not None:  # checked before the list of labels is made: it could hold billions
+        check_samples(len(labels) * args.repeat, f"--labels ({len(labels)}) x --repeat {args.repeat}")
         labels = [label for label in labels for _ in range(args.repeat)]
+    n = len(labels) if labels is not None else args.n
     result = pipe(n, labels, args.temperature, seeded(args.seed, device), args.method, args.guidance)
     nrow = args.nrow or (args.repeat if labels is not None and args.repeat > 1 else 8)
     pipe.modality.save_grid(result.images, out, nrow)

@@ -53,7 +53,7 @@ def pipe() -> VQPriorPipeline:
 @pytest.mark.parametrize("call, named", [
     (lambda p: p(2, labels=[0.0, 1.7]), "labels: expected whole class indices"),  # not truncated to [0, 1]
     (lambda p: p(2, labels=torch.tensor([0.0, 1.0])), "labels: expected whole class indices"),
-    (lambda p: p(4, labels=torch.zeros(2, 2, dtype=torch.long)), r"labels: .* got torch\.int64 \(2, 2\)"),  # not flattened
+    (lambda p: p(4, labels=torch.zeros(2, 2, dtype=torch.long)), r"labels: .* torch\.int64 \(2, 2\)"),  # not flat
     (lambda p: p(2, labels=[True, False]), "labels: expected whole class indices"),
     (lambda p: p(2, labels=["a", "zebra"]), r"labels: \['zebra'\] are not class names"),
     (lambda p: p(2.5, labels=[0, 1, 2]), "n must be a whole number >= 1, got float 2.5"),
@@ -63,7 +63,7 @@ def pipe() -> VQPriorPipeline:
     (lambda p: p.complete(torch.full((1, 1, 28, 28), float("nan")), 3, [0]), "x: expected finite inputs"),
     (lambda p: p.complete(torch.rand(0, 1, 28, 28), 3, []), "x: expected at least one input"),
     (lambda p: p.complete(["a"], 3, [0]), "x: expected"),
-    (lambda p: p.complete(torch.rand(1, 1, 28, 28), 2.5, [0]), r"keep \(code rows\) must be a whole number in 0 \.\. 7"),
+    (lambda p: p.complete(torch.rand(1, 1, 28, 28), 2.5, [0]), r"keep \(code rows\) must be a whole number in 0 "),
     (lambda p: p.complete(torch.rand(1, 1, 28, 28), 2, [0], completions=1.5), "completions must be a whole number"),
 ])
 def test_the_pipeline_refuses_wrong_arguments_naming_them(pipe, call, named):

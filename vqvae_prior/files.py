@@ -112,5 +112,6 @@ def content_digest(path: str | Path | None) -> str | None:
             stat = file.stat()
         except OSError:  # a broken link, or a file removed while listing
             continue
-        h.update(f"{file.relative_to(top) if file != top else file.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        name = file.relative_to(top) if file != top else file.name
+        h.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return h.hexdigest()[:16]

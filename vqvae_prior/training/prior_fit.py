@@ -93,7 +93,8 @@ class PriorFit(FitOptions):
         the codes the prior models."""
         return self.resolved_for(*self.source())
 
-    def resolved_for(self, modality: type[Modality] | Modality, codebook_size: int, levels: int) -> tuple[PriorFit, int]:
+    def resolved_for(self, modality: type[Modality] | Modality, codebook_size: int,
+                     levels: int) -> tuple[PriorFit, int]:
         """:meth:`resolved` for codes of ``modality`` with ``codebook_size`` values and ``levels`` levels."""
         options = with_defaults(self, modality.prior_defaults)
         if options.channels is None:  # the architecture's own default
