@@ -95,7 +95,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     cfg = pipe.modality.config
 
     check_samples(args.per_class * pipe.prior.config.num_classes,
-                  f"--per-class {args.per_class} x {pipe.prior.config.num_classes} classes")
+                  f"--per-class {args.per_class} x {pipe.prior.config.num_classes} classes", args.guidance)
     with watch("data"):
         splits = batching.load_splits(spec, args.data_root, pipe.sample_shape)
         label_names = list(splits.label_names)

@@ -76,8 +76,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
     parser.add_argument("--vqvae", help="checkpoint written by pipelines.fit_vqvae (none for a prior over pixels)")
     parser.add_argument("--prior", required=True, help="checkpoint written by pipelines.fit_prior")
-    parser.add_argument("--n", type=int, default=64, help="number of samples (without --labels); at most 2048, as "
-                        "--labels x --repeat and inputs x --repeat")
+    parser.add_argument("--n", type=int, default=64, help="number of samples (without --labels); at most 2048 (1024 "
+                        "with --guidance), as --labels x --repeat and inputs x --repeat")
     parser.add_argument("--labels", nargs="+",
                         help="class names, or class indices 0 .. K-1, or 'all' for every class; where class names "
                              "are numbers, numbers are names only (unless the names are 0 .. K-1 in order); with "
@@ -155,7 +155,8 @@ def complete_files(pipe: VQPriorPipeline, args: argparse.Namespace, out: Path) -
         raise UsageError("--complete needs --keep-rows N, the code rows to keep")
     try:
         files = pipe.modality.files(Path(args.complete))
-        check_samples(len(files) * args.repeat, f"--complete ({len(files)} inputs) x --repeat {args.repeat}")
+        check_samples(len(files) * args.repeat, f"--complete ({len(files)} inputs) x --repeat {args.repeat}",
+                      args.guidance)
         inputs = read_inputs(files, pipe)
     except UsageError as e:
         raise UsageError(f"--complete: {e}") from None
@@ -188,8 +189,8 @@ def main(args: argparse.Namespace) -> PipelineOutput | CompletionOutput:
     if args.complete is None and args.repeat != 1 and args.labels is None:
         raise UsageError("--repeat gives the samples per label of --labels; without --labels, ask for --n samples")
     if args.complete is None and args.labels is None:
-        check_samples(args.n, f"--n {args.n}")  # before loading anything
-    check_samples(args.repeat, f"--repeat {args.repeat}")
+        check_samples(args.n, f"--n {args.n}", args.guidance)  # before loading anything
+    check_samples(args.repeat, f"--repeat {args.repeat}", args.guidance)
     out = cli.check_image_path(args.out)
     device = cli.pick_device(args.device)
     pipe = VQPriorPipeline.from_checkpoints(args.vqvae, args.prior, device)
@@ -201,7 +202,7 @@ def main(args: argparse.Namespace) -> PipelineOutput | CompletionOutput:
                          if conditional else f"{args.prior} is unconditional: leave out --labels")
     labels = parse_labels(args.labels, pipe.label_names)
     if labels is not None:  # checked before the list of labels is made: it could hold billions
-        check_samples(len(labels) * args.repeat, f"--labels ({len(labels)}) x --repeat {args.repeat}")
+        check_samples(len(labels) * args.repeat, f"--labels ({len(labels)}) x --repeat {args.repeat}", args.guidance)
         labels = [label for label in labels for _ in range(args.repeat)]
     n = len(labels) if labels is not None else args.n
     result = pipe(n, labels, args.temperature, seeded(args.seed, device), args.method, args.guidance)

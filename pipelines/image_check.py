@@ -84,7 +84,7 @@ def check_args(args: argparse.Namespace, num_classes: int, prior_path: str) -> t
         n = asked
     if asked < 1:
         raise UsageError(f"{flag} must be >= 1, got {asked}")
-    check_samples(n, f"{flag} {asked}" + (f" x {num_classes} classes" if num_classes else ""))
+    check_samples(n, f"{flag} {asked}" + (f" x {num_classes} classes" if num_classes else ""), args.guidance)
     cli.at_least(args, 0, "worst")
     cli.positive(args, "shift", "rotate", zero=True)
     return per_class, n

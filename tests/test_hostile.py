@@ -293,6 +293,8 @@ def test_the_pipeline_refuses_more_samples_than_fit(pipe):
         pipe(10**9, labels=None)
     with pytest.raises(UsageError, match=r"2 inputs x completions=3000 asks for 6000 samples"):
         pipe.complete(torch.rand(2, 1, 28, 28), 3, [0, 1], completions=3000)
+    with pytest.raises(UsageError, match="n=1025 asks for 1025 samples; one call makes at most 1024 under guidance"):
+        pipe(1025, labels=[0] * 1025, guidance=2.0)  # guidance samples each map twice
 
 
 def test_image_check_refuses_more_samples_than_fit_before_training_its_classifier(digit_folder_fit, tmp_path, capsys):

@@ -44,8 +44,9 @@ from vqvae_prior.vqvae import VQVAE
 
 __all__ = ["MAX_SAMPLES", "CompletionOutput", "PipelineOutput", "VQPriorPipeline", "check_samples", "seeded"]
 
-# the most code maps one call samples at once (n, or inputs x completions): the sampler's state of 2048 maps and the
-# images stay within about 1 GB for the models here (the README's); more is refused before any work
+# the most code maps one call samples at once (n, or inputs x completions; twice as many under classifier-free
+# guidance, which samples each map given its label and the null label); generate of 2048 maps of MNIST-size models
+# (12 gated layers of 64 channels, 7 x 7 codes) peaks at 1.4 GB (README, Reliability); more is refused before any work
 MAX_SAMPLES = 2048
 DECODE_BATCH = 256  # code maps decoded at once: the decoder's activations are the largest tensors
 
@@ -114,12 +115,16 @@ def seeded(seed: int | None, device: str | torch.device) -> torch.Generator | No
     return torch.Generator(device).manual_seed(whole_number(seed, "seed", *SEEDS))
 
 
-def check_samples(count: int, what: str) -> int:
-    """``count`` (a whole number >= 1) when one call may sample that many code maps (:data:`MAX_SAMPLES`); else a
-    :class:`UsageError` naming ``what`` asked for them, before any work."""
-    if count > MAX_SAMPLES:
-        raise UsageError(f"{what} asks for {count} samples; one call makes at most {MAX_SAMPLES} (their state and "
-                         "images are held in memory at once): make several calls of fewer")
+def check_samples(count: int, what: str, guidance: float = 0.0) -> int:
+    """``count`` (a whole number >= 1) when one call may sample that many code maps (:data:`MAX_SAMPLES`, half as
+    many under ``guidance`` > 0, a checked number); else a :class:`UsageError` naming ``what`` asked for them,
+    before any work."""
+    guided = any(w > 0 for w in (guidance if isinstance(guidance, (tuple, list)) else [guidance]))
+    most = MAX_SAMPLES // 2 if guided else MAX_SAMPLES
+    if count > most:
+        raise UsageError(f"{what} asks for {count} samples; one call makes at most {most}"
+                         f"{' under guidance' if guided else ''} (their sampler state and images are held in memory "
+                         "at once): make several calls of fewer")
     return count
 
 
@@ -245,7 +250,7 @@ class VQPriorPipeline:
         Returns:
             a :class:`PipelineOutput`; ``.images`` is (n, C, H, W) in [0, 1].
         """
-        n = check_samples(whole_number(n, "n", 1), f"n={n}")
+        n = check_samples(whole_number(n, "n", 1), f"n={n}", finite_number(guidance, "guidance", zero=True))
         label_tensor = self.check_request(labels, n, temperature, guidance)
         codes = as_levels(self.prior.sample(
             n, self.code_shape, label_tensor, temperature, generator, method=method, **_guided(guidance)
@@ -287,7 +292,7 @@ class VQPriorPipeline:
         h = self.code_shape[0]
         keep = whole_number(keep, "keep (code rows)", 0, h)  # of h
         S = whole_number(completions, "completions", 1)
-        check_samples(len(x) * S, f"{len(x)} inputs x completions={S}")
+        check_samples(len(x) * S, f"{len(x)} inputs x completions={S}", finite_number(guidance, "guidance", zero=True))
         label_tensor = self.check_request(labels, len(x), temperature, guidance)
         given = []
         for codes in self.vqvae.encode_levels(x):  # (N, h', w') of each level, top first
