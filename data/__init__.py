@@ -106,17 +106,21 @@ def load_dataset(
     """Load data set ``name`` (one of :data:`DATASETS`) from ``root`` with loader-specific ``options``.
 
     ``load_dataset(**splits.spec)`` rebuilds the same data set: the spec holds ``name``, ``root``, ``modality`` and
-    every option. A ``modality`` given must be the data set's. Neither split is empty: fits report held-out figures
-    every epoch.
+    every option. A ``modality`` given must be the data set's. Neither split is empty (fits report held-out figures
+    every epoch), and both hold items of one shape.
     """
     _check_name(name)
     kind = _DATASETS[name][0]
     if modality is not None and modality != kind:
         raise DataError(f"data set {name!r} holds {kind} data, but its spec says modality={modality!r}")
     splits = _loader(name)(root=root, **options)
+    where = f"the {name} data set" + (f" at {root}" if root is not None else "")
     for split, items in (("train", splits.train), ("held-out", splits.test)):
         if len(items) == 0:
-            where = f"the {name} data set" + (f" at {root}" if root is not None else "")
             raise DataError(f"{where}: its {split} split is empty "
                             f"({len(splits.train)} train, {len(splits.test)} held-out items)")
+    train_shape, test_shape = tuple(splits.train[0][0].shape), tuple(splits.test[0][0].shape)
+    if train_shape != test_shape:
+        raise DataError(f"{where}: its train items are {train_shape} (C, H, W) but its held-out items {test_shape}; "
+                        "both splits must hold items of one shape")
     return replace(splits, spec={**splits.spec, "modality": kind})

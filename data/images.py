@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,13 @@ import numpy as np
 import torch
 import torchvision
 from einops import rearrange, repeat
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
-from torchvision.datasets.folder import has_file_allowed_extension, make_dataset
+from torchvision.datasets.folder import has_file_allowed_extension
 from torchvision.transforms import functional as TF
 
 from data import DataError, DatasetSplits
-from vqvae_prior.modality import IMAGE_EXTENSIONS
+from vqvae_prior.modality import IMAGE_EXTENSIONS, open_image
 
 __all__ = ["ImageTensorDataset", "load_cifar10", "load_fashion_mnist", "load_image_folder", "load_mnist",
            "load_mnist_sample", "read_idx", "with_channels"]  # fmt: skip
@@ -37,7 +38,6 @@ DIGITS = tuple(str(d) for d in range(10))
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")  # fmt: skip
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "F")
 
 
 class ImageTensorDataset(Dataset):
@@ -310,6 +310,23 @@ def _is_image(path: str | Path) -> bool:
     return has_file_allowed_extension(str(path), IMAGE_EXTENSIONS)  # case-insensitive
 
 
+def _image_files(top: Path, root: Path) -> list[Path]:
+    """The image files below the class folder ``top`` of the image folder ``root``, sorted, links followed once: a
+    link to a folder already walked, to ``root`` or to a folder above it (a loop, which would repeat images and
+    count other classes' as this one's) is refused, naming it."""
+    walked, seen = [], set()
+    real_root = os.path.realpath(root)
+    for dirpath, _, filenames in os.walk(top, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen or real == real_root or real_root.startswith(real + os.sep):
+            raise DataError(f"{dirpath} leads back to {real}, a folder this image folder already holds: a link loop "
+                            "would repeat its images (and count other classes' as its own); remove the link")
+        seen.add(real)
+        walked.append((dirpath, filenames))
+    # in torchvision's ImageFolder order (its make_dataset): folders by path, then files by name
+    return [Path(dirpath) / name for dirpath, names in sorted(walked) for name in sorted(names) if _is_image(name)]
+
+
 def _stratified_split(labels: torch.Tensor, test_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Seeded split holding out ``test_fraction`` of each class (>= 1 and <= n - 1 when a class has n >= 2).
 
@@ -362,13 +379,14 @@ def load_image_folder(
         raise DataError(f"image_size must be None, a positive int or an (H, W) pair of them, got {image_size!r}")
 
     folder = Path(root)
-    classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and any(map(_is_image, d.rglob("*"))))
+    by_class = {d.name: _image_files(d, folder) for d in sorted(folder.iterdir()) if d.is_dir()}
+    classes = [name for name, files in by_class.items() if files]
     if classes:
         loose = sorted(p.name for p in folder.iterdir() if p.is_file() and _is_image(p))
         if loose:
             raise DataError(f"{folder} holds both class subfolders and loose images ({loose[0]}, ...); "
                             "move the loose images into a class subfolder")
-        samples = make_dataset(folder, {c: i for i, c in enumerate(classes)}, extensions=IMAGE_EXTENSIONS)
+        samples = [(str(path), label) for label, name in enumerate(classes) for path in by_class[name]]
     else:
         classes = [folder.resolve().name]
         samples = [(str(p), 0) for p in sorted(folder.iterdir()) if p.is_file() and _is_image(p)]
@@ -377,13 +395,8 @@ def load_image_folder(
 
     images = []
     for path, _ in samples:
-        try:
-            with Image.open(path) as img:
-                if channels is None:
-                    channels = 1 if img.mode in GRAYSCALE_MODES else 3
-                img = img.convert("L" if channels == 1 else "RGB")
-        except (UnidentifiedImageError, OSError) as e:
-            raise DataError(f"cannot decode image {path}: {e}") from e
+        img = open_image(path, channels)  # "L" or "RGB"; 16-bit gray scaled to 8 bits
+        channels = 1 if img.mode == "L" else 3
         if size is not None:
             img = TF.resize(img, list(size))  # bilinear, antialiased
         x = TF.pil_to_tensor(img)  # (C, H, W) uint8

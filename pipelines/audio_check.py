@@ -64,7 +64,7 @@ from vqvae_prior.audio import Spectrograms, invert
 from vqvae_prior.checkpoint import weights_digest
 from vqvae_prior.errors import UsageError
 from vqvae_prior.evaluation import audio_judges, classifier, copying, metrics, reports
-from vqvae_prior.pipeline import seeded
+from vqvae_prior.pipeline import check_samples, seeded
 from vqvae_prior.training import batching
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -94,8 +94,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"--prior {args.prior} is unconditional: fit it without --unconditional to ask for classes")
     cfg = pipe.modality.config
 
+    check_samples(args.per_class * pipe.prior.config.num_classes,
+                  f"--per-class {args.per_class} x {pipe.prior.config.num_classes} classes", args.guidance)
     with watch("data"):
-        splits = batching.load_splits(spec, args.data_root)
+        splits = batching.load_splits(spec, args.data_root, pipe.sample_shape)
         label_names = list(splits.label_names)
         halves = metrics.RealHalves.draw(len(splits.test.labels), args.per_class * len(label_names), args.seed)
 

@@ -40,6 +40,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     if args.silence_below is not None and not 0 <= args.silence_below < 1:
         raise UsageError(f"--silence-below must be in [0, 1), got {args.silence_below}")
     device = cli.pick_device(args.device)
+    cli.check_inputs(args, "data_root")
     model, payload = load_vqvae(args.vqvae, device)
     if not isinstance(modality_of_spec(payload.get("data", {})), Spectrograms):
         raise UsageError(f"--vqvae {args.vqvae}: expected an audio VQ-VAE (fitted on spectrograms)")

@@ -10,6 +10,7 @@ from pipelines import cli
 from vqvae_prior.checkpoint import load_checkpoint
 from vqvae_prior.errors import UsageError
 from vqvae_prior.evaluation.classifier import CACHE_DIR, ClassifierConfig
+from vqvae_prior.files import writable_folder
 from vqvae_prior.modality import Modality
 from vqvae_prior.pipeline import VQPriorPipeline
 from vqvae_prior.registry import modality_of_spec
@@ -44,19 +45,21 @@ def add_check_args(
 
 
 def check_shared_args(args: argparse.Namespace) -> Path:
-    """Refuse, before any work, a shared option out of range (:func:`add_check_args`) or an ``--out`` that cannot
-    be written (a folder, or in a folder that cannot be made); returns ``--out`` as a path."""
+    """Refuse, before any work, a shared option out of range (:func:`add_check_args`), checkpoints or a data root
+    that do not exist, and a ``--cache-dir`` or ``--out`` that cannot be written (``--out`` a folder, or in a folder
+    that cannot be made or written); returns ``--out`` as a path."""
     cli.positive(args, "temperature")
     cli.positive(args, "guidance", zero=True)
     cli.at_least(args, 1, "classifier_epochs", "classifier_channels", "classifier_batch_size")
     cli.pick_device(args.device)
+    cli.check_inputs(args, "vqvae", "prior", files=True)
+    cli.check_inputs(args, "data_root")
+    if cache_dir(args) is not None:
+        writable_folder(args.cache_dir, "--cache-dir")
     out = Path(args.out)
     if out.is_dir():
         raise UsageError(f"--out {out} is a folder; expected the report's file name, e.g. {out / 'check.json'}")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"--out {out}: cannot make its folder ({e.strerror})") from e
+    writable_folder(out.parent, f"--out {out}: its folder")
     return out
 
 

@@ -3,29 +3,36 @@ arguments made before any work, and the package's own errors printed as one line
 
 ``run(main, parser)`` parses the arguments and calls ``main``; an error of the package's own types
 (:class:`vqvae_prior.errors.VQPriorError`: a bad argument, data set, checkpoint or output folder) is printed as one
-line, ``PROG: error: MESSAGE``, with exit status 2 (argparse's status for bad arguments). Any other exception is a
-bug and keeps its traceback.
+line, ``PROG: error: MESSAGE``, with exit status 2 (argparse's status for bad arguments), as are argparse's own
+refusals. Ctrl-C, SIGTERM and SIGHUP end a command with one line as well (a fit's names the epoch its checkpoints
+hold and ``--resume``), status 128 + the signal's number. Any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
-import os
+import shlex
+import signal
 import sys
+import threading
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
+from vqvae_prior.checks import SEEDS, whole_number
 from vqvae_prior.errors import UsageError, VQPriorError
+from vqvae_prior.files import writable_folder
 from vqvae_prior.training.options import at_least, flag, positive
 from vqvae_prior.training.steps import pick_device
 
-__all__ = ["at_least", "check_image_path", "command", "flag", "given_options", "parser_for", "pick_device", "positive", "run"]
+__all__ = ["at_least", "check_image_path", "check_inputs", "command", "flag", "given_options", "parser_for",
+           "pick_device", "positive", "run"]
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -40,13 +47,47 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 def run(main: Callable[[argparse.Namespace], Any], parser: argparse.ArgumentParser,
         argv: list[str] | None = None) -> None:
-    """``main(parser.parse_args(argv))``; the package's own errors end it with one line on stderr and status 2."""
+    """``main(parser.parse_args(argv))``; a bad argument and the package's own errors end it with one line on stderr
+    and status 2. Ctrl-C, SIGTERM and SIGHUP end it with one line too (a fit's says which epochs its checkpoints
+    hold), status 128 + the signal's number, after the ``with`` blocks have released what they hold (a fit's
+    lock)."""
+    parser.error = lambda message: parser.exit(2, f"{parser.prog}: error: {message} (--help lists the options)\n")
     args = parser.parse_args(argv)
+    received = [signal.SIGINT]
     try:
-        main(args)
+        with _signals_interrupt(received):
+            for name, value in vars(args).items():  # every entry point's seeds, before any work
+                if (name == "seed" or name.endswith("_seed")) and value is not None:
+                    whole_number(value, flag(name), *SEEDS)
+            main(args)
     except VQPriorError as e:
         print(f"{parser.prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt as e:
+        print(f"{parser.prog}: {' '.join(str(e).split()) or 'interrupted'}", file=sys.stderr)
+        raise SystemExit(128 + received[-1]) from None
+
+
+@contextlib.contextmanager
+def _signals_interrupt(received: list[int]) -> Iterator[None]:
+    """SIGTERM and SIGHUP raise ``KeyboardInterrupt`` in the ``with`` block, as Ctrl-C does, so that it ends the
+    same way (``with`` blocks exited, one line); each signal received is appended to ``received``. Outside the main
+    thread, or where the signals do not exist, nothing changes."""
+    names = [name for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    before = {name: signal.signal(getattr(signal, name), interrupt) for name in names}
+    try:
+        yield
+    finally:
+        for name, handler in before.items():
+            signal.signal(getattr(signal, name), handler)
 
 
 def command(main: Callable[[argparse.Namespace], Any],
@@ -94,13 +135,28 @@ def _base_type(hint: Any) -> type:
     return typing.get_origin(hint) or hint
 
 
-def given_options(options: type, argv: list[str]) -> dict[str, Any]:
-    """The options that the command-line arguments ``argv`` give, by the fields of the options dataclass
-    ``options``: what a string of extra arguments adds to keyword options."""
+def given_options(options: type, argv: str | list[str], option: str = "arguments",
+                  owned: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The options that the command-line arguments ``argv`` (words, or one string split as a shell does) give, by
+    the fields of the options dataclass ``options``: what a string of extra arguments, the option ``option``, adds
+    to keyword options. Words that do not parse, unknown options and those of ``owned`` (set by the caller itself)
+    are refused naming ``option``."""
+    def refuse(message: str) -> typing.NoReturn:
+        raise UsageError(f"{option} {argv!r}: {message}")
+
     parser = parser_for(options)
+    parser.error = refuse  # type: ignore[method-assign]
     for action in parser._actions:  # argparse keeps no public list of them
         action.default = argparse.SUPPRESS
-    return vars(parser.parse_args(argv))
+    try:
+        words = shlex.split(argv) if isinstance(argv, str) else argv
+    except ValueError as e:  # an unbalanced quote
+        refuse(f"{e} (the string is split as a shell splits it)")
+    given = vars(parser.parse_args(words))
+    taken = [flag(name) for name in owned if name in given]
+    if taken:
+        refuse(f"{', '.join(taken)} {'is' if len(taken) == 1 else 'are'} set by this command itself")
+    return given
 
 
 def check_image_path(path: str | Path, option: str = "--out") -> Path:
@@ -112,11 +168,14 @@ def check_image_path(path: str | Path, option: str = "--out") -> Path:
     if Image.registered_extensions().get(path.suffix.lower()) not in Image.SAVE:
         raise UsageError(f"{option} {path}: {path.suffix or 'no extension'} is not an image format this can "
                          "write; expected a file name ending in .png (or .jpg, ...)")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        probe = path.with_name(f".{path.name}.{os.getpid()}.probe")
-        probe.touch()
-        probe.unlink()
-    except OSError as e:
-        raise UsageError(f"{option} {path}: its folder is not writable ({e.strerror})") from e
+    writable_folder(path.parent, f"{option} {path}: its folder")
     return path
+
+
+def check_inputs(args: argparse.Namespace, *names: str, files: bool = False) -> None:
+    """Refuse, before any work, a file or folder that the options ``names`` give (None: not given) and that does
+    not exist (with ``files``: that is not a file)."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and not (Path(value).is_file() if files else Path(value).exists()):
+            raise UsageError(f"{flag(name)} {value}: no such {'file' if files else 'file or folder'}")

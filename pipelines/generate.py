@@ -21,7 +21,6 @@ Both are thin wrappers over :class:`vqvae_prior.VQPriorPipeline`, which loads an
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import torch
@@ -29,7 +28,8 @@ from torch import Tensor
 
 from pipelines import cli
 from vqvae_prior.errors import UsageError
-from vqvae_prior.pipeline import CompletionOutput, PipelineOutput, VQPriorPipeline, seeded
+from vqvae_prior.checks import finite_number, whole_number
+from vqvae_prior.pipeline import CompletionOutput, PipelineOutput, VQPriorPipeline, check_samples, seeded
 from vqvae_prior.sampling import METHODS
 
 GenerateOutput = PipelineOutput  # what generate() returns (its name before the pipeline existed)
@@ -65,10 +65,8 @@ def generate(
     Returns:
         a :class:`PipelineOutput`; ``.images`` is (n, C, H, W) in [0, 1].
     """
-    if n < 1:  # before loading anything
-        raise UsageError(f"n must be >= 1, got {n}")
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise UsageError(f"temperature must be a finite number > 0, got {temperature}")
+    n = whole_number(n, "n", 1)  # before loading anything
+    finite_number(temperature, "temperature")
     device = cli.pick_device(None if device is None else str(device))
     pipe = VQPriorPipeline.from_checkpoints(vqvae_checkpoint, prior_checkpoint, device)
     return pipe(n, labels, temperature, seeded(seed, device), method, guidance)
@@ -78,7 +76,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
     parser.add_argument("--vqvae", help="checkpoint written by pipelines.fit_vqvae (none for a prior over pixels)")
     parser.add_argument("--prior", required=True, help="checkpoint written by pipelines.fit_prior")
-    parser.add_argument("--n", type=int, default=64, help="number of samples (without --labels)")
+    parser.add_argument("--n", type=int, default=64, help="number of samples (without --labels); at most 2048 (1024 "
+                        "with --guidance), as --labels x --repeat and inputs x --repeat")
     parser.add_argument("--labels", nargs="+",
                         help="class names, or class indices 0 .. K-1, or 'all' for every class; where class names "
                              "are numbers, numbers are names only (unless the names are 0 .. K-1 in order); with "
@@ -156,6 +155,8 @@ def complete_files(pipe: VQPriorPipeline, args: argparse.Namespace, out: Path) -
         raise UsageError("--complete needs --keep-rows N, the code rows to keep")
     try:
         files = pipe.modality.files(Path(args.complete))
+        check_samples(len(files) * args.repeat, f"--complete ({len(files)} inputs) x --repeat {args.repeat}",
+                      args.guidance)
         inputs = read_inputs(files, pipe)
     except UsageError as e:
         raise UsageError(f"--complete: {e}") from None
@@ -187,6 +188,9 @@ def main(args: argparse.Namespace) -> PipelineOutput | CompletionOutput:
         raise UsageError("--keep-rows N goes with --complete FILE_OR_FOLDER")
     if args.complete is None and args.repeat != 1 and args.labels is None:
         raise UsageError("--repeat gives the samples per label of --labels; without --labels, ask for --n samples")
+    if args.complete is None and args.labels is None:
+        check_samples(args.n, f"--n {args.n}", args.guidance)  # before loading anything
+    check_samples(args.repeat, f"--repeat {args.repeat}", args.guidance)
     out = cli.check_image_path(args.out)
     device = cli.pick_device(args.device)
     pipe = VQPriorPipeline.from_checkpoints(args.vqvae, args.prior, device)
@@ -197,7 +201,8 @@ def main(args: argparse.Namespace) -> PipelineOutput | CompletionOutput:
         raise UsageError(f"{args.prior} is class-conditional: pass --labels (class names, indices or all)"
                          if conditional else f"{args.prior} is unconditional: leave out --labels")
     labels = parse_labels(args.labels, pipe.label_names)
-    if labels is not None:
+    if labels is not None:  # checked before the list of labels is made: it could hold billions
+        check_samples(len(labels) * args.repeat, f"--labels ({len(labels)}) x --repeat {args.repeat}", args.guidance)
         labels = [label for label in labels for _ in range(args.repeat)]
     n = len(labels) if labels is not None else args.n
     result = pipe(n, labels, args.temperature, seeded(args.seed, device), args.method, args.guidance)

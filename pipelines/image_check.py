@@ -47,7 +47,7 @@ from vqvae_prior.checkpoint import weights_digest
 from vqvae_prior.errors import UsageError
 from vqvae_prior.evaluation import classifier, copying, image_judges, metrics, reports
 from vqvae_prior.modality import Images, save_grid
-from vqvae_prior.pipeline import seeded
+from vqvae_prior.pipeline import check_samples, seeded
 from vqvae_prior.training import batching
 
 
@@ -84,6 +84,7 @@ def check_args(args: argparse.Namespace, num_classes: int, prior_path: str) -> t
         n = asked
     if asked < 1:
         raise UsageError(f"{flag} must be >= 1, got {asked}")
+    check_samples(n, f"{flag} {asked}" + (f" x {num_classes} classes" if num_classes else ""), args.guidance)
     cli.at_least(args, 0, "worst")
     cli.positive(args, "shift", "rotate", zero=True)
     return per_class, n
@@ -100,7 +101,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     per_class, n = check_args(args, pipe.prior.config.num_classes, args.prior)
 
     with watch("data"):
-        splits = batching.load_splits(spec, args.data_root)
+        splits = batching.load_splits(spec, args.data_root, pipe.sample_shape)
         label_names = list(splits.label_names)
         x_train, y_train = batching.as_tensors(splits.train)  # (N, C, H, W) uint8, (N,)
         x_test, y_test = batching.as_tensors(splits.test)

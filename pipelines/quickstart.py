@@ -17,9 +17,9 @@ The recipe for 4,500 training digits (README, results: each choice measured by `
 from __future__ import annotations
 
 import argparse
-import shlex
 from pathlib import Path
 
+import data
 from pipelines import cli
 from vqvae_prior.modality import save_grid
 from vqvae_prior.pipeline import PipelineOutput, VQPriorPipeline, seeded
@@ -30,6 +30,8 @@ from vqvae_prior.training.run_folder import has_fit
 # the VQ-VAE of the measured quick start (README): on 4,500 digits the image defaults of fit_vqvae, chosen for the
 # 60,000 of MNIST, are not measured
 QUICKSTART_VQVAE = {"channels": 128, "residual_channels": 64, "lr": 1e-3, "lr_schedule": "constant"}
+# the fits' options that the quick start sets itself: --vqvae-args and --prior-args may not give them
+OWNED = ("out", "resume", "vqvae", "pixels")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -51,18 +53,25 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> PipelineOutput:
+    # every refusal before the first fit: the quick start's own options, then both fits' options
     samples = cli.check_image_path(args.samples, "--samples")
+    cli.at_least(args, 1, "vqvae_epochs", "prior_epochs")
+    cli.positive(args, "guidance", zero=True)
     out = Path(args.out)
     vq_out, prior_out = out / "vqvae", out / "prior"
     shared = {"device": args.device, "seed": args.seed, "no_progress": args.no_progress}
-    fit_vqvae(VQVAEFit(**{"out": str(vq_out), "dataset": "mnist-sample", "epochs": args.vqvae_epochs,
-                          "codebook_size": args.codebook_size, **QUICKSTART_VQVAE, **shared,
-                          "resume": has_fit(vq_out, "vqvae"),
-                          **cli.given_options(VQVAEFit, shlex.split(args.vqvae_args))}))
-    fit_prior(PriorFit(**{"out": str(prior_out), "vqvae": str(vq_out / "vqvae.pt"), "epochs": args.prior_epochs,
-                          "jitter": args.jitter, "lr_schedule": "constant", "label_dropout": args.label_dropout,
-                          **shared, "resume": has_fit(prior_out, "prior"),
-                          **cli.given_options(PriorFit, shlex.split(args.prior_args))}))
+    vq_options = VQVAEFit(**{"out": str(vq_out), "dataset": "mnist-sample", "epochs": args.vqvae_epochs,
+                             "codebook_size": args.codebook_size, **QUICKSTART_VQVAE, **shared,
+                             "resume": has_fit(vq_out, "vqvae"),
+                             **cli.given_options(VQVAEFit, args.vqvae_args, "--vqvae-args", OWNED)})
+    prior_options = PriorFit(**{"out": str(prior_out), "vqvae": str(vq_out / "vqvae.pt"), "epochs": args.prior_epochs,
+                                "jitter": args.jitter, "lr_schedule": "constant", "label_dropout": args.label_dropout,
+                                **shared, "resume": has_fit(prior_out, "prior"),
+                                **cli.given_options(PriorFit, args.prior_args, "--prior-args", OWNED)})
+    vq_resolved = vq_options.resolved()
+    prior_options.resolved_for(data.modality_of(vq_resolved.dataset), vq_resolved.codebook_size, vq_resolved.levels)
+    fit_vqvae(vq_options)
+    fit_prior(prior_options)
     device = cli.pick_device(args.device)
     pipe = VQPriorPipeline.from_checkpoints(vq_out / "vqvae.pt", prior_out / "prior.pt", device)
     labels = [label for label in range(len(pipe.label_names)) for _ in range(10)]  # one row of 10 per class

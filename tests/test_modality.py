@@ -40,7 +40,7 @@ def test_images_read_their_files_and_classes(tmp_path):
     with pytest.raises(UsageError, match=r"a\.PNG is 4x6, expected 8x8"):
         images.read(files[0], (1, 8, 8))
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    with pytest.raises(DataError, match=r"cannot read image file .*bad\.png"):
+    with pytest.raises(DataError, match=r"cannot decode image .*bad\.png"):
         images.read(tmp_path / "bad.png", (1, 4, 6))
     with pytest.raises(UsageError, match="is no image file and no folder holding any"):
         images.files(tmp_path / "seven" / "notes.txt")

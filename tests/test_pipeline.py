@@ -136,7 +136,7 @@ def test_complete_audio_keeps_the_first_frames_and_returns_waveforms():
 def test_complete_refuses_bad_requests():
     pipe = VQPriorPipeline(*tiny_pair(), (7, 7), ["a", "b", "c"])
     x = torch.rand(2, 1, 28, 28)
-    with pytest.raises(ValueError, match=r"keep must be a number of code rows in 0 \.\. 7, got 8"):
+    with pytest.raises(ValueError, match=r"keep \(code rows\) must be in 0 \.\. 7, got 8"):
         pipe.complete(x, keep=8, labels=[0, 1])
     with pytest.raises(ValueError, match=r"expected float inputs \(N, 1, 28, 28\), got torch.float32 \(2, 1, 32, 32\)"):
         pipe.complete(torch.rand(2, 1, 32, 32), keep=3, labels=[0, 1])

@@ -48,6 +48,7 @@ at 0.02 / 0.03 / 0.05: 6.32 / 6.55 / 6.96 dB (ceilings 4.93 / 5.08 / 5.41)
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 
@@ -238,8 +239,30 @@ def invert(spec: np.ndarray, cfg: SpectrogramConfig, n_iter: int | None = None) 
     return wave.astype(np.float32)
 
 
+def check_wav_length(path: str | Path) -> None:
+    """Refuse a WAV file whose data chunk holds fewer bytes than its header declares (a copy or download cut off);
+    other formats, and WAVs written by streams (size 0 or 0xFFFFFFFF), pass."""
+    path = Path(path)
+    if path.suffix.lower() != ".wav":
+        return
+    with open(path, "rb") as f:
+        if f.read(12)[8:12] != b"WAVE":
+            return  # not RIFF/WAVE: left to the decoder
+        while len(header := f.read(8)) == 8:
+            kind, size = header[:4], int.from_bytes(header[4:], "little")
+            if kind == b"data":
+                held = path.stat().st_size - f.tell()
+                if size not in (0, 0xFFFFFFFF) and held < size:
+                    raise DataError(f"audio file {path} is truncated: its header declares {size} bytes of samples, "
+                                    f"the file holds {held}")
+                return
+            f.seek(size + size % 2, os.SEEK_CUR)  # chunks are padded to an even size
+
+
 def read_wave(path: str | Path, sample_rate: int) -> np.ndarray:
-    """The whole recording at ``path``: mono float32 ``(T,)`` at ``sample_rate``."""
+    """The whole recording at ``path``: mono float32 ``(T,)`` at ``sample_rate``; a WAV file cut short (fewer bytes
+    of samples than its header declares) is refused rather than read as a shorter clip."""
+    check_wav_length(path)
     try:
         data, rate = sf.read(path, dtype="float32", always_2d=True)  # (T, C)
     except Exception as e:  # soundfile raises LibsndfileError (a RuntimeError) and others for undecodable files

@@ -114,10 +114,13 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> dict[str, Any]
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes): not a checkpoint (a copy or a write that was cut off?)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for a corrupt or foreign file
-        raise CheckpointError(f"{path} is not a readable vqvae_prior checkpoint: {e}") from e
+    except Exception as e:  # torch raises several types, with messages from "[Errno 22]" to none at all
+        raise CheckpointError(f"{path} is truncated or corrupt ({path.stat().st_size} bytes): torch cannot read it "
+                              "as a checkpoint (a copy or a write that was cut off?)") from e
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a vqvae_prior checkpoint")
     require(payload, path, *_REQUIRED)

@@ -3,12 +3,13 @@
 Every error about what a user gave (an argument, a data set, a checkpoint, an output folder) derives from
 :class:`VQPriorError`; its message names the argument or file and says what was expected. The command-line entry
 points print such an error as one line and exit with status 2 (``pipelines.cli.run``); any other exception is a bug
-and keeps its traceback.
+and keeps its traceback. A run stopped by Ctrl-C (or SIGTERM, SIGHUP) ends with one line too, saying what was kept
+(:class:`Interrupted`).
 """
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "DataError", "UsageError", "VQPriorError"]
+__all__ = ["CheckpointError", "DataError", "Interrupted", "OutputError", "UsageError", "VQPriorError"]
 
 
 class VQPriorError(Exception):
@@ -26,3 +27,13 @@ class DataError(VQPriorError, ValueError):
 
 class CheckpointError(VQPriorError, ValueError):
     """A checkpoint is missing, unreadable, of the wrong kind, or does not fit the model it is used with."""
+
+
+class OutputError(VQPriorError, OSError):
+    """A file could not be written (a full disk, a folder made read-only during the run); the file is as it was
+    before the write began."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A fit stopped by Ctrl-C or a termination signal; the message says which epochs its checkpoints keep and how
+    to go on."""

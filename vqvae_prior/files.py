@@ -7,6 +7,8 @@ pictures are all written this way.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import re
 import secrets
@@ -16,7 +18,9 @@ from typing import IO, Any
 
 import torch
 
-__all__ = ["atomic_save", "atomic_write", "stale_temporaries"]
+from vqvae_prior.errors import OutputError, UsageError, VQPriorError
+
+__all__ = ["atomic_save", "atomic_write", "content_digest", "stale_temporaries", "writable_folder"]
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -30,22 +34,25 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
 
     The temporary, ``.NAME.PID.RANDOM.tmp``, names the writing process; the temporaries of the same target whose
     process is gone (killed mid-write) are removed first. The file gets the permissions of any new file (0666 less
-    the umask).
+    the umask). A write that fails (a full disk) leaves ``path`` as it was and raises :class:`OutputError`.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in stale_temporaries(path):
-        stale.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in stale_temporaries(path):
+            stale.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(e, VQPriorError):  # a full disk, a folder made read-only, ...
+            raise OutputError(f"cannot write {path} ({e.strerror or e}); it is as it was before") from e
         raise
 
 
@@ -71,3 +78,40 @@ def _running(pid: int) -> bool:
     except PermissionError:  # it exists, owned by another user
         return True
     return True
+
+
+def writable_folder(folder: str | Path, option: str) -> Path:
+    """``folder``, made when missing, once a file has been created and removed in it: a folder that cannot be made
+    or written is refused before any work with a :class:`UsageError` naming ``option`` (as ``--cache-dir``)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".probe.{os.getpid()}.{secrets.token_hex(4)}"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"{option} {folder}: the folder cannot be made or written ({e.strerror})") from e
+    return folder
+
+
+def content_digest(path: str | Path | None) -> str | None:
+    """A short SHA-256 of what is at ``path`` as the file system lists it: each file's path (relative to ``path``),
+    size and modification time, for a file or every file below a folder (links to files followed, links to folders
+    not). It changes when a file is added, removed, replaced or rewritten, without reading the files: cheap enough
+    to key a cache on a data set's content rather than its path. None for None or a path that does not exist."""
+    if path is None or not os.path.exists(path):
+        return None
+    h = hashlib.sha256()
+    top = Path(path)
+    if top.is_dir():
+        files = sorted(Path(dirpath, name) for dirpath, _, names in os.walk(top) for name in names)
+    else:
+        files = [top]
+    for file in files:
+        try:
+            stat = file.stat()
+        except OSError:  # a broken link, or a file removed while listing
+            continue
+        name = file.relative_to(top) if file != top else file.name
+        h.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]

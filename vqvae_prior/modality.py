@@ -27,13 +27,42 @@ from torchvision.transforms import functional as TF
 from torchvision.utils import save_image
 
 from vqvae_prior.files import atomic_write
-from vqvae_prior.errors import DataError, UsageError
+from vqvae_prior.errors import DataError, UsageError, VQPriorError
 
-__all__ = ["IMAGE_EXTENSIONS", "Images", "Modality", "Outputs", "save_grid"]
+__all__ = ["IMAGE_EXTENSIONS", "Images", "Modality", "Outputs", "open_image", "save_grid"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 Outputs = tuple[Tensor | None, int | None]  # waveforms (N, T) and their sample rate, or (None, None)
+GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")  # PIL's modes of one channel (and alpha)
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, UnidentifiedImageError, Image.DecompressionBombError)
+
+
+def open_image(path: str | Path, channels: int | None, size: tuple[int, int] | None = None) -> Image.Image:
+    """The image file at ``path`` decoded, gray (``channels`` 1, mode "L") or RGB (3; None: as it is stored).
+
+    16-bit gray images (PNG's, mode "I;16") are scaled to 8 bits, x / 257, rather than clipped at 255. A file that
+    cannot be decoded is refused with a :class:`DataError` naming it; with ``size`` (H, W), a file of another size
+    with a :class:`UsageError`, before its pixels are decoded (a header claiming 20000 x 20000 pixels costs
+    nothing).
+    """
+    try:
+        with Image.open(path) as img:
+            if size is not None and (img.height, img.width) != tuple(size):
+                raise UsageError(f"{path} is {img.height}x{img.width}, expected {size[0]}x{size[1]} (H x W), the size "
+                                "the VQ-VAE was fitted on")
+            if channels is None:
+                channels = 1 if img.mode in GRAYSCALE_MODES else 3
+            if img.mode.startswith("I"):  # 16-bit (or 32-bit integer) gray: scale, do not clip
+                wide = np.asarray(img, dtype=np.int64)  # (H, W)
+                if wide.min() < 0 or wide.max() > 65535:
+                    raise DataError(f"{path}: mode {img.mode} values in [{wide.min()}, {wide.max()}] are not 16-bit")
+                img = Image.fromarray(np.round(wide / 257).astype(np.uint8))  # (H, W) 0 .. 255
+            return img.convert("L" if channels == 1 else "RGB")  # decodes the pixels: errors are raised here
+    except VQPriorError:
+        raise
+    except DECODE_ERRORS as e:
+        raise DataError(f"cannot decode image {path}: {' '.join(str(e).split()) or type(e).__name__}") from e
 
 
 def save_grid(images: Tensor, path: str | Path, nrow: int) -> None:
@@ -75,13 +104,25 @@ class Modality:
         save_grid(self.picture(x), path, nrow)
 
     def inputs(self, x: Tensor | np.ndarray, sample_shape: tuple[int, int, int]) -> Tensor:
-        """Checked model tensors (N, C, H, W) in [0, 1] of ``sample_shape`` (C, H, W), from what a user passes."""
-        x = torch.as_tensor(x)
+        """Checked model tensors (N, C, H, W) in [0, 1] of ``sample_shape`` (C, H, W), N >= 1, from what a user
+        passes; float64 (NumPy's default) becomes float32, NaN and values outside [0, 1] are refused."""
+        try:
+            x = torch.as_tensor(x)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise UsageError(f"x: expected an array of inputs (N, {', '.join(map(str, sample_shape))}), got "
+                             f"{type(x).__name__}") from e
         if x.ndim != 4 or tuple(x.shape[1:]) != tuple(sample_shape) or not x.is_floating_point():
-            raise UsageError(f"expected float inputs (N, {', '.join(map(str, sample_shape))}){self._also_takes()}, "
-                             f"got {x.dtype} {tuple(x.shape)}")
-        if x.numel() and (x.min() < 0 or x.max() > 1):
-            raise UsageError(f"expected inputs in [0, 1], got values in [{float(x.min()):.3g}, {float(x.max()):.3g}]")
+            raise UsageError(f"x: expected float inputs (N, {', '.join(map(str, sample_shape))})"
+                             f"{self._also_takes()}, got {x.dtype} {tuple(x.shape)}")
+        if len(x) == 0:
+            raise UsageError("x: expected at least one input, got an empty batch (0, ...)")
+        x = x.float()  # (N, C, H, W) float32, the weights' type
+        if not bool(torch.isfinite(x).all()):
+            raise UsageError(f"x: expected finite inputs in [0, 1]; {int((~torch.isfinite(x)).sum())} values are NaN "
+                             "or infinite")
+        if x.min() < 0 or x.max() > 1:
+            raise UsageError(f"x: expected inputs in [0, 1], got values in [{float(x.min()):.3g}, "
+                             f"{float(x.max()):.3g}]")
         return x
 
     def _also_takes(self) -> str:
@@ -149,15 +190,7 @@ class Images(Modality):
     def read(self, path: Path, sample_shape: tuple[int, int, int]) -> Tensor:
         """The image file as (C, H, W) in [0, 1], gray or RGB as ``sample_shape`` says; of exactly its size."""
         channels, H, W = sample_shape
-        try:
-            with Image.open(path) as img:
-                x = TF.pil_to_tensor(img.convert("L" if channels == 1 else "RGB")).float() / 255  # (C, h, w)
-        except (OSError, UnidentifiedImageError) as e:
-            raise DataError(f"cannot read image file {path}: {' '.join(str(e).split())}") from e
-        if tuple(x.shape[1:]) != (H, W):
-            raise UsageError(f"{path} is {x.shape[1]}x{x.shape[2]}, expected {H}x{W} (H x W), the size the VQ-VAE "
-                             "was fitted on")
-        return x
+        return TF.pil_to_tensor(open_image(path, channels, (H, W))).float() / 255  # (C, H, W)
 
     def label_of(self, path: Path) -> str | None:
         return path.parent.name

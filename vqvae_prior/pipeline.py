@@ -34,6 +34,7 @@ from einops import rearrange, repeat
 from torch import Tensor, nn
 
 from vqvae_prior.checkpoint import CheckpointError, load_prior, load_vqvae, require, weights_digest
+from vqvae_prior.checks import SEEDS, finite_number, whole_number
 from vqvae_prior.errors import UsageError
 from vqvae_prior.hierarchy import as_levels
 from vqvae_prior.modality import Modality
@@ -41,7 +42,13 @@ from vqvae_prior.pixels import PixelCodec, PixelConfig
 from vqvae_prior.registry import modality_of_spec
 from vqvae_prior.vqvae import VQVAE
 
-__all__ = ["CompletionOutput", "PipelineOutput", "VQPriorPipeline", "seeded"]
+__all__ = ["MAX_SAMPLES", "CompletionOutput", "PipelineOutput", "VQPriorPipeline", "check_samples", "seeded"]
+
+# the most code maps one call samples at once (n, or inputs x completions; twice as many under classifier-free
+# guidance, which samples each map given its label and the null label); generate of 2048 maps of MNIST-size models
+# (12 gated layers of 64 channels, 7 x 7 codes) peaks at 1.4 GB (README, Reliability); more is refused before any work
+MAX_SAMPLES = 2048
+DECODE_BATCH = 256  # code maps decoded at once: the decoder's activations are the largest tensors
 
 
 @dataclass
@@ -101,9 +108,24 @@ class CompletionOutput:
 
 
 def seeded(seed: int | None, device: str | torch.device) -> torch.Generator | None:
-    """A ``torch.Generator`` on ``device`` seeded by ``seed``, for reproducible samples; None (torch's global
-    generator) when seed is None."""
-    return torch.Generator(device).manual_seed(seed) if seed is not None else None
+    """A ``torch.Generator`` on ``device`` seeded by ``seed`` (a whole number in 0 .. 2**64 - 1), for reproducible
+    samples; None (torch's global generator) when seed is None."""
+    if seed is None:
+        return None
+    return torch.Generator(device).manual_seed(whole_number(seed, "seed", *SEEDS))
+
+
+def check_samples(count: int, what: str, guidance: float = 0.0) -> int:
+    """``count`` (a whole number >= 1) when one call may sample that many code maps (:data:`MAX_SAMPLES`, half as
+    many under ``guidance`` > 0, a checked number); else a :class:`UsageError` naming ``what`` asked for them,
+    before any work."""
+    guided = any(w > 0 for w in (guidance if isinstance(guidance, (tuple, list)) else [guidance]))
+    most = MAX_SAMPLES // 2 if guided else MAX_SAMPLES
+    if count > most:
+        raise UsageError(f"{what} asks for {count} samples; one call makes at most {most}"
+                         f"{' under guidance' if guided else ''} (their sampler state and images are held in memory "
+                         "at once): make several calls of fewer")
+    return count
 
 
 def _guided(guidance: float) -> dict[str, float]:
@@ -169,6 +191,13 @@ class VQPriorPipeline:
                 f"{prior_path} was fitted on the codes of other VQ-VAE weights than those in {vqvae_path} "
                 f"(it names {prior_ckpt['vqvae']}); its samples would decode to noise"
             )
+        fitted = vq_ckpt.get("sample_shape")  # (C, H, W) of the VQ-VAE's data; absent from early checkpoints
+        if fitted is not None and tuple(vqvae.code_shape(fitted)) != tuple(prior_ckpt["code_shape"]):
+            raise CheckpointError(
+                f"{prior_path} models code maps {tuple(prior_ckpt['code_shape'])}, but {vqvae_path} makes "
+                f"{tuple(vqvae.code_shape(fitted))} of the items {tuple(fitted)} it was fitted on: the prior was "
+                "fitted on other data (fit_prior --data-root of items of another size?)"
+            )
         return cls(vqvae, prior, tuple(prior_ckpt["code_shape"]), prior_ckpt["label_names"], vq_ckpt["data"])
 
     @staticmethod
@@ -199,7 +228,7 @@ class VQPriorPipeline:
     def __call__(
         self,
         n: int,
-        labels: list[int] | Tensor | None = None,
+        labels: list[int] | list[str] | Tensor | None = None,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
         method: str = "auto",
@@ -208,8 +237,9 @@ class VQPriorPipeline:
         """Sample ``n`` code maps from the prior and decode them.
 
         Args:
-            n: number of samples.
-            labels: (n,) class labels, required by a class-conditional prior and refused by an unconditional one.
+            n: number of samples, a whole number in 1 .. :data:`MAX_SAMPLES`.
+            labels: (n,) class labels, whole class indices or class names (:attr:`label_names`), required by a
+                class-conditional prior and refused by an unconditional one; float labels are refused, not rounded.
             temperature: softmax temperature of the prior (> 0).
             generator: a ``torch.Generator`` on :attr:`device`, for reproducible samples; None draws from torch's
                 global generator.
@@ -220,9 +250,8 @@ class VQPriorPipeline:
         Returns:
             a :class:`PipelineOutput`; ``.images`` is (n, C, H, W) in [0, 1].
         """
-        if n < 1:
-            raise UsageError(f"n must be >= 1, got {n}")
-        label_tensor = self.prior.check_labels(labels, n)
+        n = check_samples(whole_number(n, "n", 1), f"n={n}", finite_number(guidance, "guidance", zero=True))
+        label_tensor = self.check_request(labels, n, temperature, guidance)
         codes = as_levels(self.prior.sample(
             n, self.code_shape, label_tensor, temperature, generator, method=method, **_guided(guidance)
         ))  # (n, h, w) of each level, top first
@@ -236,7 +265,7 @@ class VQPriorPipeline:
         self,
         x: Tensor | np.ndarray,
         keep: int,
-        labels: list[int] | Tensor | None = None,
+        labels: list[int] | list[str] | Tensor | None = None,
         completions: int = 1,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
@@ -246,23 +275,25 @@ class VQPriorPipeline:
         """Keep the top ``keep`` rows of the inputs' code maps and sample the rest from the prior.
 
         Args:
-            x: (N, C, H, W) inputs in [0, 1] of the VQ-VAE's size (images, or spectrograms of an audio model); an
-                audio pipeline also takes waveforms (N, T) at its sample rate (padded or trimmed as in its data).
-            keep: code rows kept, 0 .. h (for audio, rows are time: the first ``keep * downsample`` frames).
-            labels: (N,) class labels of the inputs, required by a class-conditional prior.
-            completions: S, completions of each input.
+            x: (N, C, H, W) inputs in [0, 1] of the VQ-VAE's size (images, or spectrograms of an audio model), N
+                >= 1, finite; float64 (NumPy's default) is converted to float32; an audio pipeline also takes
+                waveforms (N, T) at its sample rate (padded or trimmed as in its data).
+            keep: code rows kept, a whole number in 0 .. h (for audio, rows are time: the first ``keep *
+                downsample`` frames).
+            labels: (N,) class labels of the inputs (indices or names, as in ``__call__``), required by a
+                class-conditional prior.
+            completions: S, completions of each input (N * S at most :data:`MAX_SAMPLES`).
             temperature, generator, method, guidance: as in ``__call__``.
 
         Returns:
             a :class:`CompletionOutput`; ``.images`` is (N, S, C, H, W).
         """
         x = self.inputs(x)  # (N, C, H, W) on the device
-        h, S = self.code_shape[0], completions
-        if not 0 <= keep <= h:
-            raise UsageError(f"keep must be a number of code rows in 0 .. {h}, got {keep}")
-        if S < 1:
-            raise UsageError(f"completions must be >= 1, got {S}")
-        label_tensor = self.prior.check_labels(labels, len(x))
+        h = self.code_shape[0]
+        keep = whole_number(keep, "keep (code rows)", 0, h)  # of h
+        S = whole_number(completions, "completions", 1)
+        check_samples(len(x) * S, f"{len(x)} inputs x completions={S}", finite_number(guidance, "guidance", zero=True))
+        label_tensor = self.check_request(labels, len(x), temperature, guidance)
         given = []
         for codes in self.vqvae.encode_levels(x):  # (N, h', w') of each level, top first
             level_given = repeat(codes, "n h w -> (n s) h w", s=S).clone()
@@ -290,6 +321,19 @@ class VQPriorPipeline:
             top_codes=rearrange(sampled[0].cpu(), "(n s) h w -> n s h w", s=S) if len(sampled) > 1 else None,
         )
 
+    def check_request(self, labels: Any, n: int, temperature: Any, guidance: Any) -> Tensor | None:
+        """The labels (n,) on the device, from class indices or class names (:attr:`label_names`); refuses, naming
+        the argument, labels that are not one whole class index or name per sample and a temperature or guidance
+        that is not a finite number (> 0, >= 0)."""
+        finite_number(temperature, "temperature")
+        finite_number(guidance, "guidance", zero=True)
+        if isinstance(labels, (list, tuple)) and any(isinstance(y, str) for y in labels):
+            unknown = [y for y in labels if y not in self.label_names]
+            if unknown:
+                raise UsageError(f"labels: {unknown[:3]} are not class names of this prior ({self.label_names})")
+            labels = [self.label_names.index(y) for y in labels]
+        return self.prior.check_labels(labels, n)
+
     def inputs(self, x: Tensor | np.ndarray) -> Tensor:
         """Checked model inputs (N, C, H, W) on the device, from what the modality takes (images, spectrograms, or
         waveforms (N, T) of recordings)."""
@@ -298,5 +342,7 @@ class VQPriorPipeline:
     @torch.no_grad()
     def decode(self, codes: Tensor | tuple[Tensor, ...]) -> Tensor:
         """Images (or spectrograms) (N, C, H, W) in [0, 1], on the CPU, of code maps (N, h, w), or of code maps of
-        each level (a tuple, top first)."""
-        return self.vqvae.decode_levels(as_levels(codes)).clamp(0, 1).cpu()
+        each level (a tuple, top first); decoded :data:`DECODE_BATCH` at a time."""
+        levels = as_levels(codes)
+        parts = zip(*(level.split(DECODE_BATCH) for level in levels))  # each level's maps of one batch, top first
+        return torch.cat([self.vqvae.decode_levels(part).clamp(0, 1).cpu() for part in parts])  # (N, C, H, W)

@@ -53,6 +53,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from vqvae_prior.conditioning import ConditionNetwork
+from vqvae_prior.errors import UsageError
 from vqvae_prior.layers import GatedLayer, GatedLayerWeights, channel_groups, channel_mask, with_bias
 from vqvae_prior.sampling import sample
 from vqvae_prior.sampling.cached import STEP_FORMS, GatedPixelCNNState
@@ -177,20 +178,28 @@ class AutoregressivePrior(nn.Module):
         return self.config.num_classes + (self.null_label is not None)
 
     def check_labels(self, labels: Tensor | None, batch_size: int) -> Tensor | None:
-        """Labels (B,) int64 on the model's device; a clear error when they are missing, extra or out of range."""
+        """Labels (B,) int64 on the model's device, from a list or a 1-D tensor of class indices; a clear error
+        (:class:`UsageError`) when they are missing, extra, not whole numbers, not one per sample or out of
+        range."""
         K = self.config.num_classes
         if K == 0:
             if labels is not None:
-                raise ValueError("this prior is unconditional: pass labels=None")
+                raise UsageError("labels: this prior is unconditional: pass labels=None")
             return None
         if labels is None:
-            raise ValueError(f"this prior is class-conditional ({K} classes): pass labels, one per sample")
-        labels = torch.as_tensor(labels, dtype=torch.long, device=self.device).reshape(-1)
-        if labels.shape[0] != batch_size:
-            raise ValueError(f"expected {batch_size} labels, got {labels.shape[0]}")
-        if labels.numel() and (labels.min() < 0 or labels.max() >= K):
-            raise ValueError(f"labels must be in [0, {K}), got {labels.tolist()}")
-        return labels
+            raise UsageError(f"labels: this prior is class-conditional ({K} classes): pass labels, one per sample")
+        try:
+            found = torch.as_tensor(labels, device=self.device)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise UsageError(f"labels: expected class indices 0 .. {K - 1}, one per sample; got {labels!r:.80}") from e
+        if found.dtype == torch.bool or found.is_floating_point() or found.is_complex() or found.ndim != 1:
+            raise UsageError(f"labels: expected whole class indices 0 .. {K - 1}, one per sample (B,); got "
+                             f"{found.dtype} {tuple(found.shape)}")
+        if found.shape[0] != batch_size:
+            raise UsageError(f"labels: expected {batch_size} labels, one per sample, got {found.shape[0]}")
+        if found.numel() and (found.min() < 0 or found.max() >= K):
+            raise UsageError(f"labels must be in [0, {K}), got {found.tolist()}")
+        return found.long()
 
     @property
     def condition_scale(self) -> int | None:

@@ -87,7 +87,7 @@ def resolve_method(model: Prior, method: str) -> str:
     """The backend that ``method`` names for this prior on its device; "auto": the first of :data:`BACKENDS` that can
     run it there and that "auto" may pick there. A clear error for a method that does not exist or cannot run it."""
     if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+        raise UsageError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     device = model.device
     if method == "auto":
         allowed = [name for name, backend in BACKENDS.items()

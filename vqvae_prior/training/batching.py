@@ -15,12 +15,19 @@ import data
 __all__ = ["as_tensors", "batches", "load_splits"]
 
 
-def load_splits(spec: dict[str, Any], data_root: str | None = None) -> data.DatasetSplits:
-    """The data set described by a checkpoint's spec, optionally read from another root."""
+def load_splits(spec: dict[str, Any], data_root: str | None = None,
+                sample_shape: tuple[int, ...] | list[int] | None = None) -> data.DatasetSplits:
+    """The data set described by a checkpoint's spec, optionally read from another root; with ``sample_shape``
+    (C, H, W), the shape of the items the VQ-VAE was fitted on, a data set of other items is refused."""
     spec = dict(spec)
     if data_root is not None:
         spec["root"] = data_root
-    return data.load_dataset(**spec)
+    splits = data.load_dataset(**spec)
+    if sample_shape is not None and tuple(splits.sample_shape) != tuple(sample_shape):
+        where = f"--data-root {data_root}" if data_root is not None else f"the data set {spec.get('root')}"
+        raise data.DataError(f"{where} holds items {tuple(splits.sample_shape)} (C, H, W), but the VQ-VAE was fitted "
+                             f"on items {tuple(sample_shape)}: its codes of them would be of another size")
+    return splits
 
 
 def as_tensors(dataset: Dataset) -> tuple[Tensor, Tensor]:

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from vqvae_prior.checkpoint import weights_digest
 from vqvae_prior.errors import UsageError
-from vqvae_prior.files import atomic_save
+from vqvae_prior.files import atomic_save, content_digest, writable_folder
 from vqvae_prior.hierarchy import as_levels
 from vqvae_prior.training.batching import as_tensors, batches, load_splits
 
@@ -35,20 +35,27 @@ def encode_splits(
     vqvae: nn.Module, cache_dir: Path, data_spec: dict[str, Any], data_root: str | None, device: torch.device,
     shifts: int = 1,
     jitter: int = 0,
+    sample_shape: tuple[int, ...] | list[int] | None = None,
 ) -> dict[str, Any]:
     """Code maps and labels of the train and held-out splits, cached in ``cache_dir`` (the fit's folder).
 
     ``train`` holds (S, N, h, w) code maps, one per offset of :func:`offsets` (the inputs as they are first),
     ``test`` (N, h, w) code maps of the inputs as they are; for a VQ-VAE of several levels, a tuple of such tensors
     for each, top first. The cache key is the digest of the VQ-VAE weights, the
-    data spec and the offsets, so a refitted VQ-VAE or other data never reuse stale codes; an unreadable cache is
-    rebuilt, with a warning.
+    data spec, the offsets and the files under the data's root (their paths, sizes and modification times:
+    :func:`vqvae_prior.files.content_digest`), so a refitted VQ-VAE, other data or data changed under the same path
+    never reuse stale codes; an unreadable cache is
+    rebuilt, with a warning. ``sample_shape``: (C, H, W) of the items the VQ-VAE was fitted on (its checkpoint's),
+    which the data set's items must have.
     """
     moves = offsets(shifts, jitter)
+    writable_folder(cache_dir, "--cache-dir")  # before the encoding, which it is to keep
     spec = {**data_spec, **({"root": data_root} if data_root else {})}
     digest = weights_digest(vqvae.state_dict())
-    # the key of a fit without jitter is as before --jitter existed, so its cached codes stay valid
-    key_parts = [digest, spec, shifts] + ([jitter] if jitter else [])
+    content = content_digest(spec.get("root"))  # the files under the data's root: other data, other codes
+    # the key of a fit without jitter is as before --jitter existed (and of data without a root, as before it was
+    # keyed on the files), so those cached codes stay valid
+    key_parts = [digest, spec, shifts] + ([jitter] if jitter else []) + ([content] if content else [])
     key = hashlib.sha256(json.dumps(key_parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
     cache = Path(cache_dir) / f"codes-{key}.pt"
     if cache.is_file():
@@ -60,7 +67,7 @@ def encode_splits(
         except Exception as e:  # torch raises several types for a corrupt file; a foreign one lacks keys
             problem = f"{type(e).__name__}: {' '.join(str(e).split())}"
         print(f"warning: the code cache {cache} is unreadable ({problem}); rebuilding it", file=sys.stderr)
-    splits = load_splits(spec)
+    splits = load_splits(data_spec, data_root, sample_shape)
     codes: dict[str, Any] = {"vqvae_digest": digest, "label_names": list(splits.label_names)}
 
     def encode(x: Tensor, y: Tensor, dy: int, dx: int) -> list[Tensor]:

@@ -136,6 +136,7 @@ def fit_in_folder(
     if options.compile:
         model.compile()  # in place: the state dict and the checkpoints are the plain module's
     forward = dist.wrap(model, task.train_method)  # through DDP under torchrun
-    history = train(task, optimizer, scheduler, generator, options.epochs, precision, run, dist, options.patience,
-                    not options.no_progress, forward)
+    with run.interruptible():  # Ctrl-C: one line saying which epochs the checkpoints hold
+        history = train(task, optimizer, scheduler, generator, options.epochs, precision, run, dist, options.patience,
+                        not options.no_progress, forward)
     return history[-1]

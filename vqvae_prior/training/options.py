@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from vqvae_prior.checks import SEEDS, whole_number
 from vqvae_prior.errors import UsageError
 from vqvae_prior.training.steps import MixedPrecision, pick_device
 
@@ -105,5 +106,6 @@ class FitOptions:
             if choices is not None and value is not None and value not in choices:
                 raise UsageError(f"{flag(f.name)} {value!r} is not one of {', '.join(map(str, choices))}")
         at_least(self, 1, "epochs", "batch_size", "patience")
+        whole_number(self.seed, "--seed", *SEEDS)
         positive(self, "lr")
         MixedPrecision(self.precision, pick_device(self.device))  # fp16 without CUDA is refused here

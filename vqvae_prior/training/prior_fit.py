@@ -95,7 +95,11 @@ class PriorFit(FitOptions):
     def resolved(self) -> tuple[PriorFit, int]:
         """The options with the defaults of the modality of the data filled in, checked before any work; and K,
         the codes the prior models."""
-        modality, codebook_size, levels = self.source()
+        return self.resolved_for(*self.source())
+
+    def resolved_for(self, modality: type[Modality] | Modality, codebook_size: int,
+                     levels: int) -> tuple[PriorFit, int]:
+        """:meth:`resolved` for codes of ``modality`` with ``codebook_size`` values and ``levels`` levels."""
         options = with_defaults(self, modality.prior_defaults, levels)
         if options.channels is None:  # the architecture's own default
             options = dataclasses.replace(options, channels=self.config_class().channels)
@@ -319,7 +323,7 @@ def vqvae_source(options: PriorFit, cache_dir: Path, device: torch.device) -> Co
     """The code maps of the VQ-VAE ``options.vqvae`` on its data set (encoded once, cached)."""
     vqvae, vq_ckpt = load_vqvae(options.vqvae, device)
     codes = encode_splits(vqvae, cache_dir, vq_ckpt["data"], options.data_root, device, options.shifts,
-                          options.jitter)
+                          options.jitter, vq_ckpt.get("sample_shape"))
     info = {"vqvae": str(options.vqvae), "vqvae_digest": codes["vqvae_digest"]}
     return CodeSource(codes, vqvae, info, modality_of_spec(vq_ckpt["data"]))
 

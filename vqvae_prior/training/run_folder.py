@@ -27,14 +27,17 @@ same history, but take no lock and write nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from vqvae_prior.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from vqvae_prior.errors import Interrupted
 from vqvae_prior.files import atomic_save, atomic_write
 from vqvae_prior.training.lock import FitLock, RunFolderError
 
@@ -111,7 +114,9 @@ class RunFolder:
         if source == self.last_path:
             self.history, self.best = list(state["history"]), state["best"]
             self.resumes = list(state.get("resumes", []))
-            if self.writer and self.best["epoch"] == state["epoch"] and self._best_epoch_saved() != state["epoch"]:
+            if self.best["epoch"] != state["epoch"]:
+                self._check_best_saved(state)
+            elif self.writer and self._best_epoch_saved() != state["epoch"]:
                 atomic_save({k: v for k, v in state.items() if k not in TRAINING_KEYS}, self.best_path)
         else:  # written before KIND-last.pt: KIND.pt held the last epoch, and metrics.jsonl may run ahead of it
             self.history = self._logged_history(state["epoch"])
@@ -120,6 +125,29 @@ class RunFolder:
             self.best = {"epoch": state["epoch"], "metric": self.metric, "value": state["metrics"][self.metric]}
         self.write_metrics()
         return state
+
+    def _check_best_saved(self, state: dict[str, Any]) -> None:
+        """Before resuming a fit whose best epoch is not its last: ``KIND.pt`` must hold that epoch, as it cannot be
+        rebuilt from ``KIND-last.pt``. A corrupt or other one is refused; a missing one (deleted to go on) is
+        rebuilt from the last epoch, which becomes the best so far, with a warning."""
+        best = self.best["epoch"]
+        if self.best_path.exists():
+            try:
+                saved = load_checkpoint(self.best_path, self.kind)["epoch"]
+                problem = None if saved == best else f"holds epoch {saved}"
+            except CheckpointError as e:
+                problem = f"cannot be read ({e})"
+            if problem is not None:
+                raise RunFolderError(f"--resume: {self.best_path} {problem}, but {self.last_path.name} records epoch "
+                                     f"{best} as the best, which only {self.best_path.name} held: restore it, or "
+                                     f"delete it to go on with epoch {state['epoch']} as the best so far")
+            return
+        print(f"warning: {self.best_path} is missing, the best epoch ({best}) with it; going on with epoch "
+              f"{state['epoch']} as the best so far", file=sys.stderr)
+        self.best = {"epoch": state["epoch"], "metric": self.metric, "value": state["metrics"][self.metric]}
+        if self.writer:
+            atomic_save({k: v for k, v in state.items() if k not in TRAINING_KEYS} | {"best": self.best},
+                        self.best_path)
 
     def _best_epoch_saved(self) -> int | None:
         try:
@@ -183,6 +211,21 @@ class RunFolder:
             return
         text = "".join(json.dumps(record) + "\n" for record in self.history)
         atomic_write(self.metrics_path, lambda f: f.write(text.encode()))
+
+    @contextlib.contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """A ``with`` block whose ``KeyboardInterrupt`` (Ctrl-C; SIGTERM and SIGHUP under ``pipelines.cli.run``)
+        becomes :class:`Interrupted`, saying which epochs the checkpoints hold and how to go on."""
+        try:
+            yield
+        except Interrupted:
+            raise
+        except KeyboardInterrupt:
+            if not self.history:
+                raise Interrupted(f"interrupted in epoch 1, before any checkpoint: nothing was written to "
+                                  f"{self.out}") from None
+            raise Interrupted(f"interrupted after epoch {self.epochs_done}: {self.last_good()}; --resume continues "
+                              "the fit") from None
 
     def last_good(self) -> str:
         """Which checkpoints hold the last good state, for error messages."""

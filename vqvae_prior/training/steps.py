@@ -114,17 +114,28 @@ class FiniteLoss:
             self._fail(f"after epoch {self.epoch} the held-out {name} is {value}")
 
     def _fail(self, what: str) -> None:
-        raise DivergedError(f"the fit diverged: {what}; it stopped without writing it: {self.after()}. Lower --lr, "
-                            "or look for NaN or infinite values in the data")
+        raise DivergedError(f"the fit diverged: {what}; it stopped without writing it: {self.after()}. Lower --lr or a "
+                            "loss weight (--beta), or look for NaN or infinite values in the data")
 
 
 def pick_device(name: str | None) -> torch.device:
-    """``name`` ("cpu", "cuda", "cuda:1", ...) or, when None / "auto", CUDA if available, else the CPU."""
+    """``name`` ("cpu", "cuda", "cuda:1", "mps") or, when None / "auto", CUDA if available, else the CPU; a device
+    that is not one of these, or not on this machine, is refused naming ``--device``."""
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"--device {name!r}: expected auto, cpu, cuda, cuda:N or mps")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {name}: CUDA is not available on this machine; pass --device cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UsageError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                         f"cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"--device {name}: MPS is not available on this machine; pass --device cpu")
     return device
 
 

@@ -31,6 +31,7 @@ from einops import rearrange
 
 import data
 from vqvae_prior.audio import Spectrograms
+from vqvae_prior.checkpoint import weights_digest
 from vqvae_prior.errors import UsageError
 from vqvae_prior.evaluation.lsd import HeldOutLSD
 from vqvae_prior.quantizer import CodeUsage
@@ -54,6 +55,7 @@ DATASET_OPTIONS = {"image_size": "image_size", "channels_in": "channels", "repre
 ARCH_OF_LEVELS = {1: "vqvae", 2: "vqvae2"}
 # the metrics' names of each level's code statistics, top first: the finest level's plain, the top's "top_"
 LEVEL_NAMES = {1: ("",), 2: ("top_", "")}
+FLOAT32_MAX = torch.finfo(torch.float32).max
 # what a checkpoint written before --levels existed was fitted with
 LEGACY = {"levels": 1}
 
@@ -101,7 +103,11 @@ class VQVAEFit(FitOptions):
     def check(self) -> None:
         super().check()
         at_least(self, 2, "codebook_size")  # a prior over the codes needs two or more
+        at_least(self, 0, "lsd_clips")
+        at_least(self, 1, "lsd_every")
         positive(self, "beta", zero=True)
+        if self.beta > FLOAT32_MAX:  # inf in the loss, at the first step
+            raise UsageError(f"--beta {self.beta:g} is beyond float32, whose largest number is {FLOAT32_MAX:.3g}")
         self.dataset_options()
         self.model_config(in_channels=self.channels_in or 1)
 
@@ -155,7 +161,8 @@ class VQVAETask:
                                   options.batch_size, device)
         self.steps_per_epoch = math.ceil(len(self.x_train) / options.batch_size)
         self.info = {"data": self.splits.spec, "label_names": list(self.splits.label_names),
-                     "sample_shape": list(self.splits.sample_shape), "args": dataclasses.asdict(options)}
+                     "sample_shape": list(self.splits.sample_shape), "args": dataclasses.asdict(options),
+                     "data_digest": weights_digest([self.x_train, self.y_train, self.x_test, self.y_test])}
         dist.log(f"VQ-VAE: {sum(p.numel() for p in self.model.parameters()):,} parameters, data "
                  f"{self.splits.sample_shape}, {len(self.x_train)} train / {len(self.x_test)} held-out, device {device}"
                  + (f", {dist.world_size} processes" if dist.world_size > 1 else ""))
@@ -255,5 +262,10 @@ def fit_vqvae(options: VQVAEFit) -> dict[str, Any]:
             check_options(run, state, options, legacy=LEGACY)
         torch.manual_seed(options.seed)
         task = VQVAETask(options, dist, device)
+        if state is not None and state.get("data_digest", task.info["data_digest"]) != task.info["data_digest"]:
+            raise UsageError(f"--resume: the data set {options.data_root or options.dataset} changed since the fit in "
+                             f"{run.out} began (the digest of its items was {state['data_digest']}, is "
+                             f"{task.info['data_digest']}): a resumed fit trains on the data it began with; restore "
+                             "the data, or start a new fit in another --out")
         return fit_in_folder(task, options, run, dist, state, config=dataclasses.asdict(task.model.config),
                              data=task.splits.spec)
