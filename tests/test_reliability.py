@@ -111,7 +111,7 @@ def test_resume_refuses_another_data_set_and_other_training_options(tmp_path, vq
     del last["args"]["levels"]
     torch.save(last, tmp_path / "vqvae-last.pt")
     with pytest.raises(UsageError, match="with --levels 1; this call asks for --levels 2"):
-        fit_vq(vq_args(tmp_path, "--resume", "--epochs", "2", "--levels", "2"))
+        fit_vq(vq_args(tmp_path, "--resume", "--epochs", "2", "--levels", "2", "--downsample", "4"))
     fit_vq(vq_args(tmp_path, "--resume", "--epochs", "2"))
     assert logged_epochs(tmp_path) == [1, 2]
 
