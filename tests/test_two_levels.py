@@ -126,3 +126,18 @@ def test_two_levels_of_recordings_end_to_end(recordings, tmp_path):
     assert lsd["test_lsd_db"] == pytest.approx(vq["test_lsd_db"])
     report = audio_check.main(audio_check.get_args_parser().parse_args(check_args(fitted, tmp_path / "check.json")))
     assert report["copying"]["generated_n"] == 9
+
+
+def test_the_pipeline_samples_a_batch_at_a_time(image_fit, monkeypatch):
+    """More maps than SAMPLE_BATCH are drawn a batch at a time, each batch as the prior draws it alone (so memory
+    does not grow with n)."""
+    import vqvae_prior.pipeline as pipeline
+
+    pipe = VQPriorPipeline.from_checkpoints(image_fit["vqvae"], image_fit["prior"], "cpu")
+    monkeypatch.setattr(pipeline, "SAMPLE_BATCH", 2)
+    labels = torch.tensor([0, 1, 2, 0, 1])
+    out = pipe(5, labels, generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    parts = [pipe.prior.sample(len(batch), pipe.code_shape, batch, 1.0, generator) for batch in labels.split(2)]
+    assert torch.equal(out.top_codes, torch.cat([top for top, _ in parts]))
+    assert torch.equal(out.codes, torch.cat([bottom for _, bottom in parts]))

@@ -49,6 +49,7 @@ __all__ = ["MAX_SAMPLES", "CompletionOutput", "PipelineOutput", "VQPriorPipeline
 # (12 gated layers of 64 channels, 7 x 7 codes) peaks at 1.4 GB (README, Reliability); more is refused before any work
 MAX_SAMPLES = 2048
 DECODE_BATCH = 256  # code maps decoded at once: the decoder's activations are the largest tensors
+SAMPLE_BATCH = 256  # code maps sampled at once: the sampler's state (every layer's, each level's) grows with it
 
 
 @dataclass
@@ -252,13 +253,29 @@ class VQPriorPipeline:
         """
         n = check_samples(whole_number(n, "n", 1), f"n={n}", finite_number(guidance, "guidance", zero=True))
         label_tensor = self.check_request(labels, n, temperature, guidance)
-        codes = as_levels(self.prior.sample(
-            n, self.code_shape, label_tensor, temperature, generator, method=method, **_guided(guidance)
-        ))  # (n, h, w) of each level, top first
+        codes = self.sample_codes(n, label_tensor, temperature, generator, None, method, guidance)  # (n, h, w) each
         images = self.decode(codes)  # (n, C, H, W)
         labels_out = None if label_tensor is None else label_tensor.cpu()
         return PipelineOutput(images, codes[-1].cpu(), labels_out, self.label_names, *self.modality.outputs(images),
                               top_codes=codes[0].cpu() if len(codes) > 1 else None)
+
+    def sample_codes(
+        self, n: int, labels: Tensor | None, temperature: float, generator: torch.Generator | None,
+        given: tuple[Tensor, ...] | None, method: str, guidance: float,
+    ) -> tuple[Tensor, ...]:
+        """The prior's ``n`` code maps of each level (n, h', w'), top first, sampled :data:`SAMPLE_BATCH` at a time
+        (so that memory does not grow with n); ``given``: each level's codes to keep (-1: sample), as
+        ``prior.sample`` takes them. Up to SAMPLE_BATCH maps this is one ``prior.sample`` call."""
+        parts = []
+        for start in range(0, n, SAMPLE_BATCH):
+            batch = slice(start, min(start + SAMPLE_BATCH, n))
+            kept = None if given is None else tuple(level[batch] for level in given)
+            parts.append(as_levels(self.prior.sample(
+                batch.stop - start, self.code_shape, None if labels is None else labels[batch], temperature,
+                generator, None if kept is None else kept[0] if len(kept) == 1 else kept, method,
+                **_guided(guidance),
+            )))
+        return tuple(torch.cat(level) for level in zip(*parts))
 
     @torch.no_grad()
     def complete(
@@ -300,10 +317,8 @@ class VQPriorPipeline:
             level_given[:, keep * codes.shape[1] // h :] = -1  # sampled: the rows not wholly within the kept ones
             given.append(level_given)
         labels_s = None if label_tensor is None else label_tensor.repeat_interleave(S)  # (N*S,)
-        sampled = as_levels(self.prior.sample(
-            len(given[0]), self.code_shape, labels_s, temperature, generator,
-            given[0] if len(given) == 1 else tuple(given), method, **_guided(guidance)
-        ))  # (N*S, h', w') of each level
+        sampled = self.sample_codes(len(given[0]), labels_s, temperature, generator, tuple(given), method,
+                                    guidance)  # (N*S, h', w') of each level
         images = self.decode(sampled)  # (N*S, C, H, W)
         kept = x.clone()
         kept[:, :, keep * self.vqvae.config.downsample :] = 0  # (N, C, H, W)
