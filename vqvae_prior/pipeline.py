@@ -269,11 +269,13 @@ class VQPriorPipeline:
         parts = []
         for start in range(0, n, SAMPLE_BATCH):
             batch = slice(start, min(start + SAMPLE_BATCH, n))
-            kept = None if given is None else tuple(level[batch] for level in given)
+            kept = None
+            if given is not None:
+                kept = tuple(level[batch] for level in given)
+                kept = kept[0] if len(kept) == 1 else kept  # a one-level prior takes its codes as one tensor
             parts.append(as_levels(self.prior.sample(
                 batch.stop - start, self.code_shape, None if labels is None else labels[batch], temperature,
-                generator, None if kept is None else kept[0] if len(kept) == 1 else kept, method,
-                **_guided(guidance),
+                generator, kept, method, **_guided(guidance),
             )))
         return tuple(torch.cat(level) for level in zip(*parts))
 
