@@ -10,6 +10,7 @@ import dataclasses
 import math
 import os
 import runpy
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -386,6 +387,27 @@ def test_stale_temporaries_of_a_killed_write_are_removed_at_the_next_write(tmp_p
     assert sorted(stale_temporaries(tmp_path / "vq.pt")) == sorted(stale)
     save_checkpoint(tmp_path / "vq.pt", "vqvae", model)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["vq.pt", *(p.name for p in live)])
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_a_checkpoint_write_takes_effect_once_it_is_written(tmp_path, monkeypatch, signum):
+    model = VQVAE(VQVAEConfig(channels=8, residual_channels=4, code_dim=4, codebook_size=8))
+    write_record = torch._C.PyTorchFileWriter.write_record
+    sent = []
+
+    def interrupted(writer, *args):  # the signal arrives between two records of the zip file torch.save writes
+        if not sent:
+            sent.append(os.kill(os.getpid(), signum))
+        return write_record(writer, *args)
+
+    monkeypatch.setattr(torch._C.PyTorchFileWriter, "write_record", interrupted)
+    with cli._signals_interrupt([]), pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path / "vq.pt", "vqvae", model)
+    monkeypatch.undo()
+    assert sent and [p.name for p in tmp_path.iterdir()] == ["vq.pt"]  # written whole, no temporary left
+    loaded, _ = load_vqvae(tmp_path / "vq.pt")
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
 
 
 def test_checkpoints_get_the_permissions_of_any_new_file(tmp_path):

@@ -12,7 +12,9 @@ import hashlib
 import os
 import re
 import secrets
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -20,7 +22,7 @@ import torch
 
 from vqvae_prior.errors import OutputError, UsageError, VQPriorError
 
-__all__ = ["atomic_save", "atomic_write", "content_digest", "stale_temporaries", "writable_folder"]
+__all__ = ["atomic_save", "atomic_write", "content_digest", "signals_held", "stale_temporaries", "writable_folder"]
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -34,7 +36,8 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
 
     The temporary, ``.NAME.PID.RANDOM.tmp``, names the writing process; the temporaries of the same target whose
     process is gone (killed mid-write) are removed first. The file gets the permissions of any new file (0666 less
-    the umask). A write that fails (a full disk) leaves ``path`` as it was and raises :class:`OutputError`.
+    the umask). A write that fails (a full disk) leaves ``path`` as it was and raises :class:`OutputError`. Ctrl-C,
+    SIGTERM and SIGHUP received during the write take effect once ``path`` is written (:func:`signals_held`).
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp")
@@ -42,18 +45,42 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         for stale in stale_temporaries(path):
             stale.unlink(missing_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with signals_held():
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
     except BaseException as e:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         if isinstance(e, OSError) and not isinstance(e, VQPriorError):  # a full disk, a folder made read-only, ...
             raise OutputError(f"cannot write {path} ({e.strerror or e}); it is as it was before") from e
         raise
+
+
+HELD_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP received in the ``with`` block are held and raised again, in order, once it
+    ends: their handlers (a ``KeyboardInterrupt``) run after the block's work, not in the middle of it (a half
+    written checkpoint, and ``torch.save``'s own error in place of the interrupt). Outside the main thread, where
+    handlers cannot be set, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    before = {signum: signal.signal(signum, lambda signum, frame: held.append(signum)) for signum in HELD_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
+        for signum in held:
+            signal.raise_signal(signum)
 
 
 def stale_temporaries(path: str | Path) -> list[Path]:
