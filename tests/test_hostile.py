@@ -39,6 +39,7 @@ from vqvae_prior.errors import UsageError
 from vqvae_prior.modality import Images
 from vqvae_prior.training import vqvae_fit
 from vqvae_prior.training.lock import LOCK_NAME
+from vqvae_prior.training.run_folder import RunFolder
 
 
 @pytest.fixture
@@ -239,6 +240,33 @@ def test_a_signal_ends_a_fit_in_one_line_releasing_its_lock(digit_folder, tmp_pa
     assert "--resume continues the fit" in err
     epoch = load_checkpoint(tmp_path / "vqvae-last.pt")["epoch"]
     assert f"interrupted after epoch {epoch}:" in err and logged_epochs(tmp_path) == list(range(1, epoch + 1))
+    assert not (tmp_path / LOCK_NAME).exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+def test_a_signal_while_an_epoch_is_written_takes_effect_once_its_files_are(digit_folder, tmp_path, capsys,
+                                                                           monkeypatch):
+    argv = ["--dataset", "image-folder", "--data-root", str(digit_folder), "--out", str(tmp_path), "--epochs", "5",
+            "--batch-size", "16", "--no-progress", "--device", "cpu", "--lr-schedule", "constant", *VQVAE_16_CODES]
+    fsync, save_epoch, saving = os.fsync, RunFolder.save_epoch, []
+
+    def interrupted(fd: int) -> None:  # SIGTERM arrives as epoch 2's last checkpoint is written
+        if saving == [2] and ".vqvae-last.pt." in os.readlink(f"/proc/self/fd/{fd}"):
+            os.kill(os.getpid(), signal.SIGTERM)
+        fsync(fd)
+
+    def recorded(self, model, metrics, *args):
+        saving[:] = [metrics["epoch"]]
+        return save_epoch(self, model, metrics, *args)
+
+    monkeypatch.setattr(files.os, "fsync", interrupted)
+    monkeypatch.setattr(RunFolder, "save_epoch", recorded)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(fit_vqvae.main, fit_vqvae.get_args_parser(), argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 128 + signal.SIGTERM and "Traceback" not in err, err
+    assert "interrupted after epoch 2:" in err  # epoch 2 whole: its checkpoints and its line of metrics
+    assert load_checkpoint(tmp_path / "vqvae-last.pt")["epoch"] == 2 and logged_epochs(tmp_path) == [1, 2]
     assert not (tmp_path / LOCK_NAME).exists() and not list(tmp_path.glob(".*.tmp"))
 
 

@@ -38,7 +38,7 @@ import torch
 
 from vqvae_prior.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vqvae_prior.errors import Interrupted
-from vqvae_prior.files import atomic_save, atomic_write
+from vqvae_prior.files import atomic_save, atomic_write, signals_held
 from vqvae_prior.training.lock import FitLock, RunFolderError
 
 __all__ = ["RunFolder", "RunFolderError", "has_fit"]
@@ -181,7 +181,8 @@ class RunFolder:
     def save_epoch(
         self, model: torch.nn.Module, metrics: dict[str, Any], info: dict[str, Any], training: dict[str, Any]
     ) -> dict[str, Any]:
-        """Write the epoch just done: ``KIND-last.pt``, ``KIND.pt`` if it is the best so far, ``metrics.jsonl``.
+        """Write the epoch just done: ``KIND-last.pt``, ``KIND.pt`` if it is the best so far, ``metrics.jsonl``; a
+        Ctrl-C, SIGTERM or SIGHUP received meanwhile takes effect once all three are written.
 
         Args:
             model: the model after the epoch.
@@ -198,12 +199,13 @@ class RunFolder:
         record = {**metrics, "kept": kept, "best_epoch": best["epoch"]}
         history = [*self.history, record]
         both = {**info, "epoch": metrics["epoch"], "metrics": record, "best": best, "resumes": self.resumes}
-        if self.writer:
-            save_checkpoint(self.last_path, self.kind, model, **both, **training, history=history)
-            if kept:
-                save_checkpoint(self.best_path, self.kind, model, **both)
-        self.history, self.best, self.epochs_done = history, best, metrics["epoch"]
-        self.write_metrics()
+        with signals_held():  # an interrupt takes effect once the epoch's files are all written
+            if self.writer:
+                save_checkpoint(self.last_path, self.kind, model, **both, **training, history=history)
+                if kept:
+                    save_checkpoint(self.best_path, self.kind, model, **both)
+            self.history, self.best, self.epochs_done = history, best, metrics["epoch"]
+            self.write_metrics()
         return record
 
     def write_metrics(self) -> None:
