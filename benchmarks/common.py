@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from vqvae_prior.training.steps import pick_device
+from vqvae_prior.training.steps import pick_device, retain_freed_memory
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -85,6 +85,10 @@ def run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--allocator", choices=["default", "retain"], default="default",
+                        help="retain: the C allocator keeps freed memory for reuse, as the fits set it on the CPU "
+                             "(vqvae_prior.training.steps.retain_freed_memory); for the whole process, so for both "
+                             "sides of a comparison")
 
 
 def start(args: argparse.Namespace) -> tuple[torch.device, dict[str, Any]]:
@@ -92,6 +96,8 @@ def start(args: argparse.Namespace) -> tuple[torch.device, dict[str, Any]]:
     (printed) and the arguments."""
     if args.threads:
         torch.set_num_threads(args.threads)
+    if getattr(args, "allocator", "default") == "retain" and not retain_freed_memory():
+        raise ValueError("--allocator retain needs Linux with glibc")
     device = pick_device(args.device)
     result = {"machine": machine(device), "args": jsonable(vars(args))}
     print(result["machine"])
@@ -147,13 +153,31 @@ def interleaved(
 PACKAGE = "vqvae_prior"
 
 
-def import_baseline(baseline: str, folder: Path) -> ModuleType:
-    """The ``vqvae_prior.prior`` module of a baseline, imported beside this checkout's package. ``baseline``: a folder
+def against_baseline(times: dict[str, list[float]]) -> dict[str, Any]:
+    """A comparison's figures from each side's step times, ``{"this": [...], "baseline": [...]}`` taken in rounds:
+    the median of each, their ratio, and the median of the rounds' ratios (a round's two steps ran back to back, so
+    the machine's drift between rounds cancels), with the times themselves."""
+    this_s, baseline_s = median(times["this"]), median(times["baseline"])
+    return {"this_step_seconds": this_s, "baseline_step_seconds": baseline_s, "speedup": baseline_s / this_s,
+            "paired_speedup": median([b / t for b, t in zip(times["baseline"], times["this"])]),
+            "this_runs": times["this"], "baseline_runs": times["baseline"]}
+
+
+def finish(result: dict[str, Any], header: list[str], rows: list[list[str]], out: str) -> dict[str, Any]:
+    """The results' markdown table of ``rows`` under ``header``, printed and kept in ``result``, written to ``out``."""
+    result["table"] = markdown_table(header, rows)
+    print("\n" + result["table"])
+    write_json(out, result)
+    return result
+
+
+def import_baseline(baseline: str, folder: Path, module: str = "prior") -> ModuleType:
+    """The ``vqvae_prior.MODULE`` module of a baseline (``vqvae_prior.prior`` by default), imported beside this checkout's package. ``baseline``: a folder
     that holds a ``vqvae_prior`` package (for a machine without the git history: ``git archive REV vqvae_prior | tar
     -x -C FOLDER`` beforehand), or a git revision, whose package is extracted into ``folder``. The baseline's modules
     are kept out of ``sys.modules`` after the import (they hold their own globals), so that this checkout's package is
     the one every later import finds."""
-    if (Path(baseline) / PACKAGE / "prior.py").is_file():
+    if (Path(baseline) / PACKAGE / f"{module}.py").is_file():
         folder = Path(baseline)
     else:
         root = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True)
@@ -170,13 +194,13 @@ def import_baseline(baseline: str, folder: Path) -> ModuleType:
     current = {name: sys.modules.pop(name) for name in list(sys.modules) if ours(name)}
     sys.path.insert(0, str(folder))
     try:
-        module = importlib.import_module(f"{PACKAGE}.prior")
+        imported = importlib.import_module(f"{PACKAGE}.{module}")
     finally:
         sys.path.remove(str(folder))
         for name in [name for name in sys.modules if ours(name)]:
             del sys.modules[name]
         sys.modules.update(current)
-    return module
+    return imported
 
 
 def median(xs: list[float]) -> float:

@@ -24,6 +24,7 @@ def benchmarks(monkeypatch):
     """The ``benchmarks`` package, importable from the repository root (it is not installed)."""
     monkeypatch.syspath_prepend(str(ROOT))
     import benchmarks.first_layer
+    import benchmarks.fit_step
     import benchmarks.fused_kernel
     import benchmarks.loading
     import benchmarks.pipeline
@@ -33,6 +34,7 @@ def benchmarks(monkeypatch):
     import benchmarks.sampling
     import benchmarks.sampling_baseline
     import benchmarks.training
+    import benchmarks.vqvae_step
 
     return benchmarks
 
@@ -242,3 +244,30 @@ def test_prior_step_times_a_baseline_commit_beside_this_checkout(benchmarks, tmp
     args.baseline = str(tmp_path / "baseline")
     (run,) = benchmarks.prior_step.main(args)["runs"]
     assert run["first_losses"]["this"] == pytest.approx(run["first_losses"]["baseline"], rel=1e-5)
+
+
+@pytest.mark.skipif(not (ROOT / ".git").exists(), reason="benchmarks.vqvae_step reads its baseline from git history")
+def test_vqvae_step_times_a_baseline_commit_beside_this_checkout(benchmarks, tmp_path):
+    args = benchmarks.vqvae_step.get_args_parser().parse_args([
+        "--baseline", "HEAD", "--shapes", "1x8x8", "3x8x4", "--downsample", "2", "4", "--batch-size", "2", "3",
+        "--rounds", "2", "--device", "cpu", "--out", str(tmp_path / "v.json"),
+    ])
+    result = benchmarks.vqvae_step.main(args)
+    assert [(run["shape"], run["batch_size"]) for run in result["runs"]] == [([1, 8, 8], 2), ([3, 8, 4], 3)]
+    for run in result["runs"]:
+        assert len(run["this_runs"]) == len(run["baseline_runs"]) == 2
+        assert run["first_losses"]["this"] == pytest.approx(run["first_losses"]["baseline"], rel=1e-5)
+    args.batch_size = [2]
+    with pytest.raises(ValueError, match="--batch-size: one per shape"):
+        benchmarks.vqvae_step.main(args)
+
+
+@pytest.mark.skipif(not (ROOT / ".git").exists(), reason="benchmarks.fit_step reads its baseline from git history")
+def test_fit_step_times_each_side_in_processes_of_its_own(benchmarks, tmp_path):
+    argv = ["--baseline", "HEAD", "--model", "prior", "--grids", "3x4", "--rounds", "2", "--steps", "1",
+            "--batch-size", "2", "--layers", "2", "--head", "16", "--codebook", "8", "--threads", "1",
+            "--out", str(tmp_path / "f.json")]
+    result = benchmarks.fit_step.main(benchmarks.fit_step.get_args_parser().parse_args(argv))
+    (run,) = result["runs"]
+    assert run["case"] == "3x4" and len(run["this_runs"]) == len(run["baseline_runs"]) == 2
+    assert run["speedup"] == pytest.approx(run["baseline_step_seconds"] / run["this_step_seconds"])

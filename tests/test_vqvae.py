@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from vqvae_prior import AUTOENCODERS
-from vqvae_prior.checkpoint import CheckpointError, load_checkpoint, load_prior, load_vqvae, save_checkpoint
+from vqvae_prior.checkpoint import (
+    CheckpointError, load_checkpoint, load_prior, load_vqvae, save_checkpoint, weights_digest,
+)
 from vqvae_prior.vqvae import VQVAE, VQVAEConfig
 
 
@@ -118,3 +120,18 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert load_checkpoint(path)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["vq.pt"]
+
+
+@pytest.mark.parametrize("arch", ["vqvae", "vqvae2"])
+def test_kernels_are_channels_last_and_the_weights_digest_ignores_the_layout(arch):
+    """The VQ-VAEs keep channels-last kernels (oneDNN's faster path); the digest that prior checkpoints record of
+    their weights is that of the values, so the weights of a checkpoint written before read the same."""
+    architecture = AUTOENCODERS[arch]
+    model = architecture.model(architecture.config(channels=16, residual_channels=8, codebook_size=16, code_dim=8))
+    kernels = [p for p in model.parameters() if p.ndim == 4]
+    assert kernels and all(p.is_contiguous(memory_format=torch.channels_last) for p in kernels)
+    state = model.state_dict()
+    plain = {key: value.contiguous() for key, value in state.items()}
+    assert weights_digest(state) == weights_digest(plain)
+    changed = next(key for key, value in plain.items() if value.ndim == 4)
+    assert weights_digest(state) != weights_digest({**plain, changed: plain[changed] + 1})

@@ -102,9 +102,9 @@ def weights_digest(tensors: Mapping[str, torch.Tensor] | Sequence[torch.Tensor])
     h = hashlib.sha256()
     named = isinstance(tensors, Mapping)
     for name in sorted(tensors) if named else range(len(tensors)):
-        t = tensors[name].detach().cpu().contiguous()
+        t = tensors[name].detach().cpu()
         h.update(name.encode() if named else f"{t.dtype} {tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes())
+        h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())  # row-major, whatever the layout
     return h.hexdigest()[:16]
 
 

@@ -129,7 +129,7 @@ class VectorQuantizer(nn.Module):
         """Indices (N,) of the nearest codes to the vectors z (N, D)."""
         codebook = self.codebook.float()  # (K, D)
         # ||z||^2 - 2 z.e + ||e||^2; the ||z||^2 term does not change the argmin
-        distances = codebook.pow(2).sum(1) - 2 * z @ codebook.t()  # (N, K)
+        distances = torch.addmm(codebook.pow(2).sum(1), z, codebook.t(), alpha=-2)  # (N, K), one tensor
         return distances.argmin(dim=1)
 
     def dequantize(self, indices: Tensor) -> Tensor:

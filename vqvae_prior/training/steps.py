@@ -10,7 +10,10 @@ epoch; the weights and the held-out metric are checked before each checkpoint is
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import math
+import platform
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +25,7 @@ from vqvae_prior.errors import UsageError, VQPriorError
 
 __all__ = [
     "CHECK_EVERY", "PRECISIONS", "DivergedError", "FiniteLoss", "MixedPrecision", "adam", "lr_schedule", "pick_device",
+    "retain_freed_memory",
 ]
 
 CHECK_EVERY = 20  # steps between reads of the device's note: one wait for the device per 20 steps
@@ -145,6 +149,26 @@ def adam(model: nn.Module, lr: float) -> torch.optim.Adam:
     cores: 3.5 ms a step against 15.7)."""
     fused = all(p.device.type in ("cpu", "cuda") for p in model.parameters())
     return torch.optim.Adam(model.parameters(), lr=lr, fused=fused or None)
+
+
+def retain_freed_memory() -> bool:
+    """Have the C allocator keep the memory of freed tensors for the next ones instead of returning it to the system;
+    whether it could (Linux with glibc; elsewhere nothing changes).
+
+    glibc's malloc serves a block over its threshold (at most 32 MiB) with fresh pages from mmap and gives the top of
+    its heap back when it is freed, so a CPU training step's large tensors fault their pages in anew at every step; on
+    a virtual machine a fault is slow: the 16x16 prior step spends over a third of its time there. With mmap off
+    (``M_MMAP_MAX`` 0) and the heap kept (``M_TRIM_THRESHOLD`` 2 GiB), a step reuses the last step's pages: the
+    in-process form of PyTorch's advice to train on the CPU with jemalloc or tcmalloc (BENCHMARKS.md). The process's
+    peak memory is about the same; what it frees stays with it until it exits."""
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the process's own libc
+    except (OSError, AttributeError):
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # malloc.h
+    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
 
 
 def lr_schedule(
