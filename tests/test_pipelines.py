@@ -19,6 +19,7 @@ from vqvae_prior.training import PriorFit
 from vqvae_prior.training.codes import offsets, translate
 from vqvae_prior.training.run_folder import RunFolder, RunFolderError
 from vqvae_prior.errors import UsageError
+from vqvae_prior.layers import shift_down
 
 
 @contextlib.contextmanager
@@ -162,6 +163,7 @@ def test_jitter_offsets_and_translation():
                 src = (r - dy, c - dx)
                 inside = 0 <= src[0] < 3 and 0 <= src[1] < 4
                 assert moved[0, 0, r, c] == (x[0, 0, src[0], src[1]] if inside else 0)
+    assert torch.equal(translate(x, 2, 0), shift_down(x, 2))  # what --shifts did before --jitter
 
 
 def test_prior_fits_on_jittered_encodings(mnist_sample_fit, tmp_path):

@@ -7,11 +7,9 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
 
-from vqvae_prior.layers import GatedLayer, MaskedConv2d, gate, shift_down, shift_down_rows, window_rows
+from vqvae_prior.layers import MaskedConv2d, gate, shift_down
 from vqvae_prior.prior import GatedPixelCNN, PriorConfig
 
 
@@ -30,10 +28,9 @@ def raster_masks(shape: tuple[int, int], position: tuple[int, int]) -> tuple[tor
 
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
-def test_gate_shifts_and_windows_equal_their_definitions_and_gradients(layout):
-    """The layer's hand-written autograd functions: values as the plain expressions (tanh . sigmoid of the halves; a
-    zero-padded shift; the horizontal windows of zero-padded columns), gradients checked against finite differences,
-    in either memory layout."""
+def test_gate_and_shift_down_equal_their_definitions_and_gradients(layout):
+    """The layer's two hand-written autograd functions: values as the plain expressions (tanh . sigmoid of the halves;
+    a zero-padded shift), gradients checked against finite differences, the input's memory layout kept."""
     x = torch.randn(2, 6, 4, 3, dtype=torch.float64).contiguous(memory_format=layout).requires_grad_()
     assert torch.allclose(gate(x), torch.tanh(x[:, :3]) * torch.sigmoid(x[:, 3:]), rtol=0, atol=1e-15)
     a, b = x.detach().float().chunk(2, dim=1)
@@ -51,52 +48,6 @@ def test_gate_shifts_and_windows_equal_their_definitions_and_gradients(layout):
         assert torch.equal(shift_down(x, rows), expected)
         assert shift_down(x, rows).is_contiguous(memory_format=layout)
         assert torch.autograd.gradcheck(lambda t: shift_down(t, rows), (x,))
-    assert torch.equal(shift_down_rows(x), rearrange(shift_down(x), "b c h w -> (b h w) c"))
-    h = torch.randn(2, 3, 4, 5, dtype=torch.float64).contiguous(memory_format=layout).requires_grad_()
-    for width, pad in [(2, 1), (1, 1), (4, 3), (3, 3), (2, 6)]:
-        padded = F.pad(h, (pad, 0))  # (B, C, H, pad + W)
-        expected = rearrange(torch.cat([padded[..., j : j + 5] for j in range(width)], dim=1), "b c h w -> (b h w) c")
-        assert torch.equal(window_rows(h, width, pad), expected)
-        assert torch.autograd.gradcheck(lambda t: window_rows(t, width, pad), (h,))
-
-
-@pytest.mark.parametrize("first,groups,kernel", [(False, 1, 3), (True, 1, 7), (True, 3, 7), (False, 3, 3)])
-@pytest.mark.parametrize("extras", ["none", "labels", "condition"])
-def test_the_layer_equals_its_convolutions(first, groups, kernel, extras):
-    """The layer's matrix products (windows, 1x1 as products over the positions) compute the PixelCNN paper's
-    convolutions: against padded ``F.conv2d`` of the same weights, in float64, values and every gradient."""
-    torch.manual_seed(0)
-    C = 6
-    layer = GatedLayer(C, kernel, first, num_classes=3 if extras == "labels" else 0, groups=groups,
-                       condition_channels=4 if extras == "condition" else 0).double().train()
-    v, h = (torch.randn(2, C, 5, 4, dtype=torch.float64, requires_grad=True) for _ in range(2))
-    labels = torch.tensor([0, 2]) if extras == "labels" else None
-    condition = torch.randn(2, 4, 5, 4, dtype=torch.float64, requires_grad=True) if extras == "condition" else None
-
-    def convolutions(v, h, condition):  # the layer as the paper's padded convolutions
-        p, W = layer.pad, h.shape[3]
-        v_pre = layer.v_conv(F.pad(v, (p, p, p, 0)))
-        h_pre = F.conv2d(F.pad(h, (p, 0, 0, 0)), layer.h_weight, layer.h_conv.bias)[..., :W]
-        h_pre = h_pre + layer.v_to_h(F.pad(v_pre, (0, 0, 1, 0))[:, :, :-1])
-        if labels is not None:
-            bias_v, bias_h = layer.label_biases(labels)
-            v_pre, h_pre = v_pre + bias_v[:, :, None, None], h_pre + bias_h[:, :, None, None]
-        if condition is not None:
-            cond_v, cond_h = layer.condition(condition).chunk(2, dim=1)
-            v_pre, h_pre = v_pre + cond_v, h_pre + cond_h
-        residual, skip = F.conv2d(gate(h_pre), layer.out_weight, layer.h_out.bias).chunk(2, dim=1)
-        return gate(v_pre), residual if first else h + residual, skip
-
-    inputs = [v, h] + ([condition] if condition is not None else [])
-    ours = layer(v, h, labels, condition=condition)
-    theirs = convolutions(v, h, condition)
-    weights = [torch.randn_like(t) for t in theirs]
-    grads = [torch.autograd.grad(sum((o * w).sum() for o, w in zip(out, weights)), inputs + list(layer.parameters()),
-                                 allow_unused=True) for out in (ours, theirs)]
-    for a, b in zip(ours, theirs):
-        assert torch.allclose(a, b, rtol=0, atol=1e-12)
-    for a, b in zip(*grads):
-        assert (a is None and b is None) or torch.allclose(a, b, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("shape", [(6, 6), (5, 9), (9, 4)])

@@ -10,13 +10,10 @@
   horizontal stack has a residual connection (not in the first layer, whose centre is hidden) and emits a skip
   output for the network's head.
 
-The vertical stack is an unmasked convolution on a padded input (a "shifted convolution"): its kernel is
-``(k//2 + 1, k)`` padded ``k//2`` rows above, so output row r sees input rows r-k//2..r. The horizontal stack sees the
-``k//2 + 1`` columns up to the current one (type B) or the ``k//2`` before it (type A), and the vertical stack's
-output of the row above (row r reaches the horizontal stack only at row r + 1): the horizontal convolution is one
-matrix product of its windows (:func:`window_rows`), and the vertical stack's 1x1 convolution of the row above
-(:func:`shift_down_rows`) is added to it by another. Activations are channels-last, so every 1x1 convolution is a
-matrix product over the positions (:func:`matmul_1x1`), which runs near the machine's peak (BENCHMARKS.md).
+Both stacks are implemented with unmasked convolutions on padded inputs ("shifted convolutions"): the vertical
+kernel is ``(k//2 + 1, k)`` padded ``k//2`` rows above, so output row r sees input rows r-k//2..r; the horizontal
+kernel is ``(1, k//2 + 1)`` (type B) or ``(1, k//2)`` (type A, its output shifted right by one) padded on the left.
+The vertical stack's output at row r reaches the horizontal stack only at row r + 1.
 
 Sampling: :meth:`GatedLayer.sampling_weights` lays the layer's kernels out, with its biases combined, as the cached
 sampler's step-by-step form multiplies by them (``vqvae_prior.sampling.cached``, which computes
@@ -34,8 +31,8 @@ from einops import rearrange
 from torch import Tensor, nn
 
 __all__ = [
-    "GatedLayer", "GatedLayerWeights", "MaskedConv2d", "channel_groups", "channel_mask", "gate", "matmul_1x1",
-    "shift_down", "shift_down_rows", "tap_sum", "window_rows", "with_bias",
+    "GatedLayer", "GatedLayerWeights", "MaskedConv2d", "channel_groups", "channel_mask", "gate", "shift_down",
+    "tap_sum", "with_bias",
 ]
 
 
@@ -49,7 +46,7 @@ def gate(x: Tensor, dim: int = 1) -> Tensor:
 
 def _tanh_sigmoid(x: Tensor, dim: int, training: bool = False) -> tuple[Tensor, Tensor]:
     """tanh(a), sigmoid(b) of x's two halves (a, b) along ``dim``. ``training`` on the CPU: tanh(a) as
-    2 sigmoid(2a) - 1, equal to rounding (within 2e-7), because PyTorch's CPU sigmoid is 4.6x faster than its tanh
+    2 sigmoid(2a) - 1, equal to rounding (within 3e-7), because PyTorch's CPU sigmoid is 4.6x faster than its tanh
     (0.24 against 1.1 ms on 6,272 x 64 floats, 2 cores: the gate 0.64 ms instead of 1.55, BENCHMARKS.md). Sampling
     keeps torch.tanh, as the cached and fused samplers compute it, so that they stay exactly equal to the model."""
     a, b = x.chunk(2, dim=dim)
@@ -107,59 +104,6 @@ class _ShiftDown(torch.autograd.Function):
         grad_x[:, :, :kept].copy_(grad[:, :, H - kept :])
         grad_x[:, :, kept:].zero_()
         return grad_x, None
-
-
-
-
-def shift_down_rows(x: Tensor) -> Tensor:
-    """x (B, C, H, W) moved down one row, as rows (B*H*W, C): the vertical stack's output that the horizontal stack
-    sees, of the row above (zeros in row 0); a view of :func:`shift_down` of channels-last x."""
-    return rearrange(shift_down(x), "b c h w -> (b h w) c")
-
-
-def window_rows(h: Tensor, width: int, pad: int) -> Tensor:
-    """The horizontal convolution's windows, one row per position: (B*H*W, width*C), raster order, the ``width``
-    columns c - pad .. c - pad + width - 1 of the row of h (B, C, H, W) side by side (zeros left of the map), so that
-    the convolution is one matrix product. One copy into one tensor, and one pass back in the backward (a pad and a
-    concatenation would each copy again)."""
-    return _WindowRows.apply(h, width, pad)
-
-
-class _WindowRows(torch.autograd.Function):
-    """:func:`window_rows`, its backward adding each block of the gradient back where it was read."""
-
-    @staticmethod
-    def forward(ctx, h: Tensor, width: int, pad: int) -> Tensor:
-        B, C, H, W = h.shape
-        h_rows = rearrange(h, "b c h w -> b h w c")  # a view of channels-last h
-        windows = h.new_empty(B, H, W, width * C)  # (B, H, W, width*C)
-        for j in range(width):  # block j: the column pad - j to the left
-            left = min(pad - j, W)
-            windows[:, :, :left, j * C : (j + 1) * C].zero_()
-            windows[:, :, left:, j * C : (j + 1) * C].copy_(h_rows[:, :, : W - left])
-        ctx.width, ctx.pad, ctx.shape = width, pad, (B, C, H, W)
-        return windows.view(B * H * W, width * C)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
-        width, pad, (B, C, H, W) = ctx.width, ctx.pad, ctx.shape
-        grad = grad.view(B, H, W, width * C)
-        grad_h = grad.new_zeros(B, H, W, C)  # (B, H, W, C)
-        for j in range(width):
-            left = min(pad - j, W)
-            grad_h[:, :, : W - left].add_(grad[:, :, left:, j * C : (j + 1) * C])
-        return rearrange(grad_h, "b h w c -> b c h w"), None, None  # channels-last
-
-
-def matmul_1x1(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """The 1x1 convolution (B, O, H, W) of x (B, C, H, W) with ``weight`` (O, C, 1, 1) and ``bias`` (O,): one matrix
-    product over the positions, x's rows (B*H*W, C) times (C, O), the rows a view where x is channels-last (as the
-    gated prior's activations are); the result channels-last. On 2 CPU cores it runs near the machine's matrix-product
-    peak where oneDNN's 1x1 convolution with its backward runs at 60-85% of it (BENCHMARKS.md)."""
-    B, _, H, W = x.shape
-    x_rows, weight_t = rearrange(x, "b c h w -> (b h w) c"), rearrange(weight, "o c 1 1 -> c o")
-    out = torch.mm(x_rows, weight_t) if bias is None else torch.addmm(bias, x_rows, weight_t)  # (B*H*W, O)
-    return rearrange(out, "(b h w) o -> b o h w", b=B, h=H)
 
 
 def channel_groups(channels: int, groups: int, halves: int = 1) -> Tensor:
@@ -286,39 +230,30 @@ class GatedLayer(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor]:
         """One layer on the vertical and horizontal inputs v, h (B, C, H, W); ``convolutions``: the vertical and
         horizontal convolutions of them (B, 2C, H, W) each, when already computed (:meth:`convolutions_from_codes`;
-        then v, and h in the first layer, are not read; the vertical one gets the label bias in place); ``condition``:
+        then v, and h in the first layer, are not read; the label bias is added to them in place); ``condition``:
         the conditioning map (B, C_s, H, W) of a layer built with ``condition_channels``.
 
         Returns:
             (v, h, skip), each (B, C, H, W): the vertical and horizontal stacks' outputs and the skip output.
         """
         if convolutions is None:
+            W = h.shape[3]
             v_pre = self.v_conv(F.pad(v, (self.pad, self.pad, self.pad, 0)))  # (B, 2C, H, W) sees rows <= r
-            # the horizontal convolution (columns <= c; < c in the first layer without channel groups) as one
-            # matrix product of its windows
-            windows = window_rows(h, self.h_conv.weight.shape[3], self.pad)  # (B*H*W, kw*C)
-            h_pre = torch.addmm(self.h_conv.bias + self.v_to_h.bias, windows,
-                                rearrange(self.h_weight, "o c 1 k -> (k c) o"))  # (B*H*W, 2C)
+            h_pre = F.conv2d(F.pad(h, (self.pad, 0, 0, 0)), self.h_weight, self.h_conv.bias)[..., :W]  # (B, 2C, H, W)
         else:
-            v_pre, h_conv = convolutions
-            h_pre = rearrange(h_conv, "b o h w -> (b h w) o") + self.v_to_h.bias  # (B*H*W, 2C)
-        # plus the vertical stack's 1x1 convolution of the row above (rows < r reach the horizontal stack), in place
-        # (under autocast the in-place product takes h_pre's precision, which autocast does not choose for it)
-        h_pre = h_pre.addmm_(shift_down_rows(v_pre), rearrange(self.v_to_h.weight, "o i 1 1 -> i o").to(h_pre.dtype))
-        B, _, H, W = v_pre.shape
-        h_pre = rearrange(h_pre, "(b h w) o -> b o h w", b=B, h=H)  # (B, 2C, H, W), a channels-last view
-        # added in place to v_pre, the convolution's own tensor; out of place to h_pre, a view (autograd would copy
-        # back an in-place change of a view)
+            v_pre, h_pre = convolutions
+        # h_pre sees columns <= c (< c in the first layer without channel groups)
+        h_pre = self.v_to_h(shift_down(v_pre)).add_(h_pre)  # rows < r reach the horizontal stack
         bias_v, bias_h = self.label_biases(labels)  # (B, 2C) each, or None
-        if bias_v is not None:
-            v_pre, h_pre = v_pre.add_(bias_v[:, :, None, None]), h_pre + bias_h[:, :, None, None]
+        if bias_v is not None:  # added in place: no new tensors, and their layout kept
+            v_pre, h_pre = v_pre.add_(bias_v[:, :, None, None]), h_pre.add_(bias_h[:, :, None, None])
         if (condition is None) != (self.condition is None):
             raise ValueError("a conditioning map goes with a layer built with condition_channels, and only there")
         if condition is not None:  # location-dependent: after the vertical stack reached the horizontal one
-            cond_v, cond_h = matmul_1x1(condition, self.condition.weight, self.condition.bias).chunk(2, dim=1)
-            v_pre, h_pre = v_pre.add_(cond_v), h_pre + cond_h  # (B, 2C, H, W) each
-        out = matmul_1x1(self.dropout(gate(h_pre)), self.out_weight, self.h_out.bias)  # (B, 2C, H, W)
-        residual, skip = out.chunk(2, dim=1)  # (B, C, H, W) each
+            cond_v, cond_h = self.condition(condition).chunk(2, dim=1)  # (B, 2C, H, W) each
+            v_pre, h_pre = v_pre.add_(cond_v), h_pre.add_(cond_h)
+        residual, skip = F.conv2d(self.dropout(gate(h_pre)), self.out_weight, self.h_out.bias).chunk(2, dim=1)
+        # residual, skip: (B, C, H, W) each
         # no residual on the first layer: its input holds the current position, which it must not see
         h_next = residual if self.first else h + residual
         return gate(v_pre), h_next, skip

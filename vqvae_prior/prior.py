@@ -54,9 +54,7 @@ from torch import Tensor, nn
 
 from vqvae_prior.conditioning import ConditionNetwork
 from vqvae_prior.errors import UsageError
-from vqvae_prior.layers import (
-    GatedLayer, GatedLayerWeights, channel_groups, channel_mask, matmul_1x1, with_bias,
-)
+from vqvae_prior.layers import GatedLayer, GatedLayerWeights, channel_groups, channel_mask, with_bias
 from vqvae_prior.sampling import sample
 from vqvae_prior.sampling.cached import STEP_FORMS, GatedPixelCNNState
 
@@ -125,11 +123,11 @@ class Head(nn.Sequential):
         return conv_in.weight * self.in_mask[..., None, None], conv_out.weight * self.out_mask[..., None, None]
 
     def forward(self, skips: Tensor) -> Tensor:
-        """Logits (B, G*K, h, w), channels-last, of the summed skip outputs (B, C, h, w): the 1x1 convolutions as
-        matrix products over the positions (:func:`matmul_1x1`)."""
+        if self.groups == 1:
+            return super().forward(skips)
         _, conv_in, _, conv_out = self
         w_in, w_out = self.weights()
-        return matmul_1x1(F.relu(matmul_1x1(F.relu(skips), w_in, conv_in.bias)), w_out, conv_out.bias)
+        return F.conv2d(F.relu(F.conv2d(F.relu(skips), w_in, conv_in.bias)), w_out, conv_out.bias)
 
     def step_weights(self) -> tuple[Tensor, Tensor]:
         """The two 1x1 convolutions as :meth:`step` multiplies by them: (C+1, H), (H+1, G*K), transposed to (in, out),
