@@ -15,6 +15,7 @@ state is put back), ``distributed`` (torchrun's data-parallel fits).
 from vqvae_prior.training.loop import Task, train
 from vqvae_prior.training.options import FitOptions
 from vqvae_prior.training.prior_fit import PriorFit, fit_prior
+from vqvae_prior.training.steps import retain_freed_memory
 from vqvae_prior.training.vqvae_fit import VQVAEFit, fit_vqvae
 
-__all__ = ["FitOptions", "PriorFit", "Task", "VQVAEFit", "fit_prior", "fit_vqvae", "train"]
+__all__ = ["FitOptions", "PriorFit", "Task", "VQVAEFit", "fit_prior", "fit_vqvae", "retain_freed_memory", "train"]
