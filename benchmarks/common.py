@@ -96,7 +96,7 @@ def start(args: argparse.Namespace) -> tuple[torch.device, dict[str, Any]]:
     (printed) and the arguments."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    if getattr(args, "allocator", "default") == "retain" and not retain_freed_memory():
+    if args.allocator == "retain" and not retain_freed_memory():
         raise ValueError("--allocator retain needs Linux with glibc")
     device = pick_device(args.device)
     result = {"machine": machine(device), "args": jsonable(vars(args))}
@@ -118,11 +118,17 @@ def prior_training_step(
     device: torch.device,
 ) -> Callable[[], float]:
     """One timed training step of a prior: forward + cross-entropy (``model.nll``) + backward + the optimizer."""
+    return timed_step(optimizer, lambda: model.nll(codes, labels), device)
+
+
+def timed_step(optimizer: torch.optim.Optimizer, loss: Callable[[], torch.Tensor],
+               device: torch.device) -> Callable[[], float]:
+    """One timed training step: ``loss()`` (the forward pass), its backward and the optimizer; returns seconds."""
     def step() -> float:
         sync(device)
         t0 = time.perf_counter()
         optimizer.zero_grad()
-        model.nll(codes, labels).backward()
+        loss().backward()
         optimizer.step()
         sync(device)
         return time.perf_counter() - t0
@@ -172,11 +178,11 @@ def finish(result: dict[str, Any], header: list[str], rows: list[list[str]], out
 
 
 def import_baseline(baseline: str, folder: Path, module: str = "prior") -> ModuleType:
-    """The ``vqvae_prior.MODULE`` module of a baseline (``vqvae_prior.prior`` by default), imported beside this checkout's package. ``baseline``: a folder
-    that holds a ``vqvae_prior`` package (for a machine without the git history: ``git archive REV vqvae_prior | tar
-    -x -C FOLDER`` beforehand), or a git revision, whose package is extracted into ``folder``. The baseline's modules
-    are kept out of ``sys.modules`` after the import (they hold their own globals), so that this checkout's package is
-    the one every later import finds."""
+    """The ``vqvae_prior.MODULE`` module of a baseline (``vqvae_prior.prior`` by default), imported beside this
+    checkout's package. ``baseline``: a folder that holds a ``vqvae_prior`` package (for a machine without the git
+    history: ``git archive REV vqvae_prior | tar -x -C FOLDER`` beforehand), or a git revision, whose package is
+    extracted into ``folder``. The baseline's modules are kept out of ``sys.modules`` after the import (they hold their
+    own globals), so that this checkout's package is the one every later import finds."""
     if (Path(baseline) / PACKAGE / f"{module}.py").is_file():
         folder = Path(baseline)
     else:

@@ -9,12 +9,14 @@ set for the whole process (the allocator) is the same for both; this one compare
 one process per side, in alternating order; a process builds the model (the same config and seed on both sides),
 warms up, times ``--steps`` steps and reports their median; the figure is the median over rounds of each side's
 median, and the median of the rounds' ratios. The models are those of ``prior_step`` (``--layers`` x 64 channels,
-head ``--head``, K ``--codebook``, batch 128) and ``vqvae_step`` (64 channels, K=512, batch 64 and 32).
+head ``--head``, K ``--codebook``, batch 128) and ``vqvae_step`` (64 channels, K=512, batch 64 and 32); both sides
+step with the fused Adam their fits build (d6fe37e's already did).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import subprocess
 import sys
@@ -63,12 +65,9 @@ def worker(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as folder:
         if args.worker == "this":
             retain_freed_memory()  # as fit_in_folder does on the CPU
-            from vqvae_prior import prior as module_prior, vqvae as module_vqvae
-            module = module_prior if args.model == "prior" else module_vqvae
-            optimizer = adam
+            module = importlib.import_module(f"vqvae_prior.{args.model}")
         else:
             module = import_baseline(args.baseline, Path(folder), module=args.model)
-            optimizer = adam  # d6fe37e's fits built the same fused Adam
         torch.manual_seed(args.seed)
         if args.model == "prior":
             grid = args.grids[args.case]
@@ -76,13 +75,13 @@ def worker(args: argparse.Namespace) -> None:
                                                             num_layers=args.layers, head_channels=args.head)).train()
             codes = torch.randint(args.codebook, (args.batch_size, *grid))  # (B, h, w)
             labels = torch.randint(10, (args.batch_size,))  # (B,)
-            step = prior_training_step(model, optimizer(model, 1e-3), codes, labels, device)
+            step = prior_training_step(model, adam(model, 1e-3), codes, labels, device)
         else:
             shape, downsample = args.shapes[args.case], args.downsample[args.case]
             model = module.VQVAE(module.VQVAEConfig(in_channels=shape[0], downsample=downsample, channels=64,
                                                     residual_channels=32, codebook_size=512)).train()
             x = torch.rand(args.vqvae_batch_size[args.case], *shape)  # (B, C, H, W)
-            step = vqvae_training_step(model, optimizer(model, 1e-3), x, device)
+            step = vqvae_training_step(model, adam(model, 1e-3), x, device)
         for _ in range(2):
             step()
         print(json.dumps(median([step() for _ in range(args.steps)])))

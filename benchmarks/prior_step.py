@@ -8,11 +8,11 @@ process and their steps alternate: the machine's noise falls on both alike. Both
 hold the same weights (the baseline's loaded from this checkout's state dict); their first losses are printed and
 must agree, so that the two steps compute the same function. A step: forward + cross-entropy (``model.nll``) +
 backward + Adam, each side's as its ``fit_prior`` builds it (``vqvae_prior.training.steps.adam``, PyTorch's fused
-update; ``--baseline-adam plain`` for a baseline before 3dc0049, whose fit_prior built the plain one), on fixed random code maps
-and labels, batch ``--batch-size``, ``--layers`` x 64 channels, head ``--head``, K ``--codebook``, 10 classes (the
-size of ritheshkumar95/pytorch-vqvae's GatedPixelCNN by default). Reported: the median step of each, the ratio of
-the medians, and the median of each round's ratio (its two steps back to back, so the machine's drift between rounds
-cancels).
+update; ``--baseline-adam plain`` for a baseline before 3dc0049, whose fit_prior built the plain one), on fixed
+random code maps and labels, batch ``--batch-size``, ``--layers`` x 64 channels, head ``--head``, K ``--codebook``,
+10 classes (the size of ritheshkumar95/pytorch-vqvae's GatedPixelCNN by default). Reported: the median step of each,
+the ratio of the medians, and the median of each round's ratio (its two steps back to back, so the machine's drift
+between rounds cancels).
 """
 
 from __future__ import annotations

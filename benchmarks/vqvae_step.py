@@ -7,22 +7,23 @@ and imported beside this checkout's; both VQ-VAEs are built with the same config
 baseline's loaded from this checkout's state dict), their first losses are printed and must agree, and their steps
 alternate round by round. A step: forward (encoder, quantizer with its EMA codebook update, decoder) + the loss +
 backward + Adam (PyTorch's fused update on both sides), on fixed random inputs in [0, 1] of each ``--shapes``, batch
-``--batch-size`` (64 and 32: the image and audio fits' defaults), the config ``VQVAEConfig(in_channels=C, downsample=D)`` with the
-image defaults' 64 channels, 32 residual channels and K=512. Reported: the median step of each, the ratio of the
-medians, and the median of each round's ratio.
+``--batch-size`` (64 and 32: the image and audio fits' defaults), the config ``VQVAEConfig(in_channels=C,
+downsample=D)`` with the image defaults' 64 channels, 32 residual channels and K=512. Reported: the median step of
+each, the ratio of the medians, and the median of each round's ratio.
 """
 
 from __future__ import annotations
 
 import argparse
 import tempfile
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from benchmarks.common import (
-    against_baseline, finish, import_baseline, interleaved, parse_shape, run_arguments, shape_str, start, sync,
+    against_baseline, finish, import_baseline, interleaved, parse_shape, run_arguments, shape_str, start,
+    timed_step,
 )
 from vqvae_prior.training.steps import adam
 from vqvae_prior.vqvae import VQVAE, VQVAEConfig
@@ -46,18 +47,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-                  device: torch.device):
+                  device: torch.device) -> Callable[[], float]:
     """One timed training step of a VQ-VAE: forward, its loss, backward, the optimizer."""
-    def step() -> float:
-        sync(device)
-        t0 = time.perf_counter()
-        optimizer.zero_grad()
-        model(x).loss.backward()
-        optimizer.step()
-        sync(device)
-        return time.perf_counter() - t0
-
-    return step
+    return timed_step(optimizer, lambda: model(x).loss, device)
 
 
 def main(args: argparse.Namespace) -> dict:

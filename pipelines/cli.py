@@ -27,7 +27,7 @@ from PIL import Image
 
 from vqvae_prior.checks import SEEDS, whole_number
 from vqvae_prior.errors import UsageError, VQPriorError
-from vqvae_prior.files import writable_folder
+from vqvae_prior.files import HELD_SIGNALS, writable_folder
 from vqvae_prior.training.options import at_least, flag, positive
 from vqvae_prior.training.steps import pick_device
 
@@ -73,7 +73,7 @@ def _signals_interrupt(received: list[int]) -> Iterator[None]:
     """SIGTERM and SIGHUP raise ``KeyboardInterrupt`` in the ``with`` block, as Ctrl-C does, so that it ends the
     same way (``with`` blocks exited, one line); each signal received is appended to ``received``. Outside the main
     thread, or where the signals do not exist, nothing changes."""
-    names = [name for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    others = [signum for signum in HELD_SIGNALS if signum != signal.SIGINT]  # Ctrl-C raises it already
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -82,12 +82,12 @@ def _signals_interrupt(received: list[int]) -> Iterator[None]:
         received.append(signum)
         raise KeyboardInterrupt
 
-    before = {name: signal.signal(getattr(signal, name), interrupt) for name in names}
+    before = {signum: signal.signal(signum, interrupt) for signum in others}
     try:
         yield
     finally:
-        for name, handler in before.items():
-            signal.signal(getattr(signal, name), handler)
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
 
 
 def command(main: Callable[[argparse.Namespace], Any],

@@ -60,6 +60,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
         raise
 
 
+# the signals that interrupt a command (pipelines.cli makes SIGTERM and SIGHUP end it as Ctrl-C does)
 HELD_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 

@@ -128,7 +128,7 @@ def fit_in_folder(
     and DDP; returns the last epoch's metrics."""
     model, device = task.model, next(task.model.parameters()).device
     if device.type == "cpu":
-        retain_freed_memory()  # each step reuses the last one's pages (a third of a large prior step on a VM)
+        retain_freed_memory()  # each step reuses the last one's pages instead of faulting them in anew
     optimizer = adam(model, options.lr)
     generator = torch.Generator().manual_seed(options.seed)
     scheduler = lr_schedule(optimizer, options.lr_schedule, options.epochs * task.steps_per_epoch)
