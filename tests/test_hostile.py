@@ -85,7 +85,7 @@ def test_the_pipeline_takes_what_users_would_expect(pipe):
 # ---------------------------------------------------------------------------------------------- the command lines
 
 ENTRY_POINTS = ("fit_vqvae", "fit_prior", "generate", "image_check", "audio_check", "audio_eval", "quickstart",
-                "receptive_field")
+                "receptive_field", "package_model")
 SEED_OPTIONS = ("--seed", "--classifier-seed")
 # values some options take on purpose: audio_eval --clips < 1 means every clip
 VALID = {("audio_eval", "--clips", "-1")}
@@ -134,6 +134,7 @@ def base_argv(digit_folder: Path, fit: TinyFit, tmp_path: Path) -> dict[str, lis
                        "--channels 16 --residual-channels 8 --code-dim 8",
                        "--prior-args", " ".join(PRIOR_2_LAYERS)],
         "receptive_field": ["--arch", "gated", "--out", str(tmp_path / "field.png")],
+        "package_model": ["--name", "tiny", "--vqvae", vqvae, "--prior", prior, "--root", str(tmp_path / "models")],
     }
 
 

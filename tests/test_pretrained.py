@@ -1,0 +1,153 @@
+"""Pretrained models: packaged from tiny fits into a temporary folder, listed, loaded (by the library and by
+``generate --pretrained``), and refused when a file was changed, the name is unknown or the options contradict."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from files import grid_tiles
+from pipelines import generate, package_model
+from test_reliability import run_cli
+from vqvae_prior import VQPriorPipeline, pretrained
+from vqvae_prior.errors import CheckpointError, UsageError
+
+
+def package(fit, root: Path, name: str = "tiny", *check: Path) -> pretrained.PretrainedPaths:
+    argv = ["--name", name, "--vqvae", str(fit.vqvae), "--prior", str(fit.prior), "--root", str(root)]
+    if check:
+        argv += ["--check", *map(str, check)]
+    return package_model.main(package_model.get_args_parser().parse_args(argv))
+
+
+@pytest.fixture
+def models(digit_folder_fit, tmp_path, monkeypatch) -> Path:
+    """A folder of pretrained models holding the tiny digit fit as "tiny", which the environment names."""
+    root = tmp_path / "pretrained"
+    package(digit_folder_fit, root)
+    monkeypatch.setenv(pretrained.ENV, str(root))
+    return root
+
+
+def test_a_packaged_model_is_listed_verified_and_loads_as_its_checkpoints(models, digit_folder_fit):
+    manifest = json.loads((models / "manifest.json").read_text())
+    files = manifest["models"]["tiny"]["files"]
+    assert {f["file"] for f in files.values()} == {"tiny-vqvae.pt", "tiny-prior.pt", "tiny.md"}
+    for entry in files.values():
+        assert entry["sha256"] == pretrained.sha256(models / entry["file"])
+        assert entry["bytes"] == (models / entry["file"]).stat().st_size
+    assert (models / "tiny-prior.pt").read_bytes() == digit_folder_fit.prior.read_bytes()
+    assert list(pretrained.available()) == ["tiny"] and "image model of image-folder" in pretrained.available()["tiny"]
+    pipe = VQPriorPipeline.from_pretrained("tiny", device="cpu")
+    same = VQPriorPipeline.from_checkpoints(digit_folder_fit.vqvae, digit_folder_fit.prior, "cpu")
+    a = pipe(3, labels=[0, 1, 2], generator=torch.Generator().manual_seed(0))
+    b = same(3, labels=[0, 1, 2], generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a.codes, b.codes) and torch.equal(a.images, b.images)
+
+
+def test_the_card_says_what_the_checkpoints_and_the_check_record(digit_folder_fit, tmp_path):
+    check = tmp_path / "check.json"
+    report = {"vqvae": str(digit_folder_fit.vqvae), "prior": str(digit_folder_fit.prior), "args": {"per_class": 2,
+              "seed": 0}, "real": {"n": 6, "accuracy": 0.5, "inception_score": 1.25},
+              "reconstructed": {"n": 6, "accuracy": 0.75, "inception_score": 1.5,
+                                "frechet": {"ratio": 3.125, "m": 3}},
+              "generated": {"n": 6, "accuracy": 0.625, "inception_score": 1.75, "frechet": {"ratio": 4.5, "m": 3}},
+              "copying": {"generated_exact_copies": 1, "generated_n": 6, "generated_mean_distance": 0.5,
+                          "held_out_mean_distance": 0.25}}
+    check.write_text(json.dumps(report))
+    card = package(digit_folder_fit, tmp_path / "models", "tiny", check).card.read_text()
+    vq = torch.load(digit_folder_fit.vqvae, weights_only=True)
+    assert vq["data_digest"] in card and f"{digit_folder_fit.prior_metrics['test_bits_per_code']:.4g}" in card
+    assert "python -m pipelines.fit_vqvae --out" in card and "--codebook-size 16" in card
+    assert "| generated (n=6) | 0.625 | 1.75 | 4.50 (m=3) |" in card
+    assert "python -m pipelines.image_check --per-class 2 --seed 0" in card and "1 exact copies" in card
+    assert pretrained.sha256(digit_folder_fit.prior) in card
+
+
+def test_generate_takes_a_pretrained_model_and_lists_them(models, tmp_path, capsys):
+    out = tmp_path / "s.png"
+    generate.main(generate.get_args_parser().parse_args(["--pretrained", "tiny", "--labels", "all", "--seed", "0",
+                                                         "--out", str(out), "--device", "cpu"]))
+    assert len(grid_tiles(out, 3, 8, (28, 28))) == 3
+    capsys.readouterr()
+    assert list(generate.main(generate.get_args_parser().parse_args(["--pretrained", "list"]))) == ["tiny"]
+    assert capsys.readouterr().out.startswith("tiny: image model of image-folder")
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["--pretrained", "tiny", "--prior", "p.pt"], "--pretrained tiny takes the place of --vqvae and --prior"),
+    (["--pretrained", "tiny", "--vqvae", "v.pt"], "--pretrained tiny takes the place of --vqvae and --prior"),
+    ([], "give --pretrained NAME"),
+    (["--pretrained", "zebra"], r"--pretrained zebra: no pretrained model is named 'zebra'; those in .* are: tiny"),
+])
+def test_generate_refuses_contradicting_or_unknown_models_in_one_line(models, tmp_path, capsys, argv, named):
+    line = run_cli(generate, [*argv, "--labels", "all", "--out", str(tmp_path / "s.png")], capsys)
+    assert re.search(named, line), line
+    assert not (tmp_path / "s.png").exists()
+
+
+def test_a_changed_file_is_refused_naming_it_and_both_digests(models, tmp_path, capsys):
+    expected = pretrained.sha256(models / "tiny-prior.pt")
+    original = (models / "tiny-prior.pt").read_bytes()
+    data = bytearray(original)
+    data[-100] ^= 1  # one bit, the size unchanged
+    (models / "tiny-prior.pt").write_bytes(data)
+    with pytest.raises(CheckpointError, match=f"tiny-prior.pt has been changed .* expected {expected}, actual "
+                                              f"{pretrained.sha256(models / 'tiny-prior.pt')}"):
+        VQPriorPipeline.from_pretrained("tiny")
+    line = run_cli(generate, ["--pretrained", "tiny", "--labels", "all", "--out", str(tmp_path / "s.png")], capsys)
+    assert "tiny-prior.pt has been changed" in line and expected in line
+    (models / "tiny-prior.pt").write_bytes(original)
+    (models / "tiny.md").write_text("shorter")
+    with pytest.raises(CheckpointError, match=r"tiny.md has been changed .* actual \(not read: 7 bytes"):
+        pretrained.paths("tiny")
+
+
+def test_unknown_names_and_bad_names_are_refused(models, tmp_path):
+    with pytest.raises(UsageError, match=r"no pretrained model is named 'mnist'; those in .* are: tiny"):
+        VQPriorPipeline.from_pretrained("mnist")
+    assert pretrained.available(tmp_path / "empty") == {}
+    with pytest.raises(UsageError, match="those in .* are: none"):
+        pretrained.paths("tiny", tmp_path / "empty")
+    for name in ("list", "../up", "Big", ""):
+        with pytest.raises(UsageError, match="name .*: expected 1 to 40 lower-case letters"):
+            pretrained.check_name(name)
+
+
+def test_packaging_refuses_a_pair_that_does_not_belong_together_or_is_too_large(digit_folder_fit, mnist_sample_fit,
+                                                                                tmp_path, capsys, monkeypatch):
+    root = tmp_path / "models"
+    line = run_cli(package_model, ["--name", "mixed", "--vqvae", str(mnist_sample_fit.vqvae), "--prior",
+                                   str(digit_folder_fit.prior), "--root", str(root)], capsys)
+    assert "models K=16 codes" in line or "other VQ-VAE weights" in line, line
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"vqvae": "a.pt", "prior": "b.pt", "args": {}, "copying": {}}))
+    line = run_cli(package_model, ["--name", "tiny", "--vqvae", str(digit_folder_fit.vqvae), "--prior",
+                                   str(digit_folder_fit.prior), "--root", str(root), "--check", str(other)], capsys)
+    assert f"--check {other} reports on the vqvae a.pt" in line, line
+    monkeypatch.setattr(pretrained, "MAX_BYTES", digit_folder_fit.prior.stat().st_size)
+    line = run_cli(package_model, ["--name", "tiny", "--vqvae", str(digit_folder_fit.vqvae), "--prior",
+                                   str(digit_folder_fit.prior), "--root", str(root)], capsys)
+    assert "would take" in line and f"holds at most {pretrained.MAX_BYTES:,} of them" in line, line
+    assert not root.exists() or not any(root.glob("*.pt"))
+
+
+def test_packaging_again_replaces_the_model_and_keeps_the_others(digit_folder_fit, tmp_path):
+    root = tmp_path / "models"
+    package(digit_folder_fit, root, "one")
+    package(digit_folder_fit, root, "two")
+    first = json.loads((root / "manifest.json").read_text())
+    package(digit_folder_fit, root, "one")
+    assert json.loads((root / "manifest.json").read_text()) == first and sorted(pretrained.available(root)) == [
+        "one", "two"]
+
+
+def test_the_package_folder_ships_a_manifest():
+    manifest = pretrained.read_manifest(Path(pretrained.__file__).parent / "pretrained")
+    assert manifest["format"] == "vqvae_prior-pretrained"
+    for name in manifest["models"]:
+        pretrained.paths(name, Path(pretrained.__file__).parent / "pretrained")  # every file as the manifest says
