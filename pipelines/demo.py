@@ -169,7 +169,7 @@ def generate(pipe: VQPriorPipeline, request: Request) -> Shown:
     labels = [request.label] * request.count if request.label is not None else None
     out = pipe(request.count, labels, request.temperature, seeded(request.seed, pipe.device),
                guidance=request.guidance)  # out.images (n, C, H, W)
-    captions = [f"{request.label or 'sample'} {i + 1}" for i in range(request.count)]
+    captions = [f"{request.label or 'sample'} #{i + 1}" for i in range(request.count)]
     waves = list(out.waveforms) if out.waveforms is not None else [None] * request.count  # each (T,)
     return show(pipe, out.images, captions, waves, out.sample_rate)
 
@@ -199,8 +199,8 @@ def complete(pipe: VQPriorPipeline, request: Request) -> Shown:
 
 
 STYLE = """body{font-family:sans-serif;margin:2em;max-width:70em}label{margin-right:1em}
-input[type=text]{width:6em}.error{color:#b00;font-weight:bold}figure{display:inline-block;margin:.4em;text-align:center}
-img{height:%dpx;image-rendering:pixelated;border:1px solid #ccc}figcaption{font-size:.8em}""" % PICTURE_HEIGHT
+input[type=text]{width:4em}p{line-height:2}.error{color:#b00;font-weight:bold}figure{display:inline-block;margin:.4em;text-align:center}
+img{height:%dpx;image-rendering:pixelated;border:1px solid #ccc}audio{display:block;width:14em}figcaption{font-size:.8em}""" % PICTURE_HEIGHT
 
 
 def page(models: dict[str, VQPriorPipeline], fields: dict[str, str], shown: Shown | None, error: str | None) -> str:
@@ -217,7 +217,7 @@ def page(models: dict[str, VQPriorPipeline], fields: dict[str, str], shown: Show
 
     def text(name: str, label: str, default: str = "") -> str:
         return (f'<label>{label} <input type="text" inputmode="decimal" name="{name}" id="{name}" '
-                f'value="{value(name, default)}"></label>')
+                f'value="{value(name, default)}" placeholder="random"></label>')
 
     parts = [
         '<!doctype html><html><head><meta charset="utf-8"><title>vqvae_prior</title>'
@@ -227,7 +227,7 @@ def page(models: dict[str, VQPriorPipeline], fields: dict[str, str], shown: Show
         f'encodeURIComponent(this.value)">{model_options}</select></label>',
         f'<label>class <select name="label" id="label">{class_options}</select></label>',
         text("count", f"count (1 .. {MAX_COUNT})", "8"), text("temperature", "temperature", "1.0"),
-        text("guidance", "guidance", "0"), text("seed", "seed (blank: random)"),
+        text("guidance", "guidance", "0"), text("seed", "seed"),
         '</p><p><button type="submit" name="action" value="generate" id="generate">Generate</button></p><p>',
         f'<label>complete this {e(pipe.modality.noun)} <input type="file" name="file" id="file" '
         f'accept="{",".join(pipe.modality.extensions)}"></label>',
@@ -240,7 +240,7 @@ def page(models: dict[str, VQPriorPipeline], fields: dict[str, str], shown: Show
         parts.append('<div id="results">')
         for (png, caption), wav in zip(shown.pictures, shown.sounds):
             player = ("" if wav is None else
-                      f'<br><audio controls preload="auto" src="data:audio/wav;base64,{base64.b64encode(wav).decode()}">'
+                      f'<audio controls preload="auto" src="data:audio/wav;base64,{base64.b64encode(wav).decode()}">'
                       "</audio>")
             parts.append(f'<figure><img alt="{e(caption)}" src="data:image/png;base64,'
                          f'{base64.b64encode(png).decode()}">{player}<figcaption>{e(caption)}</figcaption></figure>')
