@@ -10,7 +10,8 @@ default the package's ``vqvae_prior/pretrained/``, or ``$VQVAE_PRIOR_PRETRAINED`
 ``manifest.json`` (:mod:`vqvae_prior.pretrained`). The folder holds at most 30 MB of models in all.
 
 The card says only what the files record: the data set's spec and the digest of the items the VQ-VAE was fitted
-on, each model's architecture, config, size and the fit's options (as the command that runs it again), the
+on, each model's architecture, config, size, the fit's options (as the command that runs it again) and the git
+commit of the code that wrote it (where the fit ran from a git checkout), the
 held-out metrics of the epoch kept, and the figures of each ``--check`` report (``pipelines.image_check``,
 ``pipelines.audio_check``) of these two checkpoints. Then ``python -m pipelines.generate --pretrained NAME`` and
 ``VQPriorPipeline.from_pretrained("NAME")`` load it.
@@ -78,6 +79,13 @@ def figures(metrics: dict[str, Any]) -> str:
                      if k.startswith("test_"))
 
 
+def code_version(source: dict[str, Any] | None) -> str:
+    """The code a checkpoint says wrote it."""
+    if not source:
+        return "not recorded in the checkpoint"
+    return f"git commit {source['commit']}" + (" with uncommitted changes" if source["modified"] else "")
+
+
 def model_section(title: str, module: str, ckpt: dict[str, Any], path: Path) -> list[str]:
     """The card's lines on one checkpoint."""
     parameters = sum(t.numel() for t in ckpt["model"].values())
@@ -87,6 +95,7 @@ def model_section(title: str, module: str, ckpt: dict[str, Any], path: Path) -> 
         f"- kept: epoch {ckpt.get('epoch')} ({ckpt.get('best', {}).get('metric')} the lowest); held-out "
         f"{figures(ckpt.get('metrics', {}))}",
         f"- fitted by: `{command_line(module, ckpt.get('args', {}))}`",
+        f"- code: {code_version(ckpt.get('source'))}",
         f"- packaged from: `{path}`", "",
     ]
 

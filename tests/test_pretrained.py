@@ -66,6 +66,8 @@ def test_the_card_says_what_the_checkpoints_and_the_check_record(digit_folder_fi
     assert "| generated (n=6) | 0.625 | 1.75 | 4.50 (m=3) |" in card
     assert "python -m pipelines.image_check --per-class 2 --seed 0" in card and "1 exact copies" in card
     assert pretrained.sha256(digit_folder_fit.prior) in card
+    source = vq["source"]  # this checkout's commit; None where the tests run from an installed package
+    assert (f"- code: git commit {source['commit']}" if source else "- code: not recorded") in card
 
 
 def test_generate_takes_a_pretrained_model_and_lists_them(models, tmp_path, capsys):
