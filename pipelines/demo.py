@@ -252,6 +252,7 @@ def page(models: dict[str, VQPriorPipeline], fields: dict[str, str], shown: Show
 class Handler(BaseHTTPRequestHandler):
     """GET / shows the form (``?model=NAME`` picks the model); POST / makes what it asks for."""
 
+    timeout = 60  # seconds a client may take to send its request, so that none holds a thread for ever
     models: dict[str, VQPriorPipeline]  # set on the subclass that :func:`make_server` makes
     lock: threading.Lock  # one request's models' work at a time: memory stays that of one
 

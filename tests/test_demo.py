@@ -134,9 +134,14 @@ def test_completing_a_recording_plays_it_and_its_completions(served, recordings)
     ({"action": "complete", "keep_rows": "3"}, ("notes.txt", b"hello"), "file 'notes.txt': expected an "
                                                                          "image file (.png, .jpg, .jpeg)"),
     ({"action": "complete", "keep_rows": "3"}, ("bad.png", b"not a png"), "file 'bad.png': cannot decode"),
+    ({"action": "complete", "keep_rows": "3"}, ("wide.png", b"30x30"), "file 'wide.png': it is 30x30, expected 28x28"),
     ({"action": "complete", "keep_rows": "9"}, None, "keep rows: expected a whole number in 0 .. 7, got 9"),
 ])
 def test_bad_requests_are_answered_in_one_line_on_the_page(served, fields, upload, named):
+    if upload is not None and upload[1] == b"30x30":  # a real PNG of another size than the model's
+        picture = io.BytesIO()
+        Image.new("L", (30, 30)).save(picture, format="PNG")
+        upload = (upload[0], picture.getvalue())
     status, page = post(served, {"model": "digits", "label": "1", "count": "2", **fields}, upload)
     assert status == 400 and named in error_line(page) and "<img" not in page
 

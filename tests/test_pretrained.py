@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 from pathlib import Path
@@ -148,8 +149,14 @@ def test_packaging_again_replaces_the_model_and_keeps_the_others(digit_folder_fi
         "one", "two"]
 
 
-def test_the_package_folder_ships_a_manifest():
-    manifest = pretrained.read_manifest(Path(pretrained.__file__).parent / "pretrained")
-    assert manifest["format"] == "vqvae_prior-pretrained"
-    for name in manifest["models"]:
-        pretrained.paths(name, Path(pretrained.__file__).parent / "pretrained")  # every file as the manifest says
+def test_the_package_ships_its_manifest_and_what_packaging_writes(digit_folder_fit, tmp_path):
+    package_folder = Path(pretrained.__file__).parent / "pretrained"
+    assert pretrained.read_manifest(package_folder)["format"] == "vqvae_prior-pretrained"
+    for name in pretrained.available(package_folder):
+        pretrained.paths(name, package_folder)  # every file as the manifest says
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    shipped = pyproject["tool"]["setuptools"]["package-data"]["vqvae_prior"]  # what pip install copies
+    found = package(digit_folder_fit, tmp_path / "models", "a-model_2")
+    for path in (found.vqvae, found.prior, found.card, found.card.parent / "manifest.json"):
+        assert any(fnmatch.fnmatch(f"pretrained/{path.name}", glob) for glob in shipped), path.name
