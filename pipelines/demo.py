@@ -178,7 +178,7 @@ def complete(pipe: VQPriorPipeline, request: Request) -> Shown:
     """The upload, the part of it kept, and ``request.count`` completions."""
     name, data = request.upload
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp, name)
+        path = Path(tmp, "upload" + Path(name).suffix.lower())  # the name a browser sends is not a safe path
         path.write_bytes(data)
         try:
             x = pipe.modality.read(path, pipe.sample_shape)  # (C, H, W) image, or (T,) waveform

@@ -1,7 +1,11 @@
-"""The local page (``pipelines.demo``) over plain HTTP: it serves the form, generates pictures (and WAVs for an
-audio model), completes uploads, answers every bad request with one line on the page and keeps serving. The tiny
-image fit is conftest.py's, the tiny audio fit test_audio_pipeline.py's; tests/test_demo_browser.py drives the
-same page in Chromium."""
+"""The local page (``pipelines.demo``) over the tiny image and audio fits of conftest.py: over plain HTTP it serves
+the form, generates pictures (and WAVs for an audio model), completes uploads, answers every bad request with one
+line on the page and keeps serving; in a real browser, headless Chromium driven by Selenium, the pictures decode,
+the sounds have a duration and a bad value shows its line.
+
+The browser tests (marked ``browser``, about 10 seconds) skip, saying what is missing, without ``chromium`` and
+``chromedriver`` (Debian: ``apt-get install chromium chromium-driver``) or Selenium (``pip install -e .[browser]``).
+"""
 
 from __future__ import annotations
 
@@ -14,16 +18,22 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
+import shutil
 
 import pytest
 import soundfile as sf
 from PIL import Image
 
 from pipelines import demo
-from test_audio_pipeline import fitted, recordings  # noqa: F401: the tiny audio fit, a fixture of this module too
 from test_reliability import run_cli
 from vqvae_prior import VQPriorPipeline
+
+try:  # the browser tests' only dependency beyond the package's; they skip without it
+    from selenium import webdriver
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+except ImportError:
+    webdriver = None
 
 
 def start(models: dict[str, VQPriorPipeline]) -> tuple[str, demo.ThreadingHTTPServer]:
@@ -34,10 +44,10 @@ def start(models: dict[str, VQPriorPipeline]) -> tuple[str, demo.ThreadingHTTPSe
 
 
 @pytest.fixture(scope="module")
-def served(digit_folder_fit, fitted) -> Iterator[str]:  # noqa: F811
+def served(digit_folder_fit, audio_fit) -> Iterator[str]:
     """The page over the tiny image model ("digits") and the tiny audio model ("tones")."""
     models = {"digits": VQPriorPipeline.from_checkpoints(digit_folder_fit.vqvae, digit_folder_fit.prior, "cpu"),
-              "tones": VQPriorPipeline.from_checkpoints(fitted["vqvae"], fitted["prior"], "cpu")}
+              "tones": VQPriorPipeline.from_checkpoints(audio_fit["vqvae"], audio_fit["prior"], "cpu")}
     url, server = start(models)
     yield url
     server.shutdown()
@@ -70,7 +80,8 @@ def error_line(page: str) -> str:
 
 
 def pictures(page: str) -> list[Image.Image]:
-    return [Image.open(io.BytesIO(base64.b64decode(b))) for b in re.findall(r'src="data:image/png;base64,([^"]+)"', page)]
+    found = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    return [Image.open(io.BytesIO(base64.b64decode(b))) for b in found]
 
 
 def sounds(page: str) -> list[tuple]:
@@ -94,9 +105,9 @@ def test_generating_shows_the_pictures_and_the_same_seed_the_same_ones(served):
     assert pictures(post(served, fields)[1])[0].tobytes() == shown[0].tobytes()
 
 
-def test_an_audio_model_gives_one_player_per_clip_beside_its_spectrogram(served, fitted):  # noqa: F811
+def test_an_audio_model_gives_one_player_per_clip_beside_its_spectrogram(served, audio_fit):
     status, page = post(served, {"model": "tones", "label": "2", "count": "2", "seed": "0"})
-    pipe = VQPriorPipeline.from_checkpoints(fitted["vqvae"], fitted["prior"], "cpu")
+    pipe = VQPriorPipeline.from_checkpoints(audio_fit["vqvae"], audio_fit["prior"], "cpu")
     heard = sounds(page)
     assert status == 200 and len(pictures(page)) == 2 and len(heard) == 2
     assert all(rate == pipe.modality.config.sample_rate and len(wave) > 0 and abs(wave).max() > 0
@@ -114,8 +125,8 @@ def test_completing_an_upload_keeps_its_top_rows(served, digit_folder):
     assert ">kept: 3 code rows<" in page
 
 
-def test_completing_a_recording_plays_it_and_its_completions(served, recordings):  # noqa: F811
-    upload = next(recordings.glob("1_*.wav"))
+def test_completing_a_recording_plays_it_and_its_completions(served, audio_fit):
+    upload = next(audio_fit["recordings"].glob("1_*.wav"))
     status, page = post(served, {"model": "tones", "label": "1", "count": "1", "keep_rows": "2",
                                  "action": "complete"}, (upload.name, upload.read_bytes()))
     assert status == 200 and len(pictures(page)) == 3 and len(sounds(page)) == 2, page[-300:]
@@ -184,3 +195,73 @@ def test_the_command_prints_where_it_serves(digit_folder_fit, capsys, monkeypatc
                                                  str(digit_folder_fit.prior), "--port", "0", "--device", "cpu"]))
     out = capsys.readouterr().out
     assert f"at http://127.0.0.1:{served_on[0][1]}/ (bound to 127.0.0.1: this machine only)" in out
+
+
+# ---------------------------------------------------------------------------------------------- in Chromium
+
+WAIT_S = 60  # a request's models' work, on a loaded machine
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium under Selenium, or a skip saying what is missing."""
+    if webdriver is None:
+        pytest.skip("Selenium is not installed (pip install -e .[browser])")
+    chromium, driver = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
+    if chromium is None or driver is None:
+        pytest.skip("chromium and chromedriver are not installed (Debian: apt-get install chromium chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1100,900",
+                     "--autoplay-policy=no-user-gesture-required"):
+        options.add_argument(argument)
+    browser = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver))
+    yield browser
+    browser.quit()
+
+
+def fill(browser, **fields: str) -> None:
+    for name, value in fields.items():
+        box = browser.find_element(By.ID, name)
+        box.clear()
+        box.send_keys(value)
+
+
+@pytest.mark.browser
+def test_the_page_shows_decoded_pictures_and_playable_sounds(browser, served, tmp_path):
+    browser.get(served)
+    Select(browser.find_element(By.ID, "label")).select_by_visible_text("4")
+    fill(browser, count="3", seed="0")
+    browser.find_element(By.ID, "generate").click()
+    WebDriverWait(browser, WAIT_S).until(lambda b: b.find_elements(By.CSS_SELECTOR, "#results img"))
+    widths = browser.execute_script(
+        "return [...document.querySelectorAll('#results img')].map(i => i.complete ? i.naturalWidth : 0)")
+    assert widths == [28, 28, 28]
+    assert browser.find_element(By.ID, "count").get_attribute("value") == "3"  # the form keeps what was asked
+
+    browser.get(served + "?model=tones")
+    fill(browser, count="2", seed="0")
+    browser.find_element(By.ID, "generate").click()
+    WebDriverWait(browser, WAIT_S).until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#results audio")) == 2)
+    durations = WebDriverWait(browser, WAIT_S).until(lambda b: b.execute_script(
+        "const a = [...document.querySelectorAll('#results audio')];"
+        "return a.every(x => x.readyState >= 1 && x.duration > 0) && a.map(x => x.duration)"))
+    assert all(0 < d < 1 for d in durations), durations  # the tiny clips: 368 samples at 8 kHz, 46 ms
+    assert browser.execute_script("return [...document.querySelectorAll('#results img')].every(i => i.naturalWidth)")
+    browser.save_screenshot(str(tmp_path / "page.png"))
+    assert Image.open(tmp_path / "page.png").size[0] > 0
+
+
+@pytest.mark.browser
+def test_a_bad_value_gets_one_line_and_the_server_goes_on(browser, served):
+    browser.get(served)
+    fill(browser, count="abc")
+    browser.find_element(By.ID, "generate").click()
+    line = WebDriverWait(browser, WAIT_S).until(lambda b: b.find_elements(By.ID, "error"))[0].text
+    assert line == "count: expected a whole number, got 'abc'"
+    assert not browser.find_elements(By.CSS_SELECTOR, "#results img")
+    for i in range(20):
+        assert post(served, {"model": "digits", "label": "1", "count": str(100 + i)})[0] == 400
+    browser.get(served)
+    assert browser.find_element(By.ID, "generate").is_displayed()
+    assert post(served, {"model": "digits", "label": "1", "count": "1"})[0] == 200
