@@ -121,6 +121,14 @@ def test_unknown_names_and_bad_names_are_refused(models, tmp_path):
             pretrained.check_name(name)
 
 
+@pytest.mark.parametrize("text", ["{", "[]", '{"format": "other", "models": {}}',
+                                  '{"format": "vqvae_prior-pretrained", "version": 1, "models": {"a": 3}}'])
+def test_a_damaged_manifest_is_refused_naming_it(tmp_path, text):
+    (tmp_path / "manifest.json").write_text(text)
+    with pytest.raises(CheckpointError, match=f"{tmp_path / 'manifest.json'} (cannot be read as|is not) a manifest"):
+        pretrained.available(tmp_path)
+
+
 def test_packaging_refuses_a_pair_that_does_not_belong_together_or_is_too_large(digit_folder_fit, mnist_sample_fit,
                                                                                 tmp_path, capsys, monkeypatch):
     root = tmp_path / "models"

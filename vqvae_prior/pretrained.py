@@ -84,9 +84,13 @@ def read_manifest(root: str | Path | None = None) -> dict[str, Any]:
         manifest = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path} cannot be read as a manifest of pretrained models ({e})") from e
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not isinstance(manifest.get("models"),
-                                                                                            dict):
-        raise CheckpointError(f"{path} is not a manifest of pretrained models (expected format {FORMAT!r})")
+    manifest = manifest if isinstance(manifest, dict) else {}
+    models = manifest.get("models")
+    if manifest.get("format") != FORMAT or not isinstance(models, dict) or not all(
+        isinstance(entry, dict) for entry in models.values()
+    ):
+        raise CheckpointError(f"{path} is not a manifest of pretrained models (expected format {FORMAT!r}, models "
+                              "by name)")
     if not isinstance(manifest.get("version"), int) or manifest["version"] > VERSION:
         raise CheckpointError(f"{path} has manifest version {manifest.get('version')!r}; this code reads up to "
                               f"{VERSION} (update vqvae_prior)")
