@@ -324,8 +324,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
     parser.add_argument("--pretrained", nargs="+", metavar="NAME",
                         help="pretrained models to offer (default: all of them, unless --prior is given)")
-    parser.add_argument("--vqvae", action="append", default=[], help="a VQ-VAE checkpoint; repeat for more models")
-    parser.add_argument("--prior", action="append", default=[],
+    parser.add_argument("--vqvae", action="append", help="a VQ-VAE checkpoint; repeat for more models")
+    parser.add_argument("--prior", action="append",
                         help="the prior over the codes of the --vqvae given in the same place; repeat for more")
     parser.add_argument("--host", default="127.0.0.1",
                         help="the address to serve on: 127.0.0.1 is this machine only; 0.0.0.0 every network")
@@ -354,6 +354,7 @@ def load_models(args: argparse.Namespace, device: torch.device) -> dict[str, VQP
 
 
 def main(args: argparse.Namespace) -> None:
+    args.vqvae, args.prior = args.vqvae or [], args.prior or []  # each given once per model
     for option in ("vqvae", "prior"):
         for path in getattr(args, option):
             if not Path(path).is_file():
