@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from files import grid_tiles
+from fits import TinyFit
 from pipelines import generate, package_model
 from test_reliability import run_cli
 from vqvae_prior import VQPriorPipeline, pretrained
@@ -69,6 +70,26 @@ def test_the_card_says_what_the_checkpoints_and_the_check_record(digit_folder_fi
     assert pretrained.sha256(digit_folder_fit.prior) in card
     source = vq["source"]  # this checkout's commit; None where the tests run from an installed package
     assert (f"- code: git commit {source['commit']}" if source else "- code: not recorded") in card
+
+
+def test_the_card_of_an_audio_model_gives_its_check_by_judge_family(audio_fit, tmp_path):
+    check = tmp_path / "check.json"
+    recognized = {"real": {"accuracy": 0.75, "std": 0.125, "family": "log-mel", "by_family": {"log-mel": 0.75,
+                                                                                               "mfcc": 0.875}},
+                  "generated": {"accuracy": 0.5, "std": 0.25, "family": "mfcc", "by_family": {"log-mel": 0.625,
+                                                                                               "mfcc": 0.5}}}
+    check.write_text(json.dumps({"vqvae": str(audio_fit["vqvae"]), "prior": str(audio_fit["prior"]),
+                                 "args": {"seeds": 2}, "families": {}, "recognized": recognized,
+                                 "copying": {"generated_exact_copies": 0, "generated_n": 4,
+                                             "generated_mean_distance": 0.5, "held_out_mean_distance": 0.25}}))
+    fit = TinyFit(audio_fit["vqvae"], audio_fit["prior"], audio_fit["vq_metrics"], audio_fit["prior_metrics"])
+    found = package(fit, tmp_path / "models", "tones", check)
+    card = found.card.read_text()
+    assert "| generated | 0.500 (mfcc judges) | 0.250 | log-mel 0.625, mfcc 0.500 |" in card
+    assert "python -m pipelines.audio_check --seeds 2" in card and "--representation stft" in card
+    assert pretrained.available(tmp_path / "models")["tones"].startswith("audio model of audio-folder")
+    pipe = VQPriorPipeline.from_pretrained("tones", "cpu", tmp_path / "models")
+    assert pipe(2, labels=[0, 1]).waveforms.shape[0] == 2
 
 
 def test_generate_takes_a_pretrained_model_and_lists_them(models, tmp_path, capsys):
