@@ -215,9 +215,9 @@ def page(models: dict[str, VQPriorPipeline], fields: dict[str, str], shown: Show
     class_options = class_options or '<option value="">none</option>'  # an unconditional prior
     value = lambda name, default="": e(fields.get(name, default))  # noqa: E731
 
-    def text(name: str, label: str, default: str = "") -> str:
+    def text(name: str, label: str, default: str = "", placeholder: str = "") -> str:
         return (f'<label>{label} <input type="text" inputmode="decimal" name="{name}" id="{name}" '
-                f'value="{value(name, default)}" placeholder="random"></label>')
+                f'value="{value(name, default)}" placeholder="{placeholder}"></label>')
 
     parts = [
         '<!doctype html><html><head><meta charset="utf-8"><title>vqvae_prior</title>'
@@ -227,7 +227,7 @@ def page(models: dict[str, VQPriorPipeline], fields: dict[str, str], shown: Show
         f'encodeURIComponent(this.value)">{model_options}</select></label>',
         f'<label>class <select name="label" id="label">{class_options}</select></label>',
         text("count", f"count (1 .. {MAX_COUNT})", "8"), text("temperature", "temperature", "1.0"),
-        text("guidance", "guidance", "0"), text("seed", "seed"),
+        text("guidance", "guidance", "0"), text("seed", "seed", placeholder="random"),
         '</p><p><button type="submit" name="action" value="generate" id="generate">Generate</button></p><p>',
         f'<label>complete this {e(pipe.modality.noun)} <input type="file" name="file" id="file" '
         f'accept="{",".join(pipe.modality.extensions)}"></label>',
@@ -268,9 +268,11 @@ class Handler(BaseHTTPRequestHandler):
         fields: dict[str, str] = {}
         try:
             size = int(self.headers.get("Content-Length") or "x")
+            if size < 0:
+                raise ValueError(size)
         except ValueError:
             self.close_connection = True
-            self.respond(411, page(self.models, fields, None, "the request gave no length (Content-Length)"))
+            self.respond(411, page(self.models, fields, None, "the request gave no length (Content-Length >= 0)"))
             return
         if size > MAX_UPLOAD:
             self.close_connection = True  # the body is not read

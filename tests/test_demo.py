@@ -163,6 +163,11 @@ def test_an_upload_over_the_limit_is_refused_unread_and_the_server_goes_on(serve
                         ("big.png", bytes(2000)))
     assert status == 413 and "file: the upload is" in error_line(page) and "at most 1,000" in error_line(page)
     monkeypatch.undo()
+    for length in ("-5", "many"):  # read as they are, such lengths would hold the request's thread
+        request = urllib.request.Request(served, b"count=1", {"Content-Length": length}, method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 411 and "Content-Length &gt;= 0" in refused.value.read().decode()
     for i in range(20):
         assert post(served, {"model": "digits", "label": "1", "count": f"x{i}"})[0] == 400
     assert post(served, {"model": "digits", "label": "1", "count": "1"})[0] == 200
