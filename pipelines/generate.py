@@ -2,6 +2,8 @@
 
     python -m pipelines.generate --vqvae runs/mnist/vqvae.pt --prior runs/mnist-prior/prior.pt \
         --labels all --repeat 8 --seed 0 --out samples.png
+    python -m pipelines.generate --pretrained list
+    python -m pipelines.generate --pretrained NAME --labels all --seed 0 --out samples.png
     python -m pipelines.generate --vqvae runs/mnist/vqvae.pt --prior runs/mnist-prior/prior.pt \
         --complete digits/ --keep-rows 3 --repeat 6 --seed 0 --out completions.png
 
@@ -15,6 +17,9 @@ all), else from the file names by the data set's convention (audio: its label pa
 named after the class, as in an image folder). The PNG has one row per input: the input, the part kept, then the
 completions; for audio, one WAV per completion beside it.
 
+``--pretrained NAME`` takes a model shipped in the package in place of ``--vqvae`` and ``--prior``;
+``--pretrained list`` lists them (:mod:`vqvae_prior.pretrained`).
+
 Both are thin wrappers over :class:`vqvae_prior.VQPriorPipeline`, which loads and checks the checkpoints once.
 """
 
@@ -27,7 +32,8 @@ import torch
 from torch import Tensor
 
 from pipelines import cli
-from vqvae_prior.errors import UsageError
+from vqvae_prior import pretrained
+from vqvae_prior.errors import UsageError, VQPriorError
 from vqvae_prior.checks import finite_number, whole_number
 from vqvae_prior.pipeline import CompletionOutput, PipelineOutput, VQPriorPipeline, check_samples, seeded
 from vqvae_prior.sampling import METHODS
@@ -75,7 +81,10 @@ def generate(
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
     parser.add_argument("--vqvae", help="checkpoint written by pipelines.fit_vqvae (none for a prior over pixels)")
-    parser.add_argument("--prior", required=True, help="checkpoint written by pipelines.fit_prior")
+    parser.add_argument("--prior", help="checkpoint written by pipelines.fit_prior")
+    parser.add_argument("--pretrained", metavar="NAME",
+                        help=f"a model shipped in the package, instead of --vqvae and --prior; '{pretrained.LIST}' "
+                             f"lists them (${pretrained.ENV} names another folder of them)")
     parser.add_argument("--n", type=int, default=64, help="number of samples (without --labels); at most 2048 (1024 "
                         "with --guidance), as --labels x --repeat and inputs x --repeat")
     parser.add_argument("--labels", nargs="+",
@@ -179,7 +188,36 @@ def complete_files(pipe: VQPriorPipeline, args: argparse.Namespace, out: Path) -
     return result
 
 
-def main(args: argparse.Namespace) -> PipelineOutput | CompletionOutput:
+def list_pretrained() -> dict[str, str]:
+    """``--pretrained list``: print the pretrained models' names and summaries."""
+    models = pretrained.available()
+    for name, line in models.items():
+        print(f"{name}: {line}")
+    if not models:
+        print(f"no pretrained models in {pretrained.folder()}; python -m pipelines.package_model adds one")
+    return models
+
+
+def load_pipeline(args: argparse.Namespace, device: torch.device) -> VQPriorPipeline:
+    """The pipeline of ``--pretrained`` or of ``--vqvae`` and ``--prior``."""
+    if args.pretrained is None:
+        return VQPriorPipeline.from_checkpoints(args.vqvae, args.prior, device)
+    try:
+        found = pretrained.paths(args.pretrained)
+    except VQPriorError as e:
+        raise type(e)(f"--pretrained {args.pretrained}: {e}") from None
+    return VQPriorPipeline.from_checkpoints(found.vqvae, found.prior, device)
+
+
+def main(args: argparse.Namespace) -> PipelineOutput | CompletionOutput | dict[str, str]:
+    if args.pretrained is not None and (args.vqvae is not None or args.prior is not None):
+        raise UsageError(f"--pretrained {args.pretrained} takes the place of --vqvae and --prior: give one or the "
+                         "other")
+    if args.pretrained is None and args.prior is None:
+        raise UsageError(f"give --pretrained NAME (--pretrained {pretrained.LIST} lists them), or --prior (and "
+                         "--vqvae) checkpoints")
+    if args.pretrained == pretrained.LIST:
+        return list_pretrained()
     cli.at_least(args, 1, "n", "repeat", "nrow")
     cli.at_least(args, 0, "keep_rows")
     cli.positive(args, "temperature")
@@ -193,13 +231,14 @@ def main(args: argparse.Namespace) -> PipelineOutput | CompletionOutput:
     check_samples(args.repeat, f"--repeat {args.repeat}", args.guidance)
     out = cli.check_image_path(args.out)
     device = cli.pick_device(args.device)
-    pipe = VQPriorPipeline.from_checkpoints(args.vqvae, args.prior, device)
+    pipe = load_pipeline(args, device)
     if args.complete is not None:
         return complete_files(pipe, args, out)
     conditional = bool(pipe.prior.config.num_classes)
     if conditional != (args.labels is not None):
-        raise UsageError(f"{args.prior} is class-conditional: pass --labels (class names, indices or all)"
-                         if conditional else f"{args.prior} is unconditional: leave out --labels")
+        prior = args.prior or f"--pretrained {args.pretrained}"
+        raise UsageError(f"{prior} is class-conditional: pass --labels (class names, indices or all)"
+                         if conditional else f"{prior} is unconditional: leave out --labels")
     labels = parse_labels(args.labels, pipe.label_names)
     if labels is not None:  # checked before the list of labels is made: it could hold billions
         check_samples(len(labels) * args.repeat, f"--labels ({len(labels)}) x --repeat {args.repeat}", args.guidance)

@@ -90,6 +90,15 @@ def digit_folder_fit(digit_folder: Path, tmp_path_factory) -> fits.TinyFit:
     return fits.TinyFit(root / "vq" / "vqvae.pt", root / "prior" / "prior.pt", vqvae_metrics, prior_metrics)
 
 
+@pytest.fixture(scope="session")
+def audio_fit(tmp_path_factory) -> dict:
+    """An audio VQ-VAE (24 x 32 spectrograms -> 6 x 8 codes) and a class-conditional prior over its codes, each
+    fitted for one epoch on 21 synthesized chirps of three digits (``fits.write_chirps``, ``fits.fit_audio_pair``),
+    seconds: to read, not to change. ``{"recordings", "vqvae", "prior", ...}``."""
+    recordings = fits.write_chirps(tmp_path_factory.mktemp("chirps"))
+    return {"recordings": recordings, **fits.fit_audio_pair(recordings, tmp_path_factory.mktemp("audio-fit"))}
+
+
 @pytest.fixture
 def tiny_prior() -> Callable[..., GatedPixelCNN]:
     """``tiny_prior(num_classes=0, num_layers=4, channels=8, codebook_size=16)``: a tiny gated PixelCNN in eval mode,

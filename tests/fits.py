@@ -7,6 +7,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import soundfile as sf
 import torch
 
 from pipelines import fit_prior, fit_vqvae
@@ -18,6 +20,46 @@ PRIOR_3_LAYERS = ["--layers", "3", "--channels", "16", "--head-channels", "32", 
 # a VQ-VAE of 16 codes and a 2-layer prior: one epoch on the 60-digit folder takes about a second
 VQVAE_16_CODES = ["--channels", "16", "--residual-channels", "8", "--codebook-size", "16", "--code-dim", "8"]
 PRIOR_2_LAYERS = ["--layers", "2", "--channels", "8", "--head-channels", "16", "--samples-per-class", "1"]
+
+
+# tiny audio: chirps whose pitch depends on the digit, named like the Free Spoken Digit Dataset's recordings
+SR = 8000
+DIGITS = (0, 1, 2)
+# (24, 32) spectrograms (frames x bins), 368 samples
+AUDIO_ARGS = ["--representation", "stft", "--n-fft", "62", "--hop-length", "16", "--n-frames", "24"]
+VQVAE_ARGS = ["--channels", "16", "--residual-channels", "8", "--codebook-size", "16", "--code-dim", "8"]
+FIXTURE_VQVAE_ARGS = [*VQVAE_ARGS, "--downsample", "4"]  # 6 x 8 codes; the audio default, 8, is tested on mel
+PRIOR_ARGS = ["--layers", "2", "--channels", "8", "--head-channels", "16"]
+COMMON_ARGS = ["--epochs", "1", "--batch-size", "8", "--device", "cpu", "--no-progress"]
+
+
+def chirp(digit: int, index: int) -> np.ndarray:
+    """A chirp from 500 (1 + digit) Hz up a fifth, with a second harmonic, under a Hann envelope; length varies."""
+    n = 300 + 10 * index
+    f0 = 500.0 * (1 + digit) * (1 + 0.5 * np.arange(n) / n)  # (n,) instantaneous frequency
+    phase = 2 * np.pi * np.cumsum(f0) / SR
+    return (0.4 * (np.sin(phase) + 0.3 * np.sin(2 * phase)) * np.hanning(n)).astype(np.float32)
+
+
+def write_chirps(root: Path) -> Path:
+    """21 clips in ``root``: digits 0-2 x indices 0, 1 (held out) and 5-9 (train), two speakers."""
+    for digit in DIGITS:
+        for index in (0, 1, 5, 6, 7, 8, 9):
+            sf.write(root / f"{digit}_{'ab'[index % 2]}_{index}.wav", chirp(digit, index), SR)
+    return root
+
+
+def fit_audio_pair(recordings: Path, runs: Path) -> dict:
+    """An audio VQ-VAE (24 x 32 spectrograms -> 6 x 8 codes) and a class-conditional prior over its codes, each
+    fitted for one epoch on ``recordings`` into ``runs``: their checkpoints and the metrics of the fits."""
+    vq_args = ["--dataset", "audio-folder", "--data-root", str(recordings), "--out", str(runs / "vq"), "--lsd-clips",
+               "4", *AUDIO_ARGS, *FIXTURE_VQVAE_ARGS, *COMMON_ARGS]
+    vq_metrics = fit_vqvae.main(fit_vqvae.get_args_parser().parse_args(vq_args))
+    prior_args = ["--vqvae", str(runs / "vq" / "vqvae.pt"), "--out", str(runs / "prior"), "--samples-per-class", "2",
+                  *PRIOR_ARGS, *COMMON_ARGS]
+    prior_metrics = fit_prior.main(fit_prior.get_args_parser().parse_args(prior_args))
+    return {"runs": runs, "vqvae": runs / "vq" / "vqvae.pt", "prior": runs / "prior" / "prior.pt",
+            "vq_metrics": vq_metrics, "prior_metrics": prior_metrics}
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,11 @@ import soundfile as sf
 import torch
 
 from files import grid_tiles, png_pixels
-from fits import logged
+from fits import (  # the tiny audio fit's settings
+    AUDIO_ARGS, COMMON_ARGS, DIGITS, FIXTURE_VQVAE_ARGS, PRIOR_ARGS, SR, VQVAE_ARGS, fit_audio_pair, logged,
+    write_chirps,
+)
+from fits import chirp as _clip
 from pipelines import audio_check, audio_eval, fit_prior, fit_vqvae, generate
 from vqvae_prior.audio import SpectrogramConfig, Spectrograms, picture
 from vqvae_prior.modality import Images
@@ -28,46 +32,18 @@ from vqvae_prior.errors import UsageError
 from vqvae_prior.evaluation import audio_judges
 from vqvae_prior.vqvae import VQVAE, VQVAEConfig
 
-SR = 8000
-DIGITS = (0, 1, 2)
-# (24, 32) spectrograms (frames x bins), 368 samples
-AUDIO_ARGS = ["--representation", "stft", "--n-fft", "62", "--hop-length", "16", "--n-frames", "24"]
-VQVAE_ARGS = ["--channels", "16", "--residual-channels", "8", "--codebook-size", "16", "--code-dim", "8"]
-FIXTURE_VQVAE_ARGS = [*VQVAE_ARGS, "--downsample", "4"]  # 6 x 8 codes; the audio default, 8, is tested on mel
-PRIOR_ARGS = ["--layers", "2", "--channels", "8", "--head-channels", "16"]
-COMMON_ARGS = ["--epochs", "1", "--batch-size", "8", "--device", "cpu", "--no-progress"]
-
-
-def _clip(digit: int, index: int) -> np.ndarray:
-    """A chirp from 500 (1 + digit) Hz up a fifth, with a second harmonic, under a Hann envelope; length varies."""
-    n = 300 + 10 * index
-    f0 = 500.0 * (1 + digit) * (1 + 0.5 * np.arange(n) / n)  # (n,) instantaneous frequency
-    phase = 2 * np.pi * np.cumsum(f0) / SR
-    return (0.4 * (np.sin(phase) + 0.3 * np.sin(2 * phase)) * np.hanning(n)).astype(np.float32)
-
 
 @pytest.fixture(scope="module")
 def recordings(tmp_path_factory) -> Path:
-    """21 clips: digits 0-2 x indices 0, 1 (held out) and 5-9 (train), two speakers."""
-    root = tmp_path_factory.mktemp("recordings")
-    for digit in DIGITS:
-        for index in (0, 1, 5, 6, 7, 8, 9):
-            sf.write(root / f"{digit}_{'ab'[index % 2]}_{index}.wav", _clip(digit, index), SR)
-    return root
+    """21 clips: digits 0-2 x indices 0, 1 (held out) and 5-9 (train), two speakers (``fits.write_chirps``)."""
+    return write_chirps(tmp_path_factory.mktemp("recordings"))
 
 
 @pytest.fixture(scope="module")
 def fitted(recordings: Path, tmp_path_factory) -> dict:
-    """An audio VQ-VAE and a class-conditional prior over its codes, each fitted for one epoch."""
-    runs = tmp_path_factory.mktemp("runs")
-    vq_args = ["--dataset", "audio-folder", "--data-root", str(recordings), "--out", str(runs / "vq"), "--lsd-clips",
-               "4", *AUDIO_ARGS, *FIXTURE_VQVAE_ARGS, *COMMON_ARGS]
-    vq_metrics = fit_vqvae.main(fit_vqvae.get_args_parser().parse_args(vq_args))
-    prior_args = ["--vqvae", str(runs / "vq" / "vqvae.pt"), "--out", str(runs / "prior"), "--samples-per-class", "2",
-                  *PRIOR_ARGS, *COMMON_ARGS]
-    prior_metrics = fit_prior.main(fit_prior.get_args_parser().parse_args(prior_args))
-    return {"runs": runs, "vqvae": runs / "vq" / "vqvae.pt", "prior": runs / "prior" / "prior.pt",
-            "vq_metrics": vq_metrics, "prior_metrics": prior_metrics}
+    """An audio VQ-VAE and a class-conditional prior over its codes, each fitted for one epoch
+    (``fits.fit_audio_pair``)."""
+    return fit_audio_pair(recordings, tmp_path_factory.mktemp("runs"))
 
 
 def test_fit_vqvae_audio(fitted):

@@ -29,7 +29,7 @@ from PIL import Image
 from data import DataError, load_dataset
 from files import write_idx
 from fits import PRIOR_2_LAYERS, VQVAE_16_CODES, TinyFit, logged_epochs, run_prior
-from pipelines import cli, fit_prior, fit_vqvae, generate, image_check, quickstart
+from pipelines import cli, demo, fit_prior, fit_vqvae, generate, image_check, quickstart
 from test_pipeline import tiny_pair
 from test_reliability import run_cli, scripted
 from vqvae_prior import VQPriorPipeline, files
@@ -85,7 +85,7 @@ def test_the_pipeline_takes_what_users_would_expect(pipe):
 # ---------------------------------------------------------------------------------------------- the command lines
 
 ENTRY_POINTS = ("fit_vqvae", "fit_prior", "generate", "image_check", "audio_check", "audio_eval", "quickstart",
-                "receptive_field")
+                "receptive_field", "package_model", "demo")
 SEED_OPTIONS = ("--seed", "--classifier-seed")
 # values some options take on purpose: audio_eval --clips < 1 means every clip
 VALID = {("audio_eval", "--clips", "-1")}
@@ -134,11 +134,14 @@ def base_argv(digit_folder: Path, fit: TinyFit, tmp_path: Path) -> dict[str, lis
                        "--channels 16 --residual-channels 8 --code-dim 8",
                        "--prior-args", " ".join(PRIOR_2_LAYERS)],
         "receptive_field": ["--arch", "gated", "--out", str(tmp_path / "field.png")],
+        "package_model": ["--name", "tiny", "--vqvae", vqvae, "--prior", prior, "--root", str(tmp_path / "models")],
+        "demo": ["--vqvae", vqvae, "--prior", prior, "--port", "0", "--device", "cpu"],
     }
 
 
 def test_every_option_of_every_entry_point_refuses_bad_values_in_one_line(digit_folder, digit_folder_fit, tmp_path,
-                                                                          capsys):
+                                                                          capsys, monkeypatch):
+    monkeypatch.setattr(demo, "serve", lambda server: server.server_close())  # a value taken: no error line
     blocked = tmp_path / "a-file"
     blocked.write_text("not a folder")
     wrong, runs = [], 0

@@ -13,7 +13,9 @@ import torch
 
 from fits import VQVAE_16_CODES, logged, run_prior, run_vqvae
 from pipelines import audio_check, audio_eval, generate
-from test_audio_pipeline import AUDIO_ARGS, COMMON_ARGS, SR, VQVAE_ARGS, _clip, check_args
+from fits import AUDIO_ARGS, COMMON_ARGS, SR, VQVAE_ARGS
+from fits import chirp as _clip
+from test_audio_pipeline import check_args
 from test_image_check import run_check
 from vqvae_prior import VQPriorPipeline
 from vqvae_prior.checkpoint import CheckpointError

@@ -5,6 +5,9 @@
     pipe = VQPriorPipeline.from_checkpoints("runs/mnist/vqvae.pt", "runs/mnist-prior/prior.pt")
     out = pipe(8, labels=[3] * 8)            # out.images (8, 1, 28, 28) in [0, 1], out.codes (8, 7, 7)
 
+Models shipped in the package are listed by ``pretrained.available()`` and loaded, verified against their
+manifest, by ``VQPriorPipeline.from_pretrained(NAME)`` (:mod:`vqvae_prior.pretrained`).
+
 The models (:class:`VQVAE`, the two-level :class:`VQVAE2`, :class:`GatedPixelCNN`, the plain masked
 :class:`PlainPixelCNN` to compare it with, and the :class:`HierarchicalPrior` over a two-level VQ-VAE's codes: a gated
 PixelCNN over the top maps and one over the bottom maps given them) are built from frozen dataclass configs, which checkpoints hold
@@ -13,6 +16,7 @@ looked up by name in :data:`AUTOENCODERS`, :data:`PRIORS` and :data:`QUANTIZERS`
 Data sets are not part of the library: ``from data import load_dataset``; the fits and command-line entry points are in ``pipelines``.
 """
 
+from vqvae_prior import pretrained
 from vqvae_prior.checkpoint import CheckpointError, load_checkpoint, load_prior, load_vqvae, save_checkpoint
 from vqvae_prior.hierarchy import HierarchicalPrior, HierarchicalPriorConfig
 from vqvae_prior.pipeline import CompletionOutput, PipelineOutput, VQPriorPipeline
@@ -28,5 +32,6 @@ __all__ = [
     "CheckpointError", "CodeUsage", "CompletionOutput", "GatedPixelCNN", "HierarchicalPrior",
     "HierarchicalPriorConfig", "PipelineOutput", "PlainPixelCNN",
     "PlainPriorConfig", "PriorArchitecture", "PriorConfig", "QuantizerOutput", "VQPriorPipeline", "VQVAE2Config",
-    "VQVAEConfig", "VQVAEOutput", "VectorQuantizer", "load_checkpoint", "load_prior", "load_vqvae", "save_checkpoint",
+    "VQVAEConfig", "VQVAEOutput", "VectorQuantizer", "load_checkpoint", "load_prior", "load_vqvae", "pretrained",
+    "save_checkpoint",
 ]

@@ -1,6 +1,7 @@
 """The generation pipeline: a VQ-VAE and a prior over its codes, loaded and checked once, then called.
 
     pipe = VQPriorPipeline.from_checkpoints("runs/mnist/vqvae.pt", "runs/mnist-prior/prior.pt")
+    pipe = VQPriorPipeline.from_pretrained("NAME")             # a model shipped in the package (vqvae_prior.pretrained)
     out = pipe(16, labels=[7] * 16, generator=torch.Generator(pipe.device).manual_seed(0))
     done = pipe.complete(x, keep=3, labels=y, completions=4)   # x: real images (or audio clips)
 
@@ -33,6 +34,7 @@ import torch
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
+from vqvae_prior import pretrained
 from vqvae_prior.checkpoint import CheckpointError, load_prior, load_vqvae, require, weights_digest
 from vqvae_prior.checks import SEEDS, finite_number, whole_number
 from vqvae_prior.errors import UsageError
@@ -200,6 +202,16 @@ class VQPriorPipeline:
                 "fitted on other data (fit_prior --data-root of items of another size?)"
             )
         return cls(vqvae, prior, tuple(prior_ckpt["code_shape"]), prior_ckpt["label_names"], vq_ckpt["data"])
+
+    @classmethod
+    def from_pretrained(
+        cls, name: str, device: str | torch.device | None = None, root: str | Path | None = None
+    ) -> VQPriorPipeline:
+        """The pretrained model ``name`` (:func:`vqvae_prior.pretrained.available` lists them): both checkpoints
+        verified against the manifest, then loaded as :meth:`from_checkpoints` loads them. ``root``: another folder
+        of pretrained models (else ``$VQVAE_PRIOR_PRETRAINED``, else the package's)."""
+        found = pretrained.paths(name, root)
+        return cls.from_checkpoints(found.vqvae, found.prior, device)
 
     @staticmethod
     def check_codebook(vqvae: VQVAE | PixelCodec, prior: nn.Module, prior_name: str = "the prior",

@@ -17,6 +17,10 @@ brings them up to it (``NAME.pt`` from its weights when its best epoch is its la
 history) before it goes on. So a resumed fit never repeats or mixes epochs, and it ends with the weights of an
 uninterrupted fit.
 
+Both checkpoints also record the code that wrote them, ``source``: the git commit of the checkout the package runs
+from and whether its tracked files differ from it (:func:`source_version`; None in an installed package), so that
+a model card can say which code made a model.
+
 One fit per folder: a fit holds the folder's lock (:mod:`vqvae_prior.training.lock`) for its lifetime. What a
 resumed fit may change, and how its state is put back: :mod:`vqvae_prior.training.resume`.
 
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,6 +72,7 @@ class RunFolder:
         self.best: dict[str, Any] | None = None  # {"epoch", "metric", "value"} of the epoch in KIND.pt
         self.resumes: list[dict[str, Any]] = []  # options changed by --resume: {"epoch", "changed": {name: [old, new]}}
         self._lock: FitLock | None = None
+        self.source = source_version() if writer else None
 
     # ------------------------------------------------------------------------------------------ lifetime
 
@@ -198,7 +204,8 @@ class RunFolder:
         best = {"epoch": metrics["epoch"], "metric": self.metric, "value": value} if kept else self.best
         record = {**metrics, "kept": kept, "best_epoch": best["epoch"]}
         history = [*self.history, record]
-        both = {**info, "epoch": metrics["epoch"], "metrics": record, "best": best, "resumes": self.resumes}
+        both = {**info, "epoch": metrics["epoch"], "metrics": record, "best": best, "resumes": self.resumes,
+                "source": self.source}
         with signals_held():  # an interrupt takes effect once the epoch's files are all written
             if self.writer:
                 save_checkpoint(self.last_path, self.kind, model, **both, **training, history=history)
@@ -240,3 +247,20 @@ class RunFolder:
 def has_fit(out: str | Path, kind: str) -> bool:
     """Whether ``out`` holds a fit of ``kind`` that ``--resume`` can continue."""
     return any((Path(out) / name).is_file() for name in (f"{kind}-last.pt", f"{kind}.pt"))
+
+
+def source_version() -> dict[str, Any] | None:
+    """``{"commit": SHA, "modified": bool}``: the git commit of the checkout this package runs from, and whether
+    its tracked files differ from it; None where the package is not a git checkout's (installed) or git is absent."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "pyproject.toml").is_file() or not (root / ".git").exists():
+        return None
+    try:
+        def git(*words: str) -> str:
+            return subprocess.run(["git", "-C", str(root), *words], capture_output=True, text=True, timeout=20,
+                                  check=True).stdout.strip()
+
+        return {"commit": git("rev-parse", "HEAD"), "modified": bool(git("status", "--porcelain",
+                                                                        "--untracked-files=no"))}
+    except (OSError, subprocess.SubprocessError):
+        return None
