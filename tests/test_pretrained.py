@@ -189,3 +189,34 @@ def test_the_package_ships_its_manifest_and_what_packaging_writes(digit_folder_f
     found = package(digit_folder_fit, tmp_path / "models", "a-model_2")
     for path in (found.vqvae, found.prior, found.card, found.card.parent / "manifest.json"):
         assert any(fnmatch.fnmatch(f"pretrained/{path.name}", glob) for glob in shipped), path.name
+
+
+# ---------------------------------------------------------------------------------------------- the shipped models
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name", sorted(pretrained.available(pretrained.folder(Path(pretrained.__file__).parent
+                                                                                / "pretrained"))) or ["none"])
+def test_each_shipped_models_held_out_bits_per_code_reproduce(name):
+    """The card's held-out bits per code (the prior checkpoint's metrics) recomputed from the shipped files: the
+    VQ-VAE encodes its data set's held-out split, the prior scores the codes. Skips where the data is absent."""
+    if name == "none":
+        pytest.skip("no pretrained models are shipped")
+    from data import load_dataset
+    from vqvae_prior.checkpoint import load_checkpoint
+    from vqvae_prior.training.batching import as_tensors, batches
+    from vqvae_prior.training.prior_fit import evaluate
+
+    shipped = pretrained.paths(name, Path(pretrained.__file__).parent / "pretrained")
+    spec = load_checkpoint(shipped.vqvae)["data"]
+    if spec.get("root") is not None and not Path(spec["root"]).exists():
+        pytest.skip(f"{name}: its data set is not at {spec['root']} (the project's ../shared/data)")
+    recorded = load_checkpoint(shipped.prior)["metrics"]["test_bits_per_code"]
+    pipe = VQPriorPipeline.from_checkpoints(shipped.vqvae, shipped.prior, "cpu")
+    x, labels = as_tensors(load_dataset(**spec).test)  # (N, C, H, W), (N,)
+    with torch.no_grad():
+        maps = [pipe.vqvae.encode_levels(xb) for xb, _ in batches(x, labels, 512, torch.device("cpu"))]
+    levels = [torch.cat([m[level] for m in maps]) for level in range(len(maps[0]))]  # each (N, h, w)
+    codes = levels[0] if len(levels) == 1 else tuple(levels)
+    bits = evaluate(pipe.prior, codes, labels, 256, torch.device("cpu"))["test_bits_per_code"]
+    assert bits == pytest.approx(recorded, abs=2e-3), (name, bits, recorded)
