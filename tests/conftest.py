@@ -7,7 +7,8 @@ functions are in fits.py and files.py beside this file."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,12 @@ def tiny_prior() -> Callable[..., GatedPixelCNN]:
         return GatedPixelCNN(config).eval()
 
     return make
+
+
+@pytest.fixture
+def ctrl_c_raises() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt in this test, as in an interactive shell, even where pytest runs as a
+    background job, which POSIX shells start with SIGINT ignored (and Python keeps it so)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

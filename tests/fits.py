@@ -4,6 +4,7 @@ test files share (the fits that several files read are session fixtures in conft
 from __future__ import annotations
 
 import json
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +71,12 @@ class TinyFit:
     prior: Path
     vqvae_metrics: dict
     prior_metrics: dict
+
+
+def ctrl_c_as_default() -> None:
+    """``preexec_fn`` of a child that is sent Ctrl-C: SIGINT back to its default before the child starts, where the
+    tests run as a background job (started with SIGINT ignored, which the child would inherit and keep)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_vqvae(out: Path, *options: str) -> dict:

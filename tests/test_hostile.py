@@ -28,7 +28,7 @@ from PIL import Image
 
 from data import DataError, load_dataset
 from files import write_idx
-from fits import PRIOR_2_LAYERS, VQVAE_16_CODES, TinyFit, logged_epochs, run_prior
+from fits import PRIOR_2_LAYERS, VQVAE_16_CODES, TinyFit, ctrl_c_as_default, logged_epochs, run_prior
 from pipelines import cli, demo, fit_prior, fit_vqvae, generate, image_check, quickstart
 from test_pipeline import tiny_pair
 from test_reliability import run_cli, scripted
@@ -232,7 +232,7 @@ def test_a_signal_ends_a_fit_in_one_line_releasing_its_lock(digit_folder, tmp_pa
             "--out", str(tmp_path), "--epochs", "100000", "--batch-size", "16", "--no-progress", "--device", "cpu",
             "--lr-schedule", "constant", *VQVAE_16_CODES]
     fit = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                           cwd=Path(__file__).resolve().parents[1])
+                           cwd=Path(__file__).resolve().parents[1], preexec_fn=ctrl_c_as_default)
     deadline = time.monotonic() + 60
     while not (tmp_path / "metrics.jsonl").is_file() and time.monotonic() < deadline and fit.poll() is None:
         time.sleep(0.05)

@@ -391,7 +391,8 @@ def test_stale_temporaries_of_a_killed_write_are_removed_at_the_next_write(tmp_p
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_during_a_checkpoint_write_takes_effect_once_it_is_written(tmp_path, monkeypatch, signum):
+def test_a_signal_during_a_checkpoint_write_takes_effect_once_it_is_written(tmp_path, monkeypatch, signum,
+                                                                           ctrl_c_raises):
     model = VQVAE(VQVAEConfig(channels=8, residual_channels=4, code_dim=4, codebook_size=8))
     write_record = torch._C.PyTorchFileWriter.write_record
     sent = []
