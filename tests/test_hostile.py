@@ -233,11 +233,15 @@ def test_a_signal_ends_a_fit_in_one_line_releasing_its_lock(digit_folder, tmp_pa
             "--lr-schedule", "constant", *VQVAE_16_CODES]
     fit = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                            cwd=Path(__file__).resolve().parents[1], preexec_fn=ctrl_c_as_default)
-    deadline = time.monotonic() + 60
-    while not (tmp_path / "metrics.jsonl").is_file() and time.monotonic() < deadline and fit.poll() is None:
-        time.sleep(0.05)
-    fit.send_signal(signum)
-    err = fit.communicate(timeout=60)[1]
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "metrics.jsonl").is_file() and time.monotonic() < deadline and fit.poll() is None:
+            time.sleep(0.05)
+        fit.send_signal(signum)
+        err = fit.communicate(timeout=60)[1]
+    finally:  # a fit the signal did not end must not outlive the test
+        fit.kill()
+        fit.wait()
     assert fit.returncode == 128 + signum, err
     assert err.splitlines()[-1].startswith("fit_vqvae.py: interrupted after epoch ") and "Traceback" not in err, err
     assert "--resume continues the fit" in err
