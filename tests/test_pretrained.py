@@ -194,9 +194,14 @@ def test_the_package_ships_its_manifest_and_what_packaging_writes(digit_folder_f
 # ---------------------------------------------------------------------------------------------- the shipped models
 
 
+SHIPPED = Path(pretrained.__file__).parent / "pretrained"
+# shipped models whose held-out split takes long to score (MNIST: 10,000 maps, 30 to 75 s on 2 cores): -m slow
+SLOW_TO_SCORE = {"mnist"}
+
+
 @pytest.mark.realdata
-@pytest.mark.parametrize("name", sorted(pretrained.available(pretrained.folder(Path(pretrained.__file__).parent
-                                                                                / "pretrained"))) or ["none"])
+@pytest.mark.parametrize("name", [pytest.param(name, marks=[pytest.mark.slow] if name in SLOW_TO_SCORE else [])
+                                  for name in sorted(pretrained.available(SHIPPED))] or ["none"])
 def test_each_shipped_models_held_out_bits_per_code_reproduce(name):
     """The card's held-out bits per code (the prior checkpoint's metrics) recomputed from the shipped files: the
     VQ-VAE encodes its data set's held-out split, the prior scores the codes. Skips where the data is absent."""
@@ -207,7 +212,7 @@ def test_each_shipped_models_held_out_bits_per_code_reproduce(name):
     from vqvae_prior.training.batching import as_tensors, batches
     from vqvae_prior.training.prior_fit import evaluate
 
-    shipped = pretrained.paths(name, Path(pretrained.__file__).parent / "pretrained")
+    shipped = pretrained.paths(name, SHIPPED)
     spec = load_checkpoint(shipped.vqvae)["data"]
     if spec.get("root") is not None and not Path(spec["root"]).exists():
         pytest.skip(f"{name}: its data set is not at {spec['root']} (the project's ../shared/data)")
