@@ -1,4 +1,4 @@
-"""Intelligibility check of generated audio: do classifiers trained on the real recordings, listening with their own
+r"""Intelligibility check of generated audio: do classifiers trained on the real recordings, listening with their own
 ears, recognize the class asked for, and how far are the generated clips from real ones?
 
     python -m pipelines.audio_check --vqvae runs/fsdd/vqvae.pt --prior runs/fsdd-prior/prior.pt \

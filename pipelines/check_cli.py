@@ -38,8 +38,8 @@ def add_check_args(
     group = parser.add_argument_group("classifier")
     group.add_argument("--classifier-epochs", type=int, default=epochs, help=epochs_help)
     group.add_argument("--classifier-channels", type=int, default=ClassifierConfig.channels, help="width")
-    group.add_argument("--classifier-batch-size", type=int, default=batch_size)
-    group.add_argument("--classifier-seed", type=int, default=0)
+    group.add_argument("--classifier-batch-size", type=int, default=batch_size, help="its training batch")
+    group.add_argument("--classifier-seed", type=int, default=0, help="of its initialization and training")
     group.add_argument("--cache-dir", default=str(CACHE_DIR), help="trained classifiers; 'none': no cache")
     return group
 

@@ -1,4 +1,4 @@
-"""Generate images or sounds: sample code maps from the prior, decode them with the VQ-VAE; or complete real ones.
+r"""Generate images or sounds: sample code maps from the prior, decode them with the VQ-VAE; or complete real ones.
 
     python -m pipelines.generate --vqvae runs/mnist/vqvae.pt --prior runs/mnist-prior/prior.pt \
         --labels all --repeat 8 --seed 0 --out samples.png
@@ -100,8 +100,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--guidance", type=float, default=0.0,
                         help="classifier-free guidance weight w >= 0: codes drawn from l_c + w (l_c - l_u); > 0 needs "
                              "a prior fitted with --label-dropout")
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, help="of the samples (default: none, other samples at each run)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     parser.add_argument("--method", choices=METHODS, default="auto",
                         help="sampler: auto (fused on CUDA, else cached, where the prior has them), fused, cached, "
                         "or reference")

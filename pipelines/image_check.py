@@ -1,4 +1,4 @@
-"""Quality check of generated images: does a classifier trained on the real images recognize them, and how far are
+r"""Quality check of generated images: does a classifier trained on the real images recognize them, and how far are
 they from real ones?
 
     python -m pipelines.image_check --vqvae runs/mnist/vqvae.pt --prior runs/mnist-prior/prior.pt \

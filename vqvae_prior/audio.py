@@ -334,12 +334,13 @@ class Spectrograms(Modality):
     extensions = AUDIO_EXTENSIONS
     # Audio data sets are small (FSDD: 2,250 train clips), so smaller batches give more steps. fit_vqvae: audio is
     # downsampled by 8 (FSDD: 80 x 64 spectrograms -> 10 x 8 codes): a quarter of the codes of downsample 4 makes the
-    # prior's task easier, and its samples far more intelligible (README); FSDD with these: 24 epochs in about 6
-    # minutes on 2 CPU cores. fit_prior: dropout and 8 shifts (one code row of the audio VQ-VAE) keep the prior from
-    # overfitting: FSDD without them overfits after 9 epochs (held-out 4.95 -> 5.78 bits per code at 22); with them
-    # it still improves at 60 (4.16). FSDD with these: 60 epochs in about 27 minutes on 2 CPU cores (README).
+    # prior's task easier, and its samples far more intelligible (docs/results.md); FSDD with these: 24 epochs in
+    # about 7 to 13 minutes on 2 CPU cores. fit_prior: dropout and 8 shifts (one code row of the audio VQ-VAE) keep
+    # the prior from overfitting: FSDD without them overfits after 9 epochs (held-out 4.95 -> 5.78 bits per code at
+    # 22); with them it still improves at 60 (4.16). FSDD with these: 60 epochs in about 33 minutes on 2 CPU cores
+    # (docs/results.md).
     # two levels: bottom codes 20 x 16 and top codes 10 x 8 of FSDD's 80 x 64; the bottom prior smaller, the pair
-    # fitted in about the one level's minutes (README, Results)
+    # fitted in about the one level's minutes (docs/results.md)
     vqvae_defaults = {"epochs": 24, "batch_size": 32, "downsample": {1: 8, 2: 4}, "levels": 1, "lr": 1e-3,
                       "lr_schedule": "constant", "channels": 128, "residual_channels": 64, "codebook_size": 256}
     prior_defaults = {"epochs": {1: 60, 2: 24}, "batch_size": 32, "lr": 1e-3,

@@ -23,8 +23,6 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
-from torchvision.transforms import functional as TF
-from torchvision.utils import save_image
 
 from vqvae_prior.files import atomic_write
 from vqvae_prior.errors import DataError, UsageError, VQPriorError
@@ -68,6 +66,8 @@ def open_image(path: str | Path, channels: int | None, size: tuple[int, int] | N
 def save_grid(images: Tensor, path: str | Path, nrow: int) -> None:
     """A picture file (PNG, JPEG, ... by the extension) of a grid of images (N, C, H, W) in [0, 1], written
     atomically."""
+    from torchvision.utils import save_image  # here, not above: importing torchvision takes about 3 s on 2 cores
+
     fmt = Image.registered_extensions().get(Path(path).suffix.lower())  # "PNG", "JPEG", ...
     atomic_write(path, lambda f: save_image(images.cpu(), f, nrow=nrow, padding=2, format=fmt))
 
@@ -172,7 +172,7 @@ class Images(Modality):
     name = "image"
     noun = "image"
     extensions = IMAGE_EXTENSIONS
-    # fit_vqvae: chosen for MNIST's 60,000 digits within 20 minutes on 2 CPU cores (README, results). Within a fixed
+    # fit_vqvae: chosen for MNIST's 60,000 digits within 20 minutes on 2 CPU cores (docs/results.md). Within a fixed
     # time more updates beat a wider network: 64 hidden channels (about 70 s an epoch at batch 128 against 190 s for
     # 128 channels) reach after 3 epochs what 128 reach after about 1.3. With 64 channels and K = 512, held-out PSNR
     # after about 160 s of training: batch 128 and learning rate 1e-3: 24.8 dB; batch 128, 3e-3: 25.9; batch 32,
@@ -190,7 +190,9 @@ class Images(Modality):
     def read(self, path: Path, sample_shape: tuple[int, int, int]) -> Tensor:
         """The image file as (C, H, W) in [0, 1], gray or RGB as ``sample_shape`` says; of exactly its size."""
         channels, H, W = sample_shape
-        return TF.pil_to_tensor(open_image(path, channels, (H, W))).float() / 255  # (C, H, W)
+        from torchvision.transforms.functional import pil_to_tensor  # as in save_grid
+
+        return pil_to_tensor(open_image(path, channels, (H, W))).float() / 255  # (C, H, W)
 
     def label_of(self, path: Path) -> str | None:
         return path.parent.name

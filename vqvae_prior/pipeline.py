@@ -48,7 +48,7 @@ __all__ = ["MAX_SAMPLES", "CompletionOutput", "PipelineOutput", "VQPriorPipeline
 
 # the most code maps one call samples at once (n, or inputs x completions; twice as many under classifier-free
 # guidance, which samples each map given its label and the null label); generate of 2048 maps of MNIST-size models
-# (12 gated layers of 64 channels, 7 x 7 codes) peaks at 1.4 GB (README, Reliability); more is refused before any work
+# (12 gated layers of 64 channels, 7 x 7 codes) peaks at 1.4 GB (docs/reliability.md); more is refused before any work
 MAX_SAMPLES = 2048
 DECODE_BATCH = 256  # code maps decoded at once: the decoder's activations are the largest tensors
 SAMPLE_BATCH = 256  # code maps sampled at once: the sampler's state (every layer's, each level's) grows with it
