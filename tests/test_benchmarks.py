@@ -28,6 +28,7 @@ def benchmarks(monkeypatch):
     import benchmarks.fused_kernel
     import benchmarks.loading
     import benchmarks.pipeline
+    import benchmarks.pretrained
     import benchmarks.prior_step
     import benchmarks.processes
     import benchmarks.profile_sampler
@@ -143,6 +144,19 @@ def test_processes_main_runs_each_fit_under_torchrun(benchmarks, tmp_path, digit
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     assert [(r["model"], r["processes"]) for r in result["runs"]] == [("VQ-VAE", 1), ("prior", 1)]
     assert all(r["per_second"] == pytest.approx(result["train_items"] / r["train_seconds"]) for r in result["runs"])
+
+
+@pytest.mark.slow  # three new processes that load torch and the shipped models: 25 s on 2 cores
+@pytest.mark.skipif(shutil.which("/usr/bin/time") is None, reason="needs /usr/bin/time (Debian: apt-get install time)")
+def test_pretrained_main_times_each_command_in_a_new_process(benchmarks, tmp_path):
+    out = tmp_path / "pretrained.json"
+    result = benchmarks.pretrained.main(benchmarks.pretrained.get_args_parser().parse_args([
+        "--rounds", "1", "--out", str(out)]))
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert all(len(runs) == 1 and runs[0] > 0 for runs in result["seconds"].values())
+    assert all(gb[0] > 0.1 for gb in result["peak_gb"].values())  # torch alone is more
+    assert list(result["fsdd_parts_seconds"]) == ["import torch", "import vqvae_prior", "from_pretrained",
+                                                  "sample the codes", "the whole call"]
 
 
 def test_loading_main_times_each_file_and_its_training_sibling(benchmarks, tiny_checkpoints, tmp_path):
