@@ -18,6 +18,8 @@ import sys
 import tempfile
 import time
 
+import torch
+
 from benchmarks.common import machine, markdown_table, median, write_json
 
 COMMANDS = {
@@ -77,8 +79,6 @@ def main(args: argparse.Namespace) -> dict:
              f"{max(memory[name]):.2f} GB"] for name in COMMANDS]  # fmt: skip
     print(markdown_table(["command", "wall, each round", "median", "peak RSS"], rows))
     print("the FSDD call in parts (s):", parts)
-    import torch
-
     result = {"machine": machine(torch.device("cpu")), "args": vars(args), "seconds": times, "peak_gb": memory,
               "fsdd_parts_seconds": parts}
     write_json(args.out, result)

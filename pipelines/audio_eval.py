@@ -30,7 +30,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--silence-below", type=float,
                         help="invert with this silence threshold instead of the checkpoint's (e.g. 0: as before it)")
     parser.add_argument("--batch-size", type=int, default=32, help="clips a batch through the VQ-VAE")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
+    cli.add_device(parser)
     return parser
 
 

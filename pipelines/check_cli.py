@@ -34,7 +34,7 @@ def add_check_args(
                         help="classifier-free guidance weight of the samples (> 0 needs a prior fitted with "
                              "--label-dropout)")
     parser.add_argument("--seed", type=int, default=0, help="of the samples and of the real halves")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
+    cli.add_device(parser)
     group = parser.add_argument_group("classifier")
     group.add_argument("--classifier-epochs", type=int, default=epochs, help=epochs_help)
     group.add_argument("--classifier-channels", type=int, default=ClassifierConfig.channels, help="width")

@@ -28,7 +28,7 @@ from PIL import Image
 from vqvae_prior.checks import SEEDS, whole_number
 from vqvae_prior.errors import UsageError, VQPriorError
 from vqvae_prior.files import HELD_SIGNALS, writable_folder
-from vqvae_prior.training.options import at_least, flag, positive
+from vqvae_prior.training.options import DEVICE_HELP, at_least, flag, positive
 from vqvae_prior.training.steps import pick_device
 
 __all__ = ["at_least", "check_image_path", "check_inputs", "command", "flag", "given_options", "parser_for",
@@ -157,6 +157,11 @@ def given_options(options: type, argv: str | list[str], option: str = "arguments
     if taken:
         refuse(f"{', '.join(taken)} {'is' if len(taken) == 1 else 'are'} set by this command itself")
     return given
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    """``--device``, as the fits take it: auto (CUDA when available), cpu, cuda, cuda:N."""
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
 
 
 def check_image_path(path: str | Path, option: str = "--out") -> Path:

@@ -332,7 +332,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1",
                         help="the address to serve on: 127.0.0.1 is this machine only; 0.0.0.0 every network")
     parser.add_argument("--port", type=int, default=8000, help="the port (0: any free one)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
+    cli.add_device(parser)
     return parser
 
 

@@ -101,7 +101,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="classifier-free guidance weight w >= 0: codes drawn from l_c + w (l_c - l_u); > 0 needs "
                              "a prior fitted with --label-dropout")
     parser.add_argument("--seed", type=int, help="of the samples (default: none, other samples at each run)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
+    cli.add_device(parser)
     parser.add_argument("--method", choices=METHODS, default="auto",
                         help="sampler: auto (fused on CUDA, else cached, where the prior has them), fused, cached, "
                         "or reference")

@@ -44,7 +44,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--jitter", type=int, default=1, help="fit_prior --jitter: train on images moved up to P px")
     parser.add_argument("--label-dropout", type=float, default=0.1, help="fit_prior --label-dropout")
     parser.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance of the samples")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
+    cli.add_device(parser)
     parser.add_argument("--seed", type=int, default=0, help="of both fits and of the samples")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     parser.add_argument("--vqvae-args", default="", help='more arguments of fit_vqvae, e.g. "--channels 64"')

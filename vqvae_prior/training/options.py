@@ -20,10 +20,12 @@ from vqvae_prior.checks import SEEDS, whole_number
 from vqvae_prior.errors import UsageError
 from vqvae_prior.training.steps import MixedPrecision, pick_device
 
-__all__ = ["FitOptions", "at_least", "build_config", "flag", "option", "positive", "with_defaults"]
+__all__ = ["DEVICE_HELP", "FitOptions", "at_least", "build_config", "flag", "option", "positive", "with_defaults"]
 
 T = TypeVar("T")
 O = TypeVar("O", bound="FitOptions")
+
+DEVICE_HELP = "auto (CUDA when available), cpu, cuda, cuda:N"  # the help of every --device
 
 
 def option(default: Any = None, help: str = "", **argparse_options: Any) -> Any:
@@ -79,7 +81,7 @@ class FitOptions:
     lr_schedule: str | None = option(None, "constant, or cosine decay to zero over the fit",
                                      choices=("constant", "cosine"))
     seed: int = option(0, "seeds the weights, the batch order and the augmentation")
-    device: str = option("auto", "auto (CUDA when available), cpu, cuda, cuda:N")
+    device: str = option("auto", DEVICE_HELP)
     precision: str = option("fp32", "training arithmetic: autocast to bf16 or fp16 (CUDA) for the forward pass; "
                             "weights, quantizer, losses and held-out metrics stay fp32",
                             choices=("fp32", "bf16", "fp16"))
