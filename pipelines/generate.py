@@ -203,10 +203,9 @@ def load_pipeline(args: argparse.Namespace, device: torch.device) -> VQPriorPipe
     if args.pretrained is None:
         return VQPriorPipeline.from_checkpoints(args.vqvae, args.prior, device)
     try:
-        found = pretrained.paths(args.pretrained)
+        return VQPriorPipeline.from_pretrained(args.pretrained, device)
     except VQPriorError as e:
         raise type(e)(f"--pretrained {args.pretrained}: {e}") from None
-    return VQPriorPipeline.from_checkpoints(found.vqvae, found.prior, device)
 
 
 def main(args: argparse.Namespace) -> PipelineOutput | CompletionOutput | dict[str, str]:
