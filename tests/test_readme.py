@@ -38,17 +38,20 @@ def write_tiny_mnist_checkpoints() -> None:
                     code_shape=[7, 7], vqvae="runs/mnist/vqvae.pt", vqvae_digest=weights_digest(vqvae.state_dict()))
 
 
-def check_readme(ns: dict) -> None:
+def check_samples_and_completions(ns: dict, kept_codes: torch.Tensor) -> None:
+    """16 samples in ``out``; in ``done``, 5 completions of each of 4 images that keep their first 3 code rows."""
     assert ns["out"].images.shape == (16, 1, 28, 28) and ns["out"].codes.shape == (16, 7, 7)
     assert ns["done"].images.shape == (4, 5, 1, 28, 28)
-    kept = ns["pipe"].vqvae.encode(ns["out"].images[:4].to(ns["pipe"].device))[:, None, :3].cpu()  # (4, 1, 3, 7)
-    assert torch.equal(ns["done"].codes[:, :, :3], kept.expand(-1, 5, -1, -1))
+    assert torch.equal(ns["done"].codes[:, :, :3], kept_codes[:, None, :3].expand(-1, 5, -1, -1))
+
+
+def check_readme(ns: dict) -> None:
+    kept = ns["pipe"].vqvae.encode(ns["out"].images[:4].to(ns["pipe"].device)).cpu()  # (4, 7, 7)
+    check_samples_and_completions(ns, kept)
 
 
 def check_library(ns: dict) -> None:
-    assert ns["out"].images.shape == (16, 1, 28, 28) and ns["out"].codes.shape == (16, 7, 7)
-    assert ns["done"].images.shape == (4, 5, 1, 28, 28)
-    assert torch.equal(ns["done"].codes[:, :, :3], ns["codes"][:, None, :3].expand(-1, 5, -1, -1))
+    check_samples_and_completions(ns, ns["codes"])
     assert ns["one_off"].images.shape == (3, 1, 28, 28)
 
 
@@ -88,8 +91,8 @@ def test_python_blocks_run_as_written(page, tmp_path, monkeypatch):
 
 
 def test_readme_links_resolve():
-    """Every relative link of README.md and docs/ names a file that exists."""
-    for page in PAGES:
+    """Every relative link of README.md, BENCHMARKS.md and docs/ names a file that exists."""
+    for page in [*PAGES, ROOT / "BENCHMARKS.md"]:
         for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
             if "://" not in target:
                 assert (page.parent / target).exists(), f"{page.name} links to {target}, which does not exist"
