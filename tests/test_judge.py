@@ -89,6 +89,14 @@ def test_nearest_code_map_distance():
     queries[1, 2, 3] = (queries[1, 2, 3] + 1) % 16
     for chunk in (1, None):
         np.testing.assert_allclose(copying.nearest(queries, references, chunk=chunk).numpy(), [0.0, 1 / 12])
+    # over 255 positions (16 x 17) the counters are wider than a byte; against a brute-force count, each map's
+    # nearest among the others
+    wide = torch.randint(0, 2, (20, 16, 17), generator=torch.Generator().manual_seed(1))
+    differ = (wide[:, None] != wide[None]).flatten(2).float().mean(2)  # (20, 20) every pair's fraction
+    others = [wide[torch.arange(20) != i] for i in range(20)]
+    expected = [float(differ[i][torch.arange(20) != i].min()) for i in range(20)]
+    np.testing.assert_allclose([float(copying.nearest(wide[[i]], others[i])) for i in range(20)], expected)
+    assert copying.nearest(wide[[3]], wide).tolist() == [0.0]
     report = copying.copying(queries, references[:3], references)
     assert report["generated_exact_copies"] == 1 and report["held_out_mean_distance"] == 0.0
 
