@@ -178,12 +178,13 @@ def finish(result: dict[str, Any], header: list[str], rows: list[list[str]], out
 
 
 def import_baseline(baseline: str, folder: Path, module: str = "prior") -> ModuleType:
-    """The ``vqvae_prior.MODULE`` module of a baseline (``vqvae_prior.prior`` by default), imported beside this
+    """The ``vqvae_prior.MODULE`` module of a baseline (``vqvae_prior.prior`` by default; a dotted MODULE names one in
+    a subpackage, ``evaluation.copying``), imported beside this
     checkout's package. ``baseline``: a folder that holds a ``vqvae_prior`` package (for a machine without the git
     history: ``git archive REV vqvae_prior | tar -x -C FOLDER`` beforehand), or a git revision, whose package is
     extracted into ``folder``. The baseline's modules are kept out of ``sys.modules`` after the import (they hold their
     own globals), so that this checkout's package is the one every later import finds."""
-    if (Path(baseline) / PACKAGE / f"{module}.py").is_file():
+    if (Path(baseline) / PACKAGE / f"{module.replace('.', '/')}.py").is_file():
         folder = Path(baseline)
     else:
         root = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True)

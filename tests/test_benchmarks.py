@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def benchmarks(monkeypatch):
     """The ``benchmarks`` package, importable from the repository root (it is not installed)."""
     monkeypatch.syspath_prepend(str(ROOT))
+    import benchmarks.copying
     import benchmarks.first_layer
     import benchmarks.fit_step
     import benchmarks.fused_kernel
@@ -100,6 +101,19 @@ def test_sampling_main_needs_both_checkpoints(benchmarks, tmp_path):
     args = benchmarks.sampling.get_args_parser().parse_args(["--vqvae", "x.pt", "--out", str(tmp_path / "s.json")])
     with pytest.raises(ValueError, match="both --vqvae and --prior"):
         benchmarks.sampling.main(args)
+
+
+def test_copying_main_checks_both_sides_find_the_same_nearest_maps(benchmarks, tmp_path):
+    train = torch.randint(0, 8, (1, 40, 3, 4), generator=torch.Generator().manual_seed(0))  # (S, N, h, w)
+    codes = {"train": (train, torch.zeros(40)), "test": (train[0, :6].clone(), torch.zeros(6))}
+    torch.save(codes, tmp_path / "codes-x.pt")
+    shutil.copytree(ROOT / "vqvae_prior", tmp_path / "baseline" / "vqvae_prior")  # a baseline folder: this package
+    out = tmp_path / "copying.json"
+    result = benchmarks.copying.main(benchmarks.copying.get_args_parser().parse_args([
+        "--codes", str(tmp_path / "codes-x.pt"), "--queries", "5", "--baseline", str(tmp_path / "baseline"),
+        "--rounds", "1", "--out", str(out)]))
+    assert result["maps"] == {"train": [40, 3, 4], "queries": [5, 3, 4]} and result["mean_distance"] == 0.0
+    assert json.loads(out.read_text())["table"] == result["table"] and result["speedup"] > 0
 
 
 def test_training_main_writes_its_table(benchmarks, tmp_path):
