@@ -23,7 +23,6 @@ import torch
 
 from benchmarks.common import finish, import_baseline, machine, median
 from vqvae_prior.evaluation import copying
-from vqvae_prior.hierarchy import as_levels
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -40,9 +39,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
-    codes = torch.load(args.codes, weights_only=True)
-    train = as_levels(codes["train"][0])[-1][0]  # (N, h, w): the finest level, the inputs as they are
-    queries = as_levels(codes["test"][0])[-1][: args.queries]  # (n, h, w)
+    train, held_out = copying.searched_maps(torch.load(args.codes, weights_only=True))  # (N, h, w) each
+    queries = held_out[: args.queries]  # (n, h, w)
     with tempfile.TemporaryDirectory() as folder:
         baseline = import_baseline(args.baseline, Path(folder), "evaluation.copying")
     sides = {"baseline": baseline.nearest, "this": copying.nearest}

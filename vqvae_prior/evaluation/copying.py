@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from vqvae_prior.hierarchy import as_levels
 from vqvae_prior.training.codes import encode_splits
 
-__all__ = ["code_maps", "copying", "nearest"]
+__all__ = ["code_maps", "copying", "nearest", "searched_maps"]
 
 
 @torch.no_grad()
@@ -29,8 +29,8 @@ def nearest(queries: Tensor, references: Tensor, chunk: int | None = None) -> Te
 
     The matches are counted position by position into a small counter of each query-reference pair, the narrowest
     integer that holds h*w (one byte up to 255 positions): no (n, N, h*w) comparison is ever held, so the memory is a
-    chunk's counters whatever the sizes (full MNIST's 10,000 held-out 14x14 maps against 60,000: about 50 s on 2
-    cores, ten times faster than comparing whole maps at once)."""
+    chunk's counters whatever the sizes (1,000 held-out 14x14 maps of full MNIST against its 60,000: 4.6 s on 2 cores,
+    where comparing whole maps at once took 54.7 s; BENCHMARKS.md)."""
     refs = references.flatten(1).T.contiguous()  # (h*w, N): each position's codes contiguous
     positions, N = refs.shape
     count = torch.uint8 if positions <= torch.iinfo(torch.uint8).max else torch.int32
@@ -62,6 +62,11 @@ def code_maps(
     (of a two-level VQ-VAE, the bottom level's), by :func:`vqvae_prior.training.codes.encode_splits`, cached in
     ``cache_dir`` (None: not kept)."""
     with tempfile.TemporaryDirectory() as scratch:
-        codes = encode_splits(vqvae, Path(cache_dir or scratch).expanduser(), spec, data_root, device)
-    # (N, h, w) each: the finest level's, the first offset (0, 0)
+        return searched_maps(encode_splits(vqvae, Path(cache_dir or scratch).expanduser(), spec, data_root, device))
+
+
+def searched_maps(codes: dict[str, Any]) -> tuple[Tensor, Tensor]:
+    """The train and held-out code maps (N, h, w) that the copying check searches, of what
+    :func:`vqvae_prior.training.codes.encode_splits` returns (or its cache file holds): the finest level's, the
+    inputs as they are (the first offset, (0, 0))."""
     return as_levels(codes["train"][0])[-1][0], as_levels(codes["test"][0])[-1]
