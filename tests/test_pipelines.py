@@ -20,6 +20,7 @@ from vqvae_prior.training.codes import offsets, translate
 from vqvae_prior.training.run_folder import RunFolder, RunFolderError
 from vqvae_prior.errors import UsageError
 from vqvae_prior.layers import shift_down
+from vqvae_prior.modality import Images
 
 
 @contextlib.contextmanager
@@ -235,9 +236,9 @@ def test_fits_from_python_take_the_command_line_options_as_keywords(tmp_path, di
 
 
 def test_label_dropout_fit_and_guided_generation(mnist_sample_fit, tmp_path):
-    """fit_prior --label-dropout records it (default: 0.1 for a class-conditional prior, 0 for an unconditional
-    one) and gives the prior a null class; generate --guidance samples with it, and refuses guidance for a prior
-    fitted without label dropout."""
+    """fit_prior --label-dropout records it (default: the modality's for a class-conditional prior, 0 for an
+    unconditional one) and gives the prior a null class; generate --guidance samples with it, and refuses guidance
+    for a prior fitted without label dropout."""
     vqvae = mnist_sample_fit.vqvae
     run_prior(vqvae, tmp_path / "prior", "--label-dropout", "0.2")
     ckpt = load_checkpoint(tmp_path / "prior" / "prior.pt", "prior")
@@ -251,7 +252,8 @@ def test_label_dropout_fit_and_guided_generation(mnist_sample_fit, tmp_path):
         generate.main(generate.get_args_parser().parse_args([*args, "--guidance", "-1"]))
     plain_prior = ["--vqvae", str(vqvae), "--epochs", "1", "--no-progress", "--device", "cpu",
                    *PRIOR_3_LAYERS]
-    for out, extra, expected in (("default", [], 0.1), ("default-unconditional", ["--unconditional"], 0.0)):
+    for out, extra, expected in (("default", [], Images.prior_defaults["label_dropout"]),
+                                 ("default-unconditional", ["--unconditional"], 0.0)):
         fit_prior.main(fit_prior.get_args_parser().parse_args([*plain_prior, "--out", str(tmp_path / out), *extra]))
         assert load_checkpoint(tmp_path / out / "prior.pt", "prior")["config"]["label_dropout"] == expected
     fit_prior.main(fit_prior.get_args_parser().parse_args(

@@ -184,8 +184,8 @@ class Images(Modality):
     # prior underfits at these budgets, so a larger step pays: 4 epochs on a cosine reach 4.414 bits per code at a
     # learning rate of 1e-3, 4.282 at 2e-3, 4.212 at 3e-3; 6 epochs at 3e-3: 4.145, its unguided samples at 2.0x the
     # Frechet floor where those of 5 epochs at 1e-3 are at 3.8x
-    prior_defaults = {"epochs": 6, "batch_size": 128, "lr": 3e-3, "lr_schedule": "cosine", "dropout": 0.0,
-                      "shifts": 1, "jitter": 0}
+    prior_defaults = {"epochs": 9, "batch_size": 128, "lr": 3e-3, "lr_schedule": "cosine", "dropout": 0.0,
+                      "label_dropout": 0.05, "shifts": 1, "jitter": 0}
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> Images:

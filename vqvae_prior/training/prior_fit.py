@@ -82,7 +82,7 @@ class PriorFit(FitOptions):
     dropout: float | None = option(None, "in every gated layer, training only")
     label_dropout: float | None = option(None, "replace each training label by a null class at this rate, so the "
                                          "prior also learns the unconditional model that classifier-free guidance "
-                                         "(generate --guidance) needs (None: 0.1, 0 with --unconditional)")
+                                         "(generate --guidance) needs; 0 with --unconditional")
     shifts: int | None = option(None, "train on each input moved down by 0 .. S-1 rows, one draw per epoch; 1: as it "
                                 "is")
     jitter: int | None = option(None, "train on each image moved by up to P pixels in each direction, one of the "
@@ -100,11 +100,12 @@ class PriorFit(FitOptions):
     def resolved_for(self, modality: type[Modality] | Modality, codebook_size: int,
                      levels: int) -> tuple[PriorFit, int]:
         """:meth:`resolved` for codes of ``modality`` with ``codebook_size`` values and ``levels`` levels."""
-        options = with_defaults(self, modality.prior_defaults, levels)
+        options = self
+        if options.unconditional and options.label_dropout is None:  # no labels to drop
+            options = dataclasses.replace(options, label_dropout=0.0)
+        options = with_defaults(options, modality.prior_defaults, levels)
         if options.channels is None:  # the architecture's own default
             options = dataclasses.replace(options, channels=self.config_class().channels)
-        if options.label_dropout is None:
-            options = dataclasses.replace(options, label_dropout=0.0 if options.unconditional else 0.1)
         options.check(codebook_size, levels)
         return options, codebook_size
 
