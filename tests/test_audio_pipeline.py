@@ -175,7 +175,8 @@ def test_draw_shifts():
 
 
 def test_resume_refuses_other_shifts(fitted, tmp_path):
-    args = ["--vqvae", str(fitted["vqvae"]), "--out", str(tmp_path), *PRIOR_ARGS, *COMMON_ARGS]
+    args = ["--vqvae", str(fitted["vqvae"]), "--out", str(tmp_path), *PRIOR_ARGS, *COMMON_ARGS,
+            "--lr-schedule", "constant"]  # a constant rate lets --resume add epochs
     fit_prior.main(fit_prior.get_args_parser().parse_args([*args, "--shifts", "2"]))
     with pytest.raises(ValueError, match="with --shifts 2; this call asks for --shifts 3"):
         fit_prior.main(fit_prior.get_args_parser().parse_args([*args, "--shifts", "3", "--epochs", "2", "--resume"]))
