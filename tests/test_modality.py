@@ -94,7 +94,9 @@ def test_the_command_line_builds_the_options_python_builds(options, entry, requi
     help = " ".join(parser.format_help().split())
     assert (f"(default: image {Images.prior_defaults['epochs']}, audio 60 with one level, 24 with two levels)" in help
             or "(default: image 13, audio 24)" in help)  # --epochs by modality
-    assert options is VQVAEFit or "(default: image 0.05, audio 0.1)" in help  # --label-dropout by modality
+    image, audio = Images.prior_defaults["label_dropout"], Spectrograms.prior_defaults["label_dropout"]
+    label_dropout = f"(default: image {image}, audio {audio})"
+    assert options is VQVAEFit or label_dropout in help  # --label-dropout by modality
     assert "(default: fp32)" in help and "(default: 0)" in help  # --precision, --seed
     with pytest.raises(UsageError, match="unknown options epoch; expected some of"):
         options.of(epoch=3)
