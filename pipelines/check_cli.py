@@ -29,10 +29,8 @@ def add_check_args(
     parser.add_argument("--data-root", help="read the VQ-VAE's data set from this folder instead")
     parser.add_argument("--out", default=f"{kind}_check.json", help="JSON report (image_check: and the PNG of the "
                         "worst samples beside it)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="of the prior")
-    parser.add_argument("--guidance", type=float, default=0.0,
-                        help="classifier-free guidance weight of the samples (> 0 needs a prior fitted with "
-                             "--label-dropout)")
+    cli.add_sampling(parser, "of the prior", "classifier-free guidance weight of the samples (> 0 needs a prior "
+                     "fitted with --label-dropout)")
     parser.add_argument("--seed", type=int, default=0, help="of the samples and of the real halves")
     cli.add_device(parser)
     group = parser.add_argument_group("classifier")
@@ -48,8 +46,7 @@ def check_shared_args(args: argparse.Namespace) -> Path:
     """Refuse, before any work, a shared option out of range (:func:`add_check_args`), checkpoints or a data root
     that do not exist, and a ``--cache-dir`` or ``--out`` that cannot be written (``--out`` a folder, or in a folder
     that cannot be made or written); returns ``--out`` as a path."""
-    cli.positive(args, "temperature")
-    cli.positive(args, "guidance", zero=True)
+    cli.sampling_settings(args)
     cli.at_least(args, 1, "classifier_epochs", "classifier_channels", "classifier_batch_size")
     cli.pick_device(args.device)
     cli.check_inputs(args, "vqvae", "prior", files=True)
@@ -77,7 +74,9 @@ def load_pipeline(args: argparse.Namespace, judged: type[Modality]) -> VQPriorPi
         raise UsageError(f"--vqvae {args.vqvae} was fitted on {modality.noun}s ({spec.get('name')!r}), not on "
                          f"{judged.noun}s; pipelines.image_check judges images, pipelines.audio_check recordings")
     pipe = VQPriorPipeline.from_checkpoints(args.vqvae, args.prior, cli.pick_device(args.device))
-    if args.guidance > 0 and pipe.prior.null_label is None:
+    args.temperature = pipe.per_level(args.temperature, "--temperature")
+    args.guidance = pipe.per_level(args.guidance, "--guidance")
+    if cli.guided(args) and pipe.prior.null_label is None:
         raise UsageError(f"--guidance {args.guidance}: {args.prior} was fitted without --label-dropout, so it has no "
                          "unconditional model to guide by; leave out --guidance")
     return pipe

@@ -31,8 +31,8 @@ from vqvae_prior.files import HELD_SIGNALS, writable_folder
 from vqvae_prior.training.options import DEVICE_HELP, at_least, flag, positive
 from vqvae_prior.training.steps import pick_device
 
-__all__ = ["at_least", "check_image_path", "check_inputs", "command", "flag", "given_options", "parser_for",
-           "pick_device", "positive", "run"]
+__all__ = ["add_sampling", "at_least", "check_image_path", "check_inputs", "command", "flag", "given_options",
+           "guided", "parser_for", "pick_device", "positive", "run", "sampling_settings"]
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -162,6 +162,34 @@ def given_options(options: type, argv: str | list[str], option: str = "arguments
 def add_device(parser: argparse.ArgumentParser) -> None:
     """``--device``, as the fits take it: auto (CUDA when available), cpu, cuda, cuda:N."""
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
+
+
+def add_sampling(parser: argparse.ArgumentParser, temperature_help: str, guidance_help: str) -> None:
+    """``--temperature`` and ``--guidance`` of the samples: one number, or one per level of a two-level prior (top,
+    bottom); :func:`sampling_settings` checks them."""
+    per_level = "; one number, or two for a two-level prior (top, bottom)"
+    parser.add_argument("--temperature", type=float, nargs="+", default=1.0, metavar="T",
+                        help=temperature_help + per_level)
+    parser.add_argument("--guidance", type=float, nargs="+", default=0.0, metavar="W", help=guidance_help + per_level)
+
+
+def sampling_settings(args: argparse.Namespace) -> None:
+    """Refuse, before any work, a ``--temperature`` not > 0 or a ``--guidance`` not >= 0, or more than two of
+    either (:func:`add_sampling`); one number given becomes that number, two a tuple (top, bottom), as
+    :class:`vqvae_prior.VQPriorPipeline` takes them (and checks their count against the prior's levels)."""
+    for name, zero in (("temperature", False), ("guidance", True)):
+        values = getattr(args, name)
+        if isinstance(values, list):
+            if len(values) > 2:
+                raise UsageError(f"{flag(name)} takes one number, or two (top, bottom), got {len(values)}")
+            for value in values:
+                positive(argparse.Namespace(**{name: value}), name, zero=zero)
+            setattr(args, name, values[0] if len(values) == 1 else tuple(values))
+
+
+def guided(args: argparse.Namespace) -> bool:
+    """Whether ``--guidance`` (checked by :func:`sampling_settings`) asks for guidance at any level."""
+    return any(w > 0 for w in (args.guidance if isinstance(args.guidance, tuple) else (args.guidance,)))
 
 
 def check_image_path(path: str | Path, option: str = "--out") -> Path:

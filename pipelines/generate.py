@@ -26,6 +26,7 @@ Both are thin wrappers over :class:`vqvae_prior.VQPriorPipeline`, which loads an
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -47,11 +48,11 @@ def generate(
     prior_checkpoint: str | Path,
     n: int,
     labels: list[int] | Tensor | None = None,
-    temperature: float = 1.0,
+    temperature: float | Sequence[float] = 1.0,
     seed: int | None = None,
     device: str | torch.device | None = None,
     method: str = "auto",
-    guidance: float = 0.0,
+    guidance: float | Sequence[float] = 0.0,
 ) -> PipelineOutput:
     """Load both checkpoints, sample ``n`` code maps from the prior and decode them: a one-call
     :class:`VQPriorPipeline` (build one with ``VQPriorPipeline.from_checkpoints`` to sample repeatedly).
@@ -61,12 +62,14 @@ def generate(
         prior_checkpoint: written by ``pipelines.fit_prior`` over that VQ-VAE's codes (or over pixels).
         n: number of samples.
         labels: (n,) class labels, required by a class-conditional prior and refused by an unconditional one.
-        temperature: softmax temperature of the prior (finite, > 0; near 0: the most likely code everywhere).
+        temperature: softmax temperature of the prior (finite, > 0; near 0: the most likely code everywhere); one
+            number, or one per level of a two-level prior (top, bottom).
         seed: seeds a ``torch.Generator`` for reproducible samples; None draws from torch's global generator.
         device: "cpu", "cuda", ...; None picks CUDA when available.
         method: "auto" (default: the cached sampler where the prior has one), "cached" or "reference" (one
                 full forward pass per position).
-        guidance: classifier-free guidance weight (>= 0; > 0 needs a prior fitted with ``--label-dropout``).
+        guidance: classifier-free guidance weight (>= 0; > 0 needs a prior fitted with ``--label-dropout``); one
+            number, or one per level, as ``temperature``.
 
     Returns:
         a :class:`PipelineOutput`; ``.images`` is (n, C, H, W) in [0, 1].
@@ -96,10 +99,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--complete", metavar="FILE_OR_FOLDER",
                         help="complete these images (or recordings, for an audio VQ-VAE) instead of sampling anew")
     parser.add_argument("--keep-rows", type=int, help="with --complete: code rows kept (audio: the first frames)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="> 0; near 0: the most likely code")
-    parser.add_argument("--guidance", type=float, default=0.0,
-                        help="classifier-free guidance weight w >= 0: codes drawn from l_c + w (l_c - l_u); > 0 needs "
-                             "a prior fitted with --label-dropout")
+    cli.add_sampling(parser, "> 0; near 0: the most likely code", "classifier-free guidance weight w >= 0: codes "
+                     "drawn from l_c + w (l_c - l_u); > 0 needs a prior fitted with --label-dropout")
     parser.add_argument("--seed", type=int, help="of the samples (default: none, other samples at each run)")
     cli.add_device(parser)
     parser.add_argument("--method", choices=METHODS, default="auto",
@@ -219,8 +220,7 @@ def main(args: argparse.Namespace) -> PipelineOutput | CompletionOutput | dict[s
         return list_pretrained()
     cli.at_least(args, 1, "n", "repeat", "nrow")
     cli.at_least(args, 0, "keep_rows")
-    cli.positive(args, "temperature")
-    cli.positive(args, "guidance", zero=True)
+    cli.sampling_settings(args)
     if args.complete is None and args.keep_rows is not None:
         raise UsageError("--keep-rows N goes with --complete FILE_OR_FOLDER")
     if args.complete is None and args.repeat != 1 and args.labels is None:
@@ -231,6 +231,8 @@ def main(args: argparse.Namespace) -> PipelineOutput | CompletionOutput | dict[s
     out = cli.check_image_path(args.out)
     device = cli.pick_device(args.device)
     pipe = load_pipeline(args, device)
+    args.temperature = pipe.per_level(args.temperature, "--temperature")
+    args.guidance = pipe.per_level(args.guidance, "--guidance")
     if args.complete is not None:
         return complete_files(pipe, args, out)
     conditional = bool(pipe.prior.config.num_classes)

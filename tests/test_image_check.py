@@ -148,6 +148,8 @@ def test_unconditional_prior_gets_score_and_distance_only(fitted, tmp_path):
     ("r.json", ["--per-class", "10"], "unconditional", "unconditional.*pass --n"),
     ("r.json", ["--n", "10"], "prior", "--n is for an unconditional prior"),
     ("r.json", ["--temperature", "0"], "prior", "--temperature must be a finite number > 0"),
+    ("r.json", ["--temperature", "1", "0.8"], "prior", r"--temperature: 2 values \[1.0, 0.8\] for a prior of 1 level"),
+    ("r.json", ["--guidance", "1", "0", "0"], "prior", "--guidance takes one number, or two"),
     ("r.json", ["--guidance", "1"], "prior", "--guidance 1.0: .* without --label-dropout"),
     ("r.json", ["--classifier-epochs", "0"], "prior", "--classifier-epochs must be >= 1"),
     (".", [], "prior", "is a folder; expected the report's file name"),

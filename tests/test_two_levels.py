@@ -18,6 +18,7 @@ from fits import chirp as _clip
 from test_audio_pipeline import check_args
 from test_image_check import run_check
 from vqvae_prior import VQPriorPipeline
+from vqvae_prior.pipeline import seeded
 from vqvae_prior.checkpoint import CheckpointError
 from vqvae_prior.errors import UsageError
 from vqvae_prior.hierarchy import HierarchicalPrior
@@ -74,6 +75,23 @@ def test_generate_writes_a_two_level_models_samples(image_fit, tmp_path):
             "2", "--seed", "0", "--device", "cpu", "--out", str(tmp_path / "samples.png")]
     result = generate.main(generate.get_args_parser().parse_args(args))
     assert result.images.shape == (6, 1, 28, 28) and (tmp_path / "samples.png").is_file()
+
+
+def test_temperature_and_guidance_per_level_from_the_command_line(image_fit, tmp_path):
+    """``--temperature 1 0.5 --guidance 1 0`` draws what the pipeline draws with those (top, bottom) settings."""
+    args = ["--vqvae", str(image_fit["vqvae"]), "--prior", str(image_fit["prior"]), "--labels", "all",
+            "--seed", "0", "--device", "cpu", "--out", str(tmp_path / "samples.png")]
+    parse = generate.get_args_parser().parse_args
+    result = generate.main(parse([*args, "--temperature", "1", "0.5", "--guidance", "1", "0"]))
+    pipe = VQPriorPipeline.from_checkpoints(image_fit["vqvae"], image_fit["prior"], "cpu")
+    expected = pipe(3, [0, 1, 2], (1.0, 0.5), seeded(0, pipe.device), guidance=(1.0, 0.0))
+    assert torch.equal(result.top_codes, expected.top_codes) and torch.equal(result.codes, expected.codes)
+    other = pipe(3, [0, 1, 2], (1.0, 1.0), seeded(0, pipe.device), guidance=(1.0, 1.0))
+    assert not torch.equal(other.codes, expected.codes)  # the bottom's settings were used
+    same = generate.main(parse([*args, "--temperature", "1", "--guidance", "1"]))
+    assert torch.equal(same.codes, other.codes)  # one number: every level
+    with pytest.raises(UsageError, match=r"guidance: 3 values \[1, 0, 0\] for a prior of 2 levels"):
+        pipe(3, [0, 1, 2], guidance=[1, 0, 0])
 
 
 def test_image_check_judges_a_two_level_models_samples(image_fit, tmp_path):

@@ -25,6 +25,7 @@ spectrograms are also inverted to waveforms by Griffin-Lim, and ``complete`` als
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -242,10 +243,10 @@ class VQPriorPipeline:
         self,
         n: int,
         labels: list[int] | list[str] | Tensor | None = None,
-        temperature: float = 1.0,
+        temperature: float | Sequence[float] = 1.0,
         generator: torch.Generator | None = None,
         method: str = "auto",
-        guidance: float = 0.0,
+        guidance: float | Sequence[float] = 0.0,
     ) -> PipelineOutput:
         """Sample ``n`` code maps from the prior and decode them.
 
@@ -253,18 +254,20 @@ class VQPriorPipeline:
             n: number of samples, a whole number in 1 .. :data:`MAX_SAMPLES`.
             labels: (n,) class labels, whole class indices or class names (:attr:`label_names`), required by a
                 class-conditional prior and refused by an unconditional one; float labels are refused, not rounded.
-            temperature: softmax temperature of the prior (> 0).
+            temperature: softmax temperature of the prior (> 0): one number, or one per level of a two-level
+                prior (top, bottom).
             generator: a ``torch.Generator`` on :attr:`device`, for reproducible samples; None draws from torch's
                 global generator.
             method: "auto" (default: on CUDA the fused sampler, else the cached sampler, where the prior has
                 one), "fused", "cached" or "reference" (one full forward pass per position).
-            guidance: classifier-free guidance weight (>= 0; > 0 needs a prior fitted with label dropout).
+            guidance: classifier-free guidance weight (>= 0; > 0 needs a prior fitted with label dropout): one
+                number, or one per level, as ``temperature``.
 
         Returns:
             a :class:`PipelineOutput`; ``.images`` is (n, C, H, W) in [0, 1].
         """
         n = check_samples(whole_number(n, "n", 1), f"n={n}", finite_number(guidance, "guidance", zero=True))
-        label_tensor = self.check_request(labels, n, temperature, guidance)
+        label_tensor, temperature, guidance = self.check_request(labels, n, temperature, guidance)
         codes = self.sample_codes(n, label_tensor, temperature, generator, None, method, guidance)  # (n, h, w) each
         images = self.decode(codes)  # (n, C, H, W)
         labels_out = None if label_tensor is None else label_tensor.cpu()
@@ -298,10 +301,10 @@ class VQPriorPipeline:
         keep: int,
         labels: list[int] | list[str] | Tensor | None = None,
         completions: int = 1,
-        temperature: float = 1.0,
+        temperature: float | Sequence[float] = 1.0,
         generator: torch.Generator | None = None,
         method: str = "auto",
-        guidance: float = 0.0,
+        guidance: float | Sequence[float] = 0.0,
     ) -> CompletionOutput:
         """Keep the top ``keep`` rows of the inputs' code maps and sample the rest from the prior.
 
@@ -324,7 +327,7 @@ class VQPriorPipeline:
         keep = whole_number(keep, "keep (code rows)", 0, h)  # of h
         S = whole_number(completions, "completions", 1)
         check_samples(len(x) * S, f"{len(x)} inputs x completions={S}", finite_number(guidance, "guidance", zero=True))
-        label_tensor = self.check_request(labels, len(x), temperature, guidance)
+        label_tensor, temperature, guidance = self.check_request(labels, len(x), temperature, guidance)
         given = []
         for codes in self.vqvae.encode_levels(x):  # (N, h', w') of each level, top first
             level_given = repeat(codes, "n h w -> (n s) h w", s=S).clone()
@@ -350,18 +353,30 @@ class VQPriorPipeline:
             top_codes=rearrange(sampled[0].cpu(), "(n s) h w -> n s h w", s=S) if len(sampled) > 1 else None,
         )
 
-    def check_request(self, labels: Any, n: int, temperature: Any, guidance: Any) -> Tensor | None:
-        """The labels (n,) on the device, from class indices or class names (:attr:`label_names`); refuses, naming
-        the argument, labels that are not one whole class index or name per sample and a temperature or guidance
-        that is not a finite number (> 0, >= 0)."""
-        finite_number(temperature, "temperature")
-        finite_number(guidance, "guidance", zero=True)
+    def check_request(self, labels: Any, n: int, temperature: Any, guidance: Any) -> tuple[Tensor | None, Any, Any]:
+        """The labels (n,) on the device, from class indices or class names (:attr:`label_names`), and the
+        temperature and guidance as the prior takes them (:meth:`per_level`); refuses, naming the argument, labels
+        that are not one whole class index or name per sample and a temperature or guidance that is not a finite
+        number (> 0, >= 0) or one per level."""
+        temperature = self.per_level(finite_number(temperature, "temperature"), "temperature")
+        guidance = self.per_level(finite_number(guidance, "guidance", zero=True), "guidance")
         if isinstance(labels, (list, tuple)) and any(isinstance(y, str) for y in labels):
             unknown = [y for y in labels if y not in self.label_names]
             if unknown:
                 raise UsageError(f"labels: {unknown[:3]} are not class names of this prior ({self.label_names})")
             labels = [self.label_names.index(y) for y in labels]
-        return self.prior.check_labels(labels, n)
+        return self.prior.check_labels(labels, n), temperature, guidance
+
+    def per_level(self, value: float | Sequence[float], name: str) -> float | tuple[float, ...]:
+        """A sampling setting as the prior takes it: one number for every level, or one per level of the prior
+        (top first; one number stays one); a sequence of another length is refused, naming ``name``."""
+        if not isinstance(value, (tuple, list)):
+            return value
+        levels = getattr(self.prior, "levels", 1)
+        if len(value) != levels:
+            raise UsageError(f"{name}: {len(value)} values {list(value)} for a prior of {levels} "
+                             f"level{'s' if levels > 1 else ''}; give one number, or one per level (top first)")
+        return value[0] if levels == 1 else tuple(value)
 
     def inputs(self, x: Tensor | np.ndarray) -> Tensor:
         """Checked model inputs (N, C, H, W) on the device, from what the modality takes (images, spectrograms, or
