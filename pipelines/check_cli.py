@@ -12,7 +12,7 @@ from vqvae_prior.errors import UsageError
 from vqvae_prior.evaluation.classifier import CACHE_DIR, ClassifierConfig
 from vqvae_prior.files import writable_folder
 from vqvae_prior.modality import Modality
-from vqvae_prior.pipeline import VQPriorPipeline
+from vqvae_prior.pipeline import VQPriorPipeline, guided
 from vqvae_prior.registry import modality_of_spec
 
 __all__ = ["add_check_args", "cache_dir", "check_shared_args", "load_pipeline"]
@@ -76,7 +76,7 @@ def load_pipeline(args: argparse.Namespace, judged: type[Modality]) -> VQPriorPi
     pipe = VQPriorPipeline.from_checkpoints(args.vqvae, args.prior, cli.pick_device(args.device))
     args.temperature = pipe.per_level(args.temperature, "--temperature")
     args.guidance = pipe.per_level(args.guidance, "--guidance")
-    if cli.guided(args) and pipe.prior.null_label is None:
+    if guided(args.guidance) and pipe.prior.null_label is None:
         raise UsageError(f"--guidance {args.guidance}: {args.prior} was fitted without --label-dropout, so it has no "
                          "unconditional model to guide by; leave out --guidance")
     return pipe

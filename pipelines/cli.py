@@ -25,14 +25,14 @@ from typing import Any
 
 from PIL import Image
 
-from vqvae_prior.checks import SEEDS, whole_number
+from vqvae_prior.checks import SEEDS, finite_number, whole_number
 from vqvae_prior.errors import UsageError, VQPriorError
 from vqvae_prior.files import HELD_SIGNALS, writable_folder
 from vqvae_prior.training.options import DEVICE_HELP, at_least, flag, positive
 from vqvae_prior.training.steps import pick_device
 
 __all__ = ["add_sampling", "at_least", "check_image_path", "check_inputs", "command", "flag", "given_options",
-           "guided", "parser_for", "pick_device", "positive", "run", "sampling_settings"]
+           "parser_for", "pick_device", "positive", "run", "sampling_settings"]
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -182,14 +182,7 @@ def sampling_settings(args: argparse.Namespace) -> None:
         if isinstance(values, list):
             if len(values) > 2:
                 raise UsageError(f"{flag(name)} takes one number, or two (top, bottom), got {len(values)}")
-            for value in values:
-                positive(argparse.Namespace(**{name: value}), name, zero=zero)
-            setattr(args, name, values[0] if len(values) == 1 else tuple(values))
-
-
-def guided(args: argparse.Namespace) -> bool:
-    """Whether ``--guidance`` (checked by :func:`sampling_settings`) asks for guidance at any level."""
-    return any(w > 0 for w in (args.guidance if isinstance(args.guidance, tuple) else (args.guidance,)))
+            setattr(args, name, finite_number(values[0] if len(values) == 1 else tuple(values), flag(name), zero))
 
 
 def check_image_path(path: str | Path, option: str = "--out") -> Path:

@@ -45,7 +45,7 @@ from vqvae_prior.pixels import PixelCodec, PixelConfig
 from vqvae_prior.registry import modality_of_spec
 from vqvae_prior.vqvae import VQVAE
 
-__all__ = ["MAX_SAMPLES", "CompletionOutput", "PipelineOutput", "VQPriorPipeline", "check_samples", "seeded"]
+__all__ = ["MAX_SAMPLES", "CompletionOutput", "PipelineOutput", "VQPriorPipeline", "check_samples", "guided", "seeded"]
 
 # the most code maps one call samples at once (n, or inputs x completions; twice as many under classifier-free
 # guidance, which samples each map given its label and the null label); generate of 2048 maps of MNIST-size models
@@ -123,13 +123,17 @@ def check_samples(count: int, what: str, guidance: float = 0.0) -> int:
     """``count`` (a whole number >= 1) when one call may sample that many code maps (:data:`MAX_SAMPLES`, half as
     many under ``guidance`` > 0, a checked number); else a :class:`UsageError` naming ``what`` asked for them,
     before any work."""
-    guided = any(w > 0 for w in (guidance if isinstance(guidance, (tuple, list)) else [guidance]))
-    most = MAX_SAMPLES // 2 if guided else MAX_SAMPLES
+    most = MAX_SAMPLES // 2 if guided(guidance) else MAX_SAMPLES
     if count > most:
         raise UsageError(f"{what} asks for {count} samples; one call makes at most {most}"
-                         f"{' under guidance' if guided else ''} (their sampler state and images are held in memory "
+                         f"{' under guidance' if guided(guidance) else ''} (their sampler state and images are held in memory "
                          "at once): make several calls of fewer")
     return count
+
+
+def guided(guidance: float | Sequence[float]) -> bool:
+    """Whether a guidance weight, one number or one per level, asks for guidance at any level."""
+    return any(w > 0 for w in (guidance if isinstance(guidance, (tuple, list)) else [guidance]))
 
 
 def _guided(guidance: float) -> dict[str, float]:
