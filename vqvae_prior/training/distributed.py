@@ -175,5 +175,6 @@ def fit_folder(
         dist.check_batch_size(options.batch_size)
         with RunFolder(options.out, kind, metric=metric, writer=dist.is_main) as run:
             yield run, dist, device
+        dist.barrier()  # no process tears its connections down while rank 0 still writes the last checkpoint
     finally:
         dist.close()
