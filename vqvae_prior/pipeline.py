@@ -123,11 +123,11 @@ def check_samples(count: int, what: str, guidance: float = 0.0) -> int:
     """``count`` (a whole number >= 1) when one call may sample that many code maps (:data:`MAX_SAMPLES`, half as
     many under ``guidance`` > 0, a checked number); else a :class:`UsageError` naming ``what`` asked for them,
     before any work."""
-    most = MAX_SAMPLES // 2 if guided(guidance) else MAX_SAMPLES
+    under = " under guidance" if guided(guidance) else ""
+    most = MAX_SAMPLES // 2 if under else MAX_SAMPLES
     if count > most:
-        raise UsageError(f"{what} asks for {count} samples; one call makes at most {most}"
-                         f"{' under guidance' if guided(guidance) else ''} (their sampler state and images are held in memory "
-                         "at once): make several calls of fewer")
+        raise UsageError(f"{what} asks for {count} samples; one call makes at most {most}{under} (their sampler state "
+                         "and images are held in memory at once): make several calls of fewer")
     return count
 
 
