@@ -119,15 +119,20 @@ def test_refuses_to_overwrite_a_fit_and_resume_continues_it_exactly(tmp_path, di
     assert_same_fits(tmp_path / "vq", resumed_dir / "vq", "vqvae")
 
 
-def test_prior_resume_continues_exactly(tmp_path, digit_folder_fit):
+@pytest.mark.parametrize("ema", ["0", "0.9"])
+def test_prior_resume_continues_exactly(tmp_path, digit_folder_fit, ema):
     args = ["--vqvae", str(digit_folder_fit.vqvae), "--no-progress", "--device", "cpu", "--batch-size", "16",
-            *PRIOR_3_LAYERS]
+            "--ema", ema, *PRIOR_3_LAYERS]
     parse = fit_prior.get_args_parser().parse_args
     fit_prior.main(parse(args + ["--out", str(tmp_path / "a"), "--epochs", "2"]))
     with interrupted_after_first_epoch():
         fit_prior.main(parse(args + ["--out", str(tmp_path / "b"), "--epochs", "2"]))
     fit_prior.main(parse(args + ["--out", str(tmp_path / "b"), "--epochs", "2", "--resume"]))
     assert_same_fits(tmp_path / "a", tmp_path / "b", "prior")
+    if ema != "0":  # the trained weights go on from where they were, not from the average
+        a, b = (load_checkpoint(tmp_path / name / "prior-last.pt") for name in "ab")
+        assert all(torch.equal(a["trained_model"][k], v) for k, v in b["trained_model"].items())
+        assert not all(torch.equal(a["trained_model"][k], v) for k, v in a["model"].items())
     with pytest.raises(RunFolderError, match="no fit to resume"):
         fit_prior.main(parse(args + ["--out", str(tmp_path / "c"), "--resume"]))
 

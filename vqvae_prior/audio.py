@@ -346,7 +346,8 @@ class Spectrograms(Modality):
     vqvae_defaults = {"epochs": 24, "batch_size": 32, "downsample": {1: 8, 2: 4}, "levels": 1, "lr": 1e-3,
                       "lr_schedule": "constant", "channels": 128, "residual_channels": 64, "codebook_size": 256}
     prior_defaults = {"epochs": {1: 60, 2: 24}, "batch_size": 32, "lr": 2e-3, "lr_schedule": "cosine",
-                      "dropout": 0.5, "label_dropout": 0.1, "shifts": 8, "jitter": 0, "bottom_layers": {2: 6}}
+                      "dropout": 0.5, "label_dropout": 0.1, "shifts": 8, "jitter": 0, "bottom_layers": {2: 6},
+                      "ema": 0.0}
 
     def __init__(self, config: SpectrogramConfig, label_pattern: str | None = None) -> None:
         self.config, self.label_pattern = config, label_pattern

@@ -12,6 +12,7 @@ from its options.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from vqvae_prior.training.averaging import WeightAverage
 from vqvae_prior.training.distributed import Distributed
 from vqvae_prior.training.options import FitOptions
 from vqvae_prior.training.resume import restore, training_state
@@ -76,6 +78,7 @@ def train(
     patience: int | None = None,
     progress: bool = False,
     forward: Callable[..., Any] | None = None,
+    average: WeightAverage | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``task`` for ``epochs`` epochs (from the last one ``run`` holds); returns the metrics of each epoch
     done (``run``'s history; none without a folder).
@@ -86,6 +89,8 @@ def train(
         patience: stop once the held-out metric has not improved for this many epochs (None: never).
         progress: show a progress bar (in the process that writes).
         forward: the model's training call (``getattr(model, task.train_method)`` when None).
+        average: a moving average of the weights, updated after every step; the held-out metrics, the pictures and
+            the checkpoints are then the average's, and ``KIND-last.pt`` also holds the trained weights.
     """
     model, device = task.model, next(task.model.parameters()).device
     forward = forward or getattr(model, task.train_method)
@@ -103,29 +108,36 @@ def train(
                 loss = task.loss(forward, batch)
             precision.step(loss, optimizer)
             scheduler.step()
+            if average is not None:
+                average.update()
             finite.update(loss, step)
             if not bar.disable and bar.n % PROGRESS_EVERY == 0:
                 bar.set_postfix(task.progress(loss))
         finite.check()
         if run is None:
             continue
-        metrics = {"epoch": epoch + 1, "train_seconds": time.perf_counter() - t0, **task.epoch_metrics(epoch + 1, dist)}
-        finite.check_epoch(model, run.metric, metrics[run.metric])
-        dist.check_same(model.state_dict())  # the same model in every process (the quantizer's state too)
-        if dist.is_main:
-            task.pictures(run.out)
-        metrics = run.save_epoch(model, metrics, task.info, training_state(optimizer, scheduler, generator, precision))
+        seconds = time.perf_counter() - t0
+        with average.applied() if average is not None else contextlib.nullcontext() as trained:
+            metrics = {"epoch": epoch + 1, "train_seconds": seconds, **task.epoch_metrics(epoch + 1, dist)}
+            finite.check_epoch(model, run.metric, metrics[run.metric])
+            dist.check_same(model.state_dict())  # the same model in every process (the quantizer's state too)
+            if dist.is_main:
+                task.pictures(run.out)
+            state = training_state(optimizer, scheduler, generator, precision)
+            if average is not None:
+                state |= {"trained_model": trained, "average": average.state_dict()}
+            metrics = run.save_epoch(model, metrics, task.info, state)
         dist.log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
     return run.history if run is not None else []
 
 
 def fit_in_folder(
     task: Task, options: FitOptions, run: RunFolder, dist: Distributed, state: dict[str, Any] | None,
-    **expected: Any,
+    average_decay: float = 0.0, **expected: Any,
 ) -> dict[str, Any]:
-    """A fit into an output folder: Adam, the options' schedule and precision, the state of a resumed fit put back
-    (``expected``: what its checkpoint must record alike, e.g. the model config and the data spec), ``--compile``
-    and DDP; returns the last epoch's metrics."""
+    """A fit into an output folder: Adam, the options' schedule and precision, a moving average of the weights
+    (``average_decay`` > 0), the state of a resumed fit put back (``expected``: what its checkpoint must record
+    alike, e.g. the model config and the data spec), ``--compile`` and DDP; returns the last epoch's metrics."""
     model, device = task.model, next(task.model.parameters()).device
     if device.type == "cpu":
         retain_freed_memory()  # each step reuses the last one's pages instead of faulting them in anew
@@ -133,12 +145,13 @@ def fit_in_folder(
     generator = torch.Generator().manual_seed(options.seed)
     scheduler = lr_schedule(optimizer, options.lr_schedule, options.epochs * task.steps_per_epoch)
     precision = MixedPrecision(options.precision, device)
+    average = WeightAverage(model, average_decay) if average_decay > 0 else None
     if state is not None:
-        restore(state, model, optimizer, scheduler, generator, precision=precision, **expected)
+        restore(state, model, optimizer, scheduler, generator, precision=precision, average=average, **expected)
     if options.compile:
         model.compile()  # in place: the state dict and the checkpoints are the plain module's
     forward = dist.wrap(model, task.train_method)  # through DDP under torchrun
     with run.interruptible():  # Ctrl-C: one line saying which epochs the checkpoints hold
         history = train(task, optimizer, scheduler, generator, options.epochs, precision, run, dist, options.patience,
-                        not options.no_progress, forward)
+                        not options.no_progress, forward, average)
     return history[-1]

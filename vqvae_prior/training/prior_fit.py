@@ -54,8 +54,8 @@ __all__ = ["PriorFit", "PriorTask", "fit_prior"]
 _DEFAULT = PriorConfig(codebook_size=2)
 # options a resumed fit may change: they do not change what is computed
 FREE = FREE_ON_RESUME | {"vqvae", "cache_dir", "samples_per_class"}
-# what a checkpoint written before shifts, jitter or arch existed was fitted with
-LEGACY = {"shifts": 1, "jitter": 0, "arch": "gated", "bottom_layers": None, "bottom_channels": None}
+# what a checkpoint written before shifts, jitter, arch or ema existed was fitted with
+LEGACY = {"shifts": 1, "jitter": 0, "arch": "gated", "bottom_layers": None, "bottom_channels": None, "ema": 0.0}
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,9 @@ class PriorFit(FitOptions):
                                 "is")
     jitter: int | None = option(None, "train on each image moved by up to P pixels in each direction, one of the "
                                 "(2P+1)^2 translations drawn per epoch; 0: as it is")
+    ema: float | None = option(None, "decay of a moving average of the weights, updated every step (Polyak "
+                               "averaging): the held-out figures, samples and checkpoints are the average's; 0: "
+                               "the weights as trained")
     unconditional: bool = option(False, "ignore the class labels")
     samples_per_class: int = option(8, "samples per class in samples.png, drawn after every epoch; 0: none (the "
                                     "plain prior's reference sampler runs the network once per position: slow on "
@@ -137,6 +140,8 @@ class PriorFit(FitOptions):
         super().check()
         at_least(self, 1, "layers", "channels", "head_channels", "bottom_layers", "bottom_channels")
         at_least(self, 0, "samples_per_class")
+        if not 0 <= self.ema < 1:
+            raise UsageError(f"--ema must be a decay in [0, 1) (0: no average), got {self.ema}")
         if self.unconditional and self.label_dropout:
             raise UsageError("--label-dropout trains the unconditional model beside the class-conditional one: "
                              "it does not go with --unconditional")
@@ -359,5 +364,5 @@ def fit_prior(options: PriorFit) -> dict[str, Any]:
             check_options(run, state, options, FREE, legacy=LEGACY)
         torch.manual_seed(options.seed)
         task = PriorTask(options, dist, device)
-        return fit_in_folder(task, options, run, dist, state, config=dataclasses.asdict(task.model.config),
+        return fit_in_folder(task, options, run, dist, state, options.ema, config=dataclasses.asdict(task.model.config),
                              shifts=options.shifts, jitter=options.jitter, legacy=LEGACY, **task.resumed_source)

@@ -19,6 +19,7 @@ from vqvae_prior.errors import UsageError
 from vqvae_prior.training.options import flag
 
 if TYPE_CHECKING:
+    from vqvae_prior.training.averaging import WeightAverage
     from vqvae_prior.training.run_folder import RunFolder
     from vqvae_prior.training.steps import MixedPrecision
 
@@ -82,18 +83,22 @@ def restore(
     loader_generator: torch.Generator,
     legacy: dict[str, Any] | None = None,
     precision: MixedPrecision | None = None,
+    average: WeightAverage | None = None,
     **expected: Any,
 ) -> None:
     """Restore the training state of a checkpoint from :meth:`RunFolder.start`.
 
     ``expected`` entries (the model config, the data spec, ...) must equal the checkpoint's, else the fit is
-    refused; ``legacy``: what a key missing from a checkpoint written before it existed stands for.
+    refused; ``legacy``: what a key missing from a checkpoint written before it existed stands for. With a weight
+    ``average``, the checkpoint's model is the average and its trained weights are ``trained_model``.
     """
     for key, value in expected.items():
         found = state.get(key, (legacy or {}).get(key))
         if found != value:
             raise UsageError(f"--resume: the fit was made with {key} {found!r}; this call gives {value!r}")
-    model.load_state_dict(state["model"])
+    model.load_state_dict(state["model"] if average is None else state["trained_model"])
+    if average is not None:
+        average.load_state_dict(state["average"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["lr_scheduler"])
     torch.set_rng_state(state["rng"]["torch"])
