@@ -126,6 +126,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     report = {
         "vqvae": str(args.vqvae),
         "prior": str(args.prior),
+        "digests": check_cli.digests(pipe),
         "args": vars(args),
         "label_names": label_names,
         "recognized": metrics.lowest_mean(by_family),

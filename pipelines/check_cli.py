@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from pipelines import cli
-from vqvae_prior.checkpoint import load_checkpoint
+from vqvae_prior.checkpoint import load_checkpoint, weights_digest
 from vqvae_prior.errors import UsageError
 from vqvae_prior.evaluation.classifier import CACHE_DIR, ClassifierConfig
 from vqvae_prior.files import writable_folder
@@ -15,7 +15,7 @@ from vqvae_prior.modality import Modality
 from vqvae_prior.pipeline import VQPriorPipeline, guided
 from vqvae_prior.registry import modality_of_spec
 
-__all__ = ["add_check_args", "cache_dir", "check_shared_args", "load_pipeline"]
+__all__ = ["add_check_args", "cache_dir", "check_shared_args", "digests", "load_pipeline"]
 
 
 def add_check_args(
@@ -80,3 +80,8 @@ def load_pipeline(args: argparse.Namespace, judged: type[Modality]) -> VQPriorPi
         raise UsageError(f"--guidance {args.guidance}: {args.prior} was fitted without --label-dropout, so it has no "
                          "unconditional model to guide by; leave out --guidance")
     return pipe
+
+
+def digests(pipe: VQPriorPipeline) -> dict[str, str]:
+    """Digests of the weights judged, in a check's report: ``pipelines.check_summary`` pools reports of the same."""
+    return {"vqvae": weights_digest(pipe.vqvae.state_dict()), "prior": weights_digest(pipe.prior.state_dict())}

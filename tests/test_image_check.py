@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from files import grid_tiles
-from pipelines import cli, fit_prior, fit_vqvae, image_check
+from pipelines import check_summary, cli, fit_prior, fit_vqvae, image_check
 from vqvae_prior.checkpoint import CheckpointError, save_checkpoint
 from vqvae_prior.errors import UsageError
 from vqvae_prior.evaluation import image_judges
@@ -117,6 +117,26 @@ def test_a_cache_hit_gives_the_same_classifier_and_report(fitted, report):
     other_seed = run_check(fitted, fitted["runs"] / "seed.json", "--per-class", "4", "--seed", "1", "--worst", "0")
     assert other_seed["classifier"]["cached"] and other_seed["real"] == report["real"]  # --seed: samples only
     assert other_seed["worst_png"] is None and not (fitted["runs"] / "seed-worst.png").exists()
+
+
+def test_reports_of_several_seeds_pool_into_one_summary(fitted, report, tmp_path):
+    other = run_check(fitted, tmp_path / "s1.json", "--per-class", "4", "--seed", "1", "--worst", "0")
+    paths = [str(fitted["runs"] / "check" / "report.json"), str(tmp_path / "s1.json")]
+    summary = check_summary.main(check_summary.get_args_parser().parse_args([*paths, "--out", str(tmp_path / "p.json")]))
+    pooled = summary["pooled"]["generated"]
+    both = [report["generated"], other["generated"]]
+    assert pooled["seeds"] == 2 and pooled["n"] == 24 and summary["seeds"] == [0, 1]
+    assert pooled["accuracy"] == pytest.approx(sum(g["accuracy"] for g in both) / 2)
+    fd = pooled["frechet"]  # the mean distance over the mean floor, the ratios' mean beside it
+    assert fd["ratio"] == pytest.approx(sum(g["frechet"]["distance"] for g in both) / sum(g["frechet"]["floor"] for g in both))
+    assert fd["mean_ratio"] == pytest.approx(sum(g["frechet"]["ratio"] for g in both) / 2)
+    assert json.loads((tmp_path / "p.json").read_text())["pooled"]["generated"]["frechet"] == fd
+    run_check(fitted, tmp_path / "guided.json", "--per-class", "4", "--seed", "2", prior="guided")
+    for others, match in (([paths[0], str(tmp_path / "guided.json")], "judged other prior weights"),
+                          ([paths[0], paths[0]], "are both of --seed 0"),
+                          ([paths[0], str(tmp_path / "none.json")], "none.json: no such file")):
+        with pytest.raises(UsageError, match=match):
+            check_summary.main(check_summary.get_args_parser().parse_args(others))
 
 
 def test_few_samples_compare_with_real_halves_of_their_size(fitted, tmp_path):
