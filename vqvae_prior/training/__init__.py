@@ -8,14 +8,19 @@
 The modules, one concept each: ``options`` (the typed options every fit takes), ``loop`` (the loop and the
 :class:`Task` it drives), ``vqvae_fit`` and ``prior_fit`` (the two fits), ``codes`` (the cached code maps a prior
 is fitted on), ``steps`` (device, optimizer, schedule, mixed precision, divergence), ``batching``, ``run_folder``
-(the output folder's files), ``lock`` (one fit per folder), ``resume`` (what a resumed fit may change and how its
-state is put back), ``distributed`` (torchrun's data-parallel fits).
+(the output folder's files), ``averaging`` (a moving average of the weights), ``lock`` (one fit per folder),
+``resume`` (what a resumed fit may change and how its state is put back), ``distributed`` (torchrun's data-parallel
+fits).
 """
 
+from vqvae_prior.training.averaging import WeightAverage
 from vqvae_prior.training.loop import Task, train
 from vqvae_prior.training.options import FitOptions
 from vqvae_prior.training.prior_fit import PriorFit, fit_prior
 from vqvae_prior.training.steps import retain_freed_memory
 from vqvae_prior.training.vqvae_fit import VQVAEFit, fit_vqvae
 
-__all__ = ["FitOptions", "PriorFit", "Task", "VQVAEFit", "fit_prior", "fit_vqvae", "retain_freed_memory", "train"]
+__all__ = [
+    "FitOptions", "PriorFit", "Task", "VQVAEFit", "WeightAverage", "fit_prior", "fit_vqvae", "retain_freed_memory",
+    "train",
+]
