@@ -13,25 +13,14 @@ for the held-out metrics, the pictures and the checkpoints, so ``prior.pt`` hold
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 
-__all__ = ["WeightAverage", "warmed_ema"]
-
-
-def warmed_ema(decay: float) -> Callable[[list[Tensor], list[Tensor], Tensor], None]:
-    """The ``multi_avg_fn`` of an ``AveragedModel`` whose n-th update (n >= 1) moves the average towards the current
-    weights by ``1 - min(decay, (1 + n) / (10 + n))``."""
-
-    def update(averaged: list[Tensor], current: list[Tensor], num_averaged: Tensor) -> None:
-        n = int(num_averaged)
-        torch._foreach_lerp_(averaged, current, 1 - min(decay, (1 + n) / (10 + n)))
-
-    return update
+__all__ = ["WeightAverage"]
 
 
 class WeightAverage:
@@ -47,12 +36,19 @@ class WeightAverage:
         if not 0 < decay < 1:
             raise ValueError(f"the decay of a weight average must be in (0, 1), got {decay}")
         self.model, self.decay = model, decay
-        self.averaged = AveragedModel(model, multi_avg_fn=warmed_ema(decay), use_buffers=False)
+        self.averaged = AveragedModel(model, multi_avg_fn=self._lerp, use_buffers=False)
+        self.updates = 0  # AveragedModel's n_averaged, kept on the host: no read of the device at each step
+
+    def _lerp(self, averaged: list[Tensor], current: list[Tensor], num_averaged: Tensor) -> None:
+        """The n-th update (n >= 1) moves the average towards the weights by ``1 - min(decay, (1 + n) / (10 + n))``."""
+        n = self.updates
+        torch._foreach_lerp_(averaged, current, 1 - min(self.decay, (1 + n) / (10 + n)))
 
     @torch.no_grad()
     def update(self) -> None:
         """After an optimizer step: move the average towards the model's weights (the first update copies them)."""
         self.averaged.update_parameters(self.model)
+        self.updates += 1
 
     @contextlib.contextmanager
     def applied(self) -> Iterator[dict[str, Tensor]]:
@@ -72,3 +68,4 @@ class WeightAverage:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.averaged.load_state_dict(state)
+        self.updates = int(self.averaged.n_averaged)
