@@ -4,8 +4,8 @@ floor's mean (vqvae_prior.evaluation.metrics.pooled: one seed's floor moves twof
 so one seed's ratio says little):
 
     for S in 0 1 2 3 4 5 6 7 8 9; do python -m pipelines.image_check --vqvae runs/mnist/vqvae.pt \\
-        --prior runs/mnist-prior/prior.pt --guidance 0.55 --seed $S --out runs/check/g0.55-s$S.json; done
-    python -m pipelines.check_summary runs/check/g0.55-s*.json [--out runs/check/g0.55.json]
+        --prior runs/mnist-prior/prior.pt --guidance 0.5 --seed $S --out runs/check/g0.5-s$S.json; done
+    python -m pipelines.check_summary runs/check/g0.5-s*.json [--out runs/check/g0.5.json]
 
 The reports must judge the same VQ-VAE and prior with the same sampling and judges, each at its own seed.
 """

@@ -127,7 +127,12 @@ def test_defaults_may_differ_by_levels():
     assert VQVAEFit(dataset="audio-folder", levels=2).resolved().downsample == 4
     assert VQVAEFit(dataset="audio-folder", levels=2, downsample=2).resolved().downsample == 2
     assert VQVAEFit(dataset="mnist", levels=2).resolved().downsample == 2
-    assert "audio 8 with one level, 4 with two levels" in " ".join(fit_vqvae.get_args_parser().format_help().split())
+    one, two = VQVAEFit(dataset="mnist").resolved(), VQVAEFit(dataset="mnist", levels=2).resolved()
+    assert (one.codebook_size, two.codebook_size) == (256, 512)  # images: a smaller codebook for one level
+    assert VQVAEFit(dataset="mnist", codebook_size=512).resolved().codebook_size == 512
+    help_text = " ".join(fit_vqvae.get_args_parser().format_help().split())
+    assert "audio 8 with one level, 4 with two levels" in help_text
+    assert "image 256 with one level, 512 with two levels" in help_text
 
 
 def test_frequency_major_audio_checkpoint_is_refused(fitted, tmp_path):
