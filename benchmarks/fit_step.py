@@ -64,7 +64,7 @@ def worker(args: argparse.Namespace) -> None:
     device = torch.device("cpu")
     with tempfile.TemporaryDirectory() as folder:
         if args.worker == "this":
-            retain_freed_memory()  # as fit_in_folder does on the CPU
+            retain_freed_memory()  # as fit_folder does on the CPU
             module = importlib.import_module(f"vqvae_prior.{args.model}")
         else:
             module = import_baseline(args.baseline, Path(folder), module=args.model)

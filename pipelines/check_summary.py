@@ -104,6 +104,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         print(f"wrote {args.out}")
     return summary
 
+
 console = cli.command(main, get_args_parser)  # the console command (pyproject.toml's [project.scripts])
 
 

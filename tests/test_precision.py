@@ -16,7 +16,7 @@ from torch import nn
 from fits import PRIOR_3_LAYERS, VQVAE_32_CODES
 from pipelines import fit_prior, fit_vqvae
 from vqvae_prior.prior import GatedPixelCNN, PriorConfig
-from vqvae_prior.training import loop
+from vqvae_prior.training import distributed
 from vqvae_prior.training.steps import MixedPrecision
 from vqvae_prior import load_prior, load_vqvae
 from vqvae_prior.errors import UsageError
@@ -119,7 +119,7 @@ def test_fits_on_the_cpu_keep_freed_memory_for_reuse(tmp_path, digit_folder, mon
     mapped, free_in_heap = map(int, out)
     assert mapped < 2**20 and free_in_heap >= 64 * 2**20
     calls = []
-    monkeypatch.setattr(loop, "retain_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(distributed, "retain_freed_memory", lambda: calls.append(1) or True)
     fit_vqvae.main(fit_vqvae.get_args_parser().parse_args(
         ["--dataset", "image-folder", "--data-root", str(digit_folder), "--out", str(tmp_path), "--epochs", "1",
          "--batch-size", "16", "--no-progress", "--device", "cpu", *VQVAE_32_CODES]))

@@ -27,7 +27,7 @@ from vqvae_prior.training.distributed import Distributed
 from vqvae_prior.training.options import FitOptions
 from vqvae_prior.training.resume import restore, training_state
 from vqvae_prior.training.run_folder import RunFolder
-from vqvae_prior.training.steps import FiniteLoss, MixedPrecision, adam, lr_schedule, retain_freed_memory
+from vqvae_prior.training.steps import FiniteLoss, MixedPrecision, adam, lr_schedule
 
 __all__ = ["Task", "fit_in_folder", "train"]
 
@@ -139,8 +139,6 @@ def fit_in_folder(
     (``average_decay`` > 0), the state of a resumed fit put back (``expected``: what its checkpoint must record
     alike, e.g. the model config and the data spec), ``--compile`` and DDP; returns the last epoch's metrics."""
     model, device = task.model, next(task.model.parameters()).device
-    if device.type == "cpu":
-        retain_freed_memory()  # each step reuses the last one's pages instead of faulting them in anew
     optimizer = adam(model, options.lr)
     generator = torch.Generator().manual_seed(options.seed)
     scheduler = lr_schedule(optimizer, options.lr_schedule, options.epochs * task.steps_per_epoch)

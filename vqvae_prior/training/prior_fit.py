@@ -48,7 +48,6 @@ from vqvae_prior.training.distributed import Distributed, fit_folder
 from vqvae_prior.training.loop import fit_in_folder
 from vqvae_prior.training.options import FitOptions, at_least, build_config, option, with_defaults
 from vqvae_prior.training.resume import FREE_ON_RESUME, check_options
-from vqvae_prior.training.steps import retain_freed_memory
 
 __all__ = ["PriorFit", "PriorTask", "fit_prior"]
 
@@ -329,8 +328,6 @@ class CodeSource:
 def vqvae_source(options: PriorFit, cache_dir: Path, device: torch.device) -> CodeSource:
     """The code maps of the VQ-VAE ``options.vqvae`` on its data set (encoded once, cached)."""
     vqvae, vq_ckpt = load_vqvae(options.vqvae, device)
-    if device.type == "cpu":  # freed memory kept from the encoding on, as the fit keeps it: full MNIST's encoding
-        retain_freed_memory()  # peaks at 0.9 GB so, 3.4 GB with glibc's defaults (BENCHMARKS.md)
     codes = encode_splits(vqvae, cache_dir, vq_ckpt["data"], options.data_root, device, options.shifts,
                           options.jitter, vq_ckpt.get("sample_shape"))
     info = {"vqvae": str(options.vqvae), "vqvae_digest": codes["vqvae_digest"]}
