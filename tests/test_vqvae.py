@@ -135,3 +135,19 @@ def test_kernels_are_channels_last_and_the_weights_digest_ignores_the_layout(arc
     assert weights_digest(state) == weights_digest(plain)
     changed = next(key for key, value in plain.items() if value.ndim == 4)
     assert weights_digest(state) != weights_digest({**plain, changed: plain[changed] + 1})
+
+
+@pytest.mark.parametrize("levels", [1, 2])
+def test_residual_blocks_reach_every_encoder_and_decoder(levels):
+    """``--residual-blocks N`` builds every residual stack of the model with N blocks; below 0 it is refused."""
+    from vqvae_prior.errors import UsageError
+    from vqvae_prior.training.vqvae_fit import VQVAEFit
+
+    options = VQVAEFit(dataset="mnist", levels=levels, residual_blocks=3).resolved()
+    config = options.model_config(in_channels=1)
+    assert config.num_residual_blocks == 3
+    model = options.architecture().model(config)
+    stacks = [m for m in model.modules() if type(m).__name__ == "ResidualStack"]
+    assert len(stacks) == 2 * levels and all(len(s.blocks) == 3 for s in stacks)
+    with pytest.raises(UsageError, match="--residual-blocks must be >= 0, got -1"):
+        VQVAEFit(dataset="mnist", residual_blocks=-1).resolved()

@@ -56,6 +56,8 @@ class VQVAEConfig:
         for name in ("in_channels", "channels", "residual_channels", "code_dim", "codebook_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_residual_blocks < 0:
+            raise ValueError(f"num_residual_blocks must be >= 0, got {self.num_residual_blocks}")
         quantizer_class(self.quantizer)  # a clear error for a name not registered
 
 

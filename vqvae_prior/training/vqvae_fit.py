@@ -57,7 +57,7 @@ ARCH_OF_LEVELS = {1: "vqvae", 2: "vqvae2"}
 LEVEL_NAMES = {1: ("",), 2: ("top_", "")}
 FLOAT32_MAX = torch.finfo(torch.float32).max
 # what a checkpoint written before --levels existed was fitted with
-LEGACY = {"levels": 1}
+LEGACY = {"levels": 1, "residual_blocks": 2}
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,7 @@ class VQVAEFit(FitOptions):
     code_dim: int = option(_DEFAULT.code_dim, "D, the dimension of a code")
     channels: int | None = option(None, "hidden channels")
     residual_channels: int | None = option(None, "channels inside the residual blocks")
+    residual_blocks: int = option(_DEFAULT.num_residual_blocks, "residual blocks in each encoder and decoder")
     downsample: int | None = option(None, "a power of 2: pixels per code along each axis (of the finest level)")
     levels: int | None = option(None, "code levels: 1 (VQ-VAE) or 2 (VQ-VAE-2: a top map at twice the downsampling)",
                                 choices=(1, 2))
@@ -104,6 +105,7 @@ class VQVAEFit(FitOptions):
         super().check()
         at_least(self, 2, "codebook_size")  # a prior over the codes needs two or more
         at_least(self, 0, "lsd_clips")
+        at_least(self, 0, "residual_blocks")
         at_least(self, 1, "lsd_every")
         positive(self, "beta", zero=True)
         if self.beta > FLOAT32_MAX:  # inf in the loss, at the first step
@@ -129,7 +131,8 @@ class VQVAEFit(FitOptions):
     def model_config(self, in_channels: int) -> VQVAEConfig:
         """The config of the VQ-VAE of ``levels`` levels (its class in ``vqvae_prior.registry.AUTOENCODERS``)."""
         return build_config(self.architecture().config, in_channels=in_channels, channels=self.channels,
-                            residual_channels=self.residual_channels, downsample=self.downsample,
+                            residual_channels=self.residual_channels, num_residual_blocks=self.residual_blocks,
+                            downsample=self.downsample,
                             code_dim=self.code_dim, codebook_size=self.codebook_size, ema=self.quantizer == "ema",
                             beta=self.beta)
 
