@@ -12,6 +12,8 @@ from vqvae_prior import AUTOENCODERS
 from vqvae_prior.checkpoint import (
     CheckpointError, load_checkpoint, load_prior, load_vqvae, save_checkpoint, weights_digest,
 )
+from vqvae_prior.errors import UsageError
+from vqvae_prior.training.vqvae_fit import VQVAEFit
 from vqvae_prior.vqvae import VQVAE, VQVAEConfig
 
 
@@ -140,9 +142,6 @@ def test_kernels_are_channels_last_and_the_weights_digest_ignores_the_layout(arc
 @pytest.mark.parametrize("levels", [1, 2])
 def test_residual_blocks_reach_every_encoder_and_decoder(levels):
     """``--residual-blocks N`` builds every residual stack of the model with N blocks; below 0 it is refused."""
-    from vqvae_prior.errors import UsageError
-    from vqvae_prior.training.vqvae_fit import VQVAEFit
-
     options = VQVAEFit(dataset="mnist", levels=levels, residual_blocks=3).resolved()
     config = options.model_config(in_channels=1)
     assert config.num_residual_blocks == 3

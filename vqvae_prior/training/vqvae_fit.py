@@ -56,7 +56,7 @@ ARCH_OF_LEVELS = {1: "vqvae", 2: "vqvae2"}
 # the metrics' names of each level's code statistics, top first: the finest level's plain, the top's "top_"
 LEVEL_NAMES = {1: ("",), 2: ("top_", "")}
 FLOAT32_MAX = torch.finfo(torch.float32).max
-# what a checkpoint written before --levels existed was fitted with
+# what a checkpoint written before --levels and --residual-blocks existed was fitted with
 LEGACY = {"levels": 1, "residual_blocks": 2}
 
 
@@ -132,9 +132,8 @@ class VQVAEFit(FitOptions):
         """The config of the VQ-VAE of ``levels`` levels (its class in ``vqvae_prior.registry.AUTOENCODERS``)."""
         return build_config(self.architecture().config, in_channels=in_channels, channels=self.channels,
                             residual_channels=self.residual_channels, num_residual_blocks=self.residual_blocks,
-                            downsample=self.downsample,
-                            code_dim=self.code_dim, codebook_size=self.codebook_size, ema=self.quantizer == "ema",
-                            beta=self.beta)
+                            downsample=self.downsample, code_dim=self.code_dim, codebook_size=self.codebook_size,
+                            ema=self.quantizer == "ema", beta=self.beta)
 
     def architecture(self) -> AutoencoderArchitecture:
         """The registered VQ-VAE of ``levels`` levels: its model class and config class."""
