@@ -28,6 +28,10 @@ ears, recognize the class asked for, and how far are the generated clips from re
    cost) and through the VQ-VAE's reconstruction and Griffin-Lim (``reconstructed_griffin_lim``: what the codes
    cost on top, the ceiling of the prior); and ``--per-class`` clips of every class from the class-conditional
    prior (``generated``, at ``--temperature`` and ``--guidance``, Griffin-Lim waveforms as ``generate`` writes them).
+   With ``--given-top`` (a two-level prior), also each held-out clip's own top code map, as the VQ-VAE encodes it,
+   with a bottom map sampled by the prior given it and the clip's class (``generated_given_top``, one a clip, at the
+   bottom level's temperature and guidance): beside ``generated`` and ``reconstructed_griffin_lim``, it splits what
+   the samples lose between the two levels' priors.
 3. **Figures** of each set (:mod:`vqvae_prior.evaluation.metrics`): the fraction recognized as the class asked for,
    overall and per class, with the confusion matrix (rows: class asked for, columns: class recognized); the
    inception-style score; and, for all but ``real``, the Frechet distance of the judge's penultimate features to real
@@ -64,7 +68,7 @@ from vqvae_prior.audio import Spectrograms, invert
 from vqvae_prior.checkpoint import weights_digest
 from vqvae_prior.errors import UsageError
 from vqvae_prior.evaluation import audio_judges, classifier, copying, metrics, reports
-from vqvae_prior.pipeline import check_samples, seeded
+from vqvae_prior.pipeline import VQPriorPipeline, check_samples, seeded
 from vqvae_prior.training import batching
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -78,6 +82,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                             f"{', '.join(audio_judges.FAMILIES)}")
     parser.add_argument("--per-class", type=int, default=50,
                         help="generated clips per class (50: a per-class accuracy within about +-7 points)")
+    parser.add_argument("--given-top", action="store_true",
+                        help="also judge bottom codes sampled on each held-out clip's own top codes (a two-level "
+                             "prior): what the bottom level's prior alone costs")
     return parser
 
 
@@ -92,6 +99,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     vqvae, spec, device = pipe.vqvae, pipe.data_spec, pipe.device
     if not pipe.prior.config.num_classes:
         raise UsageError(f"--prior {args.prior} is unconditional: fit it without --unconditional to ask for classes")
+    if args.given_top and getattr(pipe.prior, "levels", 1) != 2:
+        raise UsageError(f"--given-top: --prior {args.prior} models one level of codes; the option samples a "
+                         "two-level prior's bottom codes given real top codes")
     cfg = pipe.modality.config
 
     check_samples(args.per_class * pipe.prior.config.num_classes,
@@ -115,6 +125,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         asked = torch.arange(len(label_names)).repeat_interleave(args.per_class)  # (n,)
         result = pipe(len(asked), asked, args.temperature, seeded(args.seed, device), guidance=args.guidance)
         waves = {**through, "generated": (result.waveforms, result.sample_rate, asked)}  # name -> (N, T), rate, (N,)
+        if args.given_top:
+            labels = splits.test.labels
+            codes = bottoms_given_top(pipe, x_test, labels, args, seeded(args.seed, device))  # top, bottom maps
+            waves["generated_given_top"] = (*pipe.modality.outputs(pipe.decode(codes)), labels)
 
     by_family = {family.name: judge_family(family, args, splits, waves, halves, watch, device) for family in families}
 
@@ -138,6 +152,19 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     print_report(report)
     print(f"wrote {out}")
     return report
+
+
+@torch.no_grad()
+def bottoms_given_top(
+    pipe: VQPriorPipeline, x: Tensor, labels: Tensor, args: argparse.Namespace, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """The top code maps (N, h/2, w/2) of spectrograms x (N, 1, n_frames, F), as the VQ-VAE encodes them, and bottom
+    maps (N, h, w) sampled by the two-level prior given them and ``labels`` (N,), at ``args``' temperature and
+    guidance."""
+    top = torch.cat([pipe.vqvae.encode_levels(xb.to(pipe.device))[0] for xb in x.split(256)])  # (N, h/2, w/2)
+    bottom = torch.full((len(x), *pipe.code_shape), -1, dtype=top.dtype, device=top.device)  # (N, h, w): sampled
+    return pipe.sample_codes(len(x), labels.to(pipe.device), args.temperature, generator, (top, bottom), "auto",
+                             args.guidance)
 
 
 def pick_families(names: list[str]) -> list[audio_judges.Family]:

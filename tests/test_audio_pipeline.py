@@ -382,6 +382,8 @@ def test_audio_check_refusals(fitted, tmp_path):
     for option in ("--per-class", "--seeds"):
         with pytest.raises(ValueError, match=f"{option} must be >= 1, got 0"):
             audio_check.main(parser.parse_args(check_args(fitted, tmp_path / "r.json", option, "0")))
+    with pytest.raises(UsageError, match="^--given-top: --prior .* models one level of codes"):
+        audio_check.main(parser.parse_args(check_args(fitted, tmp_path / "r.json", "--given-top")))
     for families, message in ((["stft"], "--families stft: unknown; the families are log-mel, mfcc"),
                               (["mfcc", "log-mel", "mfcc"], "--families mfcc: given twice")):
         with pytest.raises(UsageError, match=f"^{message}$"):

@@ -140,12 +140,24 @@ def test_two_levels_of_recordings_end_to_end(recordings, tmp_path):
     out = pipe(3, labels=[0, 1, 2], generator=torch.Generator().manual_seed(0), guidance=1.0)
     assert out.codes.shape == (3, 6, 8) and out.top_codes.shape == (3, 3, 4)
     assert out.waveforms.shape[0] == 3 and torch.isfinite(out.waveforms).all()
+    x = pipe.inputs(np.stack([_clip(d, 5) for d in (0, 1, 2)]))  # (3, 1, 24, 32) of waveforms
+    args = audio_check.get_args_parser().parse_args(["--vqvae", "v.pt", "--prior", "p.pt"])  # temperature 1, unguided
+    top, bottom = audio_check.bottoms_given_top(pipe, x, torch.tensor([0, 1, 2]), args, seeded(0, "cpu"))
+    real_top, real_bottom = pipe.vqvae.encode_levels(x)  # audio_check --given-top's maps: the clips' own top codes
+    assert torch.equal(top, real_top) and bottom.shape == real_bottom.shape == (3, 6, 8)
+    assert 0 <= int(bottom.min()) and int(bottom.max()) < pipe.prior.config.bottom.codebook_size
+    again = audio_check.bottoms_given_top(pipe, x, torch.tensor([0, 1, 2]), args, seeded(0, "cpu"))
+    assert torch.equal(again[0], top) and torch.equal(again[1], bottom)  # seeded
     fitted = {"vqvae": tmp_path / "vq" / "vqvae.pt", "prior": tmp_path / "prior" / "prior.pt", "runs": tmp_path}
     lsd = audio_eval.main(audio_eval.get_args_parser().parse_args(["--vqvae", str(fitted["vqvae"]), "--clips", "4",
                                                                    "--device", "cpu"]))
     assert lsd["test_lsd_db"] == pytest.approx(vq["test_lsd_db"])
-    report = audio_check.main(audio_check.get_args_parser().parse_args(check_args(fitted, tmp_path / "check.json")))
+    report = audio_check.main(audio_check.get_args_parser().parse_args(
+        check_args(fitted, tmp_path / "check.json", "--given-top")))
     assert report["copying"]["generated_n"] == 9
+    given = report["recognized"]["generated_given_top"]  # one for each of the 6 held-out clips
+    assert set(given["by_family"]) == {"log-mel", "mfcc"} and 0 <= given["accuracy"] <= 1
+    assert all(family["mean"]["generated_given_top"]["n"] == 6 for family in report["families"].values())
 
 
 def test_the_pipeline_samples_a_batch_at_a_time(image_fit, monkeypatch):
