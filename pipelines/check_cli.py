@@ -74,7 +74,7 @@ def load_pipeline(args: argparse.Namespace, judged: type[Modality]) -> VQPriorPi
         raise UsageError(f"--vqvae {args.vqvae} was fitted on {modality.noun}s ({spec.get('name')!r}), not on "
                          f"{judged.noun}s; pipelines.image_check judges images, pipelines.audio_check recordings")
     pipe = VQPriorPipeline.from_checkpoints(args.vqvae, args.prior, cli.pick_device(args.device))
-    args.temperature = pipe.per_level(args.temperature, "--temperature")
+    args.temperature = pipe.temperature_or_default(args.temperature, "--temperature")  # as the report records it
     args.guidance = pipe.per_level(args.guidance, "--guidance")
     if guided(args.guidance) and pipe.prior.null_label is None:
         raise UsageError(f"--guidance {args.guidance}: {args.prior} was fitted without --label-dropout, so it has no "

@@ -168,15 +168,17 @@ def add_sampling(parser: argparse.ArgumentParser, temperature_help: str, guidanc
     """``--temperature`` and ``--guidance`` of the samples: one number, or one per level of a two-level prior (top,
     bottom); :func:`sampling_settings` checks them."""
     per_level = "; one number, or two for a two-level prior (top, bottom)"
-    parser.add_argument("--temperature", type=float, nargs="+", default=1.0, metavar="T",
-                        help=temperature_help + per_level)
+    parser.add_argument("--temperature", type=float, nargs="+", default=None, metavar="T",
+                        help=temperature_help + per_level + " (default: the model's, 0.7 0.6 for a two-level model "
+                        "of recordings, else 1)")
     parser.add_argument("--guidance", type=float, nargs="+", default=0.0, metavar="W", help=guidance_help + per_level)
 
 
 def sampling_settings(args: argparse.Namespace) -> None:
     """Refuse, before any work, a ``--temperature`` not > 0 or a ``--guidance`` not >= 0, or more than two of
     either (:func:`add_sampling`); one number given becomes that number, two a tuple (top, bottom), as
-    :class:`vqvae_prior.VQPriorPipeline` takes them (and checks their count against the prior's levels)."""
+    :class:`vqvae_prior.VQPriorPipeline` takes them (and checks their count against the prior's levels); a
+    temperature not given stays None, the model's default."""
     for name, zero in (("temperature", False), ("guidance", True)):
         values = getattr(args, name)
         if isinstance(values, list):

@@ -52,7 +52,7 @@ class Request:
     model: str
     label: str | None
     count: int
-    temperature: float
+    temperature: float | None  # None: the model's default
     guidance: float
     seed: int | None
     action: str = "generate"
@@ -107,7 +107,7 @@ def read_form(fields: dict[str, str], upload: tuple[str, bytes] | None, models: 
     request = Request(
         model, label,
         count=number(fields, "count", 8, True, 1, MAX_COUNT),
-        temperature=number(fields, "temperature", 1.0, False, 1e-3),
+        temperature=number(fields, "temperature", None, False, 1e-3),  # blank: the model's default
         guidance=number(fields, "guidance", 0.0, False, 0),
         seed=number(fields, "seed", None, True, *SEEDS),
         action=action,
@@ -226,7 +226,7 @@ def page(models: dict[str, VQPriorPipeline], fields: dict[str, str], shown: Show
         f'<label>model <select name="model" id="model" onchange="location.search=\'model=\'+'
         f'encodeURIComponent(this.value)">{model_options}</select></label>',
         f'<label>class <select name="label" id="label">{class_options}</select></label>',
-        text("count", f"count (1 .. {MAX_COUNT})", "8"), text("temperature", "temperature", "1.0"),
+        text("count", f"count (1 .. {MAX_COUNT})", "8"), text("temperature", "temperature", placeholder="the model's"),
         text("guidance", "guidance", "0"), text("seed", "seed", placeholder="random"),
         '</p><p><button type="submit" name="action" value="generate" id="generate">Generate</button></p><p>',
         f'<label>complete this {e(pipe.modality.noun)} <input type="file" name="file" id="file" '

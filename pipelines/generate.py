@@ -48,7 +48,7 @@ def generate(
     prior_checkpoint: str | Path,
     n: int,
     labels: list[int] | Tensor | None = None,
-    temperature: float | Sequence[float] = 1.0,
+    temperature: float | Sequence[float] | None = None,
     seed: int | None = None,
     device: str | torch.device | None = None,
     method: str = "auto",
@@ -63,7 +63,8 @@ def generate(
         n: number of samples.
         labels: (n,) class labels, required by a class-conditional prior and refused by an unconditional one.
         temperature: softmax temperature of the prior (finite, > 0; near 0: the most likely code everywhere); one
-            number, or one per level of a two-level prior (top, bottom).
+            number, or one per level of a two-level prior (top, bottom); None: the pipeline's
+            ``default_temperature`` (0.7 and 0.6 for a two-level model of recordings, else 1).
         seed: seeds a ``torch.Generator`` for reproducible samples; None draws from torch's global generator.
         device: "cpu", "cuda", ...; None picks CUDA when available.
         method: "auto" (default: the cached sampler where the prior has one), "cached" or "reference" (one
@@ -75,7 +76,8 @@ def generate(
         a :class:`PipelineOutput`; ``.images`` is (n, C, H, W) in [0, 1].
     """
     n = whole_number(n, "n", 1)  # before loading anything
-    finite_number(temperature, "temperature")
+    if temperature is not None:
+        finite_number(temperature, "temperature")
     device = cli.pick_device(None if device is None else str(device))
     pipe = VQPriorPipeline.from_checkpoints(vqvae_checkpoint, prior_checkpoint, device)
     return pipe(n, labels, temperature, seeded(seed, device), method, guidance)
@@ -231,7 +233,7 @@ def main(args: argparse.Namespace) -> PipelineOutput | CompletionOutput | dict[s
     out = cli.check_image_path(args.out)
     device = cli.pick_device(args.device)
     pipe = load_pipeline(args, device)
-    args.temperature = pipe.per_level(args.temperature, "--temperature")
+    args.temperature = pipe.temperature_or_default(args.temperature, "--temperature")
     args.guidance = pipe.per_level(args.guidance, "--guidance")
     if args.complete is not None:
         return complete_files(pipe, args, out)

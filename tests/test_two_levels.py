@@ -57,6 +57,9 @@ def test_pipeline_samples_top_then_bottom_and_decodes_both(image_fit):
     assert torch.equal(out.images, pipe.decode((out.top_codes, out.codes)))
     again = pipe(3, labels=[0, 1, 2], generator=torch.Generator().manual_seed(0))
     assert torch.equal(again.codes, out.codes) and torch.equal(again.top_codes, out.top_codes)
+    assert pipe.default_temperature == 1.0  # images: drawn at temperature 1 unless told
+    at_one = pipe(3, labels=[0, 1, 2], temperature=1.0, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(at_one.codes, out.codes) and torch.equal(at_one.top_codes, out.top_codes)
 
 
 def test_completion_keeps_the_kept_rows_of_both_levels(image_fit, digit_folder):
@@ -97,7 +100,7 @@ def test_temperature_and_guidance_per_level_from_the_command_line(image_fit, tmp
 def test_image_check_judges_a_two_level_models_samples(image_fit, tmp_path):
     report = run_check(image_fit, tmp_path / "check.json", "--per-class", "3")
     assert report["generated"]["n"] == 9 and 0 <= report["generated"]["accuracy"] <= 1
-    assert report["copying"]["generated_n"] == 9
+    assert report["copying"]["generated_n"] == 9 and report["args"]["temperature"] == 1.0  # as drawn
 
 
 def test_a_prior_of_other_levels_is_refused(image_fit, tmp_path):
@@ -139,14 +142,17 @@ def test_two_levels_of_recordings_end_to_end(recordings, tmp_path):
     assert (top.num_layers, top.channels, bottom.num_layers, bottom.channels) == (2, 8, 1, 4)
     out = pipe(3, labels=[0, 1, 2], generator=torch.Generator().manual_seed(0), guidance=1.0)
     assert out.codes.shape == (3, 6, 8) and out.top_codes.shape == (3, 3, 4)
+    assert pipe.default_temperature == (0.7, 0.6)  # recordings with two levels: drawn cooler unless told
+    cooler = pipe(3, labels=[0, 1, 2], temperature=(0.7, 0.6), generator=torch.Generator().manual_seed(0),
+                  guidance=1.0)
+    assert torch.equal(cooler.codes, out.codes) and torch.equal(cooler.top_codes, out.top_codes)
     assert out.waveforms.shape[0] == 3 and torch.isfinite(out.waveforms).all()
     x = pipe.inputs(np.stack([_clip(d, 5) for d in (0, 1, 2)]))  # (3, 1, 24, 32) of waveforms
-    args = audio_check.get_args_parser().parse_args(["--vqvae", "v.pt", "--prior", "p.pt"])  # temperature 1, unguided
-    top, bottom = audio_check.bottoms_given_top(pipe, x, torch.tensor([0, 1, 2]), args, seeded(0, "cpu"))
+    top, bottom = audio_check.bottoms_given_top(pipe, x, torch.tensor([0, 1, 2]), 1.0, 0.0, seeded(0, "cpu"))
     real_top, real_bottom = pipe.vqvae.encode_levels(x)  # audio_check --given-top's maps: the clips' own top codes
     assert torch.equal(top, real_top) and bottom.shape == real_bottom.shape == (3, 6, 8)
     assert 0 <= int(bottom.min()) and int(bottom.max()) < pipe.prior.config.bottom.codebook_size
-    again = audio_check.bottoms_given_top(pipe, x, torch.tensor([0, 1, 2]), args, seeded(0, "cpu"))
+    again = audio_check.bottoms_given_top(pipe, x, torch.tensor([0, 1, 2]), 1.0, 0.0, seeded(0, "cpu"))
     assert torch.equal(again[0], top) and torch.equal(again[1], bottom)  # seeded
     fitted = {"vqvae": tmp_path / "vq" / "vqvae.pt", "prior": tmp_path / "prior" / "prior.pt", "runs": tmp_path}
     lsd = audio_eval.main(audio_eval.get_args_parser().parse_args(["--vqvae", str(fitted["vqvae"]), "--clips", "4",
@@ -154,7 +160,7 @@ def test_two_levels_of_recordings_end_to_end(recordings, tmp_path):
     assert lsd["test_lsd_db"] == pytest.approx(vq["test_lsd_db"])
     report = audio_check.main(audio_check.get_args_parser().parse_args(
         check_args(fitted, tmp_path / "check.json", "--given-top")))
-    assert report["copying"]["generated_n"] == 9
+    assert report["copying"]["generated_n"] == 9 and tuple(report["args"]["temperature"]) == (0.7, 0.6)  # as drawn
     given = report["recognized"]["generated_given_top"]  # one for each of the 6 held-out clips
     assert set(given["by_family"]) == {"log-mel", "mfcc"} and 0 <= given["accuracy"] <= 1
     assert all(family["mean"]["generated_given_top"]["n"] == 6 for family in report["families"].values())

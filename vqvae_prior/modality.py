@@ -82,6 +82,9 @@ class Modality:
         vqvae_defaults: ``pipelines.fit_vqvae``'s options when not given, for its data.
         prior_defaults: ``pipelines.fit_prior``'s options when not given, for its data. In both, a value may be a
             dict by the number of levels of codes (``{"downsample": {1: 8, 2: 4}}``).
+        sampling_defaults: how :class:`vqvae_prior.VQPriorPipeline` samples its data's priors when not told:
+            ``{"temperature": T}``, T one number or one per level (top, bottom), or a dict of those by the number of
+            levels, as above.
     """
 
     name: ClassVar[str]
@@ -89,6 +92,7 @@ class Modality:
     extensions: ClassVar[tuple[str, ...]]
     vqvae_defaults: ClassVar[dict[str, Any]]
     prior_defaults: ClassVar[dict[str, Any]]
+    sampling_defaults: ClassVar[dict[str, Any]] = {"temperature": 1.0}
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> Modality:

@@ -247,7 +247,7 @@ class VQPriorPipeline:
         self,
         n: int,
         labels: list[int] | list[str] | Tensor | None = None,
-        temperature: float | Sequence[float] = 1.0,
+        temperature: float | Sequence[float] | None = None,
         generator: torch.Generator | None = None,
         method: str = "auto",
         guidance: float | Sequence[float] = 0.0,
@@ -259,7 +259,7 @@ class VQPriorPipeline:
             labels: (n,) class labels, whole class indices or class names (:attr:`label_names`), required by a
                 class-conditional prior and refused by an unconditional one; float labels are refused, not rounded.
             temperature: softmax temperature of the prior (> 0): one number, or one per level of a two-level
-                prior (top, bottom).
+                prior (top, bottom); None: :attr:`default_temperature`.
             generator: a ``torch.Generator`` on :attr:`device`, for reproducible samples; None draws from torch's
                 global generator.
             method: "auto" (default: on CUDA the fused sampler, else the cached sampler, where the prior has
@@ -305,7 +305,7 @@ class VQPriorPipeline:
         keep: int,
         labels: list[int] | list[str] | Tensor | None = None,
         completions: int = 1,
-        temperature: float | Sequence[float] = 1.0,
+        temperature: float | Sequence[float] | None = None,
         generator: torch.Generator | None = None,
         method: str = "auto",
         guidance: float | Sequence[float] = 0.0,
@@ -357,12 +357,25 @@ class VQPriorPipeline:
             top_codes=rearrange(sampled[0].cpu(), "(n s) h w -> n s h w", s=S) if len(sampled) > 1 else None,
         )
 
+    @property
+    def default_temperature(self) -> float | tuple[float, ...]:
+        """The temperature samples are drawn at when none is given: the modality's for the prior's levels
+        (:attr:`vqvae_prior.modality.Modality.sampling_defaults`; two-level audio priors (0.7, 0.6), else 1)."""
+        value = self.modality.sampling_defaults["temperature"]
+        return value[getattr(self.prior, "levels", 1)] if isinstance(value, dict) else value
+
+    def temperature_or_default(self, value: float | Sequence[float] | None, name: str = "temperature") -> Any:
+        """A temperature as the prior takes it (:meth:`per_level`), :attr:`default_temperature` for None; refuses,
+        naming ``name``, one that is not a finite number > 0 or one per level."""
+        value = self.default_temperature if value is None else value
+        return self.per_level(finite_number(value, name), name)
+
     def check_request(self, labels: Any, n: int, temperature: Any, guidance: Any) -> tuple[Tensor | None, Any, Any]:
         """The labels (n,) on the device, from class indices or class names (:attr:`label_names`), and the
-        temperature and guidance as the prior takes them (:meth:`per_level`); refuses, naming the argument, labels
-        that are not one whole class index or name per sample and a temperature or guidance that is not a finite
-        number (> 0, >= 0) or one per level."""
-        temperature = self.per_level(finite_number(temperature, "temperature"), "temperature")
+        temperature (None: :attr:`default_temperature`) and guidance as the prior takes them (:meth:`per_level`);
+        refuses, naming the argument, labels that are not one whole class index or name per sample and a
+        temperature or guidance that is not a finite number (> 0, >= 0) or one per level."""
+        temperature = self.temperature_or_default(temperature)
         guidance = self.per_level(finite_number(guidance, "guidance", zero=True), "guidance")
         if isinstance(labels, (list, tuple)) and any(isinstance(y, str) for y in labels):
             unknown = [y for y in labels if y not in self.label_names]
