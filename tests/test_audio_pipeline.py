@@ -126,6 +126,8 @@ def test_defaults_may_differ_by_levels():
     assert VQVAEFit(dataset="audio-folder").resolved().downsample == 8
     assert VQVAEFit(dataset="audio-folder", levels=2).resolved().downsample == 4
     assert VQVAEFit(dataset="audio-folder", levels=2, downsample=2).resolved().downsample == 2
+    one, two = VQVAEFit(dataset="audio-folder").resolved(), VQVAEFit(dataset="audio-folder", levels=2).resolved()
+    assert (one.lr, one.lr_schedule, two.lr, two.lr_schedule) == (1e-3, "constant", 2e-3, "cosine")
     assert VQVAEFit(dataset="mnist", levels=2).resolved().downsample == 2
     one, two = VQVAEFit(dataset="mnist").resolved(), VQVAEFit(dataset="mnist", levels=2).resolved()
     assert (one.codebook_size, two.codebook_size) == (256, 512)  # images: a smaller codebook for one level
