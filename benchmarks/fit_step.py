@@ -3,6 +3,7 @@ allocator keeping freed memory on the CPU), the baseline in a plain process, as 
 
     python -m benchmarks.fit_step --threads 2 --baseline d6fe37e --model prior --grids 7x7 16x16 --rounds 6
     python -m benchmarks.fit_step --threads 2 --baseline d6fe37e --model vqvae --shapes 1x28x28 1x80x64 --rounds 6
+    python -m benchmarks.fit_step --threads 2 --baseline d6fe37e --model prior --precision bf16 --rounds 6
 
 ``benchmarks.prior_step`` and ``benchmarks.vqvae_step`` compare the two sides' code in one process, where what is
 set for the whole process (the allocator) is the same for both; this one compares what a fit gets. Each round starts
@@ -10,7 +11,9 @@ one process per side, in alternating order; a process builds the model (the same
 warms up, times ``--steps`` steps and reports their median; the figure is the median over rounds of each side's
 median, and the median of the rounds' ratios. The models are those of ``prior_step`` (``--layers`` x 64 channels,
 head ``--head``, K ``--codebook``, batch 128) and ``vqvae_step`` (64 channels, K=512, batch 64 and 32); both sides
-step with the fused Adam their fits build (d6fe37e's already did).
+step with the fused Adam their fits build (d6fe37e's already did). ``--precision bf16``: this checkout's forward
+pass under bf16 autocast, as its fits take ``--precision bf16`` (``MixedPrecision``: the weights, the optimizer and
+the losses stay fp32); the baseline's stays fp32, as its fits ran.
 """
 
 from __future__ import annotations
@@ -21,16 +24,16 @@ import json
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from benchmarks.common import (
-    against_baseline, finish, import_baseline, median, parse_shape, prior_step_arguments, prior_training_step,
-    shape_str, start,
+    against_baseline, finish, import_baseline, median, parse_shape, prior_step_arguments, shape_str, start,
+    timed_step,
 )
-from benchmarks.vqvae_step import training_step as vqvae_training_step
-from vqvae_prior.training.steps import adam, retain_freed_memory
+from vqvae_prior.training.steps import MixedPrecision, adam, retain_freed_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,6 +48,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--downsample", nargs="+", type=int, default=[4, 8], help="VQ-VAE, one per shape")
     parser.add_argument("--vqvae-batch-size", nargs="+", type=int, default=[64, 32], help="VQ-VAE, one per shape")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per process, after 2 untimed")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="this checkout's training arithmetic (the baseline's: fp32)")
     parser.add_argument("--worker", choices=["this", "baseline"], help=argparse.SUPPRESS)
     parser.add_argument("--case", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--out", default="benchmarks/results/fit-step.json", help="JSON results")
@@ -55,6 +60,15 @@ def cases(args: argparse.Namespace) -> list[str]:
     if args.model == "prior":
         return [shape_str(grid) for grid in args.grids]
     return [f"{shape_str(shape)} /{d} b{b}" for shape, d, b in zip(args.shapes, args.downsample, args.vqvae_batch_size)]
+
+
+def under(precision: MixedPrecision, loss: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
+    """``loss`` (a forward pass) under ``precision``'s autocast, as a fit's step runs it."""
+    def forward() -> torch.Tensor:
+        with precision.autocast():
+            return loss()
+
+    return forward
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -68,6 +82,7 @@ def worker(args: argparse.Namespace) -> None:
             module = importlib.import_module(f"vqvae_prior.{args.model}")
         else:
             module = import_baseline(args.baseline, Path(folder), module=args.model)
+        precision = MixedPrecision(args.precision if args.worker == "this" else "fp32", device)
         torch.manual_seed(args.seed)
         if args.model == "prior":
             grid = args.grids[args.case]
@@ -75,13 +90,13 @@ def worker(args: argparse.Namespace) -> None:
                                                             num_layers=args.layers, head_channels=args.head)).train()
             codes = torch.randint(args.codebook, (args.batch_size, *grid))  # (B, h, w)
             labels = torch.randint(10, (args.batch_size,))  # (B,)
-            step = prior_training_step(model, adam(model, 1e-3), codes, labels, device)
+            step = timed_step(adam(model, 1e-3), under(precision, lambda: model.nll(codes, labels)), device)
         else:
             shape, downsample = args.shapes[args.case], args.downsample[args.case]
             model = module.VQVAE(module.VQVAEConfig(in_channels=shape[0], downsample=downsample, channels=64,
                                                     residual_channels=32, codebook_size=512)).train()
             x = torch.rand(args.vqvae_batch_size[args.case], *shape)  # (B, C, H, W)
-            step = vqvae_training_step(model, adam(model, 1e-3), x, device)
+            step = timed_step(adam(model, 1e-3), under(precision, lambda: model(x).loss), device)
         for _ in range(2):
             step()
         print(json.dumps(median([step() for _ in range(args.steps)])))
@@ -97,6 +112,7 @@ def worker_command(args: argparse.Namespace, side: str, case: int) -> list[str]:
             "--downsample", *map(str, args.downsample), "--vqvae-batch-size", *map(str, args.vqvae_batch_size),
             "--batch-size", str(args.batch_size), "--layers", str(args.layers), "--head", str(args.head),
             "--codebook", str(args.codebook), "--steps", str(args.steps), "--seed", str(args.seed),
+            "--precision", args.precision,
             "--worker", side, "--case", str(case)]
     return argv + (["--threads", str(args.threads)] if args.threads else [])
 

@@ -14,6 +14,7 @@ import torch
 
 from vqvae_prior.checkpoint import save_checkpoint, weights_digest
 from vqvae_prior.prior import GatedPixelCNN, PriorConfig
+from vqvae_prior.training.steps import MixedPrecision
 from vqvae_prior.vqvae import VQVAE, VQVAEConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -299,3 +300,14 @@ def test_fit_step_times_each_side_in_processes_of_its_own(benchmarks, tmp_path):
     (run,) = result["runs"]
     assert run["case"] == "3x4" and len(run["this_runs"]) == len(run["baseline_runs"]) == 1  # a process per side
     assert run["speedup"] == pytest.approx(run["baseline_step_seconds"] / run["this_step_seconds"])
+
+
+def test_fit_step_autocasts_this_sides_forward_pass_at_its_precision(benchmarks):
+    """--precision bf16: this checkout's forward pass under bf16 autocast, in its worker processes too."""
+    a = torch.randn(4, 4)
+    cpu = torch.device("cpu")
+    assert benchmarks.fit_step.under(MixedPrecision("bf16", cpu), lambda: a @ a)().dtype == torch.bfloat16
+    assert benchmarks.fit_step.under(MixedPrecision("fp32", cpu), lambda: a @ a)().dtype == torch.float32
+    args = benchmarks.fit_step.get_args_parser().parse_args(["--precision", "bf16"])
+    argv = benchmarks.fit_step.worker_command(args, "this", 0)
+    assert argv[argv.index("--precision") + 1] == "bf16"
