@@ -126,8 +126,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         result = pipe(len(asked), asked, args.temperature, seeded(args.seed, device), guidance=args.guidance)
         waves = {**through, "generated": (result.waveforms, result.sample_rate, asked)}  # name -> (N, T), rate, (N,)
         if args.given_top:
-            labels = splits.test.labels
-            codes = bottoms_given_top(pipe, x_test, labels, args.temperature, args.guidance, seeded(args.seed, device))
+            labels = splits.test.labels  # (N,)
+            top = torch.cat([out.level_indices[0] for out in outputs])  # (N, h/2, w/2), as the VQ-VAE encodes them
+            codes = bottoms_given_top(pipe, top, labels, args.temperature, args.guidance, seeded(args.seed, device))
             waves["generated_given_top"] = (*pipe.modality.outputs(pipe.decode(codes)), labels)
 
     by_family = {family.name: judge_family(family, args, splits, waves, halves, watch, device) for family in families}
@@ -156,14 +157,14 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
 @torch.no_grad()
 def bottoms_given_top(
-    pipe: VQPriorPipeline, x: Tensor, labels: Tensor, temperature: Any, guidance: Any, generator: torch.Generator
+    pipe: VQPriorPipeline, top: Tensor, labels: Tensor, temperature: Any, guidance: Any, generator: torch.Generator
 ) -> tuple[Tensor, Tensor]:
-    """The top code maps (N, h/2, w/2) of spectrograms x (N, 1, n_frames, F), as the VQ-VAE encodes them, and bottom
-    maps (N, h, w) sampled by the two-level prior given them and ``labels`` (N,), at the bottom level's
-    ``temperature`` and ``guidance`` (each one number, or one per level)."""
-    top = torch.cat([pipe.vqvae.encode_levels(xb.to(pipe.device))[0] for xb in x.split(256)])  # (N, h/2, w/2)
-    bottom = torch.full((len(x), *pipe.code_shape), -1, dtype=top.dtype, device=top.device)  # (N, h, w): sampled
-    return pipe.sample_codes(len(x), labels.to(pipe.device), temperature, generator, (top, bottom), "auto", guidance)
+    """The top code maps ``top`` (N, h/2, w/2), kept, and bottom maps (N, h, w) sampled by the two-level prior given
+    them and ``labels`` (N,), at the bottom level's ``temperature`` and ``guidance`` (each one number, or one per
+    level)."""
+    top = top.to(pipe.device)
+    bottom = torch.full((len(top), *pipe.code_shape), -1, dtype=top.dtype, device=top.device)  # (N, h, w): sampled
+    return pipe.sample_codes(len(top), labels.to(pipe.device), temperature, generator, (top, bottom), "auto", guidance)
 
 
 def pick_families(names: list[str]) -> list[audio_judges.Family]:

@@ -148,11 +148,12 @@ def test_two_levels_of_recordings_end_to_end(recordings, tmp_path):
     assert torch.equal(cooler.codes, out.codes) and torch.equal(cooler.top_codes, out.top_codes)
     assert out.waveforms.shape[0] == 3 and torch.isfinite(out.waveforms).all()
     x = pipe.inputs(np.stack([_clip(d, 5) for d in (0, 1, 2)]))  # (3, 1, 24, 32) of waveforms
-    top, bottom = audio_check.bottoms_given_top(pipe, x, torch.tensor([0, 1, 2]), 1.0, 0.0, seeded(0, "cpu"))
     real_top, real_bottom = pipe.vqvae.encode_levels(x)  # audio_check --given-top's maps: the clips' own top codes
+    assert torch.equal(pipe.vqvae(x).level_indices[0], real_top)  # as audio_check reads them, from the forward pass
+    top, bottom = audio_check.bottoms_given_top(pipe, real_top, torch.tensor([0, 1, 2]), 1.0, 0.0, seeded(0, "cpu"))
     assert torch.equal(top, real_top) and bottom.shape == real_bottom.shape == (3, 6, 8)
     assert 0 <= int(bottom.min()) and int(bottom.max()) < pipe.prior.config.bottom.codebook_size
-    again = audio_check.bottoms_given_top(pipe, x, torch.tensor([0, 1, 2]), 1.0, 0.0, seeded(0, "cpu"))
+    again = audio_check.bottoms_given_top(pipe, real_top, torch.tensor([0, 1, 2]), 1.0, 0.0, seeded(0, "cpu"))
     assert torch.equal(again[0], top) and torch.equal(again[1], bottom)  # seeded
     fitted = {"vqvae": tmp_path / "vq" / "vqvae.pt", "prior": tmp_path / "prior" / "prior.pt", "runs": tmp_path}
     lsd = audio_eval.main(audio_eval.get_args_parser().parse_args(["--vqvae", str(fitted["vqvae"]), "--clips", "4",

@@ -27,7 +27,7 @@ from torch import Tensor
 from vqvae_prior.files import atomic_write
 from vqvae_prior.errors import DataError, UsageError, VQPriorError
 
-__all__ = ["IMAGE_EXTENSIONS", "Images", "Modality", "Outputs", "open_image", "save_grid"]
+__all__ = ["IMAGE_EXTENSIONS", "Images", "Modality", "Outputs", "for_levels", "open_image", "save_grid"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
@@ -61,6 +61,12 @@ def open_image(path: str | Path, channels: int | None, size: tuple[int, int] | N
         raise
     except DECODE_ERRORS as e:
         raise DataError(f"cannot decode image {path}: {' '.join(str(e).split()) or type(e).__name__}") from e
+
+
+def for_levels(value: Any, levels: int) -> Any:
+    """A default as :class:`Modality` gives it: a dict holds a value per number of levels of codes (``{1: 8, 2: 4}``)
+    and gives the one for ``levels`` (None when it has none); any other value is the value for every number."""
+    return value.get(levels) if isinstance(value, dict) else value
 
 
 def save_grid(images: Tensor, path: str | Path, nrow: int) -> None:

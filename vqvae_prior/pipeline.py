@@ -40,7 +40,7 @@ from vqvae_prior.checkpoint import CheckpointError, load_prior, load_vqvae, requ
 from vqvae_prior.checks import SEEDS, finite_number, whole_number
 from vqvae_prior.errors import UsageError
 from vqvae_prior.hierarchy import as_levels
-from vqvae_prior.modality import Modality
+from vqvae_prior.modality import Modality, for_levels
 from vqvae_prior.pixels import PixelCodec, PixelConfig
 from vqvae_prior.registry import modality_of_spec
 from vqvae_prior.vqvae import VQVAE
@@ -361,8 +361,7 @@ class VQPriorPipeline:
     def default_temperature(self) -> float | tuple[float, ...]:
         """The temperature samples are drawn at when none is given: the modality's for the prior's levels
         (:attr:`vqvae_prior.modality.Modality.sampling_defaults`; two-level audio priors (0.7, 0.6), else 1)."""
-        value = self.modality.sampling_defaults["temperature"]
-        return value[getattr(self.prior, "levels", 1)] if isinstance(value, dict) else value
+        return for_levels(self.modality.sampling_defaults["temperature"], getattr(self.prior, "levels", 1))
 
     def temperature_or_default(self, value: float | Sequence[float] | None, name: str = "temperature") -> Any:
         """A temperature as the prior takes it (:meth:`per_level`), :attr:`default_temperature` for None; refuses,

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from vqvae_prior.checks import SEEDS, whole_number
 from vqvae_prior.errors import UsageError
+from vqvae_prior.modality import for_levels
 from vqvae_prior.training.steps import MixedPrecision, pick_device
 
 __all__ = ["DEVICE_HELP", "FitOptions", "at_least", "build_config", "flag", "option", "positive", "with_defaults"]
@@ -65,8 +66,7 @@ def build_config(config_cls: type[T], **fields: Any) -> T:
 def with_defaults(options: O, defaults: dict[str, Any], levels: int = 1) -> O:
     """The options with those left None set from ``defaults``. A default given as a dict holds a value per number
     of levels of codes (``{1: 8, 2: 4}``): the one for ``levels``."""
-    unset = {name: value.get(levels) if isinstance(value, dict) else value for name, value in defaults.items()
-             if getattr(options, name) is None}
+    unset = {name: for_levels(value, levels) for name, value in defaults.items() if getattr(options, name) is None}
     return dataclasses.replace(options, **unset)
 
 
