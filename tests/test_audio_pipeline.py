@@ -81,8 +81,8 @@ def test_audio_eval_of_a_checkpoint_reports_what_the_fit_logged(fitted, capsys):
 
 
 def test_fit_vqvae_mel(recordings, tmp_path):
-    """The default representation (mel) and downsampling (8); the LSD only every --lsd-every epochs and after the
-    last."""
+    """The default representation (mel), levels (2) and downsampling (4); the LSD only every --lsd-every epochs and
+    after the last."""
     args = ["--dataset", "audio-folder", "--data-root", str(recordings), "--out", str(tmp_path), "--lsd-clips", "2",
             "--n-fft", "126", "--n-mels", "16", "--hop-length", "16", "--n-frames", "24", "--lsd-every", "2",
             *VQVAE_ARGS, *COMMON_ARGS, "--epochs", "3"]
@@ -91,7 +91,7 @@ def test_fit_vqvae_mel(recordings, tmp_path):
     assert ["test_lsd_db" in m for m in logged(tmp_path)] == [False, True, True]
     ckpt = load_vqvae(tmp_path / "vqvae.pt")[1]
     assert ckpt["sample_shape"] == [1, 24, 16] and ckpt["data"]["spectrogram"]["representation"] == "mel"
-    assert ckpt["config"]["downsample"] == 8  # 3 x 2 codes
+    assert ckpt["arch"] == "vqvae2" and ckpt["config"]["downsample"] == 4  # 6 x 4 bottom codes, 3 x 2 top codes
 
 
 def test_fit_vqvae_with_two_levels(recordings, tmp_path):
@@ -123,10 +123,11 @@ def test_defaults_by_kind_of_data():
 def test_defaults_may_differ_by_levels():
     """A modality's default given per number of levels takes the value of the levels asked for, or of its default
     levels; a value given is kept; the help names each."""
-    assert VQVAEFit(dataset="audio-folder").resolved().downsample == 8
-    assert VQVAEFit(dataset="audio-folder", levels=2).resolved().downsample == 4
+    default = VQVAEFit(dataset="audio-folder").resolved()
+    assert (default.levels, default.downsample) == (2, 4)  # recordings: two levels unless told
+    assert VQVAEFit(dataset="audio-folder", levels=1).resolved().downsample == 8
     assert VQVAEFit(dataset="audio-folder", levels=2, downsample=2).resolved().downsample == 2
-    one, two = VQVAEFit(dataset="audio-folder").resolved(), VQVAEFit(dataset="audio-folder", levels=2).resolved()
+    one, two = VQVAEFit(dataset="audio-folder", levels=1).resolved(), VQVAEFit(dataset="audio-folder").resolved()
     assert (one.lr, one.lr_schedule, two.lr, two.lr_schedule) == (1e-3, "constant", 2e-3, "cosine")
     assert VQVAEFit(dataset="mnist", levels=2).resolved().downsample == 2
     one, two = VQVAEFit(dataset="mnist").resolved(), VQVAEFit(dataset="mnist", levels=2).resolved()

@@ -345,7 +345,10 @@ class Spectrograms(Modality):
     # code against 4.024 and 4.250 (other fits of the VQ-VAE), samples recognized more often guided and unguided.
     # Their VQ-VAE at 2e-3 on a cosine, as the pairs whose priors measured best: 5.50 and 5.52 dB against 5.56 and
     # 5.43 at 1e-3 held constant (the log-spectral distance; each two fits), the same minutes.
-    vqvae_defaults = {"epochs": 24, "batch_size": 32, "downsample": {1: 8, 2: 4}, "levels": 1,
+    # Two levels are the default: against one level they reconstruct closer (log-spectral distance 5.4 to 5.6 against
+    # 6.2 dB), and at the temperature below their samples are recognized more often, guided (the bottom level alone,
+    # 98.7% against 97.9 to 98.3%) and unguided (92.2% against 89.6 to 90.1%), and are closer to real clips.
+    vqvae_defaults = {"epochs": 24, "batch_size": 32, "downsample": {1: 8, 2: 4}, "levels": 2,
                       "lr": {1: 1e-3, 2: 2e-3}, "lr_schedule": {1: "constant", 2: "cosine"}, "channels": 128,
                       "residual_channels": 64, "codebook_size": 256}
     prior_defaults = {"epochs": {1: 60, 2: 24}, "batch_size": 32, "lr": 2e-3, "lr_schedule": "cosine",
