@@ -126,7 +126,8 @@ def check_section(path: Path, report: dict[str, Any]) -> list[str]:
 def summary(vq: dict[str, Any], prior: dict[str, Any]) -> str:
     """One line on the pair, from the checkpoints."""
     data = vq["data"]
-    classes = len(prior["label_names"]) if prior["config"].get("num_classes") else 0
+    config = prior["config"].get("top", prior["config"])  # a two-level prior's levels share their classes
+    classes = len(prior["label_names"]) if config.get("num_classes") else 0
     return (f"{data.get('modality')} model of {data.get('name')}: {vq['arch']} (K={vq['config']['codebook_size']}, "
             f"codes {'x'.join(map(str, prior['code_shape']))}) and {prior['arch']} prior"
             f"{f' over {classes} classes' if classes else ''}; held-out {figures(vq.get('metrics', {}))}; "

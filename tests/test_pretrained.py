@@ -225,3 +225,15 @@ def test_each_shipped_models_held_out_bits_per_code_reproduce(name):
     codes = levels[0] if len(levels) == 1 else tuple(levels)
     bits = evaluate(pipe.prior, codes, labels, 256, torch.device("cpu"))["test_bits_per_code"]
     assert bits == pytest.approx(recorded, abs=2e-3), (name, bits, recorded)
+
+
+def test_the_summary_of_a_two_level_pair_names_its_classes():
+    """A two-level prior keeps a config per level; the one-line summary reads the classes from its top level."""
+    vq = {"data": {"modality": "audio", "name": "audio-folder"}, "arch": "vqvae2", "config": {"codebook_size": 256},
+          "metrics": {}}
+    prior = {"arch": "hierarchical", "code_shape": [20, 16], "label_names": list("0123456789"), "metrics": {},
+             "config": {"top": {"num_classes": 10}, "bottom": {"num_classes": 10}}}
+    assert package_model.summary(vq, prior).startswith(
+        "audio model of audio-folder: vqvae2 (K=256, codes 20x16) and hierarchical prior over 10 classes;")
+    unconditional = {**prior, "config": {"top": {"num_classes": 0}, "bottom": {"num_classes": 0}}}
+    assert "hierarchical prior;" in package_model.summary(vq, unconditional)
