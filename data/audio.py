@@ -40,7 +40,7 @@ FSDD_PATTERN = r"(?P<label>\d+)_(?P<speaker>[^_]+)_(?P<index>\d+)"
 FSDD_TEST_INDICES = range(5)  # files with index 0-4 are the held-out split
 DYNAMIC_RANGE_DB = 80.0  # db_min = db_max - 80 when db_min is not given
 _CHUNK = 256  # clips per batched STFT
-INVERSION_SETTINGS = ("griffin_lim_iters", "silence_below")  # how spectrograms are inverted, not computed
+INVERSION_SETTINGS = ("griffin_lim_iters", "silence_below", "mel_fill")  # how spectrograms are inverted, not computed
 
 
 class SpectrogramDataset(Dataset):
@@ -105,8 +105,8 @@ def load_audio_folder(
         test_fraction: fraction of each class held out when the pattern has no ``index`` group.
         seed: seed of that split.
         spectrogram: ``dataclasses.asdict`` of the :class:`SpectrogramConfig` found in a spec; checked against the
-            resolved settings (its inversion settings, ``griffin_lim_iters`` and ``silence_below``, are kept; the
-            defaults where a spec written before them lacks them).
+            resolved settings (its inversion settings, ``griffin_lim_iters``, ``silence_below`` and ``mel_fill``,
+            are kept; the defaults where a spec written before them lacks them).
     Returns:
         DatasetSplits of :class:`SpectrogramDataset`, items ``(1, n_frames, F)`` float32 in ``[0, 1]``; ``spec``
         holds every option resolved plus ``spectrogram`` (the config as a dict).

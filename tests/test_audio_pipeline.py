@@ -78,6 +78,9 @@ def test_audio_eval_of_a_checkpoint_reports_what_the_fit_logged(fitted, capsys):
     args.silence_below = 1.0
     with pytest.raises(UsageError, match="--silence-below must be in"):
         audio_eval.main(args)
+    args.silence_below, args.mel_fill = None, 1.5
+    with pytest.raises(UsageError, match=r"--mel-fill must be in \[0, 1\], got 1.5"):
+        audio_eval.main(args)
 
 
 def test_fit_vqvae_mel(recordings, tmp_path):
@@ -92,6 +95,9 @@ def test_fit_vqvae_mel(recordings, tmp_path):
     ckpt = load_vqvae(tmp_path / "vqvae.pt")[1]
     assert ckpt["sample_shape"] == [1, 24, 16] and ckpt["data"]["spectrogram"]["representation"] == "mel"
     assert ckpt["arch"] == "vqvae2" and ckpt["config"]["downsample"] == 4  # 6 x 4 bottom codes, 3 x 2 top codes
+    plain = audio_eval.main(audio_eval.get_args_parser().parse_args(  # the least-squares magnitudes as they are
+        ["--vqvae", str(tmp_path / "vqvae.pt"), "--clips", "2", "--device", "cpu", "--mel-fill", "0"]))
+    assert plain["test_lsd_db"] != metrics["test_lsd_db"] and plain["ceiling_lsd_db"] != metrics["ceiling_lsd_db"]
 
 
 def test_fit_vqvae_with_two_levels(recordings, tmp_path):
@@ -113,7 +119,7 @@ def test_fit_vqvae_with_two_levels(recordings, tmp_path):
 def test_defaults_by_kind_of_data():
     """--epochs and --batch-size not given take the defaults of the kind of data; given ones are kept."""
     audio = VQVAEFit(dataset="audio-folder").resolved()
-    assert (audio.epochs, audio.batch_size) == (Spectrograms.vqvae_defaults["epochs"], 32)
+    assert (audio.epochs, audio.batch_size) == (40, 16)  # two levels of codes, the audio default
     image = VQVAEFit(dataset="mnist", epochs=3).resolved()
     assert (image.epochs, image.batch_size) == (3, Images.vqvae_defaults["batch_size"])
     args = fit_prior.get_args_parser().parse_args(["--vqvae", "x.pt"])
@@ -125,6 +131,11 @@ def test_defaults_may_differ_by_levels():
     levels; a value given is kept; the help names each."""
     default = VQVAEFit(dataset="audio-folder").resolved()
     assert (default.levels, default.downsample) == (2, 4)  # recordings: two levels unless told
+    one = VQVAEFit(dataset="audio-folder", levels=1).resolved()
+    assert (default.n_mels, default.epochs, default.batch_size, one.n_mels, one.epochs, one.batch_size) == (
+        72, 40, 16, 64, 24, 32)
+    assert VQVAEFit(dataset="audio-folder", n_mels=40).resolved().dataset_options() == {"n_mels": 40}
+    assert VQVAEFit(dataset="mnist").resolved().dataset_options() == {}  # images take no mel bands
     assert VQVAEFit(dataset="audio-folder", levels=1).resolved().downsample == 8
     assert VQVAEFit(dataset="audio-folder", levels=2, downsample=2).resolved().downsample == 2
     one, two = VQVAEFit(dataset="audio-folder", levels=1).resolved(), VQVAEFit(dataset="audio-folder").resolved()

@@ -75,7 +75,7 @@ class VQVAEFit(FitOptions):
     sample_rate: int | None = option(None, "audio-folder: resample every clip to this rate (default: 8000)")
     n_fft: int | None = option(None, "audio-folder: FFT size; stft images have n_fft // 2 + 1 rows (default: 254)")
     hop_length: int | None = option(None, "audio-folder: samples between frames (default: 64)")
-    n_mels: int | None = option(None, "audio-folder: mel bands, the rows of mel images (default: 64)")
+    n_mels: int | None = option(None, "audio-folder: mel bands, the rows of mel images")
     n_frames: int | None = option(None, "audio-folder: frames per clip (default: the 95th percentile of train "
                                   "lengths)")
     label_pattern: str | None = option(None, "audio-folder: regex with a named group 'label' (default: FSDD file "
