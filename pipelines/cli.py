@@ -169,7 +169,7 @@ def add_sampling(parser: argparse.ArgumentParser, temperature_help: str, guidanc
     bottom); :func:`sampling_settings` checks them."""
     per_level = "; one number, or two for a two-level prior (top, bottom)"
     parser.add_argument("--temperature", type=float, nargs="+", default=None, metavar="T",
-                        help=temperature_help + per_level + " (default: the model's, 0.7 0.6 for a two-level model "
+                        help=temperature_help + per_level + " (default: the model's, 0.6 0.6 for a two-level model "
                         "of recordings, else 1)")
     parser.add_argument("--guidance", type=float, nargs="+", default=0.0, metavar="W", help=guidance_help + per_level)
 

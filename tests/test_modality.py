@@ -93,7 +93,7 @@ def test_the_command_line_builds_the_options_python_builds(options, entry, requi
     assert cli.given_options(options, ["--epochs", "3", "--compile"]) == {"epochs": 3, "compile": True}
     help = " ".join(parser.format_help().split())
     assert (f"(default: image {Images.prior_defaults['epochs']}, audio 60 with one level, 24 with two levels)" in help
-            or "(default: image 13, audio 24)" in help)  # --epochs by modality
+            or "(default: image 13, audio 24 with one level, 40 with two levels)" in help)  # --epochs by modality
     image, audio = Images.prior_defaults["label_dropout"], Spectrograms.prior_defaults["label_dropout"]
     label_dropout = f"(default: image {image}, audio {audio})"
     assert options is VQVAEFit or label_dropout in help  # --label-dropout by modality

@@ -360,7 +360,7 @@ class VQPriorPipeline:
     @property
     def default_temperature(self) -> float | tuple[float, ...]:
         """The temperature samples are drawn at when none is given: the modality's for the prior's levels
-        (:attr:`vqvae_prior.modality.Modality.sampling_defaults`; two-level audio priors (0.7, 0.6), else 1)."""
+        (:attr:`vqvae_prior.modality.Modality.sampling_defaults`; two-level audio priors (0.6, 0.6), else 1)."""
         return for_levels(self.modality.sampling_defaults["temperature"], getattr(self.prior, "levels", 1))
 
     def temperature_or_default(self, value: float | Sequence[float] | None, name: str = "temperature") -> Any:
