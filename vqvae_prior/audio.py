@@ -392,7 +392,7 @@ class Spectrograms(Modality):
     # from real clips); one level's gain less (the shipped prior at 0.7: 91.3% against 89.6% at 1, and further from
     # real clips by one family). docs/results.md has each figure.
     # The default two-level pair (72 bands, batch 16 for 40 epochs), whose codes hold more (4.47 bits per code against
-    # 3.47): at (0.6, 0.6) 92.7% / 92.0% unguided and, guided at the bottom (--guidance 0 2), 98.7% / 98.5% with every
+    # 3.47): at (0.6, 0.6) 92.7% / 91.96% unguided and, guided at the bottom (--guidance 0 2), 98.7% / 98.5% with every
     # digit at least 96%; at (0.7, 0.6) 93.3% / 91.9% and 99.1% / 99.0% with "two" at 94% by log-mel.
     sampling_defaults = {"temperature": {1: 1.0, 2: (0.6, 0.6)}}
 
