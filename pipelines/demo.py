@@ -219,6 +219,10 @@ def page(models: dict[str, VQPriorPipeline], fields: dict[str, str], shown: Show
         return (f'<label>{label} <input type="text" inputmode="decimal" name="{name}" id="{name}" '
                 f'value="{value(name, default)}" placeholder="{placeholder}"></label>')
 
+    # blank draws at the model's default: a number, or one a level (top, bottom), shown once where they agree
+    temperatures = dict.fromkeys(pipe.default_temperature if isinstance(pipe.default_temperature, tuple)
+                                 else [pipe.default_temperature])
+    default_temperature = " / ".join(f"{t:g}" for t in temperatures)
     parts = [
         '<!doctype html><html><head><meta charset="utf-8"><title>vqvae_prior</title>'
         f"<style>{STYLE}</style></head><body><h1>vqvae_prior</h1>",
@@ -226,7 +230,8 @@ def page(models: dict[str, VQPriorPipeline], fields: dict[str, str], shown: Show
         f'<label>model <select name="model" id="model" onchange="location.search=\'model=\'+'
         f'encodeURIComponent(this.value)">{model_options}</select></label>',
         f'<label>class <select name="label" id="label">{class_options}</select></label>',
-        text("count", f"count (1 .. {MAX_COUNT})", "8"), text("temperature", "temperature", placeholder="the model's"),
+        text("count", f"count (1 .. {MAX_COUNT})", "8"),
+        text("temperature", "temperature", placeholder=default_temperature),
         text("guidance", "guidance", "0"), text("seed", "seed", placeholder="random"),
         '</p><p><button type="submit" name="action" value="generate" id="generate">Generate</button></p><p>',
         f'<label>complete this {e(pipe.modality.noun)} <input type="file" name="file" id="file" '

@@ -93,6 +93,7 @@ def test_the_form_offers_the_models_and_their_classes(served):
         page = response.read().decode()
     assert '<option value="digits" selected>digits (image)</option>' in page and "tones (audio)" in page
     assert "<option>1</option><option>4</option><option>7</option>" in page
+    assert 'name="temperature" id="temperature" value="" placeholder="1"' in page  # blank: the model's default
     with urllib.request.urlopen(served + "?model=tones", timeout=30) as response:
         assert "<option>0</option><option>1</option><option>2</option>" in response.read().decode()
 
