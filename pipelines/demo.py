@@ -220,9 +220,9 @@ def page(models: dict[str, VQPriorPipeline], fields: dict[str, str], shown: Show
                 f'value="{value(name, default)}" placeholder="{placeholder}"></label>')
 
     # blank draws at the model's default: a number, or one a level (top, bottom), shown once where they agree
-    temperatures = dict.fromkeys(pipe.default_temperature if isinstance(pipe.default_temperature, tuple)
-                                 else [pipe.default_temperature])
-    default_temperature = " / ".join(f"{t:g}" for t in temperatures)
+    default = pipe.default_temperature
+    levels = default if isinstance(default, tuple) else (default,)
+    default_temperature = " / ".join(f"{t:g}" for t in dict.fromkeys(levels))
     parts = [
         '<!doctype html><html><head><meta charset="utf-8"><title>vqvae_prior</title>'
         f"<style>{STYLE}</style></head><body><h1>vqvae_prior</h1>",

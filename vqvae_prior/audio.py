@@ -373,12 +373,13 @@ class Spectrograms(Modality):
     # code against 4.024 and 4.250 (other fits of the VQ-VAE), samples recognized more often guided and unguided.
     # Their VQ-VAE at 2e-3 on a cosine, as the pairs whose priors measured best: 5.50 and 5.52 dB against 5.56 and
     # 5.43 at 1e-3 held constant (the log-spectral distance; each two fits), the same minutes.
-    # Two levels are the default: against one level they reconstruct closer (log-spectral distance 5.4 to 5.6 against
-    # 6.2 dB), and at the temperature below their samples are recognized more often, guided (the bottom level alone,
-    # 98.7% against 97.9 to 98.3%) and unguided (92.2% against 89.6 to 90.1%), and are closer to real clips.
-    # Two levels of 72 mel bands (20 x 18 bottom codes), batch 16 for 40 epochs: 5.24 dB against 5.52 for 64 bands at
-    # 32 for 24 epochs; 72 bands alone: 5.42, batch 16 for 40 epochs alone: 5.46 (the bands' Griffin-Lim ceiling
-    # 4.54 against 4.79 dB; 80 bands leave five filters a single bin, and their ceiling is 7.35 dB).
+    # Two levels are the default: against one level, a pair of 64 bands reconstructs closer (log-spectral distance 5.4
+    # to 5.6 against 6.2 dB) and, drawn at (0.7, 0.6), its samples are recognized more often, guided (the bottom level
+    # alone, 98.7% against 97.9 to 98.3%) and unguided (92.2% against 89.6 to 90.1%), and are closer to real clips.
+    # Two levels of 72 mel bands (20 x 18 bottom codes), batch 16 for 40 epochs: 5.25 dB against 5.52 for 64 bands at
+    # 32 for 24 epochs (inverted without the mel fill; 5.19 and 5.48 with it); 72 bands alone: 5.42, batch 16 for 40
+    # epochs alone: 5.46 (the bands' Griffin-Lim ceiling 4.54 against 4.79 dB; 80 bands leave five filters a single
+    # bin, and their ceiling is 7.35 dB).
     vqvae_defaults = {"epochs": {1: 24, 2: 40}, "batch_size": {1: 32, 2: 16}, "n_mels": {1: 64, 2: 72},
                       "downsample": {1: 8, 2: 4}, "levels": 2,
                       "lr": {1: 1e-3, 2: 2e-3}, "lr_schedule": {1: "constant", 2: "cosine"}, "channels": 128,
