@@ -147,6 +147,11 @@ def test_defaults_may_differ_by_levels():
     help_text = " ".join(fit_vqvae.get_args_parser().format_help().split())
     assert "audio 8 with one level, 4 with two levels" in help_text
     assert "image 256 with one level, 512 with two levels" in help_text
+    one, _ = PriorFit(vqvae="x.pt").resolved_for(Spectrograms, 256, levels=1)
+    two, _ = PriorFit(vqvae="x.pt").resolved_for(Spectrograms, 256, levels=2)
+    assert (one.dropout, one.epochs, two.dropout, two.epochs) == (0.5, 60, 0.3, 24)  # priors by levels too
+    assert PriorFit(vqvae="x.pt", dropout=0.5).resolved_for(Spectrograms, 256, levels=2)[0].dropout == 0.5
+    assert "audio 0.5 with one level, 0.3 with two levels" in " ".join(fit_prior.get_args_parser().format_help().split())
 
 
 def test_frequency_major_audio_checkpoint_is_refused(fitted, tmp_path):

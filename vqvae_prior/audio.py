@@ -385,8 +385,11 @@ class Spectrograms(Modality):
                       "lr": {1: 1e-3, 2: 2e-3}, "lr_schedule": {1: "constant", 2: "cosine"}, "channels": 128,
                       "residual_channels": 64, "codebook_size": 256}
     prior_defaults = {"epochs": {1: 60, 2: 24}, "batch_size": 32, "lr": 2e-3, "lr_schedule": "cosine",
-                      "dropout": 0.5, "label_dropout": 0.1, "shifts": 8, "jitter": 0, "bottom_layers": {2: 6},
-                      "ema": 0.0}
+                      "dropout": {1: 0.5, 2: 0.3}, "label_dropout": 0.1, "shifts": 8, "jitter": 0,
+                      "bottom_layers": {2: 6}, "ema": 0.0}
+    # The two-level prior's dropout 0.3 against 0.5, on the default VQ-VAE's codes: 4.434 bits per code against 4.470
+    # (top 5.699 / 5.759, bottom 4.117 / 4.147) and unguided samples recognized 93.3% against 91.96% at (0.6, 0.6)
+    # (93.4% against 92.4% at (0.6, 0.5); audio_check at 150 a digit, the lower family), the same minutes.
     # sampling: a two-level prior's samples are more often recognized, and closer to real clips, drawn cooler at both
     # levels (FSDD, a pair of 64 bands, unguided, audio_check at 150 clips a digit, the lower family: 92.2% at
     # (0.7, 0.6), 91.4% at (0.8, 0.6), 88.3% at (1, 0.7); 81.9% at 1 (50 a digit); (0.7, 0.5) no better and further
