@@ -136,6 +136,36 @@ def test_quantizer_state_is_the_same_on_every_rank_and_as_one_process(tmp_path):
         assert "rank differs between the processes" in (tmp_path / f"refused{rank}.txt").read_text()
 
 
+def test_no_ddp_wrapper_outlives_the_process_group(monkeypatch):
+    """A fit's DDP wrapper left in a reference cycle is freed when the fit's processes close, before the group
+    ends, not at interpreter exit (where a gloo backend's teardown can abort a process whose fit has finished)."""
+    import gc
+    import socket
+    import weakref
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(port))
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    processes = Distributed(0, 2)  # as a rank of two: wrap() builds DDP (over this one-process group)
+    gc.disable()  # no collection but close()'s, as between a fit's collections
+    try:
+        forward = processes.wrap(torch.nn.Linear(4, 2))
+        forward(torch.randn(3, 4)).sum().backward()
+        wrapper = weakref.ref(forward)
+        cycle = {"forward": forward}  # DDP's own cycles come and go with torch's versions: one made here
+        cycle["self"] = cycle
+        del forward, cycle
+        assert wrapper() is not None  # unreachable, and alive until a collection
+        processes.close()
+    finally:
+        gc.enable()
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    assert wrapper() is None and not dist.is_initialized()
+
+
 def test_global_batch_is_cut_into_equal_contiguous_shards():
     batch = torch.arange(10)
     shards = [Distributed(rank, 3).shard(batch) for rank in range(3)]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -86,7 +87,12 @@ class Distributed:
         return cls(rank, world_size, local_rank), device
 
     def close(self) -> None:
+        """End the process group, after freeing what still holds it: a DistributedDataParallel wrapper caught in a
+        reference cycle (its own, or a frame's) outlives the group until a collection, with its reducer and the
+        gloo or NCCL backend that holds; freed at interpreter exit instead, a gloo backend's teardown can abort the
+        process (SIGABRT, "terminate called without an active exception") after a fit has written everything."""
         if self.world_size > 1 and dist.is_initialized():
+            gc.collect()  # the fit's DDP wrappers, unreachable by now
             dist.destroy_process_group()
 
     @property
