@@ -28,6 +28,7 @@ import contextlib
 import datetime
 import gc
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -130,7 +131,11 @@ class Distributed:
             return getattr(model, method)
         device = next(model.parameters()).device
         device_ids = [device.index] if device.type == "cuda" else None
-        return DistributedDataParallel(_Method(model, method), device_ids=device_ids, broadcast_buffers=False)
+        # torch 2.14 calls broadcast_buffers deprecated; its replacement, forward_sync_buffers=False, would still
+        # sync the buffers once, at construction, so the flag stays and its warning is not shown
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "`broadcast_buffers` is deprecated", FutureWarning)
+            return DistributedDataParallel(_Method(model, method), device_ids=device_ids, broadcast_buffers=False)
 
     def sum(self, *values: float | Tensor) -> list[float]:
         """The sums over the processes of ``values`` (one collective; the values themselves where one process)."""
